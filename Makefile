@@ -1,0 +1,34 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if needed and installs starmd into it; torch is pinned through
+# constraints.txt so that pip takes the CPU build.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.starmd-installed
+
+.PHONY: demo test test-slow lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/starmd demo -o demo_out
+
+test: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache
