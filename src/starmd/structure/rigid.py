@@ -133,16 +133,17 @@ class Rigid:
 
     @classmethod
     def from_3_points(
-        cls, neg_x: torch.Tensor, origin: torch.Tensor, pos_xy: torch.Tensor, eps: float = 1e-8
+        cls, p_xy_plane: torch.Tensor, origin: torch.Tensor, p_x_axis: torch.Tensor, eps: float = 1e-8
     ) -> Rigid:
         """Frame from three points by Gram-Schmidt (AlphaFold supplement, Algorithm 21).
 
-        For residue frames call it as ``from_3_points(N, CA, C)``: origin at CA, x-axis along
-        CA->C, N in the xy-plane with a positive y component. All inputs ``(..., 3)``.
+        The x-axis points from ``origin`` to ``p_x_axis``; ``p_xy_plane`` lies in the xy-plane
+        with a positive y component. For residue frames call ``from_3_points(N, CA, C)``: origin
+        at CA, x along CA->C, N in the xy-plane. All inputs ``(..., 3)``.
         """
-        e0 = pos_xy - origin
+        e0 = p_x_axis - origin
         e0 = e0 / (torch.linalg.vector_norm(e0, dim=-1, keepdim=True) + eps)
-        v1 = neg_x - origin
+        v1 = p_xy_plane - origin
         e1 = v1 - (e0 * v1).sum(-1, keepdim=True) * e0
         e1 = e1 / (torch.linalg.vector_norm(e1, dim=-1, keepdim=True) + eps)
         e2 = torch.linalg.cross(e0, e1, dim=-1)

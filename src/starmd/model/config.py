@@ -1,0 +1,141 @@
+"""Typed configuration of the denoiser network.
+
+Three presets: :meth:`DenoiserConfig.tiny` (tests), :meth:`DenoiserConfig.small` (CPU default) and
+:meth:`DenoiserConfig.base` (GPU; the STAR-MD paper's sizes: hidden 256, 8 heads, 4 blocks,
+pair 128). ``starmd.model.count_parameters`` gives their sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Sizes and options of :class:`starmd.model.StarDenoiser`.
+
+    Attributes:
+        c_s: single (per-token) feature width.
+        c_z: pair feature width (per frame only; never crosses time, never cached).
+        c_cond: width of the (diffusion time, log dt) embedding that drives adaptive LayerNorm.
+        n_blocks: number of blocks (IPA -> 2 joint attention layers -> pair update -> rigid update).
+        n_heads: heads of the joint spatio-temporal attention.
+        c_head: scalar head width of the joint attention; ``rope_residue_dims`` of it rotate with
+            residue index, ``rope_time_dims`` with physical time, the rest are plain.
+        n_qk_points / n_v_points: query/key and value points per head of the point term inside the
+            joint attention.
+        ipa_heads, ipa_c_head, ipa_qk_points, ipa_v_points: per-frame IPA sizes (AlphaFold Alg. 22).
+        c_outer: rank of the per-frame outer-product pair update.
+        transition_factor: hidden width of transition MLPs as a multiple of ``c_s``.
+        relpos_clip: relative residue offsets are clipped to ``[-relpos_clip, relpos_clip]``.
+        n_rbf, rbf_max_angstrom: Gaussian radial basis of CA-CA distances, centres on
+            ``[0, rbf_max_angstrom]``.
+        rope_time_min_ns / rope_time_max_ns: the time rotary periods are log-spaced over this range.
+        rope_residue_base: base of the (geometric) residue-index rotary frequencies.
+        c_prior_single / c_prior_pair: widths of optional pretrained single/pair features; 0 means
+            the model has no prior input (and no parameters for it, so DDP sees no unused ones).
+        stop_rotation_gradient: detach frame rotations between blocks (AlphaFold); pair it with an
+            auxiliary loss on :attr:`DenoiserOutput.frames_per_block`, otherwise the rotation
+            updates of all but the last block receive no gradient.
+        trans_scale: Angstrom -> internal length unit (0.1: nanometres), so coordinates and
+            predicted translation updates are O(1).
+    """
+
+    c_s: int = 128
+    c_z: int = 32
+    c_cond: int = 128
+    n_blocks: int = 2
+    n_heads: int = 4
+    c_head: int = 32
+    n_qk_points: int = 4
+    n_v_points: int = 4
+    ipa_heads: int = 4
+    ipa_c_head: int = 16
+    ipa_qk_points: int = 4
+    ipa_v_points: int = 8
+    c_outer: int = 8
+    transition_factor: int = 2
+    relpos_clip: int = 32
+    n_rbf: int = 16
+    rbf_max_angstrom: float = 22.0
+    rope_residue_dims: int = 8
+    rope_time_dims: int = 8
+    rope_residue_base: float = 1000.0
+    rope_time_min_ns: float = 0.01
+    rope_time_max_ns: float = 1000.0
+    c_prior_single: int = 0
+    c_prior_pair: int = 0
+    stop_rotation_gradient: bool = True
+    trans_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.rope_residue_dims % 2 or self.rope_time_dims % 2:
+            raise ValueError("rotary dimensions must be even")
+        if self.rope_residue_dims + self.rope_time_dims > self.c_head:
+            raise ValueError(
+                f"rotary dims {self.rope_residue_dims}+{self.rope_time_dims} exceed c_head "
+                f"{self.c_head}"
+            )
+        if self.n_blocks < 1:
+            raise ValueError("n_blocks must be >= 1")
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> DenoiserConfig:
+        """Test-sized model (about 0.15 M parameters)."""
+        base = dict(
+            c_s=32,
+            c_z=16,
+            c_cond=32,
+            n_blocks=2,
+            n_heads=4,
+            c_head=16,
+            n_qk_points=2,
+            n_v_points=2,
+            ipa_heads=4,
+            ipa_c_head=8,
+            ipa_qk_points=2,
+            ipa_v_points=4,
+            c_outer=4,
+            n_rbf=8,
+            rope_residue_dims=4,
+            rope_time_dims=4,
+        )
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
+
+    @classmethod
+    def small(cls, **overrides: object) -> DenoiserConfig:
+        """CPU default (about 1.5 M parameters)."""
+        return cls(**overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def base(cls, **overrides: object) -> DenoiserConfig:
+        """GPU size of the STAR-MD paper: hidden 256, 8 heads, 4 blocks, pair 128."""
+        base = dict(
+            c_s=256,
+            c_z=128,
+            c_cond=256,
+            n_blocks=4,
+            n_heads=8,
+            c_head=32,
+            n_qk_points=4,
+            n_v_points=8,
+            ipa_heads=8,
+            ipa_c_head=16,
+            ipa_qk_points=4,
+            ipa_v_points=8,
+            c_outer=16,
+            n_rbf=32,
+            rope_residue_dims=8,
+            rope_time_dims=16,
+        )
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
+
+    @classmethod
+    def preset(cls, name: str, **overrides: object) -> DenoiserConfig:
+        """``"tiny"``, ``"small"`` or ``"base"``."""
+        presets = {"tiny": cls.tiny, "small": cls.small, "base": cls.base}
+        if name not in presets:
+            raise ValueError(f"unknown denoiser preset {name!r}; choose from {sorted(presets)}")
+        return presets[name](**overrides)

@@ -1,0 +1,389 @@
+"""The STAR-MD denoiser: a causal diffusion transformer over (frame, residue) tokens.
+
+Block (repeated ``n_blocks`` times), every sublayer a residual branch with DiT-style adaptive
+LayerNorm (shift, scale, gate from the (tau, log dt) embedding of the token's group):
+
+1. per-frame invariant point attention (:class:`~starmd.model.ipa.InvariantPointAttention`) with
+   that frame's pair features, then a transition MLP;
+2. two joint spatio-temporal attention layers
+   (:class:`~starmd.model.joint_attention.JointSpatioTemporalAttention`), each with an MLP;
+3. a per-frame pair update (outer product of single features; skipped in the last block, whose
+   pair would feed nothing) and a rigid update in each token's local frame.
+
+The output frames are the input frames composed with the accumulated local updates; the network
+sees only invariant features (distances, residue types, torsions, times) and expresses geometry
+through local frames, so a global rigid motion of all inputs moves the predicted frames by the
+same motion and leaves torsions unchanged.
+
+Three entry points share one trunk:
+
+* :meth:`StarDenoiser.forward` -- the training layout (clean + noisy copies of a window);
+* :meth:`StarDenoiser.append_clean` / :meth:`StarDenoiser.denoise` -- rollout with a
+  :class:`~starmd.model.kv_cache.KVCache`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from starmd.errors import StarmdInputError
+from starmd.model.config import DenoiserConfig
+from starmd.model.features import ConditioningEmbedding, PairEmbedding, SingleEmbedding
+from starmd.model.inputs import DenoiserOutput, FrameTokens, ProteinConditioning, WindowOutput
+from starmd.model.ipa import InvariantPointAttention
+from starmd.model.joint_attention import (
+    AttentionContext,
+    CacheContext,
+    JointSpatioTemporalAttention,
+    MaskedContext,
+    rotary_angles,
+)
+from starmd.model.kv_cache import KVCache
+from starmd.model.masks import training_attention_mask, training_block_mask
+from starmd.structure.rigid import Rigid, quat_to_rotmat
+
+ATTENTION_LAYERS_PER_BLOCK = 2
+
+
+def masked_centroid(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``points (..., L, 3)`` over ``mask (..., L)`` -> ``(..., 3)``."""
+    weights = mask.to(points.dtype)[..., None]
+    return (points * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
+
+
+class Transition(nn.Module):
+    """Two-layer MLP ``c -> factor*c -> c``."""
+
+    def __init__(self, c: int, factor: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(c, factor * c), nn.SiLU(), nn.Linear(factor * c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class OuterProductPairUpdate(nn.Module):
+    """``z_ij += W (a_i outer b_j)`` per frame, ``s (..., L, c_s) -> (..., L, L, c_z)``.
+
+    Contracted as two einsums so that the ``L x L x c_outer^2`` outer product is never formed.
+    """
+
+    def __init__(self, c_s: int, c_z: int, c_outer: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c_s)
+        self.linear_ab = nn.Linear(c_s, 2 * c_outer)
+        self.weight = nn.Parameter(torch.randn(c_z, c_outer, c_outer) / c_outer)
+        self.bias = nn.Parameter(torch.zeros(c_z))
+        self.c_outer = c_outer
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        a, b = self.linear_ab(self.norm(s)).split(self.c_outer, dim=-1)
+        left = torch.einsum("...ia,zab->...izb", a, self.weight)
+        return torch.einsum("...izb,...jb->...ijz", left, b) + self.bias
+
+
+class RigidUpdate(nn.Module):
+    """Frame update in the token's local frame: quaternion vector part + translation.
+
+    ``s (..., c_s)`` -> :class:`Rigid` ``(...)``; the translation is predicted in internal units
+    (nm) and returned in Angstrom. Zero-initialized: the identity update at start.
+    """
+
+    def __init__(self, c_s: int, trans_scale: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c_s)
+        self.linear = nn.Linear(c_s, 6)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.trans_scale = trans_scale
+
+    def forward(self, s: torch.Tensor) -> Rigid:
+        update = self.linear(self.norm(s))
+        quat = torch.cat([torch.ones_like(update[..., :1]), update[..., :3]], dim=-1)
+        return Rigid(quat_to_rotmat(quat), update[..., 3:] / self.trans_scale)
+
+
+class TorsionHead(nn.Module):
+    """Residual MLP ``s (..., c_s) -> (..., 7, 2)`` (sin, cos), unnormalized and unit."""
+
+    def __init__(self, c_s: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c_s)
+        self.linear_in = nn.Linear(c_s, c_s)
+        self.residual = nn.Sequential(
+            nn.ReLU(), nn.Linear(c_s, c_s), nn.ReLU(), nn.Linear(c_s, c_s)
+        )
+        self.linear_out = nn.Linear(c_s, 14)
+
+    def forward(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.linear_in(self.norm(s))
+        h = h + self.residual(h)
+        raw = self.linear_out(torch.relu(h)).unflatten(-1, (7, 2))
+        unit = raw / torch.sqrt((raw**2).sum(-1, keepdim=True) + 1e-8)
+        return raw, unit
+
+
+class DenoiserBlock(nn.Module):
+    """IPA -> 2 x joint attention -> pair update -> rigid update (see module docstring)."""
+
+    n_sublayers = 2 + 2 * ATTENTION_LAYERS_PER_BLOCK
+
+    def __init__(self, config: DenoiserConfig, pair_update: bool) -> None:
+        super().__init__()
+        c = config
+        self.config = config
+        self.modulation = nn.Linear(c.c_cond, self.n_sublayers * 3 * c.c_s)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+        self.norm = nn.LayerNorm(c.c_s, elementwise_affine=False)
+        self.ipa = InvariantPointAttention(
+            c.c_s, c.c_z, c.ipa_heads, c.ipa_c_head, c.ipa_qk_points, c.ipa_v_points
+        )
+        self.ipa_transition = Transition(c.c_s, c.transition_factor)
+        self.attention = nn.ModuleList(
+            JointSpatioTemporalAttention(c) for _ in range(ATTENTION_LAYERS_PER_BLOCK)
+        )
+        self.attention_transition = nn.ModuleList(
+            Transition(c.c_s, c.transition_factor) for _ in range(ATTENTION_LAYERS_PER_BLOCK)
+        )
+        self.pair_update = OuterProductPairUpdate(c.c_s, c.c_z, c.c_outer) if pair_update else None
+        self.pair_norm = nn.LayerNorm(c.c_z)
+        self.rigid_update = RigidUpdate(c.c_s, c.trans_scale)
+
+    def forward(
+        self,
+        s: torch.Tensor,
+        z: torch.Tensor,
+        frames: Rigid,
+        cond_emb: torch.Tensor,
+        residue_mask: torch.Tensor,
+        reference: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        context: AttentionContext,
+        first_layer: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Rigid]:
+        """One block.
+
+        Args:
+            s: single ``(B, G, L, c_s)``; z: pair ``(B, G, L, L, c_z)``.
+            frames: :class:`Rigid` ``(B, G, L)`` in Angstrom.
+            cond_emb: ``(B, G, c_cond)``; residue_mask: ``(B, L)`` bool.
+            reference: ``(B, 3)`` Angstrom, origin of the joint attention's global points.
+            rope: rotary cos/sin for the ``G*L`` tokens; context: attention visibility.
+            first_layer: cache index of this block's first attention layer.
+
+        Returns:
+            updated ``s``, ``z`` (None after the last block) and frames.
+        """
+        cfg = self.config
+        b, g, l, _ = s.shape
+        mods = self.modulation(nn.functional.silu(cond_emb))[:, :, None]  # (B, G, 1, 18 c_s)
+        mods = mods.chunk(3 * self.n_sublayers, dim=-1)
+        token_mask = residue_mask[:, None, :, None].to(s.dtype)
+
+        def residual(x: torch.Tensor, index: int, fn) -> torch.Tensor:
+            shift, scale, gate = mods[3 * index : 3 * index + 3]
+            return x + gate * fn(self.norm(x) * (1 + scale) + shift)
+
+        # 1. per-frame IPA, coordinates centred on each frame's centroid.
+        frame_mask = residue_mask[:, None].expand(b, g, l)
+        centre = masked_centroid(frames.trans, frame_mask)
+        ipa_frames = Rigid(frames.rots, (frames.trans - centre[:, :, None]) * cfg.trans_scale)
+        z_in = self.pair_norm(z)
+
+        def ipa(x: torch.Tensor) -> torch.Tensor:
+            out = self.ipa(
+                x.reshape(b * g, l, -1),
+                z_in.reshape(b * g, l, l, -1),
+                ipa_frames.map_tensors(lambda t: t.flatten(0, 1)),
+                frame_mask.reshape(b * g, l),
+            )
+            return out.view(b, g, l, -1)
+
+        s = residual(s, 0, ipa)
+        s = residual(s, 1, self.ipa_transition)
+
+        # 2. joint attention over all G*L tokens.
+        joint_frames = Rigid(
+            frames.rots.reshape(b, g * l, 3, 3),
+            (frames.trans - reference[:, None, None]).reshape(b, g * l, 3) * cfg.trans_scale,
+        )
+        for i, (attention, transition) in enumerate(
+            zip(self.attention, self.attention_transition, strict=True)
+        ):
+
+            def attend(x: torch.Tensor, attention=attention, layer=first_layer + i) -> torch.Tensor:
+                out = attention(x.reshape(b, g * l, -1), joint_frames, rope, context, layer)
+                return out.view(b, g, l, -1)
+
+            s = residual(s, 2 + 2 * i, attend)
+            s = residual(s, 3 + 2 * i, transition)
+        s = s * token_mask
+
+        # 3. pair and rigid updates.
+        z_out = z + self.pair_update(s) if self.pair_update is not None else None
+        frames = frames.compose(self.rigid_update(s))
+        return s, z_out, frames
+
+
+class StarDenoiser(nn.Module):
+    """Causal spatio-temporal SE(3) denoiser; predicts clean frames and torsions per token."""
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.single_embedding = SingleEmbedding(config)
+        self.pair_embedding = PairEmbedding(config)
+        self.conditioning = ConditioningEmbedding(config.c_cond)
+        self.blocks = nn.ModuleList(
+            DenoiserBlock(config, pair_update=i < config.n_blocks - 1)
+            for i in range(config.n_blocks)
+        )
+        self.torsion_head = TorsionHead(config.c_s)
+
+    @property
+    def num_attention_layers(self) -> int:
+        """Joint attention layers, i.e. layers of a :class:`KVCache`."""
+        return ATTENTION_LAYERS_PER_BLOCK * self.config.n_blocks
+
+    # entry points -------------------------------------------------------------------------------
+    def forward(
+        self,
+        cond: ProteinConditioning,
+        clean: FrameTokens,
+        noisy: FrameTokens,
+        window: int | None = None,
+        sink: bool = False,
+        attention: Literal["sdpa", "flex"] = "sdpa",
+    ) -> WindowOutput:
+        """Training layout: clean copies ``c_0..c_{K-1}`` and noisy copies ``n_0..n_{K-1}``.
+
+        Args:
+            cond: per-protein inputs, ``(B, L)``.
+            clean: the window's clean (contextually noised) frames, ``G = K``.
+            noisy: the same frames at diffusion times ``noisy.tau``, ``G = K``.
+            window: context window ``W`` (None: all earlier frames); see :mod:`starmd.model.masks`.
+            sink: keep ``c_0`` visible outside the window.
+            attention: ``"sdpa"`` (dense boolean mask ``(B, 1, 2KL, 2KL)``) or ``"flex"``
+                (FlexAttention block mask; compile ``flex_attention`` on GPU for speed).
+
+        Returns:
+            :class:`WindowOutput` with predictions for both copies, each ``G = K``.
+        """
+        k = clean.num_groups
+        if noisy.num_groups != k:
+            raise StarmdInputError(f"clean has {k} frames but noisy has {noisy.num_groups}")
+        if attention == "sdpa":
+            mask = training_attention_mask(k, cond.residue_mask, window, sink)
+        elif attention == "flex":
+            mask = training_block_mask(k, cond.residue_mask, window, sink)
+        else:
+            raise ValueError(f"attention must be 'sdpa' or 'flex', got {attention!r}")
+        out = self._trunk(cond, FrameTokens.cat([clean, noisy]), MaskedContext(mask))
+        return WindowOutput(clean=out[:k], noisy=out[k:])
+
+    @torch.no_grad()
+    def append_clean(
+        self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens
+    ) -> DenoiserOutput:
+        """Encode one clean frame (``G = 1``) attending to the cache and itself; append its
+        keys/values to ``cache`` (evicting outside the window). Inference only (no gradients).
+        """
+        slot = self._open_slot(cache, cond, tokens)
+        out = self._trunk(cond, tokens, CacheContext(cache, slot))
+        cache.commit(slot)
+        return out
+
+    @torch.no_grad()
+    def denoise(
+        self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens
+    ) -> DenoiserOutput:
+        """Predict the clean version of one noisy frame (``G = 1``) attending to the cache and
+        itself; the cache's content is unchanged. Inference only (no gradients).
+        """
+        slot = self._open_slot(cache, cond, tokens)
+        return self._trunk(cond, tokens, CacheContext(cache, slot))
+
+    def new_cache(self, window: int | None = None, sink: bool = False) -> KVCache:
+        """An empty :class:`KVCache` (storage is allocated on first use)."""
+        return KVCache(window=window, sink=sink)
+
+    # internals ----------------------------------------------------------------------------------
+    def _open_slot(self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens) -> int:
+        if tokens.num_groups != 1:
+            raise StarmdInputError(f"rollout takes one frame at a time, got {tokens.num_groups}")
+        attention = self.blocks[0].attention[0]
+        return cache.open_slot(
+            cond.residue_mask,
+            self.num_attention_layers,
+            self.config.n_heads,
+            attention.key_dim,
+            attention.value_dim,
+            tokens.torsions.dtype,
+        )
+
+    def _check_prior(self, cond: ProteinConditioning) -> None:
+        cfg = self.config
+        for name, width, value in (
+            ("prior_single", cfg.c_prior_single, cond.prior_single),
+            ("prior_pair", cfg.c_prior_pair, cond.prior_pair),
+        ):
+            if width and (value is None or value.shape[-1] != width):
+                got = None if value is None else tuple(value.shape)
+                raise StarmdInputError(f"model expects {name} of width {width}, got {got}")
+            if not width and value is not None:
+                raise StarmdInputError(f"{name} given but the model has no {name} input (width 0)")
+
+    def _trunk(
+        self, cond: ProteinConditioning, tokens: FrameTokens, context: AttentionContext
+    ) -> DenoiserOutput:
+        """Run all blocks over ``G`` groups of tokens with the given attention context."""
+        cond.validate()
+        tokens.validate(cond)
+        self._check_prior(cond)
+        b, g, l = tokens.frames.shape
+        residue_mask = cond.residue_mask
+
+        s = self.single_embedding(cond, tokens) * residue_mask[:, None, :, None]
+        z = self.pair_embedding(self.pair_embedding.protein_pair(cond), tokens.frames)
+        cond_emb = self.conditioning(tokens.tau, cond.dt_ps)
+        reference = masked_centroid(cond.init_frames.trans, residue_mask)
+        rope = rotary_angles(
+            self.config,
+            cond.residue_index[:, None].expand(b, g, l).reshape(b, g * l),
+            tokens.time_ps[:, :, None].expand(b, g, l).reshape(b, g * l),
+        )
+
+        frames = tokens.frames
+        per_block: list[Rigid] = []
+        for i, block in enumerate(self.blocks):
+            s, z, frames = block(
+                s,
+                z,
+                frames,
+                cond_emb,
+                residue_mask,
+                reference,
+                rope,
+                context,
+                first_layer=ATTENTION_LAYERS_PER_BLOCK * i,
+            )
+            per_block.append(frames)
+            if self.config.stop_rotation_gradient:
+                frames = Rigid(frames.rots.detach(), frames.trans)
+        raw, unit = self.torsion_head(s)
+        return DenoiserOutput(
+            frames=per_block[-1],
+            torsions=unit,
+            torsions_unnormalized=raw,
+            frames_per_block=Rigid.stack(per_block, dim=0),
+            single=s,
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,145 @@
+"""Invariant input features: residue embedding, per-frame pair features, (tau, log dt) embedding.
+
+Everything here is a function of invariant quantities only (residue types, residue/chain indices,
+inter-residue CA distances, torsion angles, diffusion and physical times), which is what makes
+the network's SE(3) behaviour exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from starmd.model.config import DenoiserConfig
+from starmd.model.inputs import FrameTokens, ProteinConditioning
+from starmd.structure.rigid import Rigid
+
+NUM_RESIDUE_TYPES = 21  # 20 standard + unknown/padding
+
+
+def rbf(distances: torch.Tensor, n_bins: int, max_value: float) -> torch.Tensor:
+    """Gaussian radial basis ``(...,) -> (..., n_bins)``, centres evenly on ``[0, max_value]``."""
+    centres = torch.linspace(0.0, max_value, n_bins, dtype=distances.dtype, device=distances.device)
+    width = max_value / (n_bins - 1)
+    return torch.exp(-(((distances[..., None] - centres) / width) ** 2))
+
+
+def ca_distances(frames: Rigid) -> torch.Tensor:
+    """Pairwise CA-CA distances ``(..., L, L)`` in Angstrom of frames ``(..., L)``."""
+    x = frames.trans
+    diff = x[..., :, None, :] - x[..., None, :, :]
+    # eps inside the sqrt keeps the diagonal differentiable.
+    return torch.sqrt((diff**2).sum(-1) + 1e-10)
+
+
+def fourier_features(x: torch.Tensor, n: int, min_period: float, max_period: float) -> torch.Tensor:
+    """Sin/cos features ``(...,) -> (..., 2n)`` with log-spaced periods on [min, max]."""
+    periods = torch.logspace(
+        math.log10(min_period), math.log10(max_period), n, dtype=x.dtype, device=x.device
+    )
+    angles = 2 * math.pi * x[..., None] / periods
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class ConditioningEmbedding(nn.Module):
+    """Embedding of (diffusion time tau, log dt) per group, the input of adaptive LayerNorm.
+
+    ``tau (B, G)``, ``dt_ps (B,)`` -> ``(B, G, c_cond)``.
+    """
+
+    n_fourier = 16
+
+    def __init__(self, c_cond: int) -> None:
+        super().__init__()
+        self.tau_mlp = nn.Sequential(
+            nn.Linear(2 * self.n_fourier, c_cond), nn.SiLU(), nn.Linear(c_cond, c_cond)
+        )
+        self.dt_mlp = nn.Sequential(
+            nn.Linear(2 * self.n_fourier, c_cond), nn.SiLU(), nn.Linear(c_cond, c_cond)
+        )
+
+    def forward(self, tau: torch.Tensor, dt_ps: torch.Tensor) -> torch.Tensor:
+        tau_feat = fourier_features(tau, self.n_fourier, 0.05, 8.0)
+        # log10(dt / 1 ps) spans about -2..5 for dt in 0.01 ps..100 ns.
+        log_dt = torch.log10(dt_ps.clamp_min(1e-6))
+        dt_feat = fourier_features(log_dt, self.n_fourier, 0.5, 40.0)
+        return self.tau_mlp(tau_feat) + self.dt_mlp(dt_feat)[:, None, :]
+
+
+class SingleEmbedding(nn.Module):
+    """Initial single features per token: residue type, torsion (sin, cos), optional prior.
+
+    ``-> (B, G, L, c_s)``.
+    """
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.aatype = nn.Embedding(NUM_RESIDUE_TYPES, config.c_s)
+        self.torsion = nn.Linear(7 * 2 + 7, config.c_s)
+        self.prior = (
+            nn.Sequential(
+                nn.LayerNorm(config.c_prior_single), nn.Linear(config.c_prior_single, config.c_s)
+            )
+            if config.c_prior_single
+            else None
+        )
+
+    def forward(self, cond: ProteinConditioning, tokens: FrameTokens) -> torch.Tensor:
+        mask = cond.torsion_mask.to(tokens.torsions.dtype)[:, None]  # (B, 1, L, 7)
+        angles = tokens.torsions
+        feats = torch.cat(
+            [angles.sin() * mask, angles.cos() * mask, mask.expand_as(angles)], dim=-1
+        )
+        s = self.torsion(feats) + self.aatype(cond.aatype)[:, None]
+        if self.prior is not None:
+            s = s + self.prior(cond.prior_single)[:, None]
+        return s
+
+
+class PairEmbedding(nn.Module):
+    """Per-frame pair features: relative position, CA distances of the frame and of the
+    initial structure, optional prior pair features.
+
+    The frame-independent part (:meth:`protein_pair`, ``(B, L, L, c_z)``) is computed once per
+    call; :meth:`forward` adds the frame's distances, giving ``(B, G, L, L, c_z)``.
+    """
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.config = config
+        n_rel = 2 * config.relpos_clip + 2  # clipped offsets + "other chain"
+        self.relpos = nn.Embedding(n_rel, config.c_z)
+        self.init_dist = nn.Linear(config.n_rbf, config.c_z, bias=False)
+        self.frame_dist = nn.Linear(config.n_rbf, config.c_z, bias=False)
+        self.prior = (
+            nn.Sequential(
+                nn.LayerNorm(config.c_prior_pair), nn.Linear(config.c_prior_pair, config.c_z)
+            )
+            if config.c_prior_pair
+            else None
+        )
+
+    def relative_position_bins(self, cond: ProteinConditioning) -> torch.Tensor:
+        """Bins ``(B, L, L)``: clipped offset ``j - i`` within a chain, a last bin across chains."""
+        clip = self.config.relpos_clip
+        offset = cond.residue_index[:, None, :] - cond.residue_index[:, :, None]
+        bins = offset.clamp(-clip, clip) + clip
+        same_chain = cond.chain_index[:, None, :] == cond.chain_index[:, :, None]
+        return torch.where(same_chain, bins, torch.full_like(bins, 2 * clip + 1))
+
+    def protein_pair(self, cond: ProteinConditioning) -> torch.Tensor:
+        """Frame-independent pair features ``(B, L, L, c_z)``."""
+        c = self.config
+        z = self.relpos(self.relative_position_bins(cond))
+        z = z + self.init_dist(rbf(ca_distances(cond.init_frames), c.n_rbf, c.rbf_max_angstrom))
+        if self.prior is not None:
+            z = z + self.prior(cond.prior_pair)
+        return z
+
+    def forward(self, protein_pair: torch.Tensor, frames: Rigid) -> torch.Tensor:
+        """``protein_pair (B, L, L, c_z)``, ``frames (B, G, L)`` -> ``(B, G, L, L, c_z)``."""
+        c = self.config
+        d = rbf(ca_distances(frames), c.n_rbf, c.rbf_max_angstrom)
+        return protein_pair[:, None] + self.frame_dist(d)

@@ -1,0 +1,190 @@
+"""Joint spatio-temporal attention with rotary encodings and an invariant point term.
+
+One attention call covers the single features of all tokens (frame group x residue) that a
+query may see, with no space/time factorization. Per head the query/key vectors are augmented so
+that ``scaled_dot_product_attention`` computes, up to a per-query constant that softmax drops,
+
+    w_L * ( q_i . k_j / sqrt(c)  -  gamma_h w_C / 2 * sum_p |T_i q_ip - T_j k_jp|^2 )
+
+* scalar part: the first ``rope_residue_dims`` dimensions rotate with the residue index, the next
+  ``rope_time_dims`` with physical time in ns (log-spaced periods over ``rope_time_min_ns`` ..
+  ``rope_time_max_ns``), the rest are plain;
+* point part: query/key points are predicted in each token's local frame and mapped to global
+  coordinates with that token's frame (``T_i q``). Expanding the square,
+  ``-w/2 |q - k|^2 = w q.k - w/2 |k|^2 - w/2 |q|^2``; the last term is constant per query, so
+  ``q_aug = [scalar q, w q_pts, w]`` and ``k_aug = [scalar k, k_pts, -|k_pts|^2 / 2]``;
+* value points are averaged in global coordinates and mapped back into the query's local frame.
+
+Cached keys/values are therefore ``[rotated scalar k, global k points, -|k|^2/2]`` and
+``[v, global v points]``: O(tokens x d), never pair-sized. Global coordinates are taken relative
+to the initial structure's centroid (an equivariant point) and in nm, which keeps the expanded
+squares well conditioned; the result is invariant either way. Head dimensions are zero-padded to
+a multiple of 8 so that fused SDPA kernels apply.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from starmd.model.config import DenoiserConfig
+from starmd.model.ipa import SOFTPLUS_INV_ONE
+from starmd.model.kv_cache import KVCache
+from starmd.structure.rigid import Rigid
+
+
+def _round_up(n: int, multiple: int = 8) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def rotary_angles(
+    config: DenoiserConfig, residue_index: torch.Tensor, time_ps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary cos/sin per token, ``(B, 1, T, (rope_residue_dims + rope_time_dims) / 2)``.
+
+    Args:
+        residue_index: ``(B, T)`` residue index of each token.
+        time_ps: ``(B, T)`` physical time of each token in ps.
+
+    Angles are formed in float64 and reduced mod 2 pi before the cast, so that large times
+    (microsecond rollouts) keep their short-period components exact.
+    """
+    n_res, n_time = config.rope_residue_dims // 2, config.rope_time_dims // 2
+    dev = residue_index.device
+    res_freq = config.rope_residue_base ** (
+        -torch.arange(n_res, dtype=torch.float64, device=dev) / max(n_res, 1)
+    )
+    periods_ns = torch.logspace(
+        math.log10(config.rope_time_min_ns),
+        math.log10(config.rope_time_max_ns),
+        n_time,
+        dtype=torch.float64,
+        device=dev,
+    )
+    time_freq = 2 * math.pi / periods_ns
+    angles = torch.cat(
+        [
+            residue_index.to(torch.float64)[..., None] * res_freq,
+            (time_ps.to(torch.float64) / 1000.0)[..., None] * time_freq,
+        ],
+        dim=-1,
+    ).remainder(2 * math.pi)
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``2 * cos.shape[-1]`` dims of ``x (B, H, T, c)`` pairwise (half split)."""
+    half = cos.shape[-1]
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
+
+
+class AttentionContext(Protocol):
+    """Where keys/values come from and which are visible: training mask or rollout cache."""
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``q, k (B, H, T, dk)``, ``v (B, H, T, dv)`` of the current tokens -> ``(B, H, T, dv)``."""
+        ...
+
+
+class MaskedContext:
+    """Training layout: all tokens in one call, visibility from a dense or block mask."""
+
+    def __init__(self, mask: torch.Tensor | BlockMask | None) -> None:
+        self.mask = mask
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.mask, BlockMask):
+            return flex_attention(q, k, v, block_mask=self.mask, scale=1.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, scale=1.0)
+
+
+class CacheContext:
+    """Rollout: the current group attends to the cached clean groups and to itself.
+
+    The current group's keys/values are written into ``slot``; whether they stay there is the
+    caller's decision (:meth:`KVCache.commit`).
+    """
+
+    def __init__(self, cache: KVCache, slot: int) -> None:
+        self.cache, self.slot = cache, slot
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self.cache.write(layer, self.slot, k, v)
+        keys, values, key_mask = self.cache.visible(layer, self.slot)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask, scale=1.0)
+
+
+class JointSpatioTemporalAttention(nn.Module):
+    """Attention over tokens of many frames with rotary (residue, time) and point terms."""
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.config = config
+        h, c = config.n_heads, config.c_head
+        pq, pv = config.n_qk_points, config.n_v_points
+        self.linear_qkv = nn.Linear(config.c_s, 3 * h * c, bias=False)
+        self.linear_qk_points = nn.Linear(config.c_s, 2 * h * pq * 3)
+        self.linear_v_points = nn.Linear(config.c_s, h * pv * 3)
+        self.head_weights = nn.Parameter(torch.full((h,), SOFTPLUS_INV_ONE))
+        self.linear_out = nn.Linear(h * (c + 4 * pv), config.c_s)
+        self.key_dim = _round_up(c + 3 * pq + 1)
+        self.value_dim = _round_up(c + 3 * pv)
+
+    def project(
+        self, s: torch.Tensor, frames: Rigid, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Augmented queries, keys ``(B, H, T, key_dim)`` and values ``(B, H, T, value_dim)``.
+
+        Args:
+            s: normalized single features ``(B, T, c_s)``.
+            frames: token frames :class:`Rigid` ``(B, T)``, internal units, relative to the
+                reference point.
+            rope: ``(cos, sin)`` from :func:`rotary_angles`.
+        """
+        cfg = self.config
+        b, t, _ = s.shape
+        h, c, pq, pv = cfg.n_heads, cfg.c_head, cfg.n_qk_points, cfg.n_v_points
+        q, k, v = self.linear_qkv(s).view(b, t, 3, h, c).permute(2, 0, 3, 1, 4)  # (B, H, T, c)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+
+        point_frames = frames.unsqueeze(-1)
+        qk_pts = point_frames.apply(self.linear_qk_points(s).view(b, t, 2 * h * pq, 3))
+        q_pts, k_pts = qk_pts.view(b, t, 2, h, pq * 3).permute(2, 0, 3, 1, 4)  # (B, H, T, 3P)
+        v_pts = point_frames.apply(self.linear_v_points(s).view(b, t, h * pv, 3))
+        v_pts = v_pts.view(b, t, h, pv * 3).transpose(1, 2)
+
+        w_l = math.sqrt(1.0 / 2.0)
+        w_c = math.sqrt(2.0 / (9.0 * pq))
+        w = (F.softplus(self.head_weights) * w_c * w_l).to(s.dtype)[None, :, None, None]
+        q_aug = torch.cat([q * (w_l / math.sqrt(c)), w * q_pts, w.expand(b, h, t, 1)], dim=-1)
+        k_aug = torch.cat([k, k_pts, -0.5 * (k_pts**2).sum(-1, keepdim=True)], dim=-1)
+        v_aug = torch.cat([v, v_pts], dim=-1)
+        pad_k, pad_v = self.key_dim - q_aug.shape[-1], self.value_dim - v_aug.shape[-1]
+        return F.pad(q_aug, (0, pad_k)), F.pad(k_aug, (0, pad_k)), F.pad(v_aug, (0, pad_v))
+
+    def forward(
+        self,
+        s: torch.Tensor,
+        frames: Rigid,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        context: AttentionContext,
+        layer: int,
+    ) -> torch.Tensor:
+        """``s (B, T, c_s)`` -> ``(B, T, c_s)``; ``layer`` indexes the cache."""
+        cfg = self.config
+        b, t, _ = s.shape
+        h, c, pv = cfg.n_heads, cfg.c_head, cfg.n_v_points
+        q, k, v = self.project(s, frames, rope)
+        o = context.attend(layer, q, k, v).transpose(1, 2)  # (B, T, H, value_dim)
+        o_scalar = o[..., :c].reshape(b, t, h * c)
+        o_pts = o[..., c : c + 3 * pv].reshape(b, t, h * pv, 3)
+        o_pts = frames.unsqueeze(-1).invert_apply(o_pts)
+        o_norm = torch.sqrt((o_pts**2).sum(-1) + 1e-8)
+        return self.linear_out(torch.cat([o_scalar, o_pts.reshape(b, t, -1), o_norm], dim=-1))

@@ -1,0 +1,123 @@
+"""The ATLAS on-disk layout written by :func:`starmd.simulate.simulate`, and its resume files.
+
+One folder per protein ``name``::
+
+    {name}.pdb                 heavy-atom protein topology (real residue names and numbers)
+    {name}_prod_R{i}_fit.xtc   replica i (from 1): protein heavy atoms, CA-superposed on
+                               {name}.pdb, one frame every save interval, time in ps
+    {name}.json                settings and per-replica results (frames, seeds, ns/day, ...)
+    state/{name}_setup.json    how the system was built (protocol, input checksum)
+    state/{name}_system.xml.gz serialized openmm.System (portable, platform-independent)
+    state/{name}_full.pdb      minimized full system (with hydrogens, and solvent if explicit)
+    state/{name}_R{i}.xml      portable OpenMM State (positions, velocities, box, time)
+    state/{name}_R{i}.json     replica progress: frames and XTC bytes that match the state
+
+A replica's XTC is only ever appended whole chunks of frames; the progress file records its
+byte length at the last saved state, so a run killed between appending and saving is repaired
+by truncating back to that length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def topology_pdb(out_dir: Path, name: str) -> Path:
+    """Path of the heavy-atom topology PDB."""
+    return out_dir / f"{name}.pdb"
+
+
+def replica_xtc(out_dir: Path, name: str, replica: int) -> Path:
+    """Path of replica ``replica``'s (1-based) fitted trajectory."""
+    return out_dir / f"{name}_prod_R{replica}_fit.xtc"
+
+
+def metadata_json(out_dir: Path, name: str) -> Path:
+    """Path of the run's metadata file."""
+    return out_dir / f"{name}.json"
+
+
+def state_dir(out_dir: Path) -> Path:
+    """Folder of the resume files."""
+    return out_dir / "state"
+
+
+def setup_json(out_dir: Path, name: str) -> Path:
+    """Path of the system-setup record."""
+    return state_dir(out_dir) / f"{name}_setup.json"
+
+
+def system_xml(out_dir: Path, name: str) -> Path:
+    """Path of the serialized ``openmm.System``."""
+    return state_dir(out_dir) / f"{name}_system.xml.gz"
+
+
+def full_pdb(out_dir: Path, name: str) -> Path:
+    """Path of the minimized full-atom structure (topology of the saved states)."""
+    return state_dir(out_dir) / f"{name}_full.pdb"
+
+
+def replica_state_xml(out_dir: Path, name: str, replica: int) -> Path:
+    """Path of a replica's portable OpenMM state."""
+    return state_dir(out_dir) / f"{name}_R{replica}.xml"
+
+
+def replica_progress_json(out_dir: Path, name: str, replica: int) -> Path:
+    """Path of a replica's progress record."""
+    return state_dir(out_dir) / f"{name}_R{replica}.json"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """Read a JSON file, or ``None`` if it does not exist."""
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def append_bytes(path: Path, valid_length: int, payload: bytes) -> int:
+    """Truncate ``path`` to ``valid_length`` bytes, append ``payload`` and fsync.
+
+    Returns:
+        The new length of the file in bytes.
+    """
+    mode = "r+b" if path.exists() else "w+b"
+    with open(path, mode) as handle:
+        handle.truncate(valid_length)
+        handle.seek(valid_length)
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return valid_length + len(payload)
+
+
+def truncate_to(path: Path, valid_length: int) -> None:
+    """Cut ``path`` back to ``valid_length`` bytes (drop frames appended after the last state)."""
+    if path.exists() and path.stat().st_size != valid_length:
+        with open(path, "r+b") as handle:
+            handle.truncate(valid_length)

@@ -1,0 +1,129 @@
+"""Rollout with the KV cache reproduces the training-layout forward exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import make_model, make_window
+
+from starmd.errors import StarmdInputError
+from starmd.model import KVCache
+
+K = 5
+
+
+def _assert_same_prediction(rollout, full, tol):
+    torch.testing.assert_close(rollout.frames.rots, full.frames.rots, atol=tol, rtol=0)
+    torch.testing.assert_close(rollout.frames.trans, full.frames.trans, atol=tol, rtol=0)
+    torch.testing.assert_close(rollout.torsions, full.torsions, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("window", "sink"), [(None, False), (None, True), (2, False), (2, True), (1, True), (3, False)]
+)
+def test_rollout_with_cache_matches_full_forward(window, sink):
+    model = make_model()
+    data = make_window(frames=K, num_padding=2)
+    with torch.no_grad():
+        full = model(data.cond, data.clean, data.noisy, window=window, sink=sink)
+    cache = KVCache(window=window, sink=sink)
+    for t in range(K):
+        _assert_same_prediction(model.denoise(cache, data.cond, data.noisy[t]), full.noisy[t], 1e-9)
+        _assert_same_prediction(
+            model.append_clean(cache, data.cond, data.clean[t]), full.clean[t], 1e-9
+        )
+        held = list(range(t + 1)) if window is None else list(range(max(0, t + 2 - window), t + 1))
+        if sink and 0 not in held:
+            held = [0, *held]
+        assert cache.groups == held
+
+
+def test_window_changes_the_prediction_once_it_slides():
+    """The window is a real restriction (guards against a mask that ignores it)."""
+    model = make_model()
+    data = make_window(frames=K)
+    with torch.no_grad():
+        full = model(data.cond, data.clean, data.noisy)
+        windowed = model(data.cond, data.clean, data.noisy, window=2)
+    diff = (full.noisy.frames.trans - windowed.noisy.frames.trans).abs().amax(dim=(0, 2, 3))
+    assert diff[:3].max() < 1e-12  # n_0..n_2 see at most 2 earlier frames anyway
+    assert diff[3:].min() > 1e-4
+
+
+def test_rollout_matches_in_float32():
+    model = make_model(torch.float32)
+    data = make_window(frames=3, dtype=torch.float32)
+    with torch.no_grad():
+        full = model(data.cond, data.clean, data.noisy, window=1, sink=True)
+    cache = KVCache(window=1, sink=True)
+    for t in range(3):
+        _assert_same_prediction(model.denoise(cache, data.cond, data.noisy[t]), full.noisy[t], 1e-4)
+        model.append_clean(cache, data.cond, data.clean[t])
+
+
+def test_full_history_cache_grows_and_still_matches():
+    model = make_model()
+    frames = 10  # more than the initial 8 slots: the buffer must grow
+    data = make_window(batch=1, length=6, frames=frames)
+    with torch.no_grad():
+        full = model(data.cond, data.clean, data.noisy)
+    cache = KVCache()
+    for t in range(frames):
+        model.append_clean(cache, data.cond, data.clean[t])
+    assert cache.groups == list(range(frames))
+    assert cache.num_slots == 16
+    _assert_same_prediction(model.denoise(cache, data.cond, data.noisy[frames - 1]), full.noisy[-1], 1e-9)
+
+
+def test_denoise_leaves_the_cache_unchanged():
+    model = make_model()
+    data = make_window(frames=3)
+    cache = KVCache(window=2)
+    for t in range(3):
+        model.append_clean(cache, data.cond, data.clean[t])
+    groups, appended = cache.groups, cache.num_appended
+    held = [i for i, g in enumerate(cache.slot_group) if g >= 0]
+    l = cache.num_residues
+    keys = [k[:, :, [s * l + i for s in held for i in range(l)]].clone() for k in cache.keys]
+    first = model.denoise(cache, data.cond, data.noisy[2])
+    noisy = replace(data.noisy, tau=data.noisy.tau * 0.5)
+    model.denoise(cache, data.cond, noisy[2])
+    second = model.denoise(cache, data.cond, data.noisy[2])
+    assert cache.groups == groups and cache.num_appended == appended
+    for before, after in zip(keys, cache.keys, strict=True):
+        torch.testing.assert_close(after[:, :, [s * l + i for s in held for i in range(l)]], before)
+    _assert_same_prediction(first, second, 0.0)
+
+
+def test_cache_memory_is_linear_in_residues_and_flat_once_the_window_is_full():
+    model = make_model(torch.float32)
+    sizes = {}
+    for length in (6, 12):
+        data = make_window(batch=1, length=length, frames=6, dtype=torch.float32)
+        cache = KVCache(window=2, sink=True)
+        history = []
+        for t in range(6):
+            model.append_clean(cache, data.cond, data.clean[t])
+            history.append(cache.nbytes())
+        assert len(set(history)) == 1  # allocated once: W + sink + 1 slots
+        assert cache.nbytes_used() == cache.nbytes() * 3 // 4
+        sizes[length] = cache.nbytes()
+    assert sizes[12] == 2 * sizes[6]
+    layers, heads = model.num_attention_layers, model.config.n_heads
+    dims = model.blocks[0].attention[0].key_dim + model.blocks[0].attention[0].value_dim
+    assert sizes[6] == layers * heads * 4 * 6 * dims * 4  # 4 slots x 6 residues x float32
+
+
+def test_rollout_rejects_inconsistent_inputs():
+    model = make_model()
+    data = make_window(frames=2)
+    cache = KVCache(window=2)
+    with pytest.raises(StarmdInputError):
+        model.append_clean(cache, data.cond, data.clean)  # two groups at once
+    model.append_clean(cache, data.cond, data.clean[0])
+    other_mask = data.cond.residue_mask.clone()
+    other_mask[0, -1] = False
+    with pytest.raises(ValueError, match="residue_mask"):
+        model.denoise(cache, replace(data.cond, residue_mask=other_mask), data.noisy[1])

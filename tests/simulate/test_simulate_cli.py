@@ -1,0 +1,58 @@
+"""The typer command functions, registered in a test-local app as starmd.cli will do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer
+from typer.testing import CliRunner
+
+from starmd.errors import StarmdInputError
+from starmd.simulate.cli import corpus_app, simulate_command
+
+from simulate_consts import NAME
+
+app = typer.Typer()
+app.command("simulate")(simulate_command)
+app.add_typer(corpus_app, name="corpus")
+runner = CliRunner()
+
+
+def test_help_texts_carry_an_example():
+    result = runner.invoke(app, ["simulate", "--help"])
+    assert result.exit_code == 0
+    assert "starmd simulate protein.pdb -o md/ --ns 10 --replicas 3" in result.output
+    result = runner.invoke(app, ["corpus", "build", "--help"])
+    assert result.exit_code == 0
+    assert "starmd corpus build --out corpus/md" in result.output
+
+
+def test_cli_module_does_not_import_openmm():
+    code = (
+        "import sys, starmd.simulate.cli; "
+        "print(any(m.startswith(('openmm', 'mdtraj', 'torch')) for m in sys.modules))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert output.stdout.strip() == "False"
+
+
+def test_simulate_command_runs_and_reports(prepared_dir, trpcage_pdb):
+    result = runner.invoke(
+        app,
+        [
+            "simulate", str(trpcage_pdb), "-o", str(prepared_dir), "--ns", "0.002",
+            "--save-every-ps", "1", "--platform", "CPU", "--threads", "1",
+            "--equilibrate-ps", "0.4", "--name", NAME,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "frames R1: 2" in result.output
+
+
+def test_simulate_command_raises_the_project_error_for_bad_platform(trpcage_pdb, tmp_path):
+    result = runner.invoke(
+        app, ["simulate", str(trpcage_pdb), "-o", str(tmp_path / "o"), "--platform", "TPU"]
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, StarmdInputError)

@@ -1,0 +1,77 @@
+"""Bad inputs and options give one-line StarmdInputErrors naming the file or option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from starmd.errors import StarmdInputError
+from starmd.simulate import simulate
+from starmd.simulate.fixing import fix_structure
+
+WATER_ONLY = """\
+HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00  0.00           O
+HETATM    2  O   HOH A   2       3.000   0.000   0.000  1.00  0.00           O
+END
+"""
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_non_protein_input_is_a_one_line_error(tmp_path):
+    path = tmp_path / "water.pdb"
+    path.write_text(WATER_ONLY)
+    with pytest.raises(StarmdInputError) as err:
+        simulate(path, tmp_path / "out", ns=0.001, platform="CPU", progress=False)
+    assert _one_line(err) == f"{path}: no protein residues found (nothing to simulate)"
+
+
+def test_unreadable_input_is_a_one_line_error(tmp_path):
+    path = tmp_path / "garbage.pdb"
+    path.write_text("this is not a structure\x00\x01\n" * 3)
+    with pytest.raises(StarmdInputError) as err:
+        fix_structure(path)
+    assert _one_line(err).startswith(f"{path}: ")
+
+
+def test_missing_input_file(tmp_path):
+    with pytest.raises(StarmdInputError, match="no such file"):
+        simulate(tmp_path / "nope.pdb", tmp_path / "out", ns=0.001, platform="CPU")
+
+
+def test_heterogens_and_water_are_removed(trpcage_pdb, tmp_path):
+    text = trpcage_pdb.read_text().replace("END", "") + WATER_ONLY.replace(" A ", " B ")
+    path = tmp_path / "with_water.pdb"
+    path.write_text(text)
+    topology, _ = fix_structure(path)
+    names = {r.name for r in topology.residues()}
+    assert "HOH" not in names and topology.getNumResidues() == 20
+    assert any(a.element.symbol == "H" for a in topology.atoms())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ns": -1.0}, "--ns -1.0: must be positive"),
+        ({"ns": 0.01, "save_every_ps": 1.001}, "not a multiple of the 4.0 fs time step"),
+        ({"ns": 0.01, "protocol": "vacuum"}, "--protocol vacuum: unknown protocol"),
+        ({"ns": 0.01, "replicas": 0}, "--replicas 0: need at least 1"),
+    ],
+)
+def test_bad_options_are_rejected_before_any_work(trpcage_pdb, tmp_path, options, message):
+    with pytest.raises(StarmdInputError, match=message):
+        simulate(trpcage_pdb, tmp_path / "out", platform="CPU", progress=False, **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_with_another_protocol_is_refused(prepared_dir: Path, trpcage_pdb):
+    with pytest.raises(StarmdInputError, match="holds a run with protocol 'implicit'"):
+        simulate(
+            trpcage_pdb, prepared_dir, ns=0.001, protocol="implicit-gbn2", name="trpcage",
+            platform="CPU", progress=False,
+        )

@@ -1,0 +1,152 @@
+"""Atoms -> frames + torsions -> atoms on real structures, and torsions against mdtraj."""
+
+import math
+import warnings
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+
+from starmd.structure import geometry
+from starmd.structure.io import load_structure
+from tests.conftest import STRUCTURES
+
+ROUND_TRIP_FILES = ["1ubi.pdb", "2beg.pdb", "3u7t.cif", "1a8o.pdb", "1vii.pdb"]
+
+
+def _round_trip(path):
+    protein, positions = load_structure(path)
+    pos = torch.from_numpy(positions)
+    aatype = torch.from_numpy(protein.aatype)
+    atom_mask = torch.from_numpy(protein.atom_mask)
+    oxt = torch.from_numpy(protein.oxt_mask)
+    frames = geometry.atoms_to_frames(pos)
+    torsions, _ = geometry.atoms_to_torsions(
+        pos, aatype, atom_mask, torch.from_numpy(protein.linked_prev)
+    )
+    rebuilt = geometry.frames_to_atoms(frames, torsions, aatype, oxt)
+    mask = geometry.rebuilt_atom_mask(aatype, oxt) & atom_mask
+    sq = ((rebuilt - pos) ** 2).sum(-1)
+    backbone = sq[:, :4][mask[:, :4]].mean().sqrt().item()
+    heavy = sq[mask].mean().sqrt().item()
+    return protein, backbone, heavy, mask
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP_FILES)
+def test_round_trip_on_real_structures_within_idealization_error(name):
+    protein, backbone, heavy, mask = _round_trip(STRUCTURES / name)
+    assert backbone < 0.05, f"backbone RMSD {backbone:.3f} A"
+    assert heavy < 0.2, f"heavy-atom RMSD {heavy:.3f} A"
+    # every atom the source has is rebuilt, OXT included
+    assert mask.sum().item() == protein.atom_mask.sum()
+
+
+def test_bundled_structures_cover_all_20_amino_acids_and_a_multichain_protein():
+    seen, chains = set(), {}
+    for name in ROUND_TRIP_FILES:
+        protein, _ = load_structure(STRUCTURES / name)
+        seen |= set(protein.aatype.tolist())
+        chains[name] = len(set(protein.chain_ids))
+    assert seen == set(range(20))
+    assert max(chains.values()) > 1
+
+
+def test_frames_are_orthonormal_right_handed():
+    _, positions = load_structure(STRUCTURES / "1ubi.pdb")
+    frames = geometry.atoms_to_frames(torch.from_numpy(positions))
+    eye = torch.eye(3, dtype=torch.float64).expand_as(frames.rots)
+    torch.testing.assert_close(frames.rots @ frames.rots.transpose(-1, -2), eye)
+    det = torch.linalg.det(frames.rots)
+    torch.testing.assert_close(det, torch.ones_like(det))
+
+
+def _mdtraj_angles(path, fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traj = mdtraj.load(str(path))
+    traj = traj.atom_slice(traj.topology.select("protein"))
+    indices, angles = fn(traj)
+    residues = [traj.topology.atom(int(q[1 if fn is not mdtraj.compute_omega else 2])).residue
+                for q in indices]
+    return residues, angles[0]
+
+
+@pytest.mark.parametrize(
+    ("column", "fn"),
+    [
+        (0, mdtraj.compute_omega),
+        (1, mdtraj.compute_phi),
+        (2, mdtraj.compute_psi),
+        (3, mdtraj.compute_chi1),
+        (4, mdtraj.compute_chi2),
+        (5, mdtraj.compute_chi3),
+        (6, mdtraj.compute_chi4),
+    ],
+)
+@pytest.mark.parametrize("name", ["1ubi.pdb", "1vii.pdb", "2beg.pdb"])
+def test_torsions_agree_with_mdtraj(name, column, fn):
+    protein, positions = load_structure(STRUCTURES / name)
+    torsions, mask = geometry.atoms_to_torsions(
+        torch.from_numpy(positions),
+        torch.from_numpy(protein.aatype),
+        torch.from_numpy(protein.atom_mask),
+        torch.from_numpy(protein.linked_prev),
+    )
+    lookup = {(c, n): i for i, (c, n) in enumerate(zip(protein.chain_ids, protein.residue_numbers,
+                                                        strict=True))}
+    residues, reference = _mdtraj_angles(STRUCTURES / name, fn)
+    assert len(residues) > 0
+    compared = 0
+    for residue, ref in zip(residues, reference, strict=True):
+        i = lookup[(residue.chain.chain_id, residue.resSeq)]
+        assert mask[i, column], f"torsion {column} of {protein.label(i)} should be defined"
+        diff = math.remainder(torsions[i, column].item() - float(ref), 2 * math.pi)
+        assert abs(diff) < 1e-3, f"{protein.label(i)} torsion {column}: {diff}"
+        compared += 1
+    # mdtraj finds every torsion we define for omega/phi/chi (psi: we also define chain ends)
+    if column != 2:
+        assert compared == int(mask[:, column].sum())
+
+
+def test_torsion_frame_convention_gives_the_requested_dihedral():
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(100, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    angle = (torch.rand(100, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
+    point = geometry.torsion_frame(a, b, c, angle).apply(
+        torch.tensor([0.5, 1.3, 0.0], dtype=torch.float64)
+    )
+    torch.testing.assert_close(geometry.dihedral(a, b, c, point), angle)
+
+
+def test_alternative_torsions_rename_symmetric_atoms():
+    protein, positions = load_structure(STRUCTURES / "1ubi.pdb")
+    aatype = torch.from_numpy(protein.aatype)
+    pos = torch.from_numpy(positions)
+    torsions, _ = geometry.atoms_to_torsions(
+        pos, aatype, torch.from_numpy(protein.atom_mask), torch.from_numpy(protein.linked_prev)
+    )
+    alt = geometry.alternative_torsions(torsions, aatype)
+    frames = geometry.atoms_to_frames(pos)
+    a = geometry.frames_to_atoms(frames, torsions, aatype)
+    b = geometry.frames_to_atoms(frames, alt, aatype)
+    asp = int(np.flatnonzero(protein.aatype == 3)[0])  # first ASP: OD1 and OD2 swap places
+    torch.testing.assert_close(a[asp, 6], b[asp, 7], atol=0.02, rtol=0)
+    torch.testing.assert_close(a[asp, :6], b[asp, :6])
+    non_symmetric = protein.aatype == 11  # LYS: unchanged
+    torch.testing.assert_close(a[non_symmetric], b[non_symmetric])
+
+
+def test_rebuild_is_differentiable_and_batched():
+    protein, positions = load_structure(STRUCTURES / "1vii.pdb")
+    pos = torch.from_numpy(positions)
+    aatype = torch.from_numpy(protein.aatype)
+    torsions, _ = geometry.atoms_to_torsions(
+        pos, aatype, torch.from_numpy(protein.atom_mask), torch.from_numpy(protein.linked_prev)
+    )
+    frames = geometry.atoms_to_frames(pos)
+    batched = geometry.frames_to_atoms(
+        frames.unsqueeze(0), torsions[None].expand(3, -1, -1).clone().requires_grad_(), aatype
+    )
+    assert batched.shape == (3, protein.n_residues, 15, 3)
+    batched.sum().backward()
