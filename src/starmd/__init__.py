@@ -1,4 +1,4 @@
-"""starmd: long protein MD trajectories from a causal spatio-temporal SE(3) diffusion model (STAR-MD).
+"""starmd: long protein MD trajectories from a causal spatio-temporal SE(3) diffusion model.
 
 Units: lengths are Angstrom in every starmd array (mdtraj's nanometres are converted at the I/O
 boundary), angles are radians, physical time is picoseconds (``dt_ps``).

@@ -67,8 +67,10 @@ def _mdtraj_angles(path, fn):
         traj = mdtraj.load(str(path))
     traj = traj.atom_slice(traj.topology.select("protein"))
     indices, angles = fn(traj)
-    residues = [traj.topology.atom(int(q[1 if fn is not mdtraj.compute_omega else 2])).residue
-                for q in indices]
+    residues = [
+        traj.topology.atom(int(q[1 if fn is not mdtraj.compute_omega else 2])).residue
+        for q in indices
+    ]
     return residues, angles[0]
 
 
@@ -93,8 +95,10 @@ def test_torsions_agree_with_mdtraj(name, column, fn):
         torch.from_numpy(protein.atom_mask),
         torch.from_numpy(protein.linked_prev),
     )
-    lookup = {(c, n): i for i, (c, n) in enumerate(zip(protein.chain_ids, protein.residue_numbers,
-                                                        strict=True))}
+    lookup = {
+        (c, n): i
+        for i, (c, n) in enumerate(zip(protein.chain_ids, protein.residue_numbers, strict=True))
+    }
     residues, reference = _mdtraj_angles(STRUCTURES / name, fn)
     assert len(residues) > 0
     compared = 0

@@ -25,8 +25,10 @@ def test_quaternion_round_trip_including_near_180_degrees():
     # rotations by ~pi about random axes: where naive trace-based conversion is unstable
     axis = torch.nn.functional.normalize(torch.randn(20, 3, dtype=torch.float64), dim=-1)
     angle = math.pi - 1e-7
-    q_pi = torch.cat([torch.full((20, 1), math.cos(angle / 2), dtype=torch.float64),
-                      math.sin(angle / 2) * axis], -1)
+    q_pi = torch.cat(
+        [torch.full((20, 1), math.cos(angle / 2), dtype=torch.float64), math.sin(angle / 2) * axis],
+        -1,
+    )
     rots = torch.cat([r.rots, quat_to_rotmat(q_pi)])
     back = quat_to_rotmat(rotmat_to_quat(rots))
     torch.testing.assert_close(back, rots, atol=1e-10, rtol=0)

@@ -85,7 +85,9 @@ def chi_pi_periodic(aatype: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros_like(pi[..., :3]), pi], dim=-1)
 
 
-def dihedral(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor) -> torch.Tensor:
+def dihedral(
+    p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor
+) -> torch.Tensor:
     """IUPAC dihedral angle of four points ``(..., 3)`` in (-pi, pi] (same sign as mdtraj)."""
     b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
     n1 = torch.linalg.cross(b0, b1, dim=-1)
@@ -206,7 +208,10 @@ def torsion_frame(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, angle: torc
 
 
 def frames_to_atoms(
-    frames: Rigid, torsions: torch.Tensor, aatype: torch.Tensor, oxt_mask: torch.Tensor | None = None
+    frames: Rigid,
+    torsions: torch.Tensor,
+    aatype: torch.Tensor,
+    oxt_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rebuild all heavy atoms from residue frames and torsions with idealized geometry.
 

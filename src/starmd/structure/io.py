@@ -44,6 +44,14 @@ def load_topology_frame(path: str | Path):
     if path.is_dir():
         raise StarmdInputError(located(path, "is a folder, expected a structure file"))
     suffix = path.suffix.lower()
+    if suffix not in STRUCTURE_SUFFIXES:
+        raise StarmdInputError(
+            located(
+                path,
+                f"unsupported structure format {suffix or '(no extension)'!r}; "
+                f"use one of {', '.join(sorted(STRUCTURE_SUFFIXES))}",
+            )
+        )
     try:
         if suffix in {".cif", ".mmcif", ".pdbx"}:
             return _load_mmcif(path)
@@ -58,7 +66,9 @@ def load_topology_frame(path: str | Path):
     except StarmdInputError:
         raise
     except Exception as exc:  # mdtraj raises many types on malformed files
-        raise StarmdInputError(located(path, f"cannot read as a structure ({_short(exc)})")) from exc
+        raise StarmdInputError(
+            located(path, f"cannot read as a structure ({_short(exc)})")
+        ) from exc
     if traj.n_atoms == 0:
         raise StarmdInputError(located(path, "contains no atoms (not a structure file?)"))
     return traj
@@ -192,12 +202,12 @@ def protein_from_topology(
 
 
 def _chain_label(chain) -> str:
-    chain_id = getattr(chain, "chain_id", None)
-    return str(chain_id) if chain_id not in (None, "") else chr(ord("A") + chain.index % 26)
+    chain_id = str(getattr(chain, "chain_id", None) or "").strip()
+    return chain_id or chr(ord("A") + chain.index % 26)
 
 
 def positions_from_xyz(xyz_nm: np.ndarray, atom_index: np.ndarray) -> np.ndarray:
-    """``(T, n_atoms, 3)`` nm -> ``(T, L, 15, 3)`` Angstrom in the atom15 layout (zeros if absent)."""
+    """``(T, n_atoms, 3)`` nm -> ``(T, L, 15, 3)`` Angstrom, atom15 layout (zeros where absent)."""
     safe = np.where(atom_index >= 0, atom_index, 0)
     positions = xyz_nm[:, safe] * NM_TO_ANGSTROM
     positions[:, atom_index < 0] = 0.0

@@ -133,7 +133,11 @@ class Rigid:
 
     @classmethod
     def from_3_points(
-        cls, p_xy_plane: torch.Tensor, origin: torch.Tensor, p_x_axis: torch.Tensor, eps: float = 1e-8
+        cls,
+        p_xy_plane: torch.Tensor,
+        origin: torch.Tensor,
+        p_x_axis: torch.Tensor,
+        eps: float = 1e-8,
     ) -> Rigid:
         """Frame from three points by Gram-Schmidt (AlphaFold supplement, Algorithm 21).
 
@@ -198,7 +202,9 @@ class Rigid:
     def __getitem__(self, index: object) -> Rigid:
         if not isinstance(index, tuple):
             index = (index,)
-        return Rigid(self.rots[index + (slice(None), slice(None))], self.trans[index + (slice(None),)])
+        return Rigid(
+            self.rots[index + (slice(None), slice(None))], self.trans[index + (slice(None),)]
+        )
 
     def unsqueeze(self, dim: int) -> Rigid:
         """Insert a batch dimension (negative ``dim`` counts over batch dims only)."""

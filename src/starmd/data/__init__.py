@@ -1,0 +1,1 @@
+"""MD data: discovering trajectories, preparing datasets, reading training windows."""

@@ -1,0 +1,85 @@
+"""The command line end to end: outputs, exit codes, one-line errors without tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from starmd.cli import main
+from tests.conftest import ASSETS, STRUCTURES
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and pattern in lines[0]
+    assert "Traceback" not in err
+
+
+def test_help_lists_commands_and_examples(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0
+    for command in ("inspect", "prepare", "demo", "data"):
+        assert command in out
+    code, out, _ = run_cli(["prepare", "--help"], capsys)
+    assert code == 0 and "Example: starmd prepare" in out
+
+
+def test_inspect_json_report(capsys):
+    code, out, _ = run_cli(["inspect", str(STRUCTURES / "2beg.pdb"), "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert report["n_residues"] == 130 and len(report["chains"]) == 5
+    assert report["round_trip_backbone_rmsd_A"] < 0.05
+
+
+def test_inspect_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "junk.pdb"
+    bad.write_text("hello\n")
+    code, _, err = run_cli(["inspect", str(bad)], capsys)
+    assert_one_line_error(code, err, "junk.pdb")
+    code, _, err = run_cli(["inspect", str(STRUCTURES / "1ubi.pdb"), "--chain", "Z"], capsys)
+    assert_one_line_error(code, err, "chain(s) Z not found")
+
+
+def test_prepare_end_to_end_and_bad_input(tmp_path, capsys):
+    code, out, _ = run_cli(
+        ["prepare", str(ASSETS / "demo" / "1am7"), "-o", str(tmp_path / "data")], capsys
+    )
+    assert code == 0 and "1 proteins, 1 replicas" in out
+    assert (tmp_path / "data" / "index.csv").exists()
+    code, _, err = run_cli(
+        ["prepare", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")], capsys
+    )
+    assert_one_line_error(code, err, "nothing: not found")
+    code, _, err = run_cli(
+        ["prepare", str(ASSETS / "demo" / "1am7"), "-o", str(tmp_path / "data")], capsys
+    )
+    assert_one_line_error(code, err, "exists; pass --overwrite")
+
+
+def test_debug_flag_shows_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "starmd.cli", "--debug", "inspect", str(tmp_path / "none.pdb")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_demo_runs(tmp_path, capsys):
+    code, out, _ = run_cli(["demo", "-o", str(tmp_path / "demo")], capsys)
+    assert code == 0 and "done" in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["frames"] == 51
+    import mdtraj
+
+    traj = mdtraj.load(summary["rebuilt_xtc"], top=summary["rebuilt_pdb"])
+    assert traj.n_frames == 51 and traj.topology.n_residues == 158
