@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from conftest import make_model, make_window
 
+from conftest import make_model, make_window
 from starmd.model import FrameTokens
 from starmd.structure.rigid import Rigid
 

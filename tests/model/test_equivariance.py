@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_model, make_window, random_rigid
 
+from conftest import make_model, make_window, random_rigid
 from starmd.model import DenoiserOutput
 
 
@@ -15,11 +15,15 @@ def _assert_moved_by(moved: DenoiserOutput, original: DenoiserOutput, motion, to
     torch.testing.assert_close(moved.frames.rots, expected.rots, atol=tol, rtol=0)
     torch.testing.assert_close(moved.frames.trans, expected.trans, atol=tol, rtol=tol)
     expected_blocks = motion.compose(original.frames_per_block)
-    torch.testing.assert_close(moved.frames_per_block.trans, expected_blocks.trans, atol=tol, rtol=tol)
+    torch.testing.assert_close(
+        moved.frames_per_block.trans, expected_blocks.trans, atol=tol, rtol=tol
+    )
     torch.testing.assert_close(moved.torsions, original.torsions, atol=tol, rtol=0)
 
 
-@pytest.mark.parametrize(("dtype", "tol", "shift"), [(torch.float64, 1e-6, 30.0), (torch.float32, 1e-3, 30.0)])
+@pytest.mark.parametrize(
+    ("dtype", "tol", "shift"), [(torch.float64, 1e-6, 30.0), (torch.float32, 1e-3, 30.0)]
+)
 def test_global_rigid_motion_moves_predicted_frames_and_keeps_torsions(dtype, tol, shift):
     model = make_model(dtype)
     window = make_window(dtype=dtype, num_padding=2)

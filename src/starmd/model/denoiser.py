@@ -225,7 +225,9 @@ class DenoiserBlock(nn.Module):
 
         # 3. pair and rigid updates.
         z_out = z + self.pair_update(s) if self.pair_update is not None else None
-        frames = frames.compose(self.rigid_update(s))
+        # Frames are composed in full precision even under autocast (errors would accumulate).
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            frames = frames.compose(self.rigid_update(s.to(frames.dtype)))
         return s, z_out, frames
 
 
@@ -268,7 +270,8 @@ class StarDenoiser(nn.Module):
             window: context window ``W`` (None: all earlier frames); see :mod:`starmd.model.masks`.
             sink: keep ``c_0`` visible outside the window.
             attention: ``"sdpa"`` (dense boolean mask ``(B, 1, 2KL, 2KL)``) or ``"flex"``
-                (FlexAttention block mask; compile ``flex_attention`` on GPU for speed).
+                (FlexAttention block mask, compiled on GPU; on CPU it runs eagerly and
+                forward-only, as PyTorch has no FlexAttention backward on CPU).
 
         Returns:
             :class:`WindowOutput` with predictions for both copies, each ``G = K``.

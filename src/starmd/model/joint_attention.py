@@ -24,6 +24,7 @@ a multiple of 8 so that fused SDPA kernels apply.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Protocol
 
@@ -85,11 +86,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
 
 
+@functools.cache
+def _flex_attention(device_type: str):
+    """FlexAttention, compiled into a fused kernel on GPU; eager (unfused, forward-only: PyTorch
+    has no FlexAttention backward on CPU) elsewhere."""
+    if device_type == "cuda":
+        return torch.compile(flex_attention, dynamic=False)
+    return flex_attention
+
+
 class AttentionContext(Protocol):
     """Where keys/values come from and which are visible: training mask or rollout cache."""
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``q, k (B, H, T, dk)``, ``v (B, H, T, dv)`` of the current tokens -> ``(B, H, T, dv)``."""
+        """Current tokens' ``q, k (B, H, T, dk)``, ``v (B, H, T, dv)`` -> ``(B, H, T, dv)``."""
         ...
 
 
@@ -101,7 +111,7 @@ class MaskedContext:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if isinstance(self.mask, BlockMask):
-            return flex_attention(q, k, v, block_mask=self.mask, scale=1.0)
+            return _flex_attention(q.device.type)(q, k, v, block_mask=self.mask, scale=1.0)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, scale=1.0)
 
 
@@ -114,11 +124,12 @@ class CacheContext:
 
     def __init__(self, cache: KVCache, slot: int) -> None:
         self.cache, self.slot = cache, slot
+        self.num_slots, self.key_mask = cache.visibility(slot)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.write(layer, self.slot, k, v)
-        keys, values, key_mask = self.cache.visible(layer, self.slot)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask, scale=1.0)
+        keys, values = self.cache.layer(layer, self.num_slots)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.key_mask, scale=1.0)
 
 
 class JointSpatioTemporalAttention(nn.Module):

@@ -126,26 +126,25 @@ class KVCache:
         self.keys[layer][:, :, slot * l : (slot + 1) * l] = keys
         self.values[layer][:, :, slot * l : (slot + 1) * l] = values
 
-    def visible(
-        self, layer: int, slot: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Keys, values and key mask for a query group whose own keys sit in ``slot``.
+    def visibility(self, slot: int) -> tuple[int, torch.Tensor | None]:
+        """What a query group whose own keys sit in ``slot`` may see (the same for every layer).
 
-        Returns keys ``(B, H, S L, dk)``, values ``(B, H, S L, dv)`` over the smallest slot prefix
-        covering the held groups and ``slot``, and a bool key mask ``(B, 1, 1, S L)`` (None when
-        every key is visible).
+        Returns the number ``S`` of leading slots covering the held groups and ``slot``, and a
+        bool key mask ``(B, 1, 1, S L)`` (None when every key in those slots is visible).
         """
         used = [i for i, g in enumerate(self.slot_group) if g >= 0] + [slot]
         n = max(used) + 1
-        l = self.num_residues
+        if len(set(used)) == n and bool(self._residue_mask.all()):
+            return n, None
         slot_visible = torch.zeros(n, dtype=torch.bool, device=self._residue_mask.device)
         slot_visible[used] = True
-        keys = self.keys[layer][:, :, : n * l]
-        values = self.values[layer][:, :, : n * l]
-        if bool(slot_visible.all()) and bool(self._residue_mask.all()):
-            return keys, values, None
         key_mask = slot_visible[None, :, None] & self._residue_mask[:, None, :]  # (B, S, L)
-        return keys, values, key_mask.reshape(key_mask.shape[0], 1, 1, n * l)
+        return n, key_mask.reshape(key_mask.shape[0], 1, 1, n * self.num_residues)
+
+    def layer(self, layer: int, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys ``(B, H, S L, dk)`` and values ``(B, H, S L, dv)`` of the first ``S`` slots."""
+        n = num_slots * self.num_residues
+        return self.keys[layer][:, :, :n], self.values[layer][:, :, :n]
 
     def commit(self, slot: int) -> None:
         """Mark ``slot`` as holding the next clean group and evict groups outside the window."""

@@ -22,11 +22,14 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
 
-def _window_visible(
+def _in_window(
     query_time: torch.Tensor, key_time: torch.Tensor, window: int | None, sink: bool
-):
+) -> torch.Tensor:
+    """Whether frame ``key_time`` is inside the context window of frame ``query_time``."""
     if window is None:
-        return torch.ones_like(query_time >= key_time)
+        return torch.ones(
+            torch.broadcast_shapes(query_time.shape, key_time.shape), dtype=torch.bool
+        )
     visible = key_time >= query_time - window
     if sink:
         visible = visible | (key_time == 0)
@@ -48,7 +51,7 @@ def training_group_mask(
     k = num_frames
     t = torch.arange(k, device=device)
     q_time, k_time = t[:, None], t[None, :]
-    in_window = _window_visible(q_time, k_time, window, sink)
+    in_window = _in_window(q_time, k_time, window, sink).to(device)
     clean_to_clean = (k_time <= q_time) & in_window
     noisy_to_clean = (k_time < q_time) & in_window
     noisy_to_noisy = torch.eye(k, dtype=torch.bool, device=device)
