@@ -214,6 +214,140 @@ def atlas_download(
 
 
 @app.command()
+def train(
+    data: Path = typer.Argument(..., help="Prepared dataset folder (from `starmd prepare`)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder (checkpoints, logs, model)."),
+    config: Path = typer.Option(None, "--config", help="YAML config (see configs/)."),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Override a config value, e.g. --set optim.lr=3e-4 (repeatable)."
+    ),
+    devices: str = typer.Option(None, help="Devices per node (Lightning), e.g. 1, 8, auto."),
+    num_nodes: int = typer.Option(None, "--num-nodes", help="Number of nodes."),
+    strategy: str = typer.Option(None, help="auto, ddp, ddp_spawn, fsdp, ..."),
+    precision: str = typer.Option(None, help="32-true, bf16-mixed (GPU), ..."),
+    accelerator: str = typer.Option(None, help="auto, cpu, gpu."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+    max_epochs: int = typer.Option(None, "--max-epochs", help="Stop after this many epochs."),
+    resume: str = typer.Option(
+        None, "--resume", help="Checkpoint to continue from exactly, or 'last'."
+    ),
+    fast_dev_run: bool = typer.Option(False, "--fast-dev-run", help="One batch per loop (smoke)."),
+) -> None:
+    """Train the STAR-MD denoiser on a prepared dataset (one CPU up to many GPUs/nodes).
+
+    Writes RUN/config.yaml, RUN/checkpoints/{last,best}.ckpt (exact resume: optimizer,
+    scheduler, step, EMA), RUN/logs/ (CSV; TensorBoard if installed) and RUN/model.safetensors
+    (EMA weights + config) for `starmd generate --model`.
+
+    Example: starmd train data/corpus -o runs/exp1 --config configs/small_cpu.yaml
+    Multi-GPU: starmd train data/atlas -o runs/big --set model.preset=base --devices 8
+    --num-nodes 4 --strategy ddp --precision bf16-mixed
+    """
+    from starmd.train.config import TrainConfig
+    from starmd.train.run import train as run_train
+
+    cfg = TrainConfig.from_yaml(config, set_ or [])
+    flags = {
+        "devices": _parse_devices(devices) if devices is not None else None,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
+        "precision": precision,
+        "accelerator": accelerator,
+        "max_steps": max_steps,
+        "max_epochs": max_epochs,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            setattr(cfg.trainer, key, value)
+    model = run_train(data, out, cfg, resume=resume, fast_dev_run=fast_dev_run)
+    typer.echo(f"model: {model}")
+
+
+def _parse_devices(value: str):
+    return int(value) if value.isdigit() else value
+
+
+@app.command()
+def generate(
+    structure: Path = typer.Argument(..., help="PDB or mmCIF file: frame 0 of the trajectory."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    frames: int = typer.Option(100, help="Frames per trajectory, frame 0 (the input) included."),
+    dt: str = typer.Option("1ns", help="Physical time between frames, with a unit: 10ps, 1ns."),
+    replicas: int = typer.Option(1, help="Independent trajectories, generated as one batch."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same settings: same output)."),
+    steps: int = typer.Option(20, help="Reverse-diffusion steps per frame (speed vs quality)."),
+    context: int = typer.Option(
+        7, help="Past frames kept in the KV cache (memory stays flat); 0 = full history."
+    ),
+    sink: bool = typer.Option(True, help="Always keep frame 0 (the input) in the cache."),
+    ode: bool = typer.Option(False, help="Deterministic probability-flow ODE sampler."),
+    model: Path = typer.Option(None, help="Model file (RUN/model.safetensors or a .ckpt)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
+    chain: list[str] = typer.Option(None, "--chain", help="Keep only this chain (repeatable)."),
+    chunk: int = typer.Option(50, help="Frames written per chunk (commit interval)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in OUT."),
+    overwrite: bool = typer.Option(False, help="Replace existing trajectories in OUT."),
+    stop_on_failure: bool = typer.Option(
+        False, help="End a replica at its first NaN, CA-CA break or clash."
+    ),
+) -> None:
+    """Generate long trajectories from one structure by autoregressive rollout.
+
+    Writes OUT/NAME.pdb (topology), OUT/NAME_R<i>.xtc (time stamps in ps, superposed on frame
+    0) and OUT/NAME.json (settings, seed, speed, per-replica health: NaN frames, CA-CA breaks,
+    clashes). Open with: mdtraj.load("OUT/NAME_R1.xtc", top="OUT/NAME.pdb"), or in PyMOL/VMD.
+
+    Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 1ns --replicas 3
+    """
+    from starmd.sample.generate import GenerationSettings
+    from starmd.sample.generate import generate as run_generate
+    from starmd.units import format_ps, parse_duration_ps
+
+    dt_ps = parse_duration_ps(dt)
+    settings = GenerationSettings(
+        frames=frames,
+        dt_ps=dt_ps,
+        replicas=replicas,
+        seed=seed,
+        steps=steps,
+        context=context or None,
+        sink=sink,
+        ode=ode,
+        chunk=chunk,
+        stop_on_failure=stop_on_failure,
+        chains=list(chain or []),
+    )
+    with _progress() as bar:
+        task = bar.add_task("generating", total=frames, info="")
+
+        def report(info: dict) -> None:
+            rate = info["new_frames"] / max(info["elapsed_s"], 1e-9)
+            ns_per_s = rate * replicas * info["dt_ps"] / 1000
+            bar.update(
+                task,
+                completed=info["frame"] + 1,
+                info=f"{format_ps((info['frame']) * info['dt_ps'])} | {ns_per_s:.3g} ns/s | "
+                f"flagged {info['flagged']}",
+            )
+
+        sidecar = run_generate(
+            structure,
+            out,
+            settings,
+            model=model,
+            device=device,
+            resume=resume,
+            overwrite=overwrite,
+            progress=report,
+        )
+    typer.echo(
+        f"wrote {out}/{sidecar['name']}.pdb + {len(sidecar['files']['trajectories'])} XTC: "
+        f"{sidecar['frames_written']} frames at {format_ps(dt_ps)}, "
+        f"{sidecar['simulated_ns_per_wall_s']} simulated ns per wall-second"
+    )
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Output folder."),
 ) -> None:

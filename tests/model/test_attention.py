@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import chain_frames, make_model, make_window
 from starmd.model import DenoiserConfig, training_attention_mask, training_group_mask
 from starmd.model.joint_attention import JointSpatioTemporalAttention, MaskedContext, rotary_angles
+from tests.model.conftest import chain_frames, make_model, make_window
 
 
 def test_group_mask_is_the_papers_training_layout():

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import torch
 
-from conftest import make_model, make_window
 from starmd.model import FrameTokens
 from starmd.structure.rigid import Rigid
+from tests.model.conftest import make_model, make_window
 
 K = 4
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_model, make_window, random_rigid
 from starmd.model import DenoiserOutput
+from tests.model.conftest import make_model, make_window, random_rigid
 
 
 def _assert_moved_by(moved: DenoiserOutput, original: DenoiserOutput, motion, tol: float):

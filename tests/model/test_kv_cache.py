@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import make_model, make_window
 from starmd.errors import StarmdInputError
 from starmd.model import KVCache
+from tests.model.conftest import make_model, make_window
 
 K = 5
 

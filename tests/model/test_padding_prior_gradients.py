@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import Window, make_model, make_window
 from starmd.errors import StarmdInputError
 from starmd.model import DenoiserConfig, FrameTokens, ProteinConditioning, StarDenoiser
 from starmd.structure.rigid import Rigid
+from tests.model.conftest import Window, make_model, make_window
 
 PAD = 3
 

@@ -10,11 +10,12 @@ against per-residue data ``(B, T, L, 3)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
 
+@runtime_checkable
 class Diffuser(Protocol):
     """One diffusion process on one manifold (FrameDiff-style interface).
 
@@ -56,9 +57,7 @@ class Diffuser(Protocol):
     def score_scaling(self, tau: float | torch.Tensor) -> torch.Tensor: ...
 
 
-def broadcast_time(
-    tau: float | torch.Tensor, data: torch.Tensor, event_dims: int
-) -> torch.Tensor:
+def broadcast_time(tau: float | torch.Tensor, data: torch.Tensor, event_dims: int) -> torch.Tensor:
     """``tau`` as a tensor of ``data``'s dtype/device with ``event_dims`` trailing singleton dims.
 
     Args:

@@ -27,7 +27,7 @@ def hat(rotvec: torch.Tensor) -> torch.Tensor:
 
 
 def vee(matrix: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`hat` on the skew-symmetric part of ``(..., 3, 3)``; returns ``(..., 3)``."""
+    """Inverse of :func:`hat` on the skew part of ``(..., 3, 3)``; returns ``(..., 3)``."""
     skew = 0.5 * (matrix - matrix.transpose(-1, -2))
     return torch.stack([skew[..., 2, 1], skew[..., 0, 2], skew[..., 1, 0]], dim=-1)
 
@@ -50,8 +50,9 @@ def exp_map(rotvec: torch.Tensor) -> torch.Tensor:
 def log_map(rots: torch.Tensor) -> torch.Tensor:
     """Rotation matrices ``(..., 3, 3)`` -> rotation vectors ``(..., 3)`` with angle in ``[0, pi]``.
 
-    With the quaternion ``(w, u)`` (``w >= 0``, ``n = |u| = sin(theta/2)``) the rotation vector is
-    ``2 atan2(n, w) / n * u``; below a small ``n`` the factor is its series ``(2/w)(1 - n^2/(3w^2))``.
+    With the quaternion ``(w, u)`` (``w >= 0``, ``n = |u| = sin(theta/2)``) the rotation vector
+    is ``2 atan2(n, w) / n * u``; below a small ``n`` the factor is its series
+    ``(2/w)(1 - n^2/(3w^2))``.
     At angle exactly pi the sign of the axis is arbitrary (both describe the same rotation).
     """
     quat = rotmat_to_quat(rots)
@@ -59,9 +60,7 @@ def log_map(rots: torch.Tensor) -> torch.Tensor:
     n_sq = (u * u).sum(-1, keepdim=True)
     small = n_sq < _SMALL_ANGLE**2
     n = torch.sqrt(torch.where(small, torch.ones_like(n_sq), n_sq))
-    factor = torch.where(
-        small, 2.0 / w * (1.0 - n_sq / (3.0 * w * w)), 2.0 * torch.atan2(n, w) / n
-    )
+    factor = torch.where(small, 2.0 / w * (1.0 - n_sq / (3.0 * w * w)), 2.0 * torch.atan2(n, w) / n)
     return factor * u
 
 

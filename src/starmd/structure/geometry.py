@@ -99,7 +99,7 @@ def dihedral(
 
 
 def _gather_slots(positions: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """``positions (..., L, 15, 3)``, ``slots (L, k)`` -> ``(..., L, k, 3)``."""
+    """``positions (..., L, 15, 3)``, ``slots (..., L, k)`` (broadcast) -> ``(..., L, k, 3)``."""
     index = slots.expand(*positions.shape[:-2], slots.shape[-1])[..., None]
     return torch.take_along_dim(positions, index.expand(*index.shape[:-1], 3), dim=-2)
 
@@ -170,7 +170,7 @@ def atoms_to_torsions(
     psi = torch.where(linked_next, psi_bonded, torch.where(has_oxt, psi_oxt, psi_from_o))
 
     chi_slots = _table("chi_slots", aatype.device)[aatype]  # (L, 4, 4)
-    quads = _gather_slots(positions, chi_slots.reshape(chi_slots.shape[0], 16))
+    quads = _gather_slots(positions, chi_slots.reshape(*chi_slots.shape[:-2], 16))
     quads = quads.reshape(*positions.shape[:-2], 4, 4, 3)
     chi = dihedral(*quads.unbind(-2))
 
@@ -218,8 +218,8 @@ def frames_to_atoms(
     Args:
         frames: ``Rigid (..., L)`` residue frames (Angstrom).
         torsions: ``(..., L, 7)`` radians (omega and phi are not needed for heavy atoms).
-        aatype: ``(L,)``.
-        oxt_mask: ``(L,)`` residues that carry a terminal OXT (default: none).
+        aatype: ``(L,)``, or any shape broadcasting against the frames' batch, e.g. ``(B, 1, L)``.
+        oxt_mask: residues that carry a terminal OXT, shaped like ``aatype`` (default: none).
 
     Returns:
         ``(..., L, 15, 3)`` positions; slots a residue type lacks (and OXT where ``oxt_mask`` is
@@ -246,7 +246,7 @@ def frames_to_atoms(
         keep = (group == OXT_GROUP) & oxt_mask[..., None]
         positions = torch.where(keep[..., None], oxt, positions)
     for k in range(4):
-        abc = _gather_slots(positions, chi_slots[:, k, :3])
+        abc = _gather_slots(positions, chi_slots[..., k, :3])
         frame = torsion_frame(abc[..., 0, :], abc[..., 1, :], abc[..., 2, :], torsions[..., 3 + k])
         positions = place(positions, frame, 4 + k)
     return positions

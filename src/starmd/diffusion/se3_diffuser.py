@@ -1,0 +1,205 @@
+"""SE(3) x torus diffusion of residue frames and torsions with one diffusion time.
+
+Rotations diffuse by IGSO3 (:class:`SO3Diffuser`), translations by a VP-SDE
+(:class:`R3Diffuser`, Angstrom in and out, scaled internally), torsions by a wrapped normal
+(:class:`TorusDiffuser`). Frames are :class:`starmd.structure.rigid.Rigid` with batch shape
+``(..., L)``; torsions are ``(..., L, K)`` with a mask of the same (broadcastable) shape; ``tau``
+broadcasts to ``(..., L)``, e.g. per-frame times ``(B, T, 1)`` against ``(B, T, L)``.
+
+For an x0-predicting network the training targets are the scores of the forward kernels at the
+noisy state, evaluated at the true and at the predicted clean state; the score loss of each
+component divides squared errors by the square of its score scaling (FrameDiff)::
+
+    loss_rot = |rot_score(pred) - state.rot_score|^2 / state.rot_score_scaling^2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from starmd.diffusion.r3_diffuser import R3Diffuser
+from starmd.diffusion.so3_diffuser import SO3Diffuser
+from starmd.diffusion.torus_diffuser import TorusDiffuser
+from starmd.structure.rigid import Rigid
+
+
+@dataclass(frozen=True)
+class NoisyState:
+    """A forward-diffused batch and the targets a score/x0 loss needs.
+
+    Shapes: batch ``(..., L)``, ``K`` torsions per residue.
+
+    Attributes:
+        frames: noisy frames, translations in Angstrom.
+        torsions: noisy torsions ``(..., L, K)``, radians in ``[-pi, pi)``.
+        tau: diffusion time broadcast to ``(..., L)``.
+        trans_noise: standard normal translation noise ``(..., L, 3)``.
+        rot_noise: body-frame IGSO3 rotation vectors ``(..., L, 3)``.
+        torsion_noise: standard normal torsion noise ``(..., L, K)`` (0 where masked).
+        trans_score: ``(..., L, 3)``, per unit of scaled coordinate (see :class:`R3Diffuser`).
+        rot_score: body-frame ``(..., L, 3)``, radian^-1.
+        torsion_score: ``(..., L, K)``, radian^-1 (0 where masked).
+        trans_score_scaling, rot_score_scaling, torsion_score_scaling: RMS of one score
+            component, ``(..., L)``.
+    """
+
+    frames: Rigid
+    torsions: torch.Tensor
+    tau: torch.Tensor
+    trans_noise: torch.Tensor
+    rot_noise: torch.Tensor
+    torsion_noise: torch.Tensor
+    trans_score: torch.Tensor
+    rot_score: torch.Tensor
+    torsion_score: torch.Tensor
+    trans_score_scaling: torch.Tensor
+    rot_score_scaling: torch.Tensor
+    torsion_score_scaling: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ScoreScalings:
+    """RMS of one score component per process at some ``tau`` (``tau``'s shape)."""
+
+    trans: torch.Tensor
+    rot: torch.Tensor
+    torsion: torch.Tensor
+
+
+class SE3TorusDiffuser:
+    """Joint diffusion of frames (SE(3)) and torsions (torus) with one diffusion time.
+
+    Args:
+        r3, so3, torus: the component diffusers (defaults: their default parameters).
+    """
+
+    def __init__(
+        self,
+        r3: R3Diffuser | None = None,
+        so3: SO3Diffuser | None = None,
+        torus: TorusDiffuser | None = None,
+    ) -> None:
+        self.r3 = r3 if r3 is not None else R3Diffuser()
+        self.so3 = so3 if so3 is not None else SO3Diffuser()
+        self.torus = torus if torus is not None else TorusDiffuser()
+
+    def forward_marginal(
+        self,
+        frames: Rigid,
+        torsions: torch.Tensor,
+        torsion_mask: torch.Tensor,
+        tau: float | torch.Tensor,
+        generator: torch.Generator,
+    ) -> NoisyState:
+        """Corrupt clean frames ``(..., L)`` and torsions ``(..., L, K)`` to time ``tau``.
+
+        Draws, in this order, translation noise, rotation noise, torsion noise from
+        ``generator``.
+        """
+        batch = frames.shape
+        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(batch)
+        trans, trans_noise = self.r3.forward_marginal(frames.trans, tau_t, generator)
+        rots, rot_noise = self.so3.forward_marginal(frames.rots, tau_t, generator)
+        tors, tors_noise = self.torus.forward_marginal(torsions, tau_t, generator, torsion_mask)
+        scalings = self.score_scalings(tau_t)
+        return NoisyState(
+            frames=Rigid(rots, trans),
+            torsions=tors,
+            tau=tau_t,
+            trans_noise=trans_noise,
+            rot_noise=rot_noise,
+            torsion_noise=tors_noise,
+            trans_score=self.trans_score(trans, frames.trans, tau_t),
+            rot_score=self.rot_score(rots, frames.rots, tau_t),
+            torsion_score=self.torsion_score(tors, torsions, torsion_mask, tau_t),
+            trans_score_scaling=scalings.trans,
+            rot_score_scaling=scalings.rot,
+            torsion_score_scaling=scalings.torsion,
+        )
+
+    def trans_score(
+        self, trans_tau: torch.Tensor, trans0: torch.Tensor, tau: float | torch.Tensor
+    ) -> torch.Tensor:
+        """Translation score ``(..., L, 3)`` for (predicted) clean translations, Angstrom in."""
+        return self.r3.score(trans_tau, trans0, tau)
+
+    def rot_score(
+        self, rots_tau: torch.Tensor, rots0: torch.Tensor, tau: float | torch.Tensor
+    ) -> torch.Tensor:
+        """Body-frame rotation score ``(..., L, 3)`` for (predicted) clean rotations."""
+        return self.so3.score(rots_tau, rots0, tau)
+
+    def torsion_score(
+        self,
+        torsions_tau: torch.Tensor,
+        torsions0: torch.Tensor,
+        torsion_mask: torch.Tensor,
+        tau: float | torch.Tensor,
+    ) -> torch.Tensor:
+        """Torsion score ``(..., L, K)`` for (predicted) clean torsions; 0 where masked."""
+        return self.torus.score(torsions_tau, torsions0, tau, torsion_mask)
+
+    def score_scalings(self, tau: float | torch.Tensor) -> ScoreScalings:
+        """Score RMS of the three processes at ``tau`` (the loss normalizers)."""
+        return ScoreScalings(
+            trans=self.r3.score_scaling(tau),
+            rot=self.so3.score_scaling(tau),
+            torsion=self.torus.score_scaling(tau),
+        )
+
+    def reverse_step(
+        self,
+        state_frames: Rigid,
+        state_torsions: torch.Tensor,
+        pred_frames: Rigid,
+        pred_torsions: torch.Tensor,
+        torsion_mask: torch.Tensor,
+        tau: float | torch.Tensor,
+        dtau: float | torch.Tensor,
+        generator: torch.Generator,
+        ode: bool = False,
+        noise_scale: float = 1.0,
+    ) -> tuple[Rigid, torch.Tensor]:
+        """One reverse step of all three processes from ``tau`` to ``tau - dtau``.
+
+        Uses the scores implied by the clean predictions ``pred_frames``/``pred_torsions``;
+        draws translation, rotation, then torsion noise. Returns ``(frames, torsions)``.
+        """
+        trans = self.r3.reverse_step(
+            state_frames.trans, pred_frames.trans, tau, dtau, generator, ode, noise_scale
+        )
+        rots = self.so3.reverse_step(
+            state_frames.rots, pred_frames.rots, tau, dtau, generator, ode, noise_scale
+        )
+        torsions = self.torus.reverse_step(
+            state_torsions, pred_torsions, tau, dtau, generator, ode, noise_scale, torsion_mask
+        )
+        return Rigid(rots, trans), torsions
+
+    def sample_prior(
+        self,
+        shape: Sequence[int],
+        torsion_mask: torch.Tensor,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> tuple[Rigid, torch.Tensor]:
+        """Reference sample: uniform rotations, R3-prior translations, uniform torsions.
+
+        Args:
+            shape: batch shape ``(..., L)`` of the frames.
+            torsion_mask: ``(..., L, K)`` (broadcastable); its last dim sets ``K``.
+            generator: torch RNG; draws translations, rotations, then torsions.
+
+        Returns:
+            ``(frames, torsions)`` with torsions ``(..., L, K)`` (0 where masked).
+        """
+        trans = self.r3.sample_prior(shape, generator, dtype, device)
+        rots = self.so3.sample_prior(shape, generator, dtype, device)
+        torsions = self.torus.sample_prior(
+            (*shape, torsion_mask.shape[-1]), generator, dtype, device, torsion_mask
+        )
+        return Rigid(rots, trans), torsions

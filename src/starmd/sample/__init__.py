@@ -1,0 +1,1 @@
+"""Sampling: autoregressive rollout with a KV cache and the ``generate`` workflow."""

@@ -1,0 +1,220 @@
+"""Autoregressive rollout of the denoiser with a KV cache (STAR-MD, DESIGN.md section 5).
+
+Frame 0 is the input structure. For each new frame ``t``: start from the diffusion prior, run
+``steps`` reverse steps, each attending to the cached clean history plus the current noisy frame;
+the clean prediction at the last step is frame ``t``. It is then perturbed with contextual noise
+(``tau_ctx``, as in training) and encoded once into the cache. The cache keeps the last
+``context`` frames (plus frame 0 as an attention sink if ``sink``), so memory is flat in the
+trajectory length.
+
+Randomness: frame ``t`` of replica batch draws from a generator seeded with ``(seed, t)``, so a
+resumed rollout continues the same random sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from starmd.diffusion import reverse_schedule
+from starmd.model import FrameTokens, ProteinConditioning
+from starmd.structure import geometry
+from starmd.structure.protein import Protein
+from starmd.structure.rigid import Rigid
+from starmd.train.batch import masked_centroid
+from starmd.train.run import LoadedModel
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How a trajectory is generated.
+
+    Attributes:
+        dt_ps: physical time between frames (ps).
+        steps: reverse-diffusion steps per frame (the speed/quality knob).
+        context: clean frames kept in the KV cache (None = full history, the paper's mode).
+        sink: always keep frame 0 (the input structure) in the cache.
+        context_noise: contextual-noise level ``tau_ctx`` of cached frames (training draws
+            ``U[0, context_noise_max]``; rollout uses this fixed value).
+        ode: probability-flow ODE instead of the reverse SDE.
+        noise_scale: scale of the SDE noise (1 = exact reverse SDE).
+        tau_min: last diffusion time of the schedule.
+    """
+
+    dt_ps: float = 1000.0
+    steps: int = 20
+    context: int | None = 7
+    sink: bool = True
+    context_noise: float = 0.05
+    ode: bool = False
+    noise_scale: float = 1.0
+    tau_min: float = 0.01
+
+
+@dataclass(frozen=True)
+class ProteinInput:
+    """What the model conditions on, for ``replicas`` copies of one protein (batch dim B)."""
+
+    cond: ProteinConditioning
+    centre: torch.Tensor  # (B, 3) Angstrom, subtracted from all translations
+    init_frames: Rigid  # (B, L), centred
+    init_torsions: torch.Tensor  # (B, L, 7)
+    oxt_mask: torch.Tensor  # (L,)
+
+
+def protein_input(
+    protein: Protein,
+    positions: np.ndarray,
+    dt_ps: float,
+    replicas: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> ProteinInput:
+    """Conditioning from a structure ``positions (L, 15, 3)`` (Angstrom)."""
+    pos = torch.from_numpy(np.asarray(positions, dtype=np.float64))
+    aatype = torch.from_numpy(protein.aatype)
+    atom_mask = torch.from_numpy(protein.atom_mask)
+    linked = torch.from_numpy(protein.linked_prev)
+    frames = geometry.atoms_to_frames(pos)
+    torsions, torsion_mask = geometry.atoms_to_torsions(pos, aatype, atom_mask, linked)
+    l = protein.n_residues
+
+    def batch(x: torch.Tensor) -> torch.Tensor:
+        return x.expand(replicas, *x.shape).clone().to(device)
+
+    residue_mask = torch.ones(replicas, l, dtype=torch.bool, device=device)
+    frames = Rigid(batch(frames.rots).to(dtype), batch(frames.trans).to(dtype))
+    centre = masked_centroid(frames.trans, residue_mask)
+    frames = Rigid(frames.rots, frames.trans - centre[:, None])
+    cond = ProteinConditioning(
+        aatype=batch(aatype),
+        residue_index=batch(torch.from_numpy(protein.segment_index)),
+        chain_index=batch(torch.from_numpy(protein.chain_index)),
+        residue_mask=residue_mask,
+        init_frames=frames,
+        dt_ps=torch.full((replicas,), float(dt_ps), dtype=dtype, device=device),
+        torsion_mask=batch(torsion_mask),
+    )
+    return ProteinInput(
+        cond,
+        centre,
+        frames,
+        batch(torsions).to(dtype),
+        torch.from_numpy(protein.oxt_mask).to(device),
+    )
+
+
+def frame_generator(seed: int, frame: int, device: torch.device | str) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + frame * 7919) % (2**63 - 1))
+    return generator
+
+
+class Rollout:
+    """Stateful rollout of ``B`` replicas; iterate :meth:`frames` to get new frames.
+
+    Each yielded item is ``(t, positions (B, L, 15, 3) Angstrom in the input's coordinates,
+    frames Rigid (B, L), torsions (B, L, 7))``.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        inputs: ProteinInput,
+        settings: RolloutSettings,
+        seed: int = 0,
+    ):
+        self.model = loaded.model
+        self.diffuser = loaded.diffuser
+        self.inputs = inputs
+        self.settings = settings
+        self.seed = seed
+        self.cache = self.model.new_cache(window=settings.context, sink=settings.sink)
+        self.schedule = reverse_schedule(settings.steps, settings.tau_min)
+        self.next_frame = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs.init_frames.device
+
+    def _tokens(self, frames: Rigid, torsions: torch.Tensor, tau: float, t: int) -> FrameTokens:
+        b = frames.shape[0]
+        dtype = frames.dtype
+        return FrameTokens(
+            frames=frames.unsqueeze(1),
+            torsions=torsions[:, None],
+            tau=torch.full((b, 1), float(tau), dtype=dtype, device=self.device),
+            time_ps=torch.full((b, 1), t * self.settings.dt_ps, dtype=dtype, device=self.device),
+        )
+
+    @torch.inference_mode()
+    def push_clean(self, t: int, frames: Rigid, torsions: torch.Tensor) -> None:
+        """Perturb frame ``t`` (centred) with contextual noise and append it to the cache."""
+        tau = self.settings.context_noise
+        generator = frame_generator(self.seed + 1, t, self.device)
+        mask = self.inputs.cond.torsion_mask
+        noisy = self.diffuser.forward_marginal(frames, torsions, mask, tau, generator)
+        self.model.append_clean(
+            self.cache, self.inputs.cond, self._tokens(noisy.frames, noisy.torsions, tau, t)
+        )
+        self.next_frame = t + 1
+
+    @torch.inference_mode()
+    def sample_frame(self, t: int) -> tuple[Rigid, torch.Tensor]:
+        """Denoise frame ``t`` from the prior, attending to the cache; returns centred frames
+        ``(B, L)`` and torsions ``(B, L, 7)``."""
+        cond = self.inputs.cond
+        b, l = cond.aatype.shape
+        generator = frame_generator(self.seed, t, self.device)
+        frames, torsions = self.diffuser.sample_prior(
+            (b, l),
+            cond.torsion_mask,
+            generator,
+            dtype=self.inputs.init_torsions.dtype,
+            device=self.device,
+        )
+        pred_frames, pred_torsions = frames, torsions
+        taus = self.schedule.tolist()
+        for i, tau in enumerate(taus):
+            out = self.model.denoise(self.cache, cond, self._tokens(frames, torsions, tau, t))
+            pred_frames = out.frames[:, 0]
+            sin_cos = out.torsions[:, 0]
+            pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
+            pred_torsions = torch.where(cond.torsion_mask, pred_torsions, 0.0)
+            if i + 1 < len(taus):
+                frames, torsions = self.diffuser.reverse_step(
+                    frames,
+                    torsions,
+                    pred_frames,
+                    pred_torsions,
+                    cond.torsion_mask,
+                    tau,
+                    tau - taus[i + 1],
+                    generator,
+                    ode=self.settings.ode,
+                    noise_scale=self.settings.noise_scale,
+                )
+        return pred_frames, pred_torsions
+
+    def atoms(self, frames: Rigid, torsions: torch.Tensor) -> torch.Tensor:
+        """Heavy atoms ``(B, L, 15, 3)`` in the input's coordinates (centre added back)."""
+        frames64 = Rigid(frames.rots.double(), frames.trans.double())
+        aatype = self.inputs.cond.aatype[0]
+        positions = geometry.frames_to_atoms(
+            frames64, torsions.double(), aatype, self.inputs.oxt_mask
+        )
+        return positions + self.inputs.centre.double()[:, None, None]
+
+    def frames(self, n_frames: int) -> Iterator[tuple[int, torch.Tensor, Rigid, torch.Tensor]]:
+        """Yield frames ``next_frame .. n_frames - 1`` (frame 0 is the input itself)."""
+        if self.next_frame == 0:
+            frames, torsions = self.inputs.init_frames, self.inputs.init_torsions
+            self.push_clean(0, frames, torsions)
+            yield 0, self.atoms(frames, torsions), frames, torsions
+        for t in range(self.next_frame, n_frames):
+            frames, torsions = self.sample_frame(t)
+            yield t, self.atoms(frames, torsions), frames, torsions
+            self.push_clean(t, frames, torsions)

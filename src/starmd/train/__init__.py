@@ -1,0 +1,1 @@
+"""Training: config, batches -> losses, LightningModule/DataModule, run and model export."""

@@ -1,0 +1,164 @@
+"""One typed training configuration, saved in every checkpoint, overridable from YAML and flags.
+
+``TrainConfig.from_yaml(path, overrides=["optim.lr=3e-4", "model.preset=base"])`` reads a YAML
+file whose keys mirror the dataclasses below (missing keys keep their defaults, unknown keys are
+an error), then applies ``section.key=value`` overrides (values parsed as YAML scalars).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from starmd.errors import StarmdInputError, located
+
+
+@dataclass
+class ModelSection:
+    """Denoiser size: a preset of :class:`starmd.model.DenoiserConfig` plus field overrides."""
+
+    preset: str = "small"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Windows drawn from the prepared dataset (see :class:`starmd.data.dataset.WindowSpec`)."""
+
+    window: int = 8
+    dt_ps: list[float] = field(default_factory=lambda: [10.0, 20.0, 50.0, 100.0])
+    crop: int | None = 96
+    crop_mode: str = "contiguous"
+    batch_size: int = 4
+    samples_per_epoch: int = 512
+    val_samples: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class DiffusionSection:
+    """Parameters of the SE(3) x torus diffusion and of the training noise."""
+
+    trans_beta_min: float = 0.1
+    trans_beta_max: float = 20.0
+    coordinate_scale: float = 0.1
+    so3_sigma_min: float = 0.1
+    so3_sigma_max: float = 1.5
+    torsion_sigma_min: float = 0.01
+    torsion_sigma_max: float = 3.141592653589793
+    tau_min: float = 0.01
+    context_noise_max: float = 0.1
+    """Clean context frames are perturbed to tau_ctx ~ U[0, context_noise_max] (paper: 0.1)."""
+
+
+@dataclass
+class LossSection:
+    """Loss weights (STAR-MD paper's as a starting point) and the low-noise cut-off."""
+
+    rot: float = 0.5
+    trans: float = 1.0
+    torsion: float = 0.5
+    backbone_fape: float = 0.5
+    sidechain_fape: float = 0.5
+    atom: float = 0.25
+    distance: float = 0.25
+    low_noise_tau: float = 0.25
+    fape_clamp_angstrom: float = 10.0
+
+
+@dataclass
+class OptimSection:
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+
+
+@dataclass
+class TrainerSection:
+    """Passed through to Lightning's ``Trainer``."""
+
+    max_epochs: int = 20
+    max_steps: int = -1
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    seed: int = 0
+    attention_window: int | None = None
+    log_every_n_steps: int = 10
+    limit_val_batches: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    diffusion: DiffusionSection = field(default_factory=DiffusionSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        config = cls()
+        for section_name, values in (data or {}).items():
+            if section_name not in {f.name for f in dataclasses.fields(cls)}:
+                raise StarmdInputError(located(source, f"unknown config section {section_name!r}"))
+            section = getattr(config, section_name)
+            if not isinstance(values, dict):
+                raise StarmdInputError(located(source, f"section {section_name!r} must be a map"))
+            for key, value in values.items():
+                _set(section, section_name, key, value, source)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+        data: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            if not path.exists():
+                raise StarmdInputError(located(path, "config file not found"))
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise StarmdInputError(located(path, f"invalid YAML ({exc})")) from exc
+        config = cls.from_dict(data, str(path or "config"))
+        for item in overrides or []:
+            config.apply_override(item)
+        return config
+
+    def apply_override(self, item: str) -> None:
+        """Apply ``section.key=value`` (``model.overrides.c_s=64`` reaches model overrides)."""
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise StarmdInputError(f"override {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        parts = dotted.split(".")
+        if parts[0] not in {f.name for f in dataclasses.fields(self)}:
+            raise StarmdInputError(f"override {item!r}: unknown section {parts[0]!r}")
+        section = getattr(self, parts[0])
+        if parts[0] == "model" and len(parts) == 3 and parts[1] == "overrides":
+            section.overrides[parts[2]] = value
+            return
+        if len(parts) != 2:
+            raise StarmdInputError(f"override {item!r}: expected section.key=value")
+        _set(section, parts[0], parts[1], value, "override")
+
+
+def _set(section: Any, section_name: str, key: str, value: Any, source: str) -> None:
+    names = {f.name for f in dataclasses.fields(section)}
+    if key not in names:
+        raise StarmdInputError(
+            located(source, f"unknown key {section_name}.{key} (known: {sorted(names)})")
+        )
+    setattr(section, key, value)

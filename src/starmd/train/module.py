@@ -1,0 +1,162 @@
+"""The LightningModule: STAR-MD's training scheme, losses, optimizer, EMA, logging.
+
+Training scheme (as in the paper): each window's frames are corrupted twice through the same
+forward process, once to a small "contextual noise" level ``tau_ctx ~ U[0, context_noise_max]``
+(the clean copy the model conditions on, as at rollout) and once to a diffusion time
+``tau ~ U[tau_min, 1]`` per frame (the noisy copy); both are concatenated and every noisy frame
+is a target in one block-causal pass.
+
+Randomness: the diffusion noise of step ``s`` comes from a generator seeded with
+``(seed, s, rank)``, the windows from ``(seed, epoch, index)``, so a run resumed from a
+checkpoint repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import lightning as L
+import torch
+
+from starmd.diffusion import R3Diffuser, SE3TorusDiffuser, SO3Diffuser, TorusDiffuser
+from starmd.model import DenoiserConfig, FrameTokens, StarDenoiser
+from starmd.train.batch import clean_window_from_batch, conditioning_from_batch
+from starmd.train.config import DiffusionSection, TrainConfig
+from starmd.train.losses import denoising_losses
+
+
+def build_diffuser(section: DiffusionSection) -> SE3TorusDiffuser:
+    return SE3TorusDiffuser(
+        r3=R3Diffuser(section.trans_beta_min, section.trans_beta_max, section.coordinate_scale),
+        so3=SO3Diffuser(sigma_min=section.so3_sigma_min, sigma_max=section.so3_sigma_max),
+        torus=TorusDiffuser(
+            sigma_min=section.torsion_sigma_min, sigma_max=section.torsion_sigma_max
+        ),
+    )
+
+
+def build_denoiser(config: TrainConfig) -> StarDenoiser:
+    return StarDenoiser(DenoiserConfig.preset(config.model.preset, **config.model.overrides))
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1))
+    return generator
+
+
+class StarMDModule(L.LightningModule):
+    """Owns the denoiser, the diffuser, the loss and the EMA weights."""
+
+    def __init__(self, config: TrainConfig):
+        super().__init__()
+        self.config = config
+        self.save_hyperparameters({"config": config.to_dict()})
+        self.model = build_denoiser(config)
+        self.diffuser = build_diffuser(config.diffusion)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self._step_start: float | None = None
+
+    # the training scheme -------------------------------------------------------------------
+    def compute_losses(
+        self,
+        batch: dict[str, torch.Tensor],
+        generator: torch.Generator,
+        model: StarDenoiser | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms of one batch; ``model`` defaults to the trained weights (not the EMA)."""
+        model = self.model if model is None else model
+        diffusion = self.config.diffusion
+        cond, centre = conditioning_from_batch(batch)
+        window = clean_window_from_batch(batch, centre)
+        b, k, _ = window.frames.shape
+        device, dtype = window.torsions.device, window.torsions.dtype
+        torsion_mask = cond.torsion_mask[:, None]
+        tau_ctx = torch.rand(b, k, generator=generator, device=device, dtype=dtype)
+        tau_ctx = tau_ctx * diffusion.context_noise_max
+        context = self.diffuser.forward_marginal(
+            window.frames, window.torsions, torsion_mask, tau_ctx[..., None], generator
+        )
+        tau = torch.rand(b, k, generator=generator, device=device, dtype=dtype)
+        tau = diffusion.tau_min + (1 - diffusion.tau_min) * tau
+        noisy = self.diffuser.forward_marginal(
+            window.frames, window.torsions, torsion_mask, tau[..., None], generator
+        )
+        out = model(
+            cond,
+            FrameTokens(context.frames, context.torsions, tau_ctx, window.time_ps),
+            FrameTokens(noisy.frames, noisy.torsions, tau, window.time_ps),
+            window=self.config.trainer.attention_window,
+        )
+        pred = out.noisy
+        return denoising_losses(
+            diffuser=self.diffuser,
+            noisy=noisy,
+            pred_frames=pred.frames,
+            pred_torsions=pred.torsions,
+            pred_torsions_unnormalized=pred.torsions_unnormalized,
+            pred_frames_per_block=pred.frames_per_block,
+            true_frames=window.frames,
+            true_torsions=window.torsions,
+            aatype=cond.aatype,
+            residue_mask=cond.residue_mask,
+            torsion_mask=cond.torsion_mask,
+            oxt_mask=batch["atom_mask"][..., 14],
+            weights=self.config.loss,
+        )
+
+    # Lightning hooks ------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        generator = step_generator(
+            self.config.trainer.seed, self.global_step, self.global_rank, self.device
+        )
+        terms = self.compute_losses(batch, generator)
+        b, k, l, _ = batch["frames"].shape
+        self.log_dict(
+            {f"train/{n}": v.detach() for n, v in terms.items()}, batch_size=b, prog_bar=False
+        )
+        self.log("loss", terms["loss"].detach(), prog_bar=True, batch_size=b)
+        now = time.perf_counter()
+        if self._step_start is not None:
+            elapsed = max(now - self._step_start, 1e-9)
+            self.log("frames_per_s", b * k / elapsed, prog_bar=True, batch_size=b)
+            self.log("tokens_per_s", b * k * l / elapsed, batch_size=b)
+        self._step_start = now
+        return terms["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        decay = self.config.optim.ema_decay
+        # warm-up of the EMA decay (as in common EMA implementations) keeps early weights usable
+        decay = min(decay, (1 + self.global_step) / (10 + self.global_step))
+        with torch.no_grad():
+            for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                ema_p.lerp_(p.detach(), 1 - decay)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        generator = step_generator(self.config.trainer.seed + 1, batch_idx, 0, self.device)
+        terms = self.compute_losses(batch, generator, model=self.ema)
+        b = batch["frames"].shape[0]
+        self.log_dict({f"val/{n}": v for n, v in terms.items()}, batch_size=b, sync_dist=True)
+        return terms["loss"]
+
+    def configure_optimizers(self):
+        optim = self.config.optim
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay
+        )
+        total = self.trainer.estimated_stepping_batches if self.trainer else 10_000
+        total = int(total) if math.isfinite(total) else 10_000
+
+        def schedule(step: int) -> float:
+            if step < optim.warmup_steps:
+                return (step + 1) / optim.warmup_steps
+            progress = (step - optim.warmup_steps) / max(1, total - optim.warmup_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,178 @@
+"""``starmd train``: build the Lightning Trainer, run, export the EMA weights; load models back.
+
+Outputs in the run folder::
+
+    config.yaml                 the full configuration used
+    checkpoints/last.ckpt       resumable (optimizer, scheduler, step, EMA), every epoch
+    checkpoints/best.ckpt       lowest validation loss (when the dataset has a val split)
+    logs/                       CSV metrics (and TensorBoard if installed)
+    model.safetensors           EMA weights + config, what ``starmd generate --model`` loads
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from starmd.errors import StarmdCheckpointError, StarmdInputError, located
+from starmd.model import DenoiserConfig, StarDenoiser
+from starmd.train.config import TrainConfig
+
+FORMAT = "starmd-model-1"
+
+
+@dataclass
+class LoadedModel:
+    """A denoiser ready for sampling, with the diffusion it was trained with."""
+
+    model: StarDenoiser
+    config: TrainConfig
+    source: str
+
+    @property
+    def diffuser(self):
+        from starmd.train.module import build_diffuser
+
+        return build_diffuser(self.config.diffusion)
+
+
+def train(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    callbacks: list | None = None,
+    fast_dev_run: bool = False,
+) -> Path:
+    """Train on a prepared dataset; returns the exported ``model.safetensors``.
+
+    ``resume``: a ``.ckpt`` to continue from exactly (``"last"`` = the run's last checkpoint).
+    ``callbacks``: extra Lightning callbacks; ``fast_dev_run``: one batch of each loop (smoke).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from starmd.data.store import read_index
+    from starmd.train.datamodule import WindowDataModule
+    from starmd.train.module import StarMDModule
+
+    out_dir = Path(out_dir)
+    read_index(data_dir)  # clear error early if this is not a dataset
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as exc:
+        raise StarmdInputError(located(out_dir, f"cannot write ({exc.strerror})")) from exc
+    if resume == "last":
+        resume = out_dir / "checkpoints" / "last.ckpt"
+    if resume is not None and not Path(resume).exists():
+        raise StarmdCheckpointError(located(resume, "checkpoint to resume from not found"))
+
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    datamodule = WindowDataModule(data_dir, config.data, config.trainer.seed)
+    module = StarMDModule(config)
+    has_val = datamodule.has_validation
+    callbacks = list(callbacks or []) + [
+        ModelCheckpoint(
+            dirpath=out_dir / "checkpoints",
+            filename="best",
+            monitor="val/loss" if has_val else None,
+            save_last=True,
+            save_top_k=1 if has_val else 0,
+            enable_version_counter=False,
+        )
+    ]
+    loggers = [CSVLogger(out_dir, name="logs")]  # a new version folder per (re)start
+    try:
+        import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(out_dir, name="tensorboard"))
+    except ImportError:
+        pass
+    t = config.trainer
+    trainer = L.Trainer(
+        default_root_dir=out_dir,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        gradient_clip_val=config.optim.grad_clip or None,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_val_batches=t.limit_val_batches if has_val else 0,
+        num_sanity_val_steps=0,
+        reload_dataloaders_every_n_epochs=1,
+        deterministic=False,
+        callbacks=callbacks,
+        logger=loggers,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        fast_dev_run=fast_dev_run,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    target = out_dir / "model.safetensors"
+    if trainer.is_global_zero:
+        export_model(module, target)
+    return target
+
+
+def export_model(module, path: str | Path) -> Path:
+    """Write the EMA weights and the config as one safetensors file (atomic)."""
+    from safetensors.torch import save_file
+
+    from starmd.structure.io import atomic_write
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.ema.state_dict().items()}
+    metadata = {"format": FORMAT, "config": json.dumps(module.config.to_dict())}
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load ``model.safetensors`` (exported) or a Lightning ``.ckpt`` (its EMA weights).
+
+    Raises:
+        StarmdCheckpointError: missing, corrupt or incompatible file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StarmdCheckpointError(located(path, "model file not found"))
+    try:
+        if path.suffix == ".ckpt":
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            config = TrainConfig.from_dict(ckpt["hyper_parameters"]["config"], str(path))
+            state = {
+                k[len("ema.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("ema.")
+            }
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                metadata = fh.metadata() or {}
+                if metadata.get("format") != FORMAT:
+                    raise StarmdCheckpointError(
+                        located(path, f"not a starmd model (format {metadata.get('format')!r})")
+                    )
+                config = TrainConfig.from_dict(json.loads(metadata["config"]), str(path))
+                state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except StarmdCheckpointError:
+        raise
+    except Exception as exc:
+        raise StarmdCheckpointError(located(path, f"unreadable model file ({exc})")) from exc
+    model = StarDenoiser(DenoiserConfig.preset(config.model.preset, **config.model.overrides))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise StarmdCheckpointError(
+            located(path, f"weights do not match the model configuration ({first})")
+        ) from exc
+    return LoadedModel(model.to(device).eval(), config, str(path))

@@ -1,0 +1,200 @@
+"""starmd generate: files, determinism, cache == no cache, resume, bad inputs."""
+
+import json
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+
+from starmd.cli import main
+from starmd.errors import StarmdCheckpointError, StarmdInputError
+from starmd.model import FrameTokens
+from starmd.sample import generate as generate_module
+from starmd.sample.generate import GenerationSettings, generate
+from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
+from starmd.structure.io import load_structure
+from starmd.train.run import load_model
+from tests.conftest import STRUCTURES
+
+VILLIN = STRUCTURES / "1vii.pdb"
+
+
+def _settings(**kw):
+    base = dict(frames=6, dt_ps=100.0, replicas=2, seed=1, steps=3, context=3, chunk=4)
+    base.update(kw)
+    return GenerationSettings(**base)
+
+
+def test_generate_writes_readable_trajectories(tiny_model_path, tmp_path):
+    sidecar = generate(VILLIN, tmp_path, _settings(), model=tiny_model_path, device="cpu")
+    reference, _ = load_structure(VILLIN)
+    for r in (1, 2):
+        traj = mdtraj.load(str(tmp_path / f"1vii_R{r}.xtc"), top=str(tmp_path / "1vii.pdb"))
+        assert traj.n_frames == 6
+        np.testing.assert_allclose(traj.time, np.arange(6) * 100.0)
+        names = [res.name for res in traj.topology.residues]
+        assert names == list(reference.residue_names)
+        assert [res.resSeq for res in traj.topology.residues] == reference.residue_numbers.tolist()
+    assert sidecar["frames_written"] == [6, 6]
+    assert sidecar["simulated_ns_per_wall_s"] > 0
+    on_disk = json.loads((tmp_path / "1vii.json").read_text())
+    assert on_disk["settings"]["seed"] == 1 and len(on_disk["health"]) == 2
+    assert not (tmp_path / "1vii.progress.json").exists()
+
+
+def test_same_seed_same_trajectory(tiny_model_path, tmp_path):
+    generate(VILLIN, tmp_path / "a", _settings(), model=tiny_model_path, device="cpu")
+    generate(VILLIN, tmp_path / "b", _settings(), model=tiny_model_path, device="cpu")
+    generate(VILLIN, tmp_path / "c", _settings(seed=2), model=tiny_model_path, device="cpu")
+    a = (tmp_path / "a" / "1vii_R1.xtc").read_bytes()
+    assert a == (tmp_path / "b" / "1vii_R1.xtc").read_bytes()
+    assert a != (tmp_path / "c" / "1vii_R1.xtc").read_bytes()
+
+
+def test_cached_rollout_matches_full_forward(tiny_model_path):
+    loaded = load_model(tiny_model_path)
+    protein, positions = load_structure(VILLIN)
+    inputs = protein_input(protein, positions, 100.0, replicas=1)
+    rollout = Rollout(
+        loaded, inputs, RolloutSettings(dt_ps=100.0, steps=2, context=None, sink=False), seed=0
+    )
+    clean, noisy, outputs = [], [], []
+    model = loaded.model
+    real_append, real_denoise = model.append_clean, model.denoise
+
+    def spy_append(cache, cond, tokens):
+        clean.append(tokens)
+        return real_append(cache, cond, tokens)
+
+    def spy_denoise(cache, cond, tokens):
+        out = real_denoise(cache, cond, tokens)
+        noisy.append(tokens)
+        outputs.append(out)
+        return out
+
+    model.append_clean, model.denoise = spy_append, spy_denoise
+    try:
+        list(rollout.frames(3))
+    finally:
+        model.append_clean, model.denoise = real_append, real_denoise
+    t = 2  # the last denoising call predicted frame 2 attending to clean frames 0 and 1
+    with torch.no_grad():
+        full = model(
+            inputs.cond,
+            FrameTokens.cat(clean[:t] + [noisy[-1]]),
+            FrameTokens.cat([noisy[-1]] * (t + 1)),
+        )
+    torch.testing.assert_close(
+        full.noisy.frames.trans[:, t], outputs[-1].frames.trans[:, 0], atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        full.noisy.torsions[:, t], outputs[-1].torsions[:, 0], atol=1e-4, rtol=1e-4
+    )
+
+
+def test_interrupted_generation_resumes_to_the_requested_length(tiny_model_path, tmp_path):
+    def interrupt(info):
+        if info["frame"] == 6:
+            raise KeyboardInterrupt
+
+    settings = _settings(frames=10, chunk=3)
+    with pytest.raises(KeyboardInterrupt):
+        generate(
+            VILLIN, tmp_path, settings, model=tiny_model_path, device="cpu", progress=interrupt
+        )
+    partial = mdtraj.load(str(tmp_path / "1vii_R1.xtc"), top=str(tmp_path / "1vii.pdb"))
+    assert partial.n_frames == 6  # two committed chunks, a valid shorter trajectory
+    with pytest.raises(StarmdInputError, match="exists; pass --overwrite or --resume"):
+        generate(VILLIN, tmp_path, settings, model=tiny_model_path, device="cpu")
+    sidecar = generate(VILLIN, tmp_path, settings, model=tiny_model_path, device="cpu", resume=True)
+    assert sidecar["resumed_from_frame"] == 6
+    full = mdtraj.load(str(tmp_path / "1vii_R1.xtc"), top=str(tmp_path / "1vii.pdb"))
+    assert full.n_frames == 10
+    np.testing.assert_allclose(full.time, np.arange(10) * 100.0)
+    np.testing.assert_array_equal(full.xyz[:6], partial.xyz)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"frames": 0}, "--frames must be >= 2"),
+        ({"dt_ps": 0.0}, "--dt must be > 0"),
+        ({"steps": 1}, "--steps must be >= 2"),
+        ({"replicas": 0}, "--replicas must be >= 1"),
+    ],
+)
+def test_bad_settings(tiny_model_path, tmp_path, kwargs, message):
+    with pytest.raises(StarmdInputError, match=message):
+        generate(VILLIN, tmp_path, _settings(**kwargs), model=tiny_model_path, device="cpu")
+
+
+def test_bad_models_and_memory_budget(tiny_model_path, tmp_path, monkeypatch):
+    corrupt = tmp_path / "bad.safetensors"
+    corrupt.write_bytes(b"junk" * 10)
+    with pytest.raises(StarmdCheckpointError, match="bad.safetensors"):
+        generate(VILLIN, tmp_path / "o", _settings(), model=corrupt, device="cpu")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny_model_path))
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_model_path), framework="pt") as fh:
+        metadata = fh.metadata()
+    config = json.loads(metadata["config"])
+    config["model"]["overrides"] = {"c_s": 40}
+    metadata["config"] = json.dumps(config)
+    save_file(state, str(tmp_path / "other.safetensors"), metadata=metadata)
+    with pytest.raises(StarmdCheckpointError, match="do not match the model configuration"):
+        generate(
+            VILLIN, tmp_path / "o", _settings(), model=tmp_path / "other.safetensors", device="cpu"
+        )
+    monkeypatch.setattr(generate_module, "available_memory_bytes", lambda device: 2**20)
+    with pytest.raises(StarmdInputError, match="GiB per step"):
+        generate(VILLIN, tmp_path / "o", _settings(), model=tiny_model_path, device="cpu")
+
+
+def test_cli_dt_units_and_bad_structure(tiny_model_path, tmp_path, capsys):
+    args = [
+        "generate",
+        str(VILLIN),
+        "-o",
+        str(tmp_path),
+        "--model",
+        str(tiny_model_path),
+        "--frames",
+        "3",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    for dt, message in (
+        ("0ns", "must be > 0"),
+        ("5 parsecs", "expected a number with a unit"),
+        ("10", "expected a number with a unit"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(args + ["--dt", dt])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err
+    water = tmp_path / "water.pdb"
+    water.write_text(
+        "HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00  0.00           O\nEND\n"
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "generate",
+                str(water),
+                "-o",
+                str(tmp_path / "w"),
+                "--model",
+                str(tiny_model_path),
+                "--dt",
+                "1ns",
+            ]
+        )
+    assert exc.value.code == 2 and "no protein residues" in capsys.readouterr().err
+    main(args + ["--dt", "50ps"])  # success returns normally
+    assert mdtraj.load(str(tmp_path / "1vii_R1.xtc"), top=str(tmp_path / "1vii.pdb")).n_frames == 3

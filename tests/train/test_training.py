@@ -1,0 +1,114 @@
+"""Training: the loss can be driven down, runs resume exactly, configs and checkpoints."""
+
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
+from starmd.errors import StarmdCheckpointError, StarmdInputError
+from starmd.train.config import TrainConfig
+from starmd.train.module import StarMDModule, step_generator
+from starmd.train.run import load_model, train
+
+TINY = [
+    "model.preset=tiny",
+    "data.window=3",
+    "data.dt_ps=[100.0, 200.0]",
+    "data.crop=12",
+    "data.batch_size=2",
+    "data.samples_per_epoch=4",
+    "optim.warmup_steps=1",
+]
+
+
+def test_overfitting_one_batch_reduces_the_loss_tenfold(tiny_dataset):
+    torch.manual_seed(0)
+    config = TrainConfig.from_yaml(None, TINY)
+    spec = WindowSpec(window=2, dt_ps=(100.0,), crop=10)
+    data = TrajectoryWindowDataset(tiny_dataset, "train", spec, samples_per_epoch=2)
+    batch = collate_windows([data[0], data[1]])
+    module = StarMDModule(config)
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        terms = module.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        losses.append(terms["loss"].item())
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+class _StopAfterFirstEpoch(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_dataset, tmp_path):
+    config = TrainConfig.from_yaml(None, TINY + ["trainer.max_epochs=2"])
+    whole = load_model(train(tiny_dataset, tmp_path / "whole", config, progress=False)).model
+    train(
+        tiny_dataset, tmp_path / "parts", config, progress=False, callbacks=[_StopAfterFirstEpoch()]
+    )
+    first_leg = load_model(tmp_path / "parts" / "model.safetensors").model
+    resumed = load_model(
+        train(tiny_dataset, tmp_path / "parts", config, progress=False, resume="last")
+    ).model
+    changed = False
+    for (name, a), b, c in zip(
+        whole.state_dict().items(),
+        resumed.state_dict().values(),
+        first_leg.state_dict().values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+        changed |= not torch.equal(b, c)
+    assert changed, "the second epoch must change the weights"
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("optim:\n  lr: 0.01\nmodel:\n  preset: tiny\n")
+    config = TrainConfig.from_yaml(path, ["data.crop=null", "model.overrides.c_s=48"])
+    assert config.optim.lr == 0.01 and config.data.crop is None
+    assert config.model.overrides == {"c_s": 48}
+    assert TrainConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+    path.write_text("optim:\n  learning_rate: 1\n")
+    with pytest.raises(StarmdInputError, match="unknown key optim.learning_rate"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(StarmdInputError, match="expected section.key=value"):
+        TrainConfig.from_yaml(None, ["lr=1"])
+
+
+def test_corrupt_and_incompatible_models_are_clear_errors(tiny_dataset, tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(StarmdCheckpointError, match="model.safetensors: unreadable model file"):
+        load_model(bad)
+    with pytest.raises(StarmdCheckpointError, match="not found"):
+        load_model(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes_runs(tiny_dataset, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "starmd.cli",
+        "train",
+        str(tiny_dataset),
+        "-o",
+        str(tmp_path / "ddp"),
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--fast-dev-run",
+    ] + [a for item in TINY for a in ("--set", item)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
