@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from starmd import __version__
+from starmd.simulate.cli import corpus_app, simulate_command  # typer-only imports, stays light
 
 app = typer.Typer(
     name="starmd",
@@ -43,6 +44,9 @@ def _root(
 
 data_app = typer.Typer(help="Fetch MD datasets (ATLAS).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+app.command("simulate")(simulate_command)
+app.add_typer(corpus_app, name="corpus")
 
 
 def _progress():

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 
 from starmd.simulate import atlas

@@ -6,12 +6,11 @@ import subprocess
 import sys
 
 import typer
+from simulate_consts import NAME
 from typer.testing import CliRunner
 
 from starmd.errors import StarmdInputError
 from starmd.simulate.cli import corpus_app, simulate_command
-
-from simulate_consts import NAME
 
 app = typer.Typer()
 app.command("simulate")(simulate_command)
@@ -41,9 +40,22 @@ def test_simulate_command_runs_and_reports(prepared_dir, trpcage_pdb):
     result = runner.invoke(
         app,
         [
-            "simulate", str(trpcage_pdb), "-o", str(prepared_dir), "--ns", "0.002",
-            "--save-every-ps", "1", "--platform", "CPU", "--threads", "1",
-            "--equilibrate-ps", "0.4", "--name", NAME,
+            "simulate",
+            str(trpcage_pdb),
+            "-o",
+            str(prepared_dir),
+            "--ns",
+            "0.002",
+            "--save-every-ps",
+            "1",
+            "--platform",
+            "CPU",
+            "--threads",
+            "1",
+            "--equilibrate-ps",
+            "0.4",
+            "--name",
+            NAME,
         ],
     )
     assert result.exit_code == 0, result.output

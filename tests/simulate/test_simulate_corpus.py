@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mdtraj
 import pytest
+from simulate_consts import NAME
 
 from starmd.errors import StarmdInputError
 from starmd.simulate import atlas
@@ -21,8 +22,6 @@ from starmd.simulate.corpus import (
     stage_targets,
 )
 
-from simulate_consts import NAME
-
 
 def test_manifest_has_at_least_16_distinct_small_real_proteins():
     entries = load_manifest()
@@ -34,19 +33,31 @@ def test_manifest_has_at_least_16_distinct_small_real_proteins():
     assert all(e.source_package and e.path_in_package and e.source_licence for e in entries)
 
 
+LARGE = default_manifest().with_name("manifest_large.csv")
+
+
+def test_large_gpu_manifest_extends_the_small_one_without_straddling_families():
+    small, large = load_manifest(), load_manifest(LARGE)
+    assert {e.name for e in small} < {e.name for e in large}
+    for family in {e.family for e in large}:
+        assert len({e.split for e in large if e.family == family}) == 1, family
+
+
 def test_manifest_residue_counts_match_structures():
-    for entry in load_manifest():
+    for entry in load_manifest(LARGE):
         structure = mdtraj.load(str(entry.structure))
         assert structure.n_residues == entry.residues, entry.name
         assert structure.topology.n_chains == 1, entry.name
 
 
-def test_split_is_by_protein_and_covers_every_fold_in_val_and_test():
+def test_split_is_by_protein_family_and_mostly_train():
     entries = load_manifest()
-    for split in ("val", "test"):
-        folds = {e.fold_class for e in entries if e.split == split}
-        assert folds == {"alpha", "beta", "mixed"}, split
-    assert sum(e.split == "train" for e in entries) > len(entries) / 2
+    for family in {e.family for e in entries}:
+        assert len({e.split for e in entries if e.family == family}) == 1, family
+    splits = Counter(e.split for e in entries)
+    assert splits["val"] >= 2 and splits["test"] >= 3
+    assert splits["train"] > len(entries) / 2
+    assert {e.fold_class for e in entries if e.split == "test"} == {"alpha", "beta", "mixed"}
 
 
 def test_stage_targets_grow_to_the_requested_length():
@@ -87,13 +98,23 @@ def test_build_grows_every_replica_round_robin(prepared_dir: Path, trpcage_pdb, 
         writer.writerow(entry)
 
     results = build_corpus(
-        root, manifest=manifest, ns=0.002, step_ns=0.001, replicas=2, save_every_ps=1.0,
-        equilibrate_ps=0.4, chunk_frames=1, platform="CPU", threads=1, progress=False,
+        root,
+        manifest=manifest,
+        ns=0.002,
+        step_ns=0.001,
+        replicas=2,
+        save_every_ps=1.0,
+        equilibrate_ps=0.4,
+        chunk_frames=1,
+        platform="CPU",
+        threads=1,
+        progress=False,
     )
     assert [r["frames"] for r in results[0]["replicas"]] == [2, 2]
     index = list(csv.DictReader((root / "index.csv").open()))
     assert [(r["name"], r["replica"], r["frames"]) for r in index] == [
-        (NAME, "1", "2"), (NAME, "2", "2")
+        (NAME, "1", "2"),
+        (NAME, "2", "2"),
     ]
     for replica in (1, 2):
         traj = mdtraj.load(
@@ -101,3 +122,9 @@ def test_build_grows_every_replica_round_robin(prepared_dir: Path, trpcage_pdb, 
             top=str(atlas.topology_pdb(root / NAME, NAME)),
         )
         assert list(traj.time) == [1.0, 2.0]
+
+
+def test_manifest_doubles_as_the_split_file_of_prepare():
+    read_split_files = pytest.importorskip("starmd.data.prepare").read_split_files
+    splits = read_split_files([default_manifest()])
+    assert splits == {e.name: e.split for e in load_manifest()}

@@ -15,12 +15,11 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 import pytest
+from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 
 from starmd.errors import StarmdSimulationError
 from starmd.simulate import atlas, check_frame, simulate
 from starmd.simulate.engine import ReplicaJob, run_replica
-
-from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 
 TINY = dict(
     save_every_ps=SAVE_EVERY_PS,
@@ -121,7 +120,10 @@ def test_killed_run_resumes_with_exact_frames_and_continuous_time(prepared_dir, 
     assert 4 <= killed_at < frames, "the child should have been killed mid-run"
 
     metadata = simulate(
-        trpcage_pdb, prepared_dir, ns=frames * every / 1000, **{**TINY, "save_every_ps": every},
+        trpcage_pdb,
+        prepared_dir,
+        ns=frames * every / 1000,
+        **{**TINY, "save_every_ps": every},
         chunk_frames=2,
     )
     traj = _load(prepared_dir)
@@ -133,9 +135,17 @@ def test_killed_run_resumes_with_exact_frames_and_continuous_time(prepared_dir, 
 
 def test_interrupted_chunk_is_truncated_on_resume(prepared_dir, trpcage_pdb):
     """Frames appended after the last saved state (a kill between the two) are dropped."""
+    every = 0.2
     job = ReplicaJob(
-        out_dir=str(prepared_dir), name=NAME, replica=1, seed=1, n_frames=8,
-        save_every_ps=SAVE_EVERY_PS, equilibrate_ps=0.4, chunk_frames=2, platform="CPU",
+        out_dir=str(prepared_dir),
+        name=NAME,
+        replica=1,
+        seed=1,
+        n_frames=8,
+        save_every_ps=every,
+        equilibrate_ps=0.4,
+        chunk_frames=2,
+        platform="CPU",
         threads=1,
     )
     seen = []
@@ -150,20 +160,22 @@ def test_interrupted_chunk_is_truncated_on_resume(prepared_dir, trpcage_pdb):
     xtc = atlas.replica_xtc(prepared_dir, NAME, 1)
     with open(xtc, "ab") as handle:  # a half-written chunk
         handle.write(xtc.read_bytes()[:700])
-    simulate(trpcage_pdb, prepared_dir, ns=8 * SAVE_EVERY_PS / 1000, chunk_frames=2, **TINY)
+    options = {**TINY, "save_every_ps": every}
+    simulate(trpcage_pdb, prepared_dir, ns=8 * every / 1000, chunk_frames=2, **options)
     traj = _load(prepared_dir)
     assert traj.n_frames == 8
-    np.testing.assert_allclose(traj.time, SAVE_EVERY_PS * np.arange(1, 9))
+    np.testing.assert_allclose(traj.time, every * np.arange(1, 9), atol=1e-4)
 
 
 def test_larger_ns_extends_every_replica(prepared_dir, trpcage_pdb):
-    simulate(trpcage_pdb, prepared_dir, ns=0.002, replicas=2, chunk_frames=2, **TINY)
+    options = {**TINY, "save_every_ps": 0.2}
+    simulate(trpcage_pdb, prepared_dir, ns=0.0004, replicas=2, chunk_frames=2, **options)
     first = _load(prepared_dir, 2).xyz.copy()
-    metadata = simulate(trpcage_pdb, prepared_dir, ns=0.003, replicas=2, chunk_frames=2, **TINY)
+    metadata = simulate(trpcage_pdb, prepared_dir, ns=0.0006, replicas=2, chunk_frames=2, **options)
     assert [r["frames"] for r in metadata["replicas"]] == [3, 3]
     assert [r["seed"] for r in metadata["replicas"]] == [1, 2]
     extended = _load(prepared_dir, 2)
-    np.testing.assert_allclose(extended.time, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(extended.time, [0.2, 0.4, 0.6], atol=1e-4)
     np.testing.assert_allclose(extended.xyz[:2], first, atol=1e-3)
 
 
@@ -171,7 +183,8 @@ def test_exploding_replica_stops_with_replica_and_step(prepared_dir, trpcage_pdb
     """Two atoms put on top of each other blow up; completed chunks stay on disk."""
     import openmm
 
-    simulate(trpcage_pdb, prepared_dir, ns=0.002, chunk_frames=2, **TINY)
+    options = {**TINY, "save_every_ps": 0.2}
+    simulate(trpcage_pdb, prepared_dir, ns=0.0004, chunk_frames=2, **options)
     system_xml = atlas.system_xml(prepared_dir, NAME)
     import gzip
 
@@ -188,7 +201,7 @@ def test_exploding_replica_stops_with_replica_and_step(prepared_dir, trpcage_pdb
     state_xml.write_text(openmm.XmlSerializer.serialize(state))
 
     with pytest.raises(StarmdSimulationError, match=r"trpcage replica 1: .* production step \d+"):
-        simulate(trpcage_pdb, prepared_dir, ns=0.004, chunk_frames=2, **TINY)
+        simulate(trpcage_pdb, prepared_dir, ns=0.0008, chunk_frames=2, **options)
     assert _load(prepared_dir).n_frames == 2
 
 
@@ -206,3 +219,35 @@ def test_check_frame_rejects_nan_energy_and_stretched_bonds():
     positions[2, 0] = np.inf
     with pytest.raises(StarmdSimulationError, match="not finite"):
         check_frame(-100.0, positions, bonds, name="p", replica=1, step=7)
+
+
+def test_replicas_run_in_parallel_worker_processes(prepared_dir, trpcage_pdb):
+    options = {**TINY, "save_every_ps": 0.2}
+    metadata = simulate(
+        trpcage_pdb, prepared_dir, ns=0.0004, replicas=2, workers=2, chunk_frames=1, **options
+    )
+    assert [(r["replica"], r["frames"], r["seed"]) for r in metadata["replicas"]] == [
+        (1, 2, 1),
+        (2, 2, 2),
+    ]
+    for replica in (1, 2):
+        np.testing.assert_allclose(_load(prepared_dir, replica).time, [0.2, 0.4], atol=1e-4)
+
+
+def test_prepare_reads_the_folder_unchanged(tiny_run, tmp_path):
+    prepare = pytest.importorskip("starmd.data.prepare").prepare
+    out_dir, _ = tiny_run
+    split_file = tmp_path / "split.csv"
+    split_file.write_text(f"name,split\n{NAME},test\n")
+    rows = prepare(out_dir, tmp_path / "data", split_files=[split_file])
+    assert [(r.name, r.replica, r.frames, r.residues, r.dt_ps, r.split) for r in rows] == [
+        (NAME, 1, N_FRAMES, 20, SAVE_EVERY_PS, "test")
+    ]
+
+
+def test_a_replica_running_elsewhere_is_not_touched(prepared_dir, trpcage_pdb):
+    with atlas.exclusive(atlas.replica_lock(prepared_dir, NAME, 1)) as acquired:
+        assert acquired
+        with pytest.raises(StarmdSimulationError, match="replica 1 of trpcage is being run"):
+            simulate(trpcage_pdb, prepared_dir, ns=0.001, chunk_frames=1, **TINY)
+    assert not atlas.replica_lock(prepared_dir, NAME, 1).exists()

@@ -27,7 +27,7 @@ def test_non_protein_input_is_a_one_line_error(tmp_path):
     path = tmp_path / "water.pdb"
     path.write_text(WATER_ONLY)
     with pytest.raises(StarmdInputError) as err:
-        simulate(path, tmp_path / "out", ns=0.001, platform="CPU", progress=False)
+        simulate(path, tmp_path / "out", ns=0.01, platform="CPU", progress=False)
     assert _one_line(err) == f"{path}: no protein residues found (nothing to simulate)"
 
 
@@ -41,7 +41,7 @@ def test_unreadable_input_is_a_one_line_error(tmp_path):
 
 def test_missing_input_file(tmp_path):
     with pytest.raises(StarmdInputError, match="no such file"):
-        simulate(tmp_path / "nope.pdb", tmp_path / "out", ns=0.001, platform="CPU")
+        simulate(tmp_path / "nope.pdb", tmp_path / "out", ns=0.01, platform="CPU")
 
 
 def test_heterogens_and_water_are_removed(trpcage_pdb, tmp_path):
@@ -52,6 +52,8 @@ def test_heterogens_and_water_are_removed(trpcage_pdb, tmp_path):
     names = {r.name for r in topology.residues()}
     assert "HOH" not in names and topology.getNumResidues() == 20
     assert any(a.element.symbol == "H" for a in topology.atoms())
+    kept, _ = fix_structure(path, keep=("HOH",))
+    assert [r.name for r in kept.residues()].count("HOH") == 2
 
 
 @pytest.mark.parametrize(
@@ -72,6 +74,26 @@ def test_bad_options_are_rejected_before_any_work(trpcage_pdb, tmp_path, options
 def test_folder_with_another_protocol_is_refused(prepared_dir: Path, trpcage_pdb):
     with pytest.raises(StarmdInputError, match="holds a run with protocol 'implicit'"):
         simulate(
-            trpcage_pdb, prepared_dir, ns=0.001, protocol="implicit-gbn2", name="trpcage",
-            platform="CPU", progress=False,
+            trpcage_pdb,
+            prepared_dir,
+            ns=0.01,
+            protocol="implicit-gbn2",
+            name="trpcage",
+            platform="CPU",
+            progress=False,
         )
+
+
+def test_explicit_protocol_builds_a_solvated_npt_system(trpcage_pdb):
+    import openmm
+
+    from starmd.simulate.protocols import build_system, get_protocol
+
+    topology, positions = fix_structure(trpcage_pdb)
+    system, solvated, _ = build_system(get_protocol("explicit"), topology, positions)
+    names = {r.name for r in solvated.residues()}
+    assert {"HOH", "NA", "CL"} <= names
+    forces = {type(f).__name__: f for f in system.getForces()}
+    assert "MonteCarloBarostat" in forces
+    assert forces["NonbondedForce"].getNonbondedMethod() == openmm.NonbondedForce.PME
+    assert system.usesPeriodicBoundaryConditions()

@@ -24,7 +24,7 @@ def test_cuda_without_cuda_is_a_clear_error():
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
 def test_simulate_on_cuda_without_cuda_fails_before_any_work(trpcage_pdb, tmp_path):
     with pytest.raises(StarmdInputError, match="--platform CUDA"):
-        simulate(trpcage_pdb, tmp_path / "out", ns=0.001, platform="cuda", progress=False)
+        simulate(trpcage_pdb, tmp_path / "out", ns=0.01, platform="CUDA", progress=False)
     assert not (tmp_path / "out").exists()
 
 

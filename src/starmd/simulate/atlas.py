@@ -11,6 +11,7 @@ One folder per protein ``name``::
     state/{name}_full.pdb      minimized full system (with hydrogens, and solvent if explicit)
     state/{name}_R{i}.xml      portable OpenMM State (positions, velocities, box, time)
     state/{name}_R{i}.json     replica progress: frames and XTC bytes that match the state
+    state/{name}_R{i}.lock     present while a process runs the replica (flock)
 
 A replica's XTC is only ever appended whole chunks of frames; the progress file records its
 byte length at the last saved state, so a run killed between appending and saving is repaired
@@ -19,9 +20,12 @@ by truncating back to that length.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +73,32 @@ def replica_state_xml(out_dir: Path, name: str, replica: int) -> Path:
 def replica_progress_json(out_dir: Path, name: str, replica: int) -> Path:
     """Path of a replica's progress record."""
     return state_dir(out_dir) / f"{name}_R{replica}.json"
+
+
+def replica_lock(out_dir: Path, name: str, replica: int) -> Path:
+    """Path of the lock file held while a process runs the replica."""
+    return state_dir(out_dir) / f"{name}_R{replica}.lock"
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``path`` (created, removed on exit).
+
+    Yields ``False`` without waiting when another process holds it. The operating system
+    releases the lock when its holder dies, so a killed run never blocks its resumption.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

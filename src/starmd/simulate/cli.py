@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -26,36 +27,46 @@ def _configure_logging() -> None:
 
 
 def simulate_command(
-    structure: Path = typer.Argument(..., help="Input structure (PDB or PDBx/mmCIF).", exists=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (ATLAS layout)."),
-    ns: float = typer.Option(10.0, "--ns", help="Production length per replica, ns."),
-    replicas: int = typer.Option(1, "--replicas", "-r", help="Independent replicas."),
-    protocol: str = typer.Option(
-        "implicit", "--protocol", help="implicit (CPU), implicit-gbn2, or explicit (GPU)."
-    ),
-    save_every_ps: float = typer.Option(
-        10.0, "--save-every-ps", help="Time between saved frames, ps (ATLAS: 10)."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Base random seed (replica i: seed*1000+i)."),
-    platform: str = typer.Option(
-        "auto", "--platform", help="auto (CUDA > OpenCL > CPU), CUDA, OpenCL, CPU, Reference."
-    ),
-    threads: int | None = typer.Option(
-        None, "--threads", help="CPU threads per replica (CPU platform; default: all)."
-    ),
-    equilibrate_ps: float = typer.Option(
-        50.0, "--equilibrate-ps", help="Equilibration before production, ps."
-    ),
-    chunk_frames: int = typer.Option(
-        10, "--chunk-frames", help="Frames between saved (resumable) states."
-    ),
-    name: str | None = typer.Option(
-        None, "--name", help="Protein name in file names (default: the file stem)."
-    ),
-    workers: int = typer.Option(1, "--workers", help="Replicas run in parallel processes."),
-    keep: list[str] = typer.Option(
-        [], "--keep", help="Heterogen residue name to keep (repeatable), e.g. --keep CA."
-    ),
+    structure: Annotated[Path, typer.Argument(help="Input structure (PDB or PDBx/mmCIF).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (ATLAS layout).")],
+    ns: Annotated[float, typer.Option("--ns", help="Production length per replica, ns.")] = 10.0,
+    replicas: Annotated[int, typer.Option("--replicas", "-r", help="Independent replicas.")] = 1,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="implicit (CPU), implicit-gbn2, or explicit (GPU).")
+    ] = "implicit",
+    save_every_ps: Annotated[
+        float, typer.Option("--save-every-ps", help="Time between saved frames, ps (ATLAS: 10).")
+    ] = 10.0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Base random seed (replica i: seed*1000+i).")
+    ] = 0,
+    platform: Annotated[
+        str,
+        typer.Option(
+            "--platform", help="auto (CUDA > OpenCL > CPU), CUDA, OpenCL, CPU, Reference."
+        ),
+    ] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads per replica (CPU platform; default: all)."),
+    ] = None,
+    equilibrate_ps: Annotated[
+        float, typer.Option("--equilibrate-ps", help="Equilibration before production, ps.")
+    ] = 50.0,
+    chunk_frames: Annotated[
+        int, typer.Option("--chunk-frames", help="Frames between saved (resumable) states.")
+    ] = 10,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Protein name in file names (default: the file stem)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Replicas run in parallel processes.")
+    ] = 1,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option("--keep", help="Heterogen residue name to keep (repeatable), e.g. --keep CA."),
+    ] = None,
 ) -> None:
     """Run reference MD with OpenMM and write it in the ATLAS layout.
 
@@ -86,7 +97,7 @@ def simulate_command(
         chunk_frames=chunk_frames,
         name=name,
         workers=workers,
-        keep=tuple(keep),
+        keep=tuple(keep or ()),
     )
     frames = ", ".join(f"R{r['replica']}: {r['frames']}" for r in metadata["replicas"])
     typer.echo(
@@ -109,21 +120,39 @@ def _corpus_group() -> None:
 
 @corpus_app.command("build")
 def corpus_build_command(
-    manifest: Path | None = typer.Option(
-        None, "--manifest", help="Manifest CSV (default: the bundled corpus manifest)."
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="Manifest CSV (default: the bundled corpus manifest)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Corpus root folder.")] = Path(
+        "corpus/md"
     ),
-    out: Path = typer.Option(Path("corpus/md"), "--out", "-o", help="Corpus root folder."),
-    ns: float = typer.Option(0.5, "--ns", help="Target production length per replica, ns."),
-    replicas: int = typer.Option(2, "--replicas", "-r", help="Replicas per protein."),
-    step_ns: float = typer.Option(
-        0.1, "--step-ns", help="ns added per replica per round-robin stage over all proteins."
-    ),
-    only: list[str] = typer.Option([], "--only", help="Only this protein (repeatable)."),
-    protocol: str = typer.Option("implicit", "--protocol", help="MD protocol."),
-    platform: str = typer.Option("auto", "--platform", help="auto, CUDA, OpenCL, CPU."),
-    threads: int | None = typer.Option(1, "--threads", help="CPU threads per replica."),
-    workers: int = typer.Option(1, "--workers", help="Replicas run in parallel processes."),
-    seed: int = typer.Option(0, "--seed", help="Base random seed."),
+    ns: Annotated[
+        float, typer.Option("--ns", help="Target production length per replica, ns.")
+    ] = 0.5,
+    replicas: Annotated[int, typer.Option("--replicas", "-r", help="Replicas per protein.")] = 2,
+    step_ns: Annotated[
+        float,
+        typer.Option(
+            "--step-ns", help="ns added per replica per round-robin stage over all proteins."
+        ),
+    ] = 0.1,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Only this protein (repeatable).")
+    ] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="MD protocol.")] = "implicit",
+    platform: Annotated[str, typer.Option("--platform", help="auto, CUDA, OpenCL, CPU.")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads per replica.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Replicas run in parallel processes.")
+    ] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Base random seed.")] = 0,
+    save_every_ps: Annotated[
+        float, typer.Option("--save-every-ps", help="Time between saved frames, ps.")
+    ] = 10.0,
+    equilibrate_ps: Annotated[
+        float, typer.Option("--equilibrate-ps", help="Equilibration per replica, ps.")
+    ] = 20.0,
 ) -> None:
     """Simulate (or continue) every protein of the corpus manifest, round-robin.
 
@@ -150,6 +179,8 @@ def corpus_build_command(
         threads=threads,
         workers=workers,
         seed=seed,
+        save_every_ps=save_every_ps,
+        equilibrate_ps=equilibrate_ps,
     )
     total = sum(m["total_simulated_ns"] for m in results)
     typer.echo(f"{out}: {len(results)} proteins, {total:.2f} ns in total (see {out}/index.csv)")

@@ -27,6 +27,7 @@ MANIFEST_COLUMNS = (
     "pdb_id",
     "residues",
     "fold_class",
+    "family",
     "split",
     "description",
     "structure",
@@ -42,12 +43,17 @@ SPLITS = frozenset({"train", "val", "test"})
 
 @dataclass(frozen=True)
 class CorpusEntry:
-    """One protein of the corpus manifest; ``structure`` is an absolute path."""
+    """One protein of the corpus manifest; ``structure`` is an absolute path.
+
+    ``split`` (train/val/test) is assigned per protein family (homologous domains share a
+    family), so that no family straddles two splits.
+    """
 
     name: str
     pdb_id: str
     residues: int
     fold_class: str
+    family: str
     split: str
     description: str
     structure: Path
@@ -87,7 +93,9 @@ def load_manifest(path: str | Path | None = None) -> list[CorpusEntry]:
             raise StarmdInputError(f"{where}: duplicate name {row['name']!r}")
         seen.add(row["name"])
         if row["fold_class"] not in FOLD_CLASSES:
-            raise StarmdInputError(f"{where}: fold_class {row['fold_class']!r} not alpha/beta/mixed")
+            raise StarmdInputError(
+                f"{where}: fold_class {row['fold_class']!r} not alpha/beta/mixed"
+            )
         if row["split"] not in SPLITS:
             raise StarmdInputError(f"{where}: split {row['split']!r} not train/val/test")
         structure = (path.parent / row["structure"]).resolve()

@@ -43,7 +43,8 @@ class ReplicaProgress:
         frames_done: production frames written so far.
         frames_total: production frames requested.
         save_every_ps: time between frames, ps.
-        ns_per_day: production speed measured in this process, ns/day (0 before any chunk).
+        ns_per_day: production speed, simulated ns over production wall time, ns/day
+            (0 before any chunk).
         done: whether the replica has reached ``frames_total``.
     """
 
@@ -92,7 +93,8 @@ def simulate(
     """Run (or continue) reference MD of one protein and write it in the ATLAS layout.
 
     Re-running the same call after an interruption continues every replica from its last saved
-    chunk; asking for more ``ns`` later extends the replicas. The XTC of each replica holds
+    chunk; asking for more ``ns`` later extends the replicas (asking for less leaves them as
+    they are). The XTC of each replica holds
     frames at ``save_every_ps, 2 * save_every_ps, ...`` ps of production (continuous time).
 
     Args:
@@ -129,8 +131,11 @@ def simulate(
         raise StarmdInputError(f"chunk_frames {chunk_frames}: need at least 1")
     from starmd.simulate.platforms import select_platform
 
-    platform_obj, _ = select_platform(platform, threads)
-    setup = prepare_system(structure_path, out_dir, name, proto, save_every_ps, keep=keep)
+    platform_obj, properties = select_platform(platform, threads)
+    setup = prepare_system(
+        structure_path, out_dir, name, proto, keep=keep, platform=(platform_obj, properties)
+    )
+    _check_save_interval(out_dir, name, save_every_ps)
     jobs = [
         ReplicaJob(
             out_dir=str(out_dir),
@@ -182,10 +187,13 @@ def prepare_system(
     out_dir: Path,
     name: str,
     proto: Protocol,
-    save_every_ps: float,
     keep: tuple[str, ...] = (),
+    platform: tuple[Any, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Clean, parametrize and minimize the structure once; reuse the saved result afterwards.
+
+    Minimization (to 10 kJ/mol/nm, at most 5,000 iterations) runs on ``platform``, an
+    ``(openmm.Platform, properties)`` pair (default: CPU).
 
     Writes ``{name}.pdb`` (heavy-atom protein topology, minimized coordinates), the serialized
     system, the minimized full-atom structure and ``state/{name}_setup.json``.
@@ -195,13 +203,17 @@ def prepare_system(
 
     Raises:
         StarmdInputError: the structure cannot be cleaned or parametrized, or ``out_dir``
-            already holds a run with another protocol or save interval.
+            already holds a run with another protocol.
     """
     structure_path = Path(structure_path)
     setup_path = atlas.setup_json(out_dir, name)
     existing = atlas.read_json(setup_path)
     if existing is not None:
-        _check_compatible(existing, out_dir, proto, save_every_ps)
+        if existing["protocol"]["name"] != proto.name:
+            raise StarmdInputError(
+                f"{out_dir}: holds a run with protocol {existing['protocol']['name']!r}, "
+                f"not {proto.name!r}; use another output folder"
+            )
         return existing
     if not structure_path.is_file():
         raise StarmdInputError(f"{structure_path}: no such file")
@@ -219,8 +231,8 @@ def prepare_system(
         raise StarmdInputError(
             f"{structure_path}: force field cannot parametrize it ({_first_line(err)})"
         ) from None
-    integrator = openmm.VerletIntegrator(0.001)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    platform_obj, properties = platform or (openmm.Platform.getPlatformByName("CPU"), {})
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform_obj, properties)
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 5000)
     state = context.getState(getPositions=True, getEnergy=True)
@@ -243,7 +255,6 @@ def prepare_system(
         "structure": str(structure_path),
         "structure_sha256": _file_sha256(structure_path),
         "protocol": proto.to_json(),
-        "save_every_ps": save_every_ps,
         "n_atoms_system": system.getNumParticles(),
         "n_atoms_heavy_protein": len(heavy),
         "n_residues": sum(1 for r in topology.residues() if r.name in _AMINO),
@@ -254,19 +265,15 @@ def prepare_system(
     return record
 
 
-def _check_compatible(
-    existing: dict[str, Any], out_dir: Path, proto: Protocol, save_every_ps: float
-) -> None:
-    if existing["protocol"]["name"] != proto.name:
-        raise StarmdInputError(
-            f"{out_dir}: holds a run with protocol {existing['protocol']['name']!r}, "
-            f"not {proto.name!r}; use another output folder"
-        )
-    if abs(existing["save_every_ps"] - save_every_ps) > 1e-9:
-        raise StarmdInputError(
-            f"{out_dir}: holds a run saved every {existing['save_every_ps']} ps, "
-            f"not {save_every_ps} ps; use another output folder"
-        )
+def _check_save_interval(out_dir: Path, name: str, save_every_ps: float) -> None:
+    """Existing replicas can only be continued at the save interval they were started with."""
+    for path in sorted(atlas.state_dir(out_dir).glob(f"{name}_R*.json")):
+        record = atlas.read_json(path) or {}
+        if abs(record.get("save_every_ps", save_every_ps) - save_every_ps) > 1e-9:
+            raise StarmdInputError(
+                f"{out_dir}: replica {record['replica']} is saved every "
+                f"{record['save_every_ps']} ps, not {save_every_ps} ps; use another output folder"
+            )
 
 
 _AMINO = frozenset(
@@ -322,6 +329,21 @@ class ReplicaJob:
 
 
 def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Run one replica (see :func:`_run_replica`) while holding its lock file.
+
+    Raises:
+        StarmdSimulationError: another process is running the same replica, or the run failed.
+    """
+    out_dir = Path(job.out_dir)
+    with atlas.exclusive(atlas.replica_lock(out_dir, job.name, job.replica)) as acquired:
+        if not acquired:
+            raise StarmdSimulationError(
+                f"{out_dir}: replica {job.replica} of {job.name} is being run by another process"
+            )
+        return _run_replica(job, on_progress)
+
+
+def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[str, Any]:
     """Equilibrate (unless resuming) and grow one replica to ``job.n_frames`` frames.
 
     After each chunk of ``job.chunk_frames`` frames: the frames (protein heavy atoms, CA
@@ -337,6 +359,7 @@ def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) ->
     """
     import mdtraj
     import openmm
+    import openmm.app as app
     import openmm.unit as unit
 
     from starmd.simulate.platforms import select_platform
@@ -350,7 +373,7 @@ def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) ->
     system = openmm.XmlSerializer.deserialize(
         gzip.decompress(atlas.system_xml(out_dir, job.name).read_bytes()).decode()
     )
-    full = openmm.app.PDBFile(str(atlas.full_pdb(out_dir, job.name)))
+    full = app.PDBFile(str(atlas.full_pdb(out_dir, job.name)))
     heavy = np.array(heavy_protein_atoms(full.topology))
     reference = mdtraj.load(str(atlas.topology_pdb(out_dir, job.name)))
     ca = reference.topology.select("name CA")
@@ -361,7 +384,7 @@ def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) ->
     state_path = atlas.replica_state_xml(out_dir, job.name, job.replica)
     record = atlas.read_json(progress_path)
     if record is not None and record["frames_done"] >= job.n_frames:
-        _report(on_progress, job, record["frames_done"], 0.0)
+        _report(on_progress, job, record["frames_done"], record["ns_per_day"])
         return record
 
     platform, properties = select_platform(job.platform, job.threads)
@@ -371,14 +394,14 @@ def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) ->
         context.setPositions(full.positions)
         context.setVelocitiesToTemperature(proto.temperature_k * unit.kelvin, job.seed)
         equilibrate_steps = round(job.equilibrate_ps / proto.step_ps)
-        if equilibrate_steps:
-            integrator.step(equilibrate_steps)
+        _advance(integrator, equilibrate_steps, job, step=0, where="equilibration")
         _check_state(context, bonds, job, step=equilibrate_steps, where="equilibration")
         context.setTime(0.0)
         context.setStepCount(0)
         record = {
             "replica": job.replica,
             "seed": job.seed,
+            "save_every_ps": job.save_every_ps,
             "frames_done": 0,
             "xtc_bytes": 0,
             "time_ps": 0.0,
@@ -402,8 +425,8 @@ def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) ->
         n_chunk = min(job.chunk_frames, job.n_frames - record["frames_done"])
         frames = np.empty((n_chunk, len(heavy), 3), dtype=np.float32)
         for k in range(n_chunk):
-            integrator.step(steps_per_frame)
             step = record["step"] + (k + 1) * steps_per_frame
+            _advance(integrator, steps_per_frame, job, step=step, where="production")
             frames[k] = _check_state(context, bonds, job, step=step, where="production")[heavy]
         first = record["frames_done"] + 1
         numbers = np.arange(first, first + n_chunk)
@@ -412,19 +435,36 @@ def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) ->
         )
         elapsed = time.time() - started
         xtc_bytes = atlas.append_bytes(xtc_path, record["xtc_bytes"], payload)
+        time_ps = float(numbers[-1] * job.save_every_ps)
+        wall_s = record["wall_s"] + elapsed
         record = {
             **record,
             "frames_done": record["frames_done"] + n_chunk,
             "xtc_bytes": xtc_bytes,
-            "time_ps": float(numbers[-1] * job.save_every_ps),
+            "time_ps": time_ps,
             "step": int(numbers[-1] * steps_per_frame),
-            "wall_s": record["wall_s"] + elapsed,
-            "ns_per_day": n_chunk * job.save_every_ps / 1000.0 / elapsed * 86400.0,
+            "wall_s": wall_s,
+            "ns_per_day": time_ps / 1000.0 / wall_s * 86400.0,
         }
         _save_chunk(context, record, state_path, progress_path)
         write_metadata(out_dir, job.name)
         _report(on_progress, job, record["frames_done"], record["ns_per_day"])
     return record
+
+
+def _advance(integrator: Any, steps: int, job: ReplicaJob, *, step: int, where: str) -> None:
+    """Integrate ``steps`` steps; OpenMM's own NaN detection becomes a StarmdSimulationError."""
+    import openmm
+
+    if steps <= 0:
+        return
+    try:
+        integrator.step(steps)
+    except openmm.OpenMMException as err:
+        raise StarmdSimulationError(
+            f"{job.name} replica {job.replica}: {_first_line(err).rstrip('.')} before {where} "
+            f"step {step}; frames of completed chunks are kept"
+        ) from None
 
 
 def _report(callback: ProgressCallback | None, job: ReplicaJob, frames: int, speed: float) -> None:
@@ -442,7 +482,9 @@ def _report(callback: ProgressCallback | None, job: ReplicaJob, frames: int, spe
         )
 
 
-def _save_chunk(context: Any, record: dict[str, Any], state_path: Path, progress_path: Path) -> None:
+def _save_chunk(
+    context: Any, record: dict[str, Any], state_path: Path, progress_path: Path
+) -> None:
     """Save the portable state, then the progress record that points into the XTC."""
     import openmm
 
@@ -476,7 +518,9 @@ def _check_state(
     state = context.getState(getPositions=True, getEnergy=True)
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-    check_frame(energy, positions, bonds, name=job.name, replica=job.replica, step=step, where=where)
+    check_frame(
+        energy, positions, bonds, name=job.name, replica=job.replica, step=step, where=where
+    )
     return positions
 
 
@@ -557,10 +601,12 @@ def write_metadata(
     setup = setup or atlas.read_json(atlas.setup_json(out_dir, name)) or {}
     proto = setup.get("protocol", {})
     replicas = []
+    save_every_ps = None
     for path in sorted(atlas.state_dir(out_dir).glob(f"{name}_R*.json")):
         record = atlas.read_json(path)
         if record is None:
             continue
+        save_every_ps = record["save_every_ps"]
         replicas.append(
             {
                 "replica": record["replica"],
@@ -590,7 +636,7 @@ def write_metadata(
         "hydrogen_mass_amu": proto.get("hydrogen_mass_amu"),
         "friction_per_ps": proto.get("friction_per_ps"),
         "pressure_bar": proto.get("pressure_bar"),
-        "save_every_ps": setup.get("save_every_ps"),
+        "save_every_ps": save_every_ps,
         "time_unit": "ps",
         "n_residues": setup.get("n_residues"),
         "n_atoms_system": setup.get("n_atoms_system"),

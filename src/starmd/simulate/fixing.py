@@ -22,9 +22,9 @@ def fix_structure(path: str | Path, keep: Sequence[str] = ()) -> tuple[Any, Any]
     """Load ``path`` (PDB or PDBx/mmCIF) and make it ready for an Amber force field.
 
     Keeps the first model, removes water and every other heterogen except the residue names in
-    ``keep`` (e.g. ``("CA", "ZN")``; the force field must know them), adds missing heavy atoms (internal missing residues are not modelled: gaps
-    stay gaps and are reported by the force field as chain breaks would be), replaces
-    non-standard residues PDBFixer knows (e.g. MSE -> MET) and adds hydrogens at pH 7.
+    ``keep`` (e.g. ``("CA", "ZN")``; the force field must know them), adds missing heavy atoms
+    (missing internal residues are not modelled: a gap stays a gap), replaces non-standard
+    residues PDBFixer knows (e.g. MSE -> MET) and adds hydrogens at pH 7.
 
     Returns:
         ``(topology, positions)`` of the cleaned structure (OpenMM objects, positions in nm).

@@ -15,7 +15,9 @@ def available_platforms() -> list[str]:
     """Names of the OpenMM platforms whose plugins loaded on this machine."""
     import openmm
 
-    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    return [
+        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
+    ]
 
 
 @cache
