@@ -21,10 +21,10 @@ import torch
 
 from starmd.diffusion import reverse_schedule
 from starmd.model import FrameTokens, ProteinConditioning
+from starmd.model.denoiser import masked_centroid
 from starmd.structure import geometry
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
-from starmd.train.batch import masked_centroid
 from starmd.train.run import LoadedModel
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from starmd.model import ProteinConditioning
+from starmd.model.denoiser import masked_centroid
 from starmd.structure.rigid import Rigid
 
 
@@ -22,12 +23,6 @@ class CleanWindow:
     frames: Rigid
     torsions: torch.Tensor
     time_ps: torch.Tensor
-
-
-def masked_centroid(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``points (B, L, 3)`` over ``mask (B, L)`` -> ``(B, 3)``."""
-    weights = mask.to(points.dtype)[..., None]
-    return (points * weights).sum(-2) / weights.sum(-2).clamp(min=1.0)
 
 
 def conditioning_from_batch(
