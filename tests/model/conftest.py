@@ -39,11 +39,16 @@ class Window:
     noisy: FrameTokens
 
     def map_frames(self, fn: Callable[[Rigid], Rigid]) -> Window:
-        """Apply ``fn`` to every input frame (tokens and initial structure)."""
+        """Apply ``fn`` to every input frame (tokens, references, initial structure)."""
+
+        def tokens(t: FrameTokens) -> FrameTokens:
+            reference = None if t.reference is None else fn(t.reference)
+            return replace(t, frames=fn(t.frames), reference=reference)
+
         return Window(
             replace(self.cond, init_frames=fn(self.cond.init_frames)),
-            replace(self.clean, frames=fn(self.clean.frames)),
-            replace(self.noisy, frames=fn(self.noisy.frames)),
+            tokens(self.clean),
+            tokens(self.noisy),
         )
 
 
@@ -96,11 +101,14 @@ def make_window(
         tau=0.1 * torch.rand(batch, frames, generator=g, dtype=dtype),
         time_ps=time_ps,
     )
+    # as in training: noisy frame t is predicted relative to clean frame t-1 (frame 0: init)
+    reference = Rigid.cat([cond.init_frames.unsqueeze(1), clean.frames[:, :-1]], dim=1)
     noisy = FrameTokens(
         frames=chain_frames((batch, frames), l, g, dtype),
         torsions=(torch.rand(batch, frames, l, 7, generator=g, dtype=dtype) * 2 - 1) * torch.pi,
         tau=torch.rand(batch, frames, generator=g, dtype=dtype),
         time_ps=time_ps,
+        reference=reference,
     )
     return Window(cond, clean, noisy)
 

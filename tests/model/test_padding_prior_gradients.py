@@ -38,6 +38,7 @@ def _first_protein(window: Window, length: int) -> Window:
             torsions=t.torsions[:1, :, :length],
             tau=t.tau[:1],
             time_ps=t.time_ps[:1],
+            reference=None if t.reference is None else rigid(t.reference),
         )
 
     return Window(cond, tokens(window.clean), tokens(window.noisy))
@@ -58,10 +59,14 @@ def _scramble_padding(window: Window) -> Window:
         return out
 
     def tokens(t: FrameTokens) -> FrameTokens:
+        reference = t.reference
+        if reference is not None:
+            reference = Rigid(reference.rots, scramble(reference.trans, 2))
         return replace(
             t,
             frames=Rigid(t.frames.rots, scramble(t.frames.trans, 2)),
             torsions=scramble(t.torsions, 2),
+            reference=reference,
         )
 
     aatype = window.cond.aatype.clone()
@@ -121,10 +126,13 @@ def test_prior_inputs_must_match_the_config():
 
 
 def _training_like_loss(out) -> torch.Tensor:
-    """Touches what a training loss touches: noisy-copy frames (every block) and torsions."""
+    """Touches what a training loss touches: noisy-copy frames (final and every block) and
+    torsions."""
     noisy = out.noisy
     return (
-        noisy.frames_per_block.trans.square().mean()
+        noisy.frames.trans.square().mean()
+        + noisy.frames.rots.sum(dim=(-1, -2)).square().mean()
+        + noisy.frames_per_block.trans.square().mean()
         + noisy.frames_per_block.rots.sum(dim=(-1, -2)).square().mean()
         + noisy.torsions[..., 0].mean()
         + noisy.torsions_unnormalized.square().mean()

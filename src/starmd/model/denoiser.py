@@ -245,6 +245,10 @@ class StarDenoiser(nn.Module):
             for i in range(config.n_blocks)
         )
         self.torsion_head = TorsionHead(config.c_s)
+        # the reference's pose in each token's frame (nm translation + 2 rotation columns) ...
+        self.reference_embedding = nn.Linear(9, config.c_s)
+        # ... and the clean prediction as an update of the reference (zero-init: "no motion")
+        self.reference_update = RigidUpdate(config.c_s, config.trans_scale)
 
     @property
     def num_attention_layers(self) -> int:
@@ -350,7 +354,18 @@ class StarDenoiser(nn.Module):
         b, g, l = tokens.frames.shape
         residue_mask = cond.residue_mask
 
-        s = self.single_embedding(cond, tokens) * residue_mask[:, None, :, None]
+        reference_frames = tokens.reference_frames
+        relative = tokens.frames.invert().compose(reference_frames)
+        pose = torch.cat(
+            [
+                relative.trans * self.config.trans_scale,
+                relative.rots[..., :, 0],
+                relative.rots[..., :, 1],
+            ],
+            dim=-1,
+        )
+        s = self.single_embedding(cond, tokens) + self.reference_embedding(pose)
+        s = s * residue_mask[:, None, :, None]
         z = self.pair_embedding(self.pair_embedding.protein_pair(cond), tokens.frames)
         cond_emb = self.conditioning(tokens.tau, cond.dt_ps)
         reference = masked_centroid(cond.init_frames.trans, residue_mask)
@@ -378,8 +393,13 @@ class StarDenoiser(nn.Module):
             if self.config.stop_rotation_gradient:
                 frames = Rigid(frames.rots.detach(), frames.trans)
         raw, unit = self.torsion_head(s)
+        update = self.reference_update(s)
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            clean = reference_frames.compose(
+                update.map_tensors(lambda t: t.float()).to(reference_frames.dtype)
+            )
         return DenoiserOutput(
-            frames=per_block[-1],
+            frames=clean,
             torsions=unit,
             torsions_unnormalized=raw,
             frames_per_block=Rigid.stack(per_block, dim=0),

@@ -91,12 +91,22 @@ class FrameTokens:
             level).
         time_ps: physical time of each frame ``(B, G)`` in ps (rotary encoding; only differences
             matter).
+        reference: frames ``Rigid (B, G, L)`` the clean prediction is expressed relative to
+            (None: the token's own frames). For a noisy frame it is the previous clean frame,
+            so that an untrained model predicts "no motion" and training learns the dynamics
+            as a residual; the model also sees the reference's pose in each token's frame.
     """
 
     frames: Rigid
     torsions: torch.Tensor
     tau: torch.Tensor
     time_ps: torch.Tensor
+    reference: Rigid | None = None
+
+    @property
+    def reference_frames(self) -> Rigid:
+        """``reference`` or, when absent, the token's own frames."""
+        return self.frames if self.reference is None else self.reference
 
     @property
     def num_groups(self) -> int:
@@ -111,16 +121,21 @@ class FrameTokens:
             torsions=self.torsions[:, groups],
             tau=self.tau[:, groups],
             time_ps=self.time_ps[:, groups],
+            reference=None if self.reference is None else self.reference[:, groups],
         )
 
     @staticmethod
     def cat(tokens: list[FrameTokens]) -> FrameTokens:
         """Concatenate along the group dimension."""
+        with_reference = any(t.reference is not None for t in tokens)
         return FrameTokens(
             frames=Rigid.cat([t.frames for t in tokens], dim=1),
             torsions=torch.cat([t.torsions for t in tokens], dim=1),
             tau=torch.cat([t.tau for t in tokens], dim=1),
             time_ps=torch.cat([t.time_ps for t in tokens], dim=1),
+            reference=Rigid.cat([t.reference_frames for t in tokens], dim=1)
+            if with_reference
+            else None,
         )
 
     def validate(self, cond: ProteinConditioning) -> None:

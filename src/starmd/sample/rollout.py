@@ -1,8 +1,9 @@
 """Autoregressive rollout of the denoiser with a KV cache (STAR-MD, DESIGN.md section 5).
 
 Frame 0 is the input structure. For each new frame ``t``: start from the diffusion prior, run
-``steps`` reverse steps, each attending to the cached clean history plus the current noisy frame;
-the clean prediction at the last step is frame ``t``. It is then perturbed with contextual noise
+``steps`` reverse steps, each attending to the cached clean history plus the current noisy frame,
+the clean prediction expressed relative to the previous cached frame (as in training); the clean
+prediction at the last step is frame ``t``. It is then perturbed with contextual noise
 (``tau_ctx``, as in training) and encoded once into the cache. The cache keeps the last
 ``context`` frames (plus frame 0 as an attention sink if ``sink``), so memory is flat in the
 trajectory length.
@@ -135,12 +136,20 @@ class Rollout:
         self.cache = self.model.new_cache(window=settings.context, sink=settings.sink)
         self.schedule = reverse_schedule(settings.steps, settings.tau_min)
         self.next_frame = 0
+        self.previous: Rigid | None = None  # last cached clean frame (with contextual noise)
 
     @property
     def device(self) -> torch.device:
         return self.inputs.init_frames.device
 
-    def _tokens(self, frames: Rigid, torsions: torch.Tensor, tau: float, t: int) -> FrameTokens:
+    def _tokens(
+        self,
+        frames: Rigid,
+        torsions: torch.Tensor,
+        tau: float,
+        t: int,
+        reference: Rigid | None = None,
+    ) -> FrameTokens:
         b = frames.shape[0]
         dtype = frames.dtype
         return FrameTokens(
@@ -148,6 +157,7 @@ class Rollout:
             torsions=torsions[:, None],
             tau=torch.full((b, 1), float(tau), dtype=dtype, device=self.device),
             time_ps=torch.full((b, 1), t * self.settings.dt_ps, dtype=dtype, device=self.device),
+            reference=None if reference is None else reference.unsqueeze(1),
         )
 
     @torch.inference_mode()
@@ -160,6 +170,7 @@ class Rollout:
         self.model.append_clean(
             self.cache, self.inputs.cond, self._tokens(noisy.frames, noisy.torsions, tau, t)
         )
+        self.previous = noisy.frames
         self.next_frame = t + 1
 
     @torch.inference_mode()
@@ -179,7 +190,8 @@ class Rollout:
         pred_frames, pred_torsions = frames, torsions
         taus = self.schedule.tolist()
         for i, tau in enumerate(taus):
-            out = self.model.denoise(self.cache, cond, self._tokens(frames, torsions, tau, t))
+            tokens = self._tokens(frames, torsions, tau, t, reference=self.previous)
+            out = self.model.denoise(self.cache, cond, tokens)
             pred_frames = out.frames[:, 0]
             sin_cos = out.torsions[:, 0]
             pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])

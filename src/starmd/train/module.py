@@ -22,6 +22,7 @@ import torch
 
 from starmd.diffusion import R3Diffuser, SE3TorusDiffuser, SO3Diffuser, TorusDiffuser
 from starmd.model import DenoiserConfig, FrameTokens, StarDenoiser
+from starmd.structure.rigid import Rigid
 from starmd.train.batch import clean_window_from_batch, conditioning_from_batch
 from starmd.train.config import DiffusionSection, TrainConfig
 from starmd.train.losses import denoising_losses
@@ -84,10 +85,12 @@ class StarMDModule(L.LightningModule):
         noisy = self.diffuser.forward_marginal(
             window.frames, window.torsions, torsion_mask, tau[..., None], generator
         )
+        # noisy frame t is predicted relative to clean frame t-1 (frame 0: the initial structure)
+        previous = Rigid.cat([cond.init_frames.unsqueeze(1), context.frames[:, :-1]], dim=1)
         out = model(
             cond,
             FrameTokens(context.frames, context.torsions, tau_ctx, window.time_ps),
-            FrameTokens(noisy.frames, noisy.torsions, tau, window.time_ps),
+            FrameTokens(noisy.frames, noisy.torsions, tau, window.time_ps, reference=previous),
             window=self.config.trainer.attention_window,
         )
         pred = out.noisy
