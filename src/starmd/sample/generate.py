@@ -233,6 +233,8 @@ def generate(
         ode=settings.ode,
         tau_min=loaded.config.diffusion.tau_min,
         context_noise=loaded.config.diffusion.context_noise_max / 2,
+        reference_trans_spread=loaded.config.diffusion.reference_trans_spread,
+        reference_rot_spread=loaded.config.diffusion.reference_rot_spread,
     )
     inputs = protein_input(
         protein, positions, settings.dt_ps, settings.replicas, device=torch_device

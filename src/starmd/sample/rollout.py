@@ -43,6 +43,8 @@ class RolloutSettings:
         ode: probability-flow ODE instead of the reverse SDE.
         noise_scale: scale of the SDE noise (1 = exact reverse SDE).
         tau_min: last diffusion time of the schedule.
+        reference_trans_spread, reference_rot_spread: prior spreads of the posterior base
+            (must match training; taken from the model's config by ``generate``).
     """
 
     dt_ps: float = 1000.0
@@ -53,6 +55,8 @@ class RolloutSettings:
     ode: bool = False
     noise_scale: float = 1.0
     tau_min: float = 0.01
+    reference_trans_spread: float = 1.0
+    reference_rot_spread: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,14 @@ class Rollout:
         pred_frames, pred_torsions = frames, torsions
         taus = self.schedule.tolist()
         for i, tau in enumerate(taus):
-            tokens = self._tokens(frames, torsions, tau, t, reference=self.previous)
+            base = self.diffuser.posterior_base(
+                frames,
+                self.previous,
+                tau,
+                self.settings.reference_trans_spread,
+                self.settings.reference_rot_spread,
+            )
+            tokens = self._tokens(frames, torsions, tau, t, reference=base)
             out = self.model.denoise(self.cache, cond, tokens)
             pred_frames = out.frames[:, 0]
             sin_cos = out.torsions[:, 0]

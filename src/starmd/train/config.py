@@ -51,8 +51,15 @@ class DiffusionSection:
     torsion_sigma_min: float = 0.01
     torsion_sigma_max: float = 3.141592653589793
     tau_min: float = 0.01
-    context_noise_max: float = 0.1
-    """Clean context frames are perturbed to tau_ctx ~ U[0, context_noise_max] (paper: 0.1)."""
+    context_noise_max: float = 0.01
+    """Clean context frames are perturbed to tau_ctx ~ U[0, context_noise_max]. The paper's 0.1
+    displaces CA atoms by up to ~6 A under this VP schedule, far more than one MD step; 0.01
+    (at most ~0.8 A RMS) keeps the history informative while still training robustness."""
+    reference_trans_spread: float = 1.0
+    """Prior spread (A per coordinate) of a frame around the previous one, for the posterior
+    base the denoiser's prediction is an update of (see SE3TorusDiffuser.posterior_base)."""
+    reference_rot_spread: float = 0.2
+    """The same for rotations (radians)."""
 
 
 @dataclass

@@ -85,12 +85,20 @@ class StarMDModule(L.LightningModule):
         noisy = self.diffuser.forward_marginal(
             window.frames, window.torsions, torsion_mask, tau[..., None], generator
         )
-        # noisy frame t is predicted relative to clean frame t-1 (frame 0: the initial structure)
+        # noisy frame t is predicted as an update of the Gaussian posterior base built from its
+        # noisy state and clean frame t-1 (frame 0: the initial structure)
         previous = Rigid.cat([cond.init_frames.unsqueeze(1), context.frames[:, :-1]], dim=1)
+        base = self.diffuser.posterior_base(
+            noisy.frames,
+            previous,
+            tau[..., None],
+            diffusion.reference_trans_spread,
+            diffusion.reference_rot_spread,
+        )
         out = model(
             cond,
             FrameTokens(context.frames, context.torsions, tau_ctx, window.time_ps),
-            FrameTokens(noisy.frames, noisy.torsions, tau, window.time_ps, reference=previous),
+            FrameTokens(noisy.frames, noisy.torsions, tau, window.time_ps, reference=base),
             window=self.config.trainer.attention_window,
         )
         pred = out.noisy
