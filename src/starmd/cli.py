@@ -13,7 +13,8 @@ from pathlib import Path
 import typer
 
 from starmd import __version__
-from starmd.simulate.cli import corpus_app, simulate_command  # typer-only imports, stays light
+from starmd.evaluate.cli import evaluate_command  # typer-only imports, stays light
+from starmd.simulate.cli import corpus_app, simulate_command
 
 app = typer.Typer(
     name="starmd",
@@ -47,6 +48,7 @@ app.add_typer(data_app, name="data")
 
 app.command("simulate")(simulate_command)
 app.add_typer(corpus_app, name="corpus")
+app.command("evaluate")(evaluate_command)
 
 
 def _progress():
@@ -284,7 +286,11 @@ def generate(
         7, help="Past frames kept in the KV cache (memory stays flat); 0 = full history."
     ),
     sink: bool = typer.Option(True, help="Always keep frame 0 (the input) in the cache."),
-    ode: bool = typer.Option(False, help="Deterministic probability-flow ODE sampler."),
+    sampler: str = typer.Option(
+        "ddpm",
+        help="ddpm (exact posterior steps), ddim (deterministic), sde (Euler-Maruyama of the "
+        "reverse SDE, as in the paper; needs many steps), ode (probability flow).",
+    ),
     model: Path = typer.Option(None, help="Model file (RUN/model.safetensors or a .ckpt)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
     chain: list[str] = typer.Option(None, "--chain", help="Keep only this chain (repeatable)."),
@@ -316,7 +322,7 @@ def generate(
         steps=steps,
         context=context or None,
         sink=sink,
-        ode=ode,
+        sampler=sampler,
         chunk=chunk,
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),

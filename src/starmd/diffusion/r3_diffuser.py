@@ -137,6 +137,39 @@ class R3Diffuser:
             y = y + noise_scale * torch.sqrt(beta * dtau_b) * z
         return y / self.coordinate_scale
 
+    def posterior_step(
+        self,
+        x_tau: torch.Tensor,
+        x0_pred: torch.Tensor,
+        tau: float | torch.Tensor,
+        tau_next: float | torch.Tensor,
+        generator: torch.Generator,
+        eta: float = 1.0,
+    ) -> torch.Tensor:
+        r"""Step from ``tau`` to ``tau_next < tau`` through the exact Gaussian posterior (DDIM).
+
+        With ``eps = (y_tau - alpha y0) / s`` and, at ``tau_next``, ``alpha'``, ``s'``::
+
+            sigma_eta = eta * sqrt(s'^2 / s^2 * (1 - alpha^2 / alpha'^2))
+            y' = alpha' y0 + sqrt(s'^2 - sigma_eta^2) eps + sigma_eta z
+
+        ``eta = 1`` samples ``q(y' | y_tau, y0)`` exactly (DDPM ancestral step), ``eta = 0`` is the
+        deterministic DDIM step. Unlike Euler-Maruyama it is exact for any step size, so a few
+        steps do not leave excess noise. Inputs and output in Angstrom.
+        """
+        alpha, std = self.marginal_params(broadcast_time(tau, x_tau, 1))
+        alpha_n, std_n = self.marginal_params(broadcast_time(tau_next, x_tau, 1))
+        alpha, std, alpha_n, std_n = (t.to(x_tau.dtype) for t in (alpha, std, alpha_n, std_n))
+        scale = self.coordinate_scale
+        y, y0 = x_tau * scale, x0_pred * scale
+        eps = (y - alpha * y0) / std
+        sigma_eta = eta * torch.sqrt(
+            ((std_n / std) ** 2 * (1 - (alpha / alpha_n) ** 2)).clamp(min=0.0)
+        )
+        z = torch.randn(x_tau.shape, generator=generator, dtype=x_tau.dtype, device=x_tau.device)
+        direction = torch.sqrt((std_n**2 - sigma_eta**2).clamp(min=0.0))
+        return (alpha_n * y0 + direction * eps + sigma_eta * z) / scale
+
     def sample_prior(
         self,
         shape: Sequence[int],

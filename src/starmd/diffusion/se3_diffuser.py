@@ -179,6 +179,31 @@ class SE3TorusDiffuser:
         )
         return Rigid(rots, trans), torsions
 
+    def posterior_step(
+        self,
+        state_frames: Rigid,
+        state_torsions: torch.Tensor,
+        pred_frames: Rigid,
+        pred_torsions: torch.Tensor,
+        torsion_mask: torch.Tensor,
+        tau: float | torch.Tensor,
+        tau_next: float | torch.Tensor,
+        generator: torch.Generator,
+        eta: float = 1.0,
+    ) -> tuple[Rigid, torch.Tensor]:
+        """One DDPM (``eta=1``) or DDIM (``eta=0``) step of all three processes from ``tau`` to
+        ``tau_next``; draws translation, rotation, then torsion noise."""
+        trans = self.r3.posterior_step(
+            state_frames.trans, pred_frames.trans, tau, tau_next, generator, eta
+        )
+        rots = self.so3.posterior_step(
+            state_frames.rots, pred_frames.rots, tau, tau_next, generator, eta
+        )
+        torsions = self.torus.posterior_step(
+            state_torsions, pred_torsions, tau, tau_next, generator, eta, torsion_mask
+        )
+        return Rigid(rots, trans), torsions
+
     def posterior_base(
         self,
         noisy_frames: Rigid,

@@ -188,6 +188,36 @@ class TorusDiffuser:
             step = g_sq * score * dtau_b + noise_scale * torch.sqrt(g_sq * dtau_b) * z
         return torch.where(keep, wrap_angle(x_tau + step), x_tau)
 
+    def posterior_step(
+        self,
+        x_tau: torch.Tensor,
+        x0_pred: torch.Tensor,
+        tau: float | torch.Tensor,
+        tau_next: float | torch.Tensor,
+        generator: torch.Generator,
+        eta: float = 1.0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""Step from ``tau`` to ``tau_next`` through the variance-exploding posterior (DDIM).
+
+        With ``eps = wrap(x_tau - x0) / sigma``::
+
+            sigma_eta = eta * sigma' * sqrt(1 - sigma'^2 / sigma^2)
+            x' = wrap(x0 + sqrt(sigma'^2 - sigma_eta^2) eps + sigma_eta z)
+
+        exact for the unwrapped Gaussian (``eta = 1``: ancestral, ``0``: deterministic); the
+        wrapping is a good approximation while ``sigma`` is well below pi and harmless above.
+        Masked angles are returned unchanged.
+        """
+        keep = self._mask(mask, x_tau)
+        sigma = self.sigma(broadcast_time(tau, x_tau, 1)).to(x_tau.dtype)
+        sigma_n = self.sigma(broadcast_time(tau_next, x_tau, 1)).to(x_tau.dtype)
+        eps = wrap_angle(x_tau - x0_pred) / sigma
+        sigma_eta = eta * sigma_n * torch.sqrt((1 - (sigma_n / sigma) ** 2).clamp(min=0.0))
+        z = torch.randn(x_tau.shape, generator=generator, dtype=x_tau.dtype, device=x_tau.device)
+        direction = torch.sqrt((sigma_n**2 - sigma_eta**2).clamp(min=0.0))
+        return torch.where(keep, wrap_angle(x0_pred + direction * eps + sigma_eta * z), x_tau)
+
     def sample_prior(
         self,
         shape: Sequence[int],

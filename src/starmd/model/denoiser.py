@@ -292,19 +292,19 @@ class StarDenoiser(nn.Module):
         out = self._trunk(cond, FrameTokens.cat([clean, noisy]), MaskedContext(mask))
         return WindowOutput(clean=out[:k], noisy=out[k:])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def append_clean(
         self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens
     ) -> DenoiserOutput:
         """Encode one clean frame (``G = 1``) attending to the cache and itself; append its
-        keys/values to ``cache`` (evicting outside the window). Inference only (no gradients).
+        keys/values to ``cache`` (evicting outside the window). Runs in ``torch.inference_mode``.
         """
         slot = self._open_slot(cache, cond, tokens)
         out = self._trunk(cond, tokens, CacheContext(cache, slot))
         cache.commit(slot)
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def denoise(
         self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens
     ) -> DenoiserOutput:

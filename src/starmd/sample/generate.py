@@ -44,6 +44,7 @@ from starmd.train.run import LoadedModel, load_model
 
 BUNDLED_MODEL = "assets/models/starmd-small.safetensors"
 MAX_FLAGGED = 200
+SAMPLERS = ("ddpm", "ddim", "sde", "ode")
 
 
 def bundled_model_path() -> Path:
@@ -93,7 +94,7 @@ class GenerationSettings:
     steps: int = 20
     context: int | None = 7
     sink: bool = True
-    ode: bool = False
+    sampler: str = "ddpm"
     chunk: int = 50
     stop_on_failure: bool = False
     chains: list[str] = field(default_factory=list)
@@ -230,7 +231,7 @@ def generate(
         steps=settings.steps,
         context=settings.context,
         sink=settings.sink,
-        ode=settings.ode,
+        sampler=settings.sampler,
         tau_min=loaded.config.diffusion.tau_min,
         context_noise=loaded.config.diffusion.context_noise_max / 2,
         reference_trans_spread=loaded.config.diffusion.reference_trans_spread,
@@ -352,6 +353,10 @@ def _validate(settings: GenerationSettings) -> None:
         raise StarmdInputError(f"--dt must be > 0, got {settings.dt_ps} ps")
     if settings.replicas < 1:
         raise StarmdInputError(f"--replicas must be >= 1, got {settings.replicas}")
+    if settings.sampler not in SAMPLERS:
+        raise StarmdInputError(
+            f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}"
+        )
     if settings.steps < 2:
         raise StarmdInputError(f"--steps must be >= 2, got {settings.steps}")
     if settings.context is not None and settings.context < 1:

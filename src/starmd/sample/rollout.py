@@ -40,8 +40,11 @@ class RolloutSettings:
         sink: always keep frame 0 (the input structure) in the cache.
         context_noise: contextual-noise level ``tau_ctx`` of cached frames (training draws
             ``U[0, context_noise_max]``; rollout uses this fixed value).
-        ode: probability-flow ODE instead of the reverse SDE.
-        noise_scale: scale of the SDE noise (1 = exact reverse SDE).
+        sampler: ``"ddpm"`` (exact Gaussian-posterior ancestral steps; default), ``"ddim"``
+            (its deterministic version), ``"sde"`` (Euler-Maruyama of the reverse SDE, as in the
+            paper; needs many steps: with few, its last steps inject more noise than the
+            marginal has), ``"ode"`` (Euler probability-flow ODE).
+        noise_scale: scale of the SDE noise (``"sde"`` only; 1 = exact reverse SDE).
         tau_min: last diffusion time of the schedule.
         reference_trans_spread, reference_rot_spread: prior spreads of the posterior base
             (must match training; taken from the model's config by ``generate``).
@@ -52,9 +55,9 @@ class RolloutSettings:
     context: int | None = 7
     sink: bool = True
     context_noise: float = 0.05
-    ode: bool = False
+    sampler: str = "ddpm"
     noise_scale: float = 1.0
-    tau_min: float = 0.01
+    tau_min: float = 0.002
     reference_trans_spread: float = 1.0
     reference_rot_spread: float = 0.2
 
@@ -208,19 +211,40 @@ class Rollout:
             pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
             pred_torsions = torch.where(cond.torsion_mask, pred_torsions, 0.0)
             if i + 1 < len(taus):
-                frames, torsions = self.diffuser.reverse_step(
-                    frames,
-                    torsions,
-                    pred_frames,
-                    pred_torsions,
-                    cond.torsion_mask,
-                    tau,
-                    tau - taus[i + 1],
-                    generator,
-                    ode=self.settings.ode,
-                    noise_scale=self.settings.noise_scale,
+                frames, torsions = self._step(
+                    frames, torsions, pred_frames, pred_torsions, tau, taus[i + 1], generator
                 )
         return pred_frames, pred_torsions
+
+    def _step(
+        self,
+        frames: Rigid,
+        torsions: torch.Tensor,
+        pred_frames: Rigid,
+        pred_torsions: torch.Tensor,
+        tau: float,
+        tau_next: float,
+        generator: torch.Generator,
+    ) -> tuple[Rigid, torch.Tensor]:
+        mask = self.inputs.cond.torsion_mask
+        sampler = self.settings.sampler
+        if sampler in ("ddpm", "ddim"):
+            eta = 1.0 if sampler == "ddpm" else 0.0
+            return self.diffuser.posterior_step(
+                frames, torsions, pred_frames, pred_torsions, mask, tau, tau_next, generator, eta
+            )
+        return self.diffuser.reverse_step(
+            frames,
+            torsions,
+            pred_frames,
+            pred_torsions,
+            mask,
+            tau,
+            tau - tau_next,
+            generator,
+            ode=sampler == "ode",
+            noise_scale=self.settings.noise_scale,
+        )
 
     def atoms(self, frames: Rigid, torsions: torch.Tensor) -> torch.Tensor:
         """Heavy atoms ``(B, L, 15, 3)`` in the input's coordinates (centre added back)."""

@@ -50,7 +50,7 @@ class DiffusionSection:
     so3_sigma_max: float = 1.5
     torsion_sigma_min: float = 0.01
     torsion_sigma_max: float = 3.141592653589793
-    tau_min: float = 0.01
+    tau_min: float = 0.002
     context_noise_max: float = 0.01
     """Clean context frames are perturbed to tau_ctx ~ U[0, context_noise_max]. The paper's 0.1
     displaces CA atoms by up to ~6 A under this VP schedule, far more than one MD step; 0.01
