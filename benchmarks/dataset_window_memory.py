@@ -40,7 +40,9 @@ def build(root: Path, frames: int, residues: int, seed: int = 0) -> float:
         "init_torsions": np.zeros((residues, 7), np.float32),
     }
     store.write_protein(group, "synthetic", per_residue, {"split": "train"})
-    frames_arr, torsions_arr = store.create_replica(group, "synthetic", 1, residues, {"dt_ps": 10.0})
+    frames_arr, torsions_arr = store.create_replica(
+        group, "synthetic", 1, residues, {"dt_ps": 10.0}
+    )
     block = 2000
     state = rng.normal(size=(residues, 7)).astype(np.float32)
     for start in range(0, frames, block):
@@ -49,7 +51,7 @@ def build(root: Path, frames: int, residues: int, seed: int = 0) -> float:
         state = walk[-1]
         frames_arr.append(walk, axis=0)
         torsions_arr.append(walk, axis=0)
-    group[f"proteins/synthetic/R1"].attrs["dt_ps"] = 10.0
+    group["proteins/synthetic/R1"].attrs["dt_ps"] = 10.0
     store.write_index(
         root / "index.csv", [store.IndexRow("synthetic", 1, frames, residues, 10.0, "train")]
     )
@@ -61,7 +63,9 @@ def read_windows(root: Path, windows: int) -> dict:
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ds = TrajectoryWindowDataset(
-        root, "train", WindowSpec(window=8, dt_ps=(10.0, 100.0, 1000.0), crop=256),
+        root,
+        "train",
+        WindowSpec(window=8, dt_ps=(10.0, 100.0, 1000.0), crop=256),
         samples_per_epoch=windows,
     )
     t0 = time.perf_counter()
@@ -70,8 +74,12 @@ def read_windows(root: Path, windows: int) -> dict:
         assert item["frames"].shape[0] == 8
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"windows": windows, "ms_per_window": 1000 * elapsed / windows,
-            "peak_rss_mb": peak, "rss_before_reading_mb": base}
+    return {
+        "windows": windows,
+        "ms_per_window": 1000 * elapsed / windows,
+        "peak_rss_mb": peak,
+        "rss_before_reading_mb": base,
+    }
 
 
 def main() -> None:
@@ -91,19 +99,32 @@ def main() -> None:
         print(f"built {size_gb:.2f} GB in {time.time() - t0:.0f} s", file=sys.stderr)
     from starmd.data import store
 
-    size_gb = sum(p.stat().st_size for p in store.store_path(args.root).rglob("*")
-                  if p.is_file()) / 1e9
+    size_gb = (
+        sum(p.stat().st_size for p in store.store_path(args.root).rglob("*") if p.is_file()) / 1e9
+    )
     child = subprocess.run(
-        [sys.executable, __file__, "--child", "--root", str(args.root), "--windows",
-         str(args.windows)], capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--root",
+            str(args.root),
+            "--windows",
+            str(args.windows),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(child.stdout.strip().splitlines()[-1])
     result["dataset_gb"] = round(size_gb, 2)
     print("| dataset on disk | windows read | ms / window | peak RSS of reader |")
     print("|---|---|---|---|")
-    print(f"| {result['dataset_gb']} GB | {result['windows']} (8 frames, crop 256) | "
-          f"{result['ms_per_window']:.1f} | {result['peak_rss_mb']:.0f} MB "
-          f"({result['rss_before_reading_mb']:.0f} MB after imports) |")
+    print(
+        f"| {result['dataset_gb']} GB | {result['windows']} (8 frames, crop 256) | "
+        f"{result['ms_per_window']:.1f} | {result['peak_rss_mb']:.0f} MB "
+        f"({result['rss_before_reading_mb']:.0f} MB after imports) |"
+    )
     print(json.dumps(result))
 
 

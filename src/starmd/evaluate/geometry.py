@@ -87,17 +87,31 @@ def paired_rmsd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def rmsf(frames: np.ndarray) -> np.ndarray:
     """Root-mean-square fluctuation of each atom about its mean position.
 
+    Two streaming passes over the frames (mean, then squared deviations), so memory stays at
+    one chunk whatever the trajectory length.
+
     Args:
         frames: ``(T, N, 3)`` Angstrom, already superposed; non-finite frames are skipped.
 
     Returns:
         ``(N,)`` Angstrom, ``sqrt(mean_t |x_t - <x>|^2)``.
     """
-    finite = np.isfinite(frames).all(axis=(1, 2))
-    x = frames[finite].astype(np.float64)
-    if len(x) == 0:
+    total = np.zeros(frames.shape[1:])
+    count = 0
+    for block in chunks(len(frames)):
+        x = frames[block].astype(np.float64)
+        x = x[np.isfinite(x).all(axis=(1, 2))]
+        total += x.sum(axis=0)
+        count += len(x)
+    if count == 0:
         return np.full(frames.shape[1], np.nan)
-    return np.sqrt(((x - x.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0))
+    mean = total / count
+    squares = np.zeros(frames.shape[1])
+    for block in chunks(len(frames)):
+        x = frames[block].astype(np.float64)
+        x = x[np.isfinite(x).all(axis=(1, 2))]
+        squares += ((x - mean) ** 2).sum(axis=(0, 2))
+    return np.sqrt(squares / count)
 
 
 def radius_of_gyration(frames: np.ndarray) -> np.ndarray:
@@ -164,7 +178,8 @@ def dihedrals(frames: np.ndarray, quartets: np.ndarray) -> np.ndarray:
     for block in chunks(len(frames)):
         p = frames[block][:, quartets].astype(np.float64)
         b0, b1, b2 = p[:, :, 0] - p[:, :, 1], p[:, :, 2] - p[:, :, 1], p[:, :, 3] - p[:, :, 2]
-        n1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):  # degenerate quartets give NaN
+            n1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
         v = b0 - (b0 * n1).sum(-1, keepdims=True) * n1
         w = b2 - (b2 * n1).sum(-1, keepdims=True) * n1
         x = (v * w).sum(-1)

@@ -82,8 +82,10 @@ class TICAModel:
     def feature_loadings(self, component: int = 0) -> np.ndarray:
         """Correlation of each feature with one TIC, ``(F,)`` (structural loadings)."""
         v = self.eigenvectors[:, component]
-        std = np.sqrt(np.clip(np.diag(self.cov_00), 1e-300, None))
-        return (self.cov_00 @ v) / (std * np.sqrt(v @ self.cov_00 @ v))
+        std = np.sqrt(np.diag(self.cov_00))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loadings = (self.cov_00 @ v) / (std * np.sqrt(v @ self.cov_00 @ v))
+        return np.where(std > 0, loadings, 0.0)
 
 
 def fit_tica(x0: np.ndarray, xt: np.ndarray, epsilon: float = EPSILON) -> TICAModel:

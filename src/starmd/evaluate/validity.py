@@ -66,6 +66,7 @@ def _reference_histograms() -> tuple[np.ndarray, np.ndarray]:
 def ramachandran_allowed(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
     """Whether (phi, psi) in radians lie inside the 99% reference contour; same shape, bool."""
     rama, _ = _reference_histograms()
+    phi, psi = np.nan_to_num(phi), np.nan_to_num(psi)  # undefined angles: judged elsewhere
     i = (np.floor((np.degrees(phi) + 180.0) / 4.0).astype(int)) % 90
     j = (np.floor((np.degrees(psi) + 180.0) / 4.0).astype(int)) % 90
     return rama[j, i] >= 1.0
@@ -74,6 +75,7 @@ def ramachandran_allowed(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
 def janin_allowed(chi1: np.ndarray, chi2: np.ndarray) -> np.ndarray:
     """Whether (chi1, chi2) in radians lie inside the 99% Janin reference contour; bool."""
     _, janin = _reference_histograms()
+    chi1, chi2 = np.nan_to_num(chi1), np.nan_to_num(chi2)
     i = (np.floor((np.degrees(chi1) % 360.0) / 6.0).astype(int)) % 60
     j = (np.floor((np.degrees(chi2) % 360.0) / 6.0).astype(int)) % 60
     return janin[j, i] >= 1.0
@@ -141,7 +143,13 @@ def plan_validity(topology: md.Topology) -> ValidityPlan:
             peptide.append((atoms[(r1.index, "C")], atoms[(r2.index, "N")]))
     for k in range(1, len(residues) - 1):
         prev, r, nxt = residues[k - 1], residues[k], residues[k + 1]
-        names = [(prev.index, "C"), (r.index, "N"), (r.index, "CA"), (r.index, "C"), (nxt.index, "N")]
+        names = [
+            (prev.index, "C"),
+            (r.index, "N"),
+            (r.index, "CA"),
+            (r.index, "C"),
+            (nxt.index, "N"),
+        ]
         if (
             r.name != "GLY"
             and all(n in atoms for n in names)
@@ -234,7 +242,8 @@ def check_validity(frames: np.ndarray, plan: ValidityPlan) -> dict[str, np.ndarr
     """
     n = len(frames)
     out = {
-        key: np.zeros(n, dtype=bool) for key in ("finite", "ca_clash", "ca_break", "aa_clash", "aa_break")
+        key: np.zeros(n, dtype=bool)
+        for key in ("finite", "ca_clash", "ca_break", "aa_clash", "aa_break")
     }
     out["rama_outlier_fraction"] = np.zeros(n)
     out["rotamer_outlier_fraction"] = np.zeros(n)

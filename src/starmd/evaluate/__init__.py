@@ -1,0 +1,29 @@
+"""Evaluation of generated trajectories against reference MD (DESIGN.md section 7).
+
+Metric families (definitions in ``shared/METRICS.md``; each function documents its choices):
+
+- :mod:`~starmd.evaluate.paper` — the STAR-MD paper's table (coverage, tICA correlation,
+  RMSD-vs-lag / autocorrelation / VAMP-2 gaps) and :mod:`~starmd.evaluate.validity` (CA / AA
+  validity);
+- :mod:`~starmd.evaluate.ensemble` — AlphaFlow's ATLAS ensemble table;
+- :mod:`~starmd.evaluate.dynamics` — MDGen's dynamics metrics;
+- :mod:`~starmd.evaluate.health` — long-horizon health over time.
+
+:func:`evaluate` runs them over proteins with the baselines of :mod:`~starmd.evaluate.baselines`
+and writes the report (:mod:`~starmd.evaluate.report`, :mod:`~starmd.evaluate.plots`).
+"""
+
+from starmd.evaluate.api import BASELINES, evaluate, plan_jobs
+from starmd.evaluate.protein import ProteinJob, evaluate_protein
+from starmd.evaluate.report import METRICS, MetricsTable, aggregate
+
+__all__ = [
+    "BASELINES",
+    "METRICS",
+    "MetricsTable",
+    "ProteinJob",
+    "aggregate",
+    "evaluate",
+    "evaluate_protein",
+    "plan_jobs",
+]

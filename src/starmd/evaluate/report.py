@@ -1,0 +1,318 @@
+"""Aggregation over proteins (median, as the benchmark papers report) into the metrics table,
+and the table's CSV / Markdown / self-contained HTML renderings."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from starmd.evaluate.paper import pearson
+
+JS_NOTE = "JSD = Jensen-Shannon distance (sqrt of the divergence), natural log, in [0, 0.833]."
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One row of the table: results key, section, label, which direction is better."""
+
+    key: str
+    section: str
+    label: str
+    better: str = ""
+
+
+SECTION_A = "A. STAR-MD paper (reference: MD replica 1)"
+SECTION_B = "B. ATLAS ensemble (reference: MD replicas, oracle replica held out)"
+SECTION_C = "C. MDGen dynamics (reference: MD replicas, matching physical lag)"
+SECTION_D = "D. Long-horizon health"
+
+SECTION_NOTES = {
+    SECTION_A: "PCA of the reference replica's CA coordinates (superposed on the initial "
+    "structure by CA); coverage on its PC1-PC2 10x10 grid plus one bin for points outside it; "
+    "tICA on backbone (sin, cos) torsions of valid frames (N/A below 30 valid lagged pairs); "
+    "curves on the coarser of the two time steps; validity: CA clash < 3.0 A, CA break > 4.5 A, "
+    "heavy-atom clash (vdW overlap > 0.4 A, 0.7 A for N/O pairs), C-N > 2.0 A, Ramachandran "
+    "outliers <= 4.12%, rotamer outliers <= 7.05% (MDAnalysis reference histograms).",
+    SECTION_B: "Per-atom metrics on the heavy atoms shared with the reference; pairwise RMSD, "
+    "PCA W2 and SASA on 250-frame random subsets (seed 0); contacts CA-CA < 8 A; SASA "
+    "Shrake-Rupley probe 0.28 nm, buried < 0.02 nm^2.",
+    SECTION_C: "Torsion histograms 100 bins on [-pi, pi]; tICA on the MD's torsion (sin, cos) "
+    "features; k-means 100 / MSM / PCCA+ 10 states (deeptime); decorrelation at 1/e.",
+    SECTION_D: "Every frame kept; NaN frames and exploded frames (Rg > 3x initial) counted.",
+}
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("coverage_jsd", SECTION_A, "coverage JSD (PC1-PC2 10x10)", "lower"),
+    MetricSpec("coverage_recall", SECTION_A, "coverage recall", "higher"),
+    MetricSpec("coverage_precision", SECTION_A, "coverage precision", "higher"),
+    MetricSpec("coverage_f1", SECTION_A, "coverage F1", "higher"),
+    MetricSpec("tica_corr", SECTION_A, "tICA per-residue correlation", "higher"),
+    MetricSpec("rmsd_lag_gap", SECTION_A, "RMSD-vs-lag gap (A)", "lower"),
+    MetricSpec("autocorr_gap", SECTION_A, "autocorrelation gap (top-32 PCs)", "lower"),
+    MetricSpec("vamp2_gap", SECTION_A, "VAMP-2 gap", "lower"),
+    MetricSpec("validity_ca_pct", SECTION_A, "validity CA (%)", "higher"),
+    MetricSpec("validity_aa_pct", SECTION_A, "validity AA (%)", "higher"),
+    MetricSpec("validity_pct", SECTION_A, "validity CA+AA (%)", "higher"),
+    MetricSpec("pairwise_rmsd", SECTION_B, "pairwise RMSD (A)"),
+    MetricSpec("pairwise_rmsd_r", SECTION_B, "pairwise RMSD r (across proteins)", "higher"),
+    MetricSpec("rmsf_median", SECTION_B, "RMSF median (A)"),
+    MetricSpec("rmsf_global_r", SECTION_B, "RMSF global r (all atoms)", "higher"),
+    MetricSpec("rmsf_r", SECTION_B, "RMSF per-target r", "higher"),
+    MetricSpec("rmwd", SECTION_B, "RMWD (A)", "lower"),
+    MetricSpec("rmwd_translation", SECTION_B, "RMWD translation (A)", "lower"),
+    MetricSpec("rmwd_variance", SECTION_B, "RMWD variance (A)", "lower"),
+    MetricSpec("pca_w2_md", SECTION_B, "MD PCA W2 (A)", "lower"),
+    MetricSpec("pca_w2_joint", SECTION_B, "joint PCA W2 (A)", "lower"),
+    MetricSpec("pc_cosine", SECTION_B, "PC1 |cosine|", "higher"),
+    MetricSpec("pc_cosine_above_half_pct", SECTION_B, "% proteins PC1 |cosine| > 0.5", "higher"),
+    MetricSpec("weak_contacts_jaccard", SECTION_B, "weak contacts Jaccard", "higher"),
+    MetricSpec("transient_contacts_jaccard", SECTION_B, "transient contacts Jaccard", "higher"),
+    MetricSpec("exposed_jaccard", SECTION_B, "exposed residues Jaccard", "higher"),
+    MetricSpec("exposure_mi_spearman", SECTION_B, "exposure MI Spearman", "higher"),
+    MetricSpec("torsion_jsd_backbone", SECTION_C, "backbone torsion JSD", "lower"),
+    MetricSpec("torsion_jsd_sidechain", SECTION_C, "side-chain torsion JSD", "lower"),
+    MetricSpec("phi_psi_jsd", SECTION_C, "joint (phi, psi) JSD", "lower"),
+    MetricSpec("tica_0_jsd", SECTION_C, "TIC-0 JSD", "lower"),
+    MetricSpec("tica_01_jsd", SECTION_C, "TIC-0,1 JSD", "lower"),
+    MetricSpec("decorrelation_model_ps", SECTION_C, "median torsion decorrelation time (ps)"),
+    MetricSpec("decorrelation_log_ratio", SECTION_C, "decorrelation |log10 ratio| to MD", "lower"),
+    MetricSpec("msm_state_jsd", SECTION_C, "MSM metastable-state JSD", "lower"),
+    MetricSpec("msm_transition_mae", SECTION_C, "MSM transition-matrix MAE", "lower"),
+    MetricSpec("nan_frames", SECTION_D, "NaN frames (per protein)", "lower"),
+    MetricSpec("exploded_frames", SECTION_D, "exploded frames (per protein)", "lower"),
+    MetricSpec("rmsd_to_initial_final", SECTION_D, "final CA RMSD to initial (A)"),
+    MetricSpec("rmsd_to_initial_max", SECTION_D, "max CA RMSD to initial (A)"),
+    MetricSpec("rg_mean", SECTION_D, "mean Rg (A)"),
+    MetricSpec("validity_first_decile_pct", SECTION_D, "validity first 10% of time (%)", "higher"),
+    MetricSpec("validity_last_decile_pct", SECTION_D, "validity last 10% of time (%)", "higher"),
+)
+
+# md_reference properties shown in the MD column: the reference's own value of these metrics.
+_REFERENCE_KEYS = {
+    "validity_ca_pct", "validity_aa_pct", "validity_pct", "pairwise_rmsd", "rmsf_median",
+    "nan_frames", "exploded_frames", "rmsd_to_initial_final", "rmsd_to_initial_max", "rg_mean",
+    "validity_first_decile_pct", "validity_last_decile_pct",
+}  # fmt: skip
+_MEDIAN_KEYS = {s.key for s in METRICS} - {
+    "pairwise_rmsd_r",
+    "rmsf_global_r",
+    "pc_cosine_above_half_pct",
+}
+_METHOD_ORDER = ("md_reference", "md_replica")
+_BASELINE_ORDER = ("static", "anm")
+
+
+@dataclass
+class MetricsTable:
+    """Median-over-proteins metrics, one column per method.
+
+    Attributes:
+        methods: column labels (``md_reference`` = the reference MD's own properties,
+            ``md_replica`` = the oracle).
+        values: metric key -> method -> value (NaN when not available).
+        na_counts: metric key -> method -> number of proteins where the metric was N/A.
+        n_proteins: proteins aggregated.
+        notes: caveats collected from the proteins.
+    """
+
+    methods: list[str]
+    values: dict[str, dict[str, float]]
+    na_counts: dict[str, dict[str, int]]
+    n_proteins: int
+    notes: list[str] = field(default_factory=list)
+
+    def cell(self, key: str, method: str) -> str:
+        value = self.values.get(key, {}).get(method, np.nan)
+        na = self.na_counts.get(key, {}).get(method, 0)
+        if not np.isfinite(value):
+            return "N/A" if method != "md_reference" else ""
+        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        if 0 < na < self.n_proteins:
+            text += f" ({na} N/A)"
+        return text
+
+    def to_markdown(self) -> str:
+        """The table as GitHub Markdown, one section header row per metric family."""
+        lines = [
+            "| metric | better | " + " | ".join(self.methods) + " |",
+            "|---|---|" + "---|" * len(self.methods),
+        ]
+        section = None
+        for spec in METRICS:
+            if spec.section != section:
+                section = spec.section
+                lines.append(f"| **{section}** | |" + " |" * len(self.methods))
+            cells = " | ".join(self.cell(spec.key, m) for m in self.methods)
+            lines.append(f"| {spec.label} | {spec.better} | {cells} |")
+        lines.append("")
+        lines.append(f"Median over {self.n_proteins} protein(s). {JS_NOTE}")
+        return "\n".join(lines)
+
+    def write_csv(self, path: Path) -> None:
+        """CSV with columns section, metric, key, better, one value column per method and
+        ``{method}_na`` counts."""
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(
+                [
+                    "section",
+                    "metric",
+                    "key",
+                    "better",
+                    *self.methods,
+                    *(f"{m}_na" for m in self.methods),
+                ]
+            )
+            for spec in METRICS:
+                values = [self.values.get(spec.key, {}).get(m, np.nan) for m in self.methods]
+                nas = [self.na_counts.get(spec.key, {}).get(m, 0) for m in self.methods]
+                writer.writerow(
+                    [spec.section, spec.label, spec.key, spec.better]
+                    + ["" if not np.isfinite(v) else f"{v:.6g}" for v in values]
+                    + nas
+                )
+
+
+def _ordered_methods(found: set[str]) -> list[str]:
+    first = [m for m in _METHOD_ORDER if m in found]
+    last = [m for m in _BASELINE_ORDER if m in found]
+    middle = sorted(found - set(first) - set(last))
+    return first + middle + last
+
+
+def load_results(out_dir: Path) -> list[dict]:
+    """The ``results.json`` of every protein under ``out_dir/proteins``, sorted by name."""
+    return [
+        json.loads(p.read_text())
+        for p in sorted((Path(out_dir) / "proteins").glob("*/results.json"))
+    ]
+
+
+def aggregate(out_dir: str | Path) -> MetricsTable:
+    """Aggregate per-protein results under ``out_dir/proteins/*`` into the metrics table.
+
+    Medians over proteins ignore N/A values (counted per cell). Across-protein statistics:
+    ``pairwise_rmsd_r`` (Pearson r of per-protein MD vs method pairwise RMSD; N/A below 3
+    proteins),
+    ``rmsf_global_r`` (Pearson r of per-atom RMSF over all atoms of all proteins),
+    ``pc_cosine_above_half_pct``.
+    """
+    out_dir = Path(out_dir)
+    results = load_results(out_dir)
+    methods = _ordered_methods({m for r in results for m in r["methods"]})
+    values: dict[str, dict[str, float]] = {s.key: {} for s in METRICS}
+    na_counts: dict[str, dict[str, int]] = {s.key: {} for s in METRICS}
+    for method in methods:
+        for key in _MEDIAN_KEYS:
+            if method == "md_reference" and key not in _REFERENCE_KEYS:
+                continue
+            raw = [r["methods"].get(method, {}).get(key) for r in results]
+            if method != "md_reference" and key == "tica_corr":
+                raw = [
+                    None if r["methods"].get(method, {}).get("tica_na") else v
+                    for r, v in zip(results, raw, strict=True)
+                ]
+            finite = [v for v in raw if v is not None and np.isfinite(v)]
+            values[key][method] = float(np.median(finite)) if finite else np.nan
+            na_counts[key][method] = len(raw) - len(finite)
+        if method == "md_reference":
+            continue
+        scored = [r["methods"][method] for r in results if method in r["methods"]]
+        pairs = [(s.get("pairwise_rmsd_md"), s.get("pairwise_rmsd")) for s in scored]
+        pairs = [p for p in pairs if None not in p]
+        values["pairwise_rmsd_r"][method] = (
+            pearson(*map(np.array, zip(*pairs, strict=True))) if len(pairs) >= 3 else np.nan
+        )
+        cosines = [s.get("pc_cosine") for s in scored if s.get("pc_cosine") is not None]
+        values["pc_cosine_above_half_pct"][method] = (
+            100.0 * float(np.mean(np.array(cosines) > 0.5)) if cosines else np.nan
+        )
+        values["rmsf_global_r"][method] = _global_rmsf_r(out_dir, results, method)
+    notes = [f"{r['protein']}: {n}" for r in results for n in r.get("notes", [])]
+    for r in results:
+        for method, scores in r["methods"].items():
+            for key in ("msm_note", "exposure_note", "note"):
+                if scores.get(key):
+                    notes.append(f"{r['protein']} / {method}: {scores[key]}")
+            if scores.get("lag_exact") is False:
+                notes.append(
+                    f"{r['protein']} / {method}: time steps are not integer multiples; "
+                    f"lags rounded to {scores.get('common_dt_ps')} ps frames"
+                )
+    return MetricsTable(methods, values, na_counts, len(results), notes)
+
+
+def _global_rmsf_r(out_dir: Path, results: list[dict], method: str) -> float:
+    ref, gen = [], []
+    for r in results:
+        path = out_dir / "proteins" / r["protein"] / "arrays.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as arrays:
+            if f"{method}/rmsf_gen" in arrays:
+                ref.append(arrays[f"{method}/rmsf_ref"])
+                gen.append(arrays[f"{method}/rmsf_gen"])
+    if not ref:
+        return np.nan
+    return pearson(np.concatenate(ref), np.concatenate(gen))
+
+
+def _png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def write_html(table: MetricsTable, out_dir: Path, settings: dict) -> Path:
+    """Self-contained ``report.html`` (plots embedded as base64 PNG) under ``out_dir``."""
+    out_dir = Path(out_dir)
+    buf = io.StringIO()
+    buf.write("<!doctype html><html><head><meta charset='utf-8'><title>starmd evaluation</title>")
+    buf.write(
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
+        "tr.section td{background:#eef;font-weight:bold}img{max-width:100%}</style></head><body>"
+    )
+    buf.write("<h1>starmd evaluation</h1>")
+    buf.write(f"<p>Median over {table.n_proteins} protein(s). {html.escape(JS_NOTE)} ")
+    buf.write(
+        "<code>md_reference</code> = the reference MD's own value, <code>md_replica</code> = an "
+        "independent MD replica scored like a model (the ceiling).</p>"
+    )
+    buf.write("<h2>Settings</h2><ul>")
+    for k, v in settings.items():
+        buf.write(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>")
+    buf.write("</ul><h2>Metrics</h2><table><tr><th>metric</th><th>better</th>")
+    buf.write("".join(f"<th>{html.escape(m)}</th>" for m in table.methods) + "</tr>")
+    section = None
+    for spec in METRICS:
+        if spec.section != section:
+            section = spec.section
+            span = 2 + len(table.methods)
+            buf.write(f"<tr class='section'><td colspan='{span}'>{html.escape(section)}</td></tr>")
+        cells = "".join(f"<td>{html.escape(table.cell(spec.key, m))}</td>" for m in table.methods)
+        buf.write(f"<tr><td>{html.escape(spec.label)}</td><td>{spec.better}</td>{cells}</tr>")
+    buf.write("</table><h2>Definitions</h2><ul>")
+    for section, note in SECTION_NOTES.items():
+        buf.write(f"<li><b>{html.escape(section)}</b>: {html.escape(note)}</li>")
+    buf.write("</ul><p>Each function of <code>starmd.evaluate</code> documents its metric.</p>")
+    if table.notes:
+        buf.write("<h2>Notes</h2><ul>")
+        buf.write("".join(f"<li>{html.escape(n)}</li>" for n in table.notes))
+        buf.write("</ul>")
+    for r in load_results(out_dir):
+        buf.write(f"<h2>{html.escape(r['protein'])}</h2>")
+        plot_dir = out_dir / "proteins" / r["protein"] / "plots"
+        for name in (r.get("plots") or {}).values():
+            path = plot_dir / name
+            if path.is_file():
+                buf.write(f"<p><img alt='{html.escape(name)}' src='{_png_data_uri(path)}'></p>")
+    buf.write("</body></html>")
+    path = out_dir / "report.html"
+    path.write_text(buf.getvalue())
+    return path

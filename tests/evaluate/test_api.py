@@ -1,0 +1,136 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from starmd.errors import StarmdInputError
+from starmd.evaluate import evaluate
+from starmd.evaluate.cli import evaluate_command
+from starmd.evaluate.protein import ProteinJob, ReferenceCache, score_method
+from starmd.evaluate.trajectories import (
+    discover_proteins,
+    load_ensemble,
+    load_heavy_topology,
+)
+
+from .conftest import make_generated, make_reference
+
+FAST = {"ensemble_frames": 40, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory):
+    return make_reference(tmp_path_factory.mktemp("ref_small"), n_frames=200)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, small_reference):
+    generated = make_generated(tmp_path_factory.mktemp("gen_small"), n_frames=60)
+    out = tmp_path_factory.mktemp("report")
+    table = evaluate(generated, small_reference, out, **FAST)
+    return table, out
+
+
+def test_report_writes_raw_results_tables_plots_and_self_contained_html(report):
+    table, out = report
+    assert table.methods == ["md_reference", "md_replica", "model", "static", "anm"]
+    results = json.loads((out / "proteins/villin/results.json").read_text())
+    assert set(results["methods"]) == set(table.methods)
+    with np.load(out / "proteins/villin/arrays.npz") as arrays:
+        assert "model/rmsf_gen" in arrays and "anm/health_rmsd_to_initial_R1" in arrays
+    for name in ("rmsf", "distances", "tica_fes", "autocorrelation", "health"):
+        assert (out / "proteins/villin/plots" / f"{name}.png").is_file()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5 and "<img alt='rmsf.png'" in html
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {"md_replica", "model", "static", "anm"} <= set(rows[0])
+    assert "| coverage JSD" in (out / "metrics.md").read_text()
+
+
+def test_md_replica_beats_static_and_anm_on_coverage(report):
+    table, _ = report
+    jsd, recall = table.values["coverage_jsd"], table.values["coverage_recall"]
+    assert jsd["md_replica"] < min(jsd["static"], jsd["anm"])
+    assert recall["md_replica"] > max(recall["static"], recall["anm"])
+    assert table.values["rmsf_median"]["static"] == 0.0
+    assert table.values["validity_pct"]["md_replica"] > 80.0
+
+
+def test_backbone_only_model_is_scored_on_common_atoms(tmp_path, small_reference):
+    generated = make_generated(tmp_path / "bb", n_frames=40, backbone_only=True)
+    table = evaluate(
+        generated, small_reference, tmp_path / "out", baselines=(), plots=False, **FAST
+    )
+    results = json.loads((tmp_path / "out/proteins/villin/results.json").read_text())
+    assert results["methods"]["model"]["n_atoms"] == 140
+    assert np.isfinite(table.values["coverage_jsd"]["model"])
+    assert np.isnan(table.values["exposed_jaccard"]["model"])  # no side chains to expose
+
+
+def test_nan_and_exploded_frames_are_counted_not_fatal(small_reference):
+    files = discover_proteins(small_reference, "reference")["villin"]
+    reference = load_ensemble(files, "reference")
+    _, initial = load_heavy_topology(files.pdb)
+    frames = reference.replicas[2][:50].copy()
+    frames[[3, 10]] = np.nan
+    frames[20] = initial + 40.0 * (initial - initial.mean(0))
+    method = load_ensemble(files, "reference")
+    method.replicas = [frames]
+    job = ProteinJob("villin", files, ensemble_frames=20)
+    scores, arrays = score_method(method, ReferenceCache(reference, initial), None, job)
+    assert scores["nan_frames"] == 2 and scores["exploded_frames"] == 1
+    assert scores["usable_frames"] == 47
+    assert np.isfinite(scores["coverage_jsd"]) and np.isfinite(scores["rmsf_r"])
+    assert arrays["health_nan_frame_R1"].sum() == 2
+
+
+def test_missing_reference_is_a_clear_error(tmp_path, generated_dir):
+    other = make_reference(tmp_path / "other", n_replicas=1, n_frames=5)
+    (other / "villin").rename(other / "lysozyme")
+    for p in (other / "lysozyme").iterdir():
+        p.rename(p.with_name(p.name.replace("villin", "lysozyme")))
+    with pytest.raises(StarmdInputError, match="no reference MD for protein 'villin'"):
+        evaluate(generated_dir, other, tmp_path / "out", **FAST)
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(evaluate_command)
+    return app
+
+
+def test_cli_runs_the_evaluation_and_prints_the_table(tmp_path, small_reference):
+    generated = make_generated(tmp_path / "gen", n_frames=30)
+    result = CliRunner().invoke(
+        _cli(),
+        [str(generated), "--reference", str(small_reference), "-o", str(tmp_path / "out"),
+         "--baselines", "static", "--no-plots", "--ensemble-frames", "20", "--workers", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| coverage JSD" in result.output and "report:" in result.output
+    assert (tmp_path / "out/report.html").is_file()
+
+
+def test_cli_rejects_unknown_baseline(tmp_path, small_reference):
+    result = CliRunner().invoke(
+        _cli(), ["--reference", str(small_reference), "-o", str(tmp_path), "--baselines", "nope"]
+    )
+    assert isinstance(result.exception, StarmdInputError)
+    assert "unknown baseline" in str(result.exception)
+
+
+def test_workers_score_proteins_in_parallel(tmp_path, small_reference):
+    reference = tmp_path / "ref"
+    for name in ("villin", "villin2"):
+        (reference / name).mkdir(parents=True)
+        for source in (small_reference / "villin").iterdir():
+            target = reference / name / source.name.replace("villin", name)
+            target.write_bytes(source.read_bytes())
+    table = evaluate(
+        None, reference, tmp_path / "out", baselines=("replica",), workers=2, plots=False, **FAST
+    )
+    assert table.n_proteins == 2 and table.methods == ["md_reference", "md_replica"]
+    assert (tmp_path / "out/proteins/villin2/results.json").is_file()

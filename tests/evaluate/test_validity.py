@@ -1,0 +1,85 @@
+import numpy as np
+
+from starmd.evaluate.trajectories import load_heavy_topology
+from starmd.evaluate.validity import (
+    check_validity,
+    janin_allowed,
+    plan_validity,
+    ramachandran_allowed,
+    validity_summary,
+)
+
+from .conftest import VILLIN_PDB
+
+
+def _villin():
+    topology, xyz = load_heavy_topology(VILLIN_PDB)
+    return topology, xyz, plan_validity(topology)
+
+
+def _residue_atoms(topology, residue):
+    return np.array([a.index for a in topology.residue(residue).atoms])
+
+
+def test_crystal_structure_is_valid():
+    _, xyz, plan = _villin()
+    checks = check_validity(xyz[None], plan)
+    assert checks["valid"][0] and checks["valid_ca"][0] and checks["valid_aa"][0]
+
+
+def test_ca_clash_detected_when_two_distant_ca_overlap():
+    topology, xyz, plan = _villin()
+    frame = xyz.copy()
+    ca = topology.select("name CA")
+    # move residue 20 rigidly so that its CA sits 2 A from residue 5's CA
+    shift = xyz[ca[5]] + np.array([2.0, 0.0, 0.0]) - xyz[ca[20]]
+    frame[_residue_atoms(topology, 20)] += shift
+    checks = check_validity(frame[None], plan)
+    assert checks["ca_clash"][0] and checks["aa_clash"][0]
+    assert not checks["valid_ca"][0] and not checks["valid"][0]
+
+
+def test_chain_break_detected_when_a_terminal_segment_is_pulled_away():
+    topology, xyz, plan = _villin()
+    frame = xyz.copy()
+    ca = topology.select("name CA")
+    tail = np.concatenate([_residue_atoms(topology, r) for r in range(30, 35)])
+    bond = xyz[ca[30]] - xyz[ca[29]]
+    frame[tail] += 3.0 * bond / np.linalg.norm(bond)
+    checks = check_validity(frame[None], plan)
+    assert checks["ca_break"][0] and checks["aa_break"][0]
+    assert not checks["valid_ca"][0]
+    gap = np.linalg.norm(frame[ca[30]] - frame[ca[29]])
+    assert gap > 4.5  # the check's threshold, computed independently
+
+
+def test_heavy_atom_clash_without_ca_clash():
+    topology, xyz, plan = _villin()
+    frame = xyz.copy()
+    # put a side-chain carbon of residue 22 (TRP) 1.5 A from a backbone O of residue 10
+    trp_ring = [a.index for a in topology.residue(22).atoms if a.name == "CZ2"][0]
+    o10 = [a.index for a in topology.residue(10).atoms if a.name == "O"][0]
+    frame[trp_ring] = frame[o10] + np.array([1.5, 0.0, 0.0])
+    checks = check_validity(frame[None], plan)
+    assert checks["aa_clash"][0] and not checks["ca_clash"][0]
+    assert checks["valid_ca"][0] and not checks["valid_aa"][0]
+
+
+def test_nan_frames_are_invalid_but_do_not_crash():
+    _, xyz, plan = _villin()
+    frames = np.stack([xyz, np.full_like(xyz, np.nan), xyz])
+    checks = check_validity(frames, plan)
+    assert checks["finite"].tolist() == [True, False, True]
+    assert checks["valid"].tolist() == [True, False, True]
+    assert np.isclose(validity_summary(checks)["validity_pct"], 200 / 3)
+
+
+def test_reference_contours_allow_helix_and_sheet_and_reject_forbidden_regions():
+    phi = np.radians([-63.0, -120.0, 0.0, 150.0, 120.0])
+    psi = np.radians([-43.0, 130.0, 0.0, 60.0, -60.0])
+    assert ramachandran_allowed(phi, psi).tolist() == [True, True, False, False, False]
+    # chi1/chi2 of a common rotamer (mt: -65, 180) vs an eclipsed one (0, 0)
+    assert janin_allowed(np.radians([-65.0, 0.0]), np.radians([180.0, 0.0])).tolist() == [
+        True,
+        False,
+    ]
