@@ -7,8 +7,8 @@ from starmd.evaluate.geometry import (
     paired_rmsd,
     radius_of_gyration,
     rmsf,
-    superpose,
 )
+from starmd.structure.superpose import superpose
 
 from .conftest import synthetic_frames
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from starmd.evaluate.divergence import js_distance
 from starmd.evaluate.features import Torsions
-from starmd.evaluate.geometry import chunks
 from starmd.evaluate.tica import TICAModel, fit_tica, lagged_pairs
+from starmd.structure.superpose import chunks
 
 TORSION_BINS = 100
 JOINT_BINS = 50

@@ -14,7 +14,8 @@ from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
 from starmd.evaluate.divergence import assignment_w2, gaussian_w2_parts
-from starmd.evaluate.geometry import chunks, fit_pca
+from starmd.evaluate.geometry import fit_pca
+from starmd.structure.superpose import chunks
 
 ENSEMBLE_FRAMES = 250
 CONTACT_CUTOFF_A = 8.0

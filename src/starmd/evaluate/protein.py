@@ -16,7 +16,7 @@ import numpy as np
 from starmd.evaluate import dynamics, ensemble, paper
 from starmd.evaluate.baselines import anm_ensemble, static_ensemble
 from starmd.evaluate.features import sincos, torsions_of
-from starmd.evaluate.geometry import fit_pca, radius_of_gyration, rmsf, superpose
+from starmd.evaluate.geometry import fit_pca, radius_of_gyration, rmsf
 from starmd.evaluate.health import health_series, health_summary
 from starmd.evaluate.trajectories import (
     Ensemble,
@@ -26,6 +26,7 @@ from starmd.evaluate.trajectories import (
     match_atoms,
 )
 from starmd.evaluate.validity import check_validity, plan_validity, validity_summary
+from starmd.structure.superpose import superpose
 
 REFERENCE = "md_reference"
 REPLICA = "md_replica"

@@ -37,7 +37,8 @@ import mdtraj as md
 import numpy as np
 from scipy.spatial import cKDTree
 
-from starmd.evaluate.geometry import chunks, dihedrals
+from starmd.evaluate.geometry import dihedrals
+from starmd.structure.superpose import chunks
 
 CA_CLASH_A = 3.0
 CA_BREAK_A = 4.5

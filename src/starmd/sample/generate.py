@@ -40,6 +40,7 @@ from starmd.structure.io import (
 )
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
+from starmd.structure.superpose import superpose
 from starmd.train.run import LoadedModel, load_model
 
 BUNDLED_MODEL = "assets/models/starmd-small.safetensors"
@@ -149,7 +150,7 @@ class _Writer:
         if self.reference is None:
             self.reference = xyz
             return xyz
-        return _superpose(xyz, self.reference, self.ca_columns)
+        return superpose(xyz[None], self.reference, self.ca_columns)[0]
 
     def add(self, replica: int, t: int, positions: np.ndarray) -> None:
         self.buffers[replica].append((t, self.xyz_nm(positions)))
@@ -170,19 +171,6 @@ class _Writer:
             buffer.clear()
         text = json.dumps(self.state, indent=1)
         atomic_write(self.progress_path, lambda tmp: Path(tmp).write_text(text))
-
-
-def _superpose(xyz: np.ndarray, reference: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Kabsch-superpose ``xyz (n, 3)`` on ``reference`` using the atoms ``columns``."""
-    a = xyz[columns]
-    b = reference[columns]
-    if not np.all(np.isfinite(a)):
-        return xyz
-    ca, cb = a.mean(0), b.mean(0)
-    u, _, vt = np.linalg.svd((a - ca).T @ (b - cb))
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1.0, 1.0, d]) @ vt
-    return (xyz - ca) @ rot + cb
 
 
 def generate(
