@@ -74,11 +74,39 @@ def test_debug_flag_shows_traceback(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-def test_demo_runs(tmp_path, capsys):
-    code, out, _ = run_cli(["demo", "-o", str(tmp_path / "demo")], capsys)
-    assert code == 0 and "done" in out
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
+    """The demo with a tiny untrained model and only the static baseline (the ANM baseline adds
+    about a minute; `make demo` runs it)."""
+    import torch
+
+    from starmd.train.config import TrainConfig
+    from starmd.train.module import StarMDModule
+    from starmd.train.run import export_model
+
+    torch.manual_seed(0)
+    model = export_model(
+        StarMDModule(TrainConfig.from_yaml(None, ["model.preset=tiny"])), tmp_path / "m.safetensors"
+    )
+    code, out, _ = run_cli(
+        [
+            "demo",
+            "-o",
+            str(tmp_path / "demo"),
+            "--model",
+            str(model),
+            "--frames",
+            "4",
+            "--steps",
+            "2",
+        ],
+        capsys,
+    )
+    assert code == 0 and "done" in out and "coverage JSD" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["frames"] == 51
+    assert summary["md_frames"] == 51 and summary["generated"]["frames"] == 4
+    assert set(summary["metrics"]["coverage_jsd"]) >= {"model", "static"}
+    assert (tmp_path / "demo" / "report" / "report.html").exists()
     import mdtraj
 
     traj = mdtraj.load(summary["rebuilt_xtc"], top=summary["rebuilt_pdb"])

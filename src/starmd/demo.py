@@ -1,7 +1,10 @@
 """``starmd demo``: the whole pipeline on bundled data, in minutes on a laptop CPU.
 
-Current stages: inspect the bundled structure, prepare its real MD into a dataset, rebuild every
-frame from the dataset's frames + torsions and write it as PDB + XTC next to a JSON summary.
+Stages: inspect the bundled structure; prepare its real MD into a dataset; rebuild every frame
+from the dataset's frames + torsions (the representation's round trip); generate a trajectory
+with a model when one is available (``model=...`` or the bundled default); evaluate the
+generated trajectory (if any) and the static and elastic-network baselines against the MD, and
+print the headline metrics with the path of the HTML report.
 """
 
 from __future__ import annotations
@@ -20,34 +23,31 @@ from starmd.structure.inspect import inspect_structure
 from starmd.structure.io import atomic_write, iter_trajectory, to_mdtraj
 from starmd.structure.rigid import Rigid
 
+DEMO_PROTEIN = "1am7"
+HEADLINE_METRICS = (
+    "coverage_jsd",
+    "coverage_recall",
+    "validity_pct",
+    "rmsf_median",
+    "rmsf_r",
+    "pairwise_rmsd",
+    "rmsd_to_initial_max",
+)
+
 
 def demo_md_dir() -> Path:
     """The bundled demo MD (ATLAS layout)."""
-    return Path(str(resources.files("starmd") / "assets" / "demo" / "1am7"))
+    return Path(str(resources.files("starmd") / "assets" / "demo" / DEMO_PROTEIN))
 
 
-def run_demo(out_dir: str | Path, log=print) -> dict:
-    """Run the demo into ``out_dir``; returns the summary written to ``summary.json``."""
-    out_dir = Path(out_dir)
-    md_dir = demo_md_dir()
-    name = "1am7"
-    topology = md_dir / f"{name}.pdb"
-    report = inspect_structure(topology)
-    log(
-        f"[1/3] {topology.name}: {report['n_residues']} residues, round trip "
-        f"{report['round_trip_backbone_rmsd_A']:.3f} A backbone, "
-        f"{report['round_trip_heavy_atom_rmsd_A']:.3f} A heavy atoms"
-    )
-
-    rows = prepare(md_dir, out_dir / "data", fractions=(1, 0, 0), overwrite=True)
-    log(f"[2/3] prepared {rows[0].frames} frames at {rows[0].dt_ps:g} ps into {out_dir / 'data'}")
-
-    group = open_store(out_dir / "data")
+def _rebuild(md_dir: Path, data_dir: Path, out_dir: Path) -> dict:
+    name = DEMO_PROTEIN
+    group = open_store(data_dir)
     replica = group[f"proteins/{name}/R1"]
     frames = torch.from_numpy(replica["frames"][...]).double()
     torsions = torch.from_numpy(replica["torsions"][...]).double()
     ((protein, original, times),) = list(
-        iter_trajectory(topology, md_dir / f"{name}_prod_R1_fit.xtc", chunk=10_000)
+        iter_trajectory(md_dir / f"{name}.pdb", md_dir / f"{name}_prod_R1_fit.xtc", chunk=10_000)
     )
     aatype = torch.from_numpy(protein.aatype)
     oxt = torch.from_numpy(protein.oxt_mask)
@@ -57,12 +57,8 @@ def run_demo(out_dir: str | Path, log=print) -> dict:
     pdb = atomic_write(out_dir / f"{name}_rebuilt.pdb", lambda tmp: traj[0].save_pdb(tmp))
     xtc = atomic_write(out_dir / f"{name}_rebuilt.xtc", lambda tmp: traj.save_xtc(tmp))
     common = mask & protein.atom_mask
-    diff = np.sqrt(((rebuilt - original) ** 2).sum(-1))
-    per_frame = np.sqrt((diff[:, common] ** 2).mean(-1))
-    summary = {
-        "protein": name,
-        "frames": int(len(frames)),
-        "dt_ps": rows[0].dt_ps,
+    per_frame = np.sqrt((((rebuilt - original) ** 2).sum(-1)[:, common]).mean(-1))
+    return {
         "rebuilt_pdb": str(pdb),
         "rebuilt_xtc": str(xtc),
         "round_trip_heavy_atom_rmsd_A": {
@@ -70,9 +66,101 @@ def run_demo(out_dir: str | Path, log=print) -> dict:
             "max": float(per_frame.max()),
         },
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def run_demo(
+    out_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    frames: int = 60,
+    steps: int = 20,
+    seed: int = 0,
+    baselines: tuple[str, ...] = ("static", "anm"),
+    log=print,
+) -> dict:
+    """Run the demo into ``out_dir``; returns the summary written to ``summary.json``."""
+    from starmd.evaluate import evaluate
+    from starmd.sample.generate import GenerationSettings, bundled_model_path, generate
+
+    out_dir = Path(out_dir)
+    md_dir = demo_md_dir()
+    name = DEMO_PROTEIN
+    topology = md_dir / f"{name}.pdb"
+    report = inspect_structure(topology)
     log(
-        f"[3/3] rebuilt all frames from frames + torsions -> {xtc} (heavy-atom RMSD to MD: "
-        f"median {summary['round_trip_heavy_atom_rmsd_A']['median']:.3f} A)"
+        f"[1/5] {topology.name}: {report['n_residues']} residues, round trip "
+        f"{report['round_trip_backbone_rmsd_A']:.3f} A backbone, "
+        f"{report['round_trip_heavy_atom_rmsd_A']:.3f} A heavy atoms"
     )
+
+    rows = prepare(md_dir, out_dir / "data", fractions=(1, 0, 0), overwrite=True)
+    dt_ps = rows[0].dt_ps
+    log(f"[2/5] prepared {rows[0].frames} MD frames at {dt_ps:g} ps into {out_dir / 'data'}")
+
+    summary = {"protein": name, "md_frames": rows[0].frames, "dt_ps": dt_ps}
+    summary.update(_rebuild(md_dir, out_dir / "data", out_dir))
+    log(
+        f"[3/5] rebuilt every MD frame from frames + torsions -> {summary['rebuilt_xtc']} "
+        f"(heavy-atom RMSD to MD: median "
+        f"{summary['round_trip_heavy_atom_rmsd_A']['median']:.3f} A)"
+    )
+
+    model_path = Path(model) if model is not None else bundled_model_path()
+    gen_dir = None
+    if model_path.exists():
+        gen_dir = out_dir / "generated"
+        settings = GenerationSettings(frames=frames, dt_ps=dt_ps, seed=seed, steps=steps)
+        sidecar = generate(topology, gen_dir, settings, model=model_path, overwrite=True)
+        summary["generated"] = {
+            "model": str(model_path),
+            "frames": frames,
+            "simulated_ns_per_wall_s": sidecar["simulated_ns_per_wall_s"],
+            "health": sidecar["health"],
+        }
+        log(
+            f"[4/5] generated {frames} frames at {dt_ps:g} ps with {model_path.name}: "
+            f"{sidecar['simulated_ns_per_wall_s']:.3g} simulated ns per wall-second -> {gen_dir}"
+        )
+    else:
+        log(
+            "[4/5] no bundled model is installed yet: skipping generation (pass --model to use "
+            "one from `starmd train`)"
+        )
+
+    table = evaluate(gen_dir, md_dir, out_dir / "report", baselines=baselines, progress=False)
+    summary["report"] = str(out_dir / "report" / "report.html")
+    summary["metrics"] = {
+        key: {m: _finite(v) for m, v in table.values.get(key, {}).items()}
+        for key in HEADLINE_METRICS
+    }
+    log(f"[5/5] evaluated against the MD ({', '.join(table.methods)}):")
+    log(_headline(table))
+    log(f"full table: {out_dir / 'report' / 'metrics.md'}; report: {summary['report']}")
+    text = json.dumps(summary, indent=2)
+    atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(text))
     return summary
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _headline(table) -> str:
+    from starmd.evaluate.report import METRICS
+
+    labels = {spec.key: spec.label for spec in METRICS}
+    lines = [
+        "| metric | " + " | ".join(table.methods) + " |",
+        "|---|" + "---|" * len(table.methods),
+    ]
+    for key in HEADLINE_METRICS:
+        values = table.values.get(key, {})
+        cells = [_fmt(values.get(m)) for m in table.methods]
+        lines.append(f"| {labels.get(key, key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if value is None or not np.isfinite(value):
+        return "N/A"
+    return f"{value:.3g}"

@@ -23,15 +23,13 @@ import mdtraj as md
 import numpy as np
 
 from starmd.errors import StarmdInputError, located
+from starmd.structure.residue_constants import RESIDUE_ALIASES, RESTYPE_3_TO_INDEX
 
 NM_TO_ANGSTROM = 10.0
 ATLAS_DT_PS = 10.0
 
-# Protonation / disulfide variants that name the same amino acid.
-_RESNAME_ALIASES = {
-    "HIE": "HIS", "HID": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
-    "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS",
-}  # fmt: skip
+# Protonation / disulfide variants that name the same amino acid (one table for all of starmd).
+_RESNAME_ALIASES = RESIDUE_ALIASES
 _ATOM_ALIASES = {"OT1": "O", "OT2": "OXT", "O1": "O", "O2": "OXT"}
 
 AtomKey = tuple[int, int, str, str]
@@ -140,6 +138,12 @@ def discover_proteins(folder: str | Path, kind: str = "generated") -> dict[str, 
     return dict(sorted(found.items()))
 
 
+def _is_amino_acid(residue) -> bool:
+    """Standard residues and their variants (mdtraj's ``is_protein`` misses e.g. HID)."""
+    name = residue.name.upper()
+    return residue.is_protein or RESIDUE_ALIASES.get(name, name) in RESTYPE_3_TO_INDEX
+
+
 def _read_structure(pdb: Path) -> tuple[md.Trajectory, np.ndarray]:
     try:
         structure = md.load_pdb(str(pdb), standard_names=False)
@@ -149,7 +153,7 @@ def _read_structure(pdb: Path) -> tuple[md.Trajectory, np.ndarray]:
         [
             a.index
             for a in structure.topology.atoms
-            if a.residue.is_protein and (a.element is None or a.element.symbol != "H")
+            if _is_amino_acid(a.residue) and (a.element is None or a.element.symbol != "H")
         ],
         dtype=int,
     )
