@@ -70,13 +70,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    rows = [measure(p, args.window, args.crop, args.batch, args.steps, args.device)
-            for p in args.presets]
+    rows = [
+        measure(p, args.window, args.crop, args.batch, args.steps, args.device)
+        for p in args.presets
+    ]
     print("| preset | parameters | window x residues x batch | s / step | frames/s | tokens/s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['preset']} | {r['parameters']:,} | {r['window']} x {r['residues']} x "
-              f"{r['batch']} | {r['step_s']} | {r['frames_per_s']} | {r['tokens_per_s']} |")
+        print(
+            f"| {r['preset']} | {r['parameters']:,} | {r['window']} x {r['residues']} x "
+            f"{r['batch']} | {r['step_s']} | {r['frames_per_s']} | {r['tokens_per_s']} |"
+        )
     print(json.dumps(rows))
 
 
