@@ -234,10 +234,16 @@ def train(
     accelerator: str = typer.Option(None, help="auto, cpu, gpu."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
     max_epochs: int = typer.Option(None, "--max-epochs", help="Stop after this many epochs."),
+    max_time: str = typer.Option(
+        None, "--max-time", help="Stop after this wall time, DD:HH:MM:SS (e.g. 00:02:00:00)."
+    ),
     resume: str = typer.Option(
         None, "--resume", help="Checkpoint to continue from exactly, or 'last'."
     ),
     fast_dev_run: bool = typer.Option(False, "--fast-dev-run", help="One batch per loop (smoke)."),
+    init: Path = typer.Option(
+        None, "--init", help="Start from these weights (model.safetensors), fresh optimizer."
+    ),
 ) -> None:
     """Train the STAR-MD denoiser on a prepared dataset (one CPU up to many GPUs/nodes).
 
@@ -261,11 +267,12 @@ def train(
         "accelerator": accelerator,
         "max_steps": max_steps,
         "max_epochs": max_epochs,
+        "max_time": max_time,
     }
     for key, value in flags.items():
         if value is not None:
             setattr(cfg.trainer, key, value)
-    model = run_train(data, out, cfg, resume=resume, fast_dev_run=fast_dev_run)
+    model = run_train(data, out, cfg, resume=resume, fast_dev_run=fast_dev_run, init=init)
     typer.echo(f"model: {model}")
 
 
@@ -278,18 +285,25 @@ def generate(
     structure: Path = typer.Argument(..., help="PDB or mmCIF file: frame 0 of the trajectory."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
     frames: int = typer.Option(100, help="Frames per trajectory, frame 0 (the input) included."),
-    dt: str = typer.Option("1ns", help="Physical time between frames, with a unit: 10ps, 1ns."),
+    dt: str = typer.Option(
+        None,
+        help="Physical time between frames, with a unit: 10ps, 1ns (default: the model's "
+        "recommended time step, see its card).",
+    ),
     replicas: int = typer.Option(1, help="Independent trajectories, generated as one batch."),
     seed: int = typer.Option(0, help="Random seed (same seed, same settings: same output)."),
-    steps: int = typer.Option(20, help="Reverse-diffusion steps per frame (speed vs quality)."),
+    steps: int = typer.Option(
+        None, help="Reverse-diffusion steps per frame, speed vs quality (default: the model's)."
+    ),
     context: int = typer.Option(
         7, help="Past frames kept in the KV cache (memory stays flat); 0 = full history."
     ),
     sink: bool = typer.Option(True, help="Always keep frame 0 (the input) in the cache."),
     sampler: str = typer.Option(
-        "ddpm",
+        None,
         help="ddpm (exact posterior steps), ddim (deterministic), sde (Euler-Maruyama of the "
-        "reverse SDE, as in the paper; needs many steps), ode (probability flow).",
+        "reverse SDE, as in the paper; needs many steps), ode (probability flow). Default: "
+        "the model's.",
     ),
     model: Path = typer.Option(None, help="Model file (RUN/model.safetensors or a .ckpt)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
@@ -300,8 +314,15 @@ def generate(
     stop_on_failure: bool = typer.Option(
         False, help="End a replica at its first NaN, CA-CA break or clash."
     ),
+    shard: str = typer.Option(
+        None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
+    ),
+    workers: int = typer.Option(1, help="With a list: proteins generated in parallel processes."),
 ) -> None:
     """Generate long trajectories from one structure by autoregressive rollout.
+
+    STRUCTURE may also be a folder of structures or a CSV (name,structure): each protein then
+    goes to OUT/NAME/, optionally split over job-array tasks with --shard i/n.
 
     Writes OUT/NAME.pdb (topology), OUT/NAME_R<i>.xtc (time stamps in ps, superposed on frame
     0) and OUT/NAME.json (settings, seed, speed, per-replica health: NaN frames, CA-CA breaks,
@@ -313,7 +334,7 @@ def generate(
     from starmd.sample.generate import generate as run_generate
     from starmd.units import format_ps, parse_duration_ps
 
-    dt_ps = parse_duration_ps(dt)
+    dt_ps = parse_duration_ps(dt) if dt is not None else None
     settings = GenerationSettings(
         frames=frames,
         dt_ps=dt_ps,
@@ -327,6 +348,11 @@ def generate(
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),
     )
+    from starmd import fanout
+
+    if fanout.is_list(structure):
+        _generate_list(structure, out, settings, model, device, resume, overwrite, shard, workers)
+        return
     with _progress() as bar:
         task = bar.add_task("generating", total=frames, info="")
 
@@ -352,9 +378,112 @@ def generate(
         )
     typer.echo(
         f"wrote {out}/{sidecar['name']}.pdb + {len(sidecar['files']['trajectories'])} XTC: "
-        f"{sidecar['frames_written']} frames at {format_ps(dt_ps)}, "
+        f"{sidecar['frames_written']} frames at {format_ps(sidecar['dt_ps'])}, "
         f"{sidecar['simulated_ns_per_wall_s']} simulated ns per wall-second"
     )
+
+
+def _generate_list(source, out, settings, model, device, resume, overwrite, shard, workers):
+    """Generate for every protein of a folder/CSV (this shard), one sub-folder each."""
+    from functools import partial
+
+    from starmd import fanout
+    from starmd.errors import StarmdError
+    from starmd.sample.generate import generate_job
+
+    jobs = fanout.shard(fanout.read_jobs(source), *fanout.parse_shard(shard))
+    task_fn = partial(
+        generate_job,
+        out_root=str(out),
+        settings=settings,
+        model=None if model is None else str(model),
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    with _progress() as bar:
+        task = bar.add_task("proteins", total=len(jobs), info="")
+
+        def done(job, result, error):
+            info = f"{job.name}: " + (
+                f"failed ({error})" if error else f"{result['simulated_ns_per_wall_s']} ns/s"
+            )
+            bar.update(task, advance=1, info=info)
+
+        failures = fanout.run_jobs(jobs, task_fn, workers=workers, on_done=done)
+    typer.echo(f"generated {len(jobs) - len(failures)} of {len(jobs)} proteins into {out}/")
+    if failures:
+        for name, error in failures.items():
+            typer.echo(f"  {name}: {error}", err=True)
+        raise StarmdError(f"{len(failures)} of {len(jobs)} proteins failed (listed above)")
+
+
+@app.command()
+def bench(
+    out: Path = typer.Option(Path("bench_out"), "-o", "--out", help="Folder for bench.md/json."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes: a smoke run in ~1 minute."),
+    sections: str = typer.Option(
+        "speed,memory,scaling,quality,train",
+        help="Comma-separated: speed, memory, scaling, quality, train.",
+    ),
+    model: Path = typer.Option(
+        None, help="Model file (default: the bundled model; else an untrained one, timing only)."
+    ),
+    structure: Path = typer.Option(
+        None, help="Protein for speed/memory/quality (default: a ~50-residue corpus test protein)."
+    ),
+    reference: Path = typer.Option(
+        None, help="Reference MD folder (ATLAS layout) for the quality section."
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    threads: int = typer.Option(1, help="CPU threads for both starmd and OpenMM."),
+    dt: str = typer.Option(None, help="Time step (default: the model's recommended one)."),
+    steps: int = typer.Option(None, help="Denoising steps (default: the model's)."),
+    steps_list: str = typer.Option(
+        None, "--quality-steps", help="Steps compared in the quality section, e.g. 2,5,10,20."
+    ),
+    sizes: str = typer.Option(
+        None, help="Residue counts for the scaling section, e.g. 50,100,200,500,1000."
+    ),
+    memory_frames: str = typer.Option(
+        None, "--memory-frames", help="Trajectory lengths for the memory section."
+    ),
+) -> None:
+    """Measure speed vs OpenMM, memory vs trajectory length, cost vs size, quality vs steps
+    and training throughput, side by side on this machine; writes OUT/bench.md + bench.json.
+
+    Example: starmd bench -o bench_out --threads 1
+    Quality: starmd bench --sections quality --structure corpus/md/2wqg/2wqg.pdb
+    --reference corpus/md
+    """
+    from starmd.bench import BenchSettings, run_bench
+    from starmd.units import parse_duration_ps
+
+    def ints(text: str | None) -> tuple[int, ...] | None:
+        return None if text is None else tuple(int(x) for x in text.split(",") if x.strip())
+
+    settings = BenchSettings(
+        out_dir=out,
+        quick=quick,
+        device=device,
+        model=model,
+        structure=structure,
+        reference=reference,
+        threads=threads,
+        sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
+        dt_ps=parse_duration_ps(dt) if dt else None,
+        steps=steps,
+    )
+    for name, value in (
+        ("quality_steps", ints(steps_list)),
+        ("sizes", ints(sizes)),
+        ("memory_frames", ints(memory_frames)),
+    ):
+        if value:
+            setattr(settings, name, value)
+    run_bench(settings, log=typer.echo)
+    typer.echo((out / "bench.md").read_text())
+    typer.echo(f"wrote {out}/bench.md and {out}/bench.json")
 
 
 @app.command()

@@ -112,3 +112,23 @@ def test_ddp_with_two_cpu_processes_runs(tiny_dataset, tmp_path):
     ] + [a for item in TINY for a in ("--set", item)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_init_from_a_model_file(tiny_dataset, tmp_path):
+    config = TrainConfig.from_yaml(None, TINY + ["trainer.max_epochs=1"])
+    first = train(tiny_dataset, tmp_path / "a", config, progress=False)
+    seen = {}
+
+    class _Record(L.Callback):
+        def on_train_start(self, trainer, module):
+            seen["model"] = {k: v.clone() for k, v in module.model.state_dict().items()}
+            seen["ema"] = {k: v.clone() for k, v in module.ema.state_dict().items()}
+
+    train(tiny_dataset, tmp_path / "b", config, progress=False, callbacks=[_Record()], init=first)
+    weights = load_model(first).model.state_dict()
+    for key, value in weights.items():
+        torch.testing.assert_close(seen["model"][key], value, rtol=0, atol=0)
+        torch.testing.assert_close(seen["ema"][key], value, rtol=0, atol=0)
+    small = TrainConfig.from_yaml(None, [*TINY, "model.preset=small", "trainer.max_epochs=1"])
+    with pytest.raises(StarmdCheckpointError, match="do not fit this configuration"):
+        train(tiny_dataset, tmp_path / "c", small, progress=False, init=first)

@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -89,13 +89,16 @@ class GenerationSettings:
     """Everything that determines a generated trajectory (recorded in the sidecar)."""
 
     frames: int
-    dt_ps: float
+    dt_ps: float | None = None
+    """None: the model's recommended time step (``sampling.dt_ps`` of its config)."""
     replicas: int = 1
     seed: int = 0
-    steps: int = 20
+    steps: int | None = None
+    """None: the model's recommended number of denoising steps."""
     context: int | None = 7
     sink: bool = True
-    sampler: str = "ddpm"
+    sampler: str | None = None
+    """None: the model's recommended sampler."""
     chunk: int = 50
     stop_on_failure: bool = False
     chains: list[str] = field(default_factory=list)
@@ -200,6 +203,8 @@ def generate(
         raise StarmdInputError("no bundled model is installed; pass --model RUN/model.safetensors")
     torch_device = resolve_device(device)
     loaded = load_model(model_path, torch_device)
+    settings = with_model_defaults(settings, loaded.config)
+    _validate(settings)
     context = settings.context if settings.context is not None else settings.frames
     need = estimate_step_bytes(loaded, protein.n_residues, settings.replicas, context)
     have = available_memory_bytes(torch_device)
@@ -332,20 +337,66 @@ def generate(
     return sidecar
 
 
+def generate_job(
+    job,
+    out_root: str,
+    settings: GenerationSettings,
+    model: str | None,
+    device: str,
+    resume: bool,
+    overwrite: bool,
+) -> dict:
+    """One protein of a list (:mod:`starmd.fanout`): generate into ``out_root/{job.name}``.
+
+    With ``resume``, a rerun (e.g. a requeued array task) continues an interrupted protein,
+    skips a finished one (returning its sidecar) and starts the others afresh.
+    """
+    out_dir = Path(out_root) / job.name
+    if resume:
+        interrupted = list(out_dir.glob("*.progress.json"))
+        finished = [p for p in out_dir.glob("*.json") if not p.name.endswith(".progress.json")]
+        if not interrupted and finished:
+            return json.loads(finished[0].read_text())
+        resume = bool(interrupted)
+    return generate(
+        job.structure,
+        out_dir,
+        settings,
+        model=model,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+    )
+
+
+def with_model_defaults(settings: GenerationSettings, config) -> GenerationSettings:
+    """Fill the settings left as None from the model's recommended sampling defaults."""
+    sampling = config.sampling
+    return replace(
+        settings,
+        dt_ps=settings.dt_ps
+        if settings.dt_ps is not None
+        else (sampling.dt_ps or float(max(config.data.dt_ps))),
+        steps=settings.steps if settings.steps is not None else sampling.steps,
+        sampler=settings.sampler if settings.sampler is not None else sampling.sampler,
+    )
+
+
 def _validate(settings: GenerationSettings) -> None:
+    """Check the settings given so far (None values are filled from the model later)."""
     if settings.frames < 2:
         raise StarmdInputError(
             f"--frames must be >= 2 (frame 0 is the input), got {settings.frames}"
         )
-    if settings.dt_ps <= 0:
+    if settings.dt_ps is not None and settings.dt_ps <= 0:
         raise StarmdInputError(f"--dt must be > 0, got {settings.dt_ps} ps")
     if settings.replicas < 1:
         raise StarmdInputError(f"--replicas must be >= 1, got {settings.replicas}")
-    if settings.sampler not in SAMPLERS:
+    if settings.sampler is not None and settings.sampler not in SAMPLERS:
         raise StarmdInputError(
             f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}"
         )
-    if settings.steps < 2:
+    if settings.steps is not None and settings.steps < 2:
         raise StarmdInputError(f"--steps must be >= 2, got {settings.steps}")
     if settings.context is not None and settings.context < 1:
         raise StarmdInputError(f"--context must be >= 1, got {settings.context}")

@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from starmd.errors import StarmdError
+
 
 def _configure_logging() -> None:
     """Log lines (used when stderr is not a terminal) go to stderr with a time stamp."""
@@ -67,6 +69,12 @@ def simulate_command(
         list[str] | None,
         typer.Option("--keep", help="Heterogen residue name to keep (repeatable), e.g. --keep CA."),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", help="With a list: only shard i of n (i from 0), e.g. for a job array."
+        ),
+    ] = None,
 ) -> None:
     """Run reference MD with OpenMM and write it in the ATLAS layout.
 
@@ -79,10 +87,40 @@ def simulate_command(
     Example:
 
         starmd simulate protein.pdb -o md/ --ns 10 --replicas 3
+
+    STRUCTURE may also be a folder of structures or a CSV (name,structure): each protein goes
+    to OUT/NAME/, one after the other; --shard i/n splits the list over job-array tasks.
     """
+    from starmd import fanout
     from starmd.simulate.engine import simulate
 
     _configure_logging()
+    options = dict(
+        ns=ns,
+        replicas=replicas,
+        protocol=protocol,
+        save_every_ps=save_every_ps,
+        seed=seed,
+        platform=platform,
+        threads=threads,
+        equilibrate_ps=equilibrate_ps,
+        chunk_frames=chunk_frames,
+        workers=workers,
+        keep=tuple(keep or ()),
+    )
+    if fanout.is_list(structure):
+        jobs = fanout.shard(fanout.read_jobs(structure), *fanout.parse_shard(shard))
+
+        def one(job: fanout.Job) -> dict:
+            return simulate(job.structure, out / job.name, name=job.name, **options)
+
+        failures = fanout.run_jobs(jobs, one)
+        typer.echo(f"simulated {len(jobs) - len(failures)} of {len(jobs)} proteins into {out}/")
+        if failures:
+            for failed, error in failures.items():
+                typer.echo(f"  {failed}: {error}", err=True)
+            raise StarmdError(f"{len(failures)} of {len(jobs)} proteins failed (listed above)")
+        return
     metadata = simulate(
         structure,
         out,

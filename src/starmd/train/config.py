@@ -92,6 +92,8 @@ class TrainerSection:
 
     max_epochs: int = 20
     max_steps: int = -1
+    max_time: str | None = None
+    """Wall-clock limit, "DD:HH:MM:SS" (Lightning's format), e.g. "00:02:30:00"."""
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
@@ -104,6 +106,17 @@ class TrainerSection:
 
 
 @dataclass
+class SamplingSection:
+    """Generation defaults recommended for this model (``starmd generate`` uses them when
+    ``--dt``/``--steps``/``--sampler`` are not given); chosen from measurements, see the card."""
+
+    dt_ps: float | None = None
+    """Default time step; None = the largest trained ``data.dt_ps``."""
+    steps: int = 20
+    sampler: str = "ddpm"
+
+
+@dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -111,6 +124,7 @@ class TrainConfig:
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    sampling: SamplingSection = field(default_factory=SamplingSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -48,11 +48,14 @@ def train(
     progress: bool = True,
     callbacks: list | None = None,
     fast_dev_run: bool = False,
+    init: str | Path | None = None,
 ) -> Path:
     """Train on a prepared dataset; returns the exported ``model.safetensors``.
 
     ``resume``: a ``.ckpt`` to continue from exactly (``"last"`` = the run's last checkpoint).
     ``callbacks``: extra Lightning callbacks; ``fast_dev_run``: one batch of each loop (smoke).
+    ``init``: start the weights (and their EMA) from a model file (fresh optimizer), e.g. to
+    continue a GPU run on a CPU from its exported ``model.safetensors``.
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -77,6 +80,16 @@ def train(
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = WindowDataModule(data_dir, config.data, config.trainer.seed)
     module = StarMDModule(config)
+    if init is not None:
+        weights = load_model(init).model.state_dict()
+        try:
+            module.model.load_state_dict(weights)
+            module.ema.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise StarmdCheckpointError(
+                located(init, f"weights do not fit this configuration ({first})")
+            ) from exc
     has_val = datamodule.has_validation
     callbacks = list(callbacks or []) + [
         ModelCheckpoint(
@@ -101,6 +114,7 @@ def train(
         default_root_dir=out_dir,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
+        max_time=t.max_time,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,

@@ -1,0 +1,538 @@
+"""``starmd bench``: speed, memory and quality figures, measured side by side in one run.
+
+Sections (each a list of rows in ``bench.json`` and a table in ``bench.md``):
+
+- ``machine``: CPU model, cores, torch version, device, threads.
+- ``speed``: simulated ns per wall-second of ``starmd generate`` (default sampler settings) and
+  of ``starmd simulate --protocol implicit`` on the same protein with the same threads, and
+  their ratio; the model load (time to first frame) is reported separately.
+- ``memory``: peak memory of ``starmd generate`` for growing numbers of frames (each run in a
+  fresh process: peak RSS on CPU, peak allocated on CUDA). Denoising steps do not change the
+  memory, so these runs use 2 steps (the minimum) to keep the 10,000-frame run short.
+- ``scaling``: time per generated frame and peak memory vs residues, on synthetic proteins made
+  of copies of a real structure (separate chains), with the fitted log-log exponent.
+- ``quality``: for a protein with reference MD, key metrics (coverage JSD, RMSF r, validity)
+  of generated trajectories vs the number of denoising steps.
+- ``train``: training throughput (frames and tokens per second) per preset.
+
+Without a trained model (none bundled, no ``--model``) the timing sections use a randomly
+initialised model of the bundled configuration (same cost, meaningless output) and say so; the
+quality section needs a trained model and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from starmd.errors import StarmdError, StarmdInputError
+
+SECTIONS = ("speed", "memory", "scaling", "quality", "train")
+
+
+@dataclass
+class BenchSettings:
+    """What ``starmd bench`` measures and how long it takes (``quick`` shrinks every size)."""
+
+    out_dir: Path
+    quick: bool = False
+    device: str = "auto"
+    model: Path | None = None
+    structure: Path | None = None
+    reference: Path | None = None
+    threads: int = 1
+    sections: Sequence[str] = SECTIONS
+    dt_ps: float | None = None
+    steps: int | None = None
+    seed: int = 0
+    memory_frames: Sequence[int] = (100, 1_000, 10_000)
+    sizes: Sequence[int] = (50, 100, 200, 500, 1_000)
+    quality_steps: Sequence[int] = (2, 5, 10, 20, 50)
+    quality_frames: int = 200
+    train_presets: Sequence[str] = ("tiny", "small")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sections if s not in SECTIONS]
+        if unknown:
+            raise StarmdInputError(
+                f"--sections: unknown {', '.join(unknown)} (choose from {', '.join(SECTIONS)})"
+            )
+        if self.quick:
+            self.memory_frames = (10, 40)
+            self.sizes = (30, 60)
+            self.quality_steps = (2, 5)
+            self.quality_frames = 10
+            self.train_presets = ("tiny",)
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """CPU model, cores, memory, torch version and accelerator of this machine."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import openmm
+
+        info["openmm"] = openmm.__version__
+    except ImportError:
+        pass
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def default_structure() -> Path:
+    """A ~50-residue test protein of the bundled corpus (never trained on)."""
+    from starmd.simulate.corpus import load_manifest
+
+    entries = [e for e in load_manifest() if e.split == "test"]
+    entry = min(entries, key=lambda e: abs(e.residues - 50))
+    return Path(entry.structure)
+
+
+def untrained_model(path: Path, preset: str = "small") -> Path:
+    """A randomly initialised model file of ``preset`` (timing only: same cost as trained)."""
+    from starmd.train.config import TrainConfig
+    from starmd.train.module import StarMDModule
+    from starmd.train.run import export_model
+
+    return export_model(StarMDModule(TrainConfig.from_yaml(None, [f"model.preset={preset}"])), path)
+
+
+def run_child(payload: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Run :func:`_child_main` in a fresh Python process; returns its JSON result."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from starmd.bench import _child_main; _child_main()"],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise StarmdError(f"benchmark run failed: {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _child_main() -> None:
+    """Child process: one generation run, reporting its sidecar figures and peak memory."""
+    import resource
+
+    import torch
+
+    from starmd.sample.generate import GenerationSettings, generate
+
+    payload = json.loads(sys.stdin.read())
+    torch.set_num_threads(payload["threads"])
+    settings = GenerationSettings(**payload["settings"])
+    sidecar = generate(
+        payload["structure"],
+        payload["out_dir"],
+        settings,
+        model=payload["model"],
+        device=payload["device"],
+        overwrite=True,
+    )
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    cuda_peak = torch.cuda.max_memory_allocated() if sidecar["device"].startswith("cuda") else None
+    health = sidecar["health"]
+    result = {
+        "time_to_model_s": sidecar["time_to_model_s"],
+        "rollout_s": sidecar["rollout_s"],
+        "frames_per_s": sidecar["frames_per_s"],
+        "ns_per_wall_s": sidecar["simulated_ns_per_wall_s"],
+        "residues": sidecar["residues"],
+        "peak_rss_mb": round(peak_rss / 2**20, 1),
+        "cuda_peak_mb": None if cuda_peak is None else round(cuda_peak / 2**20, 1),
+        "nan_frames": sum(h["nan_frames"] for h in health),
+    }
+    print(json.dumps(result))
+
+
+def _generation(
+    settings: BenchSettings,
+    model: Path,
+    structure: Path,
+    work: Path,
+    *,
+    frames: int,
+    dt_ps: float,
+    steps: int,
+    context: int,
+    replicas: int = 1,
+) -> dict[str, Any]:
+    out = Path(tempfile.mkdtemp(dir=work))
+    payload = {
+        "structure": str(structure),
+        "out_dir": str(out),
+        "model": str(model),
+        "device": settings.device,
+        "threads": settings.threads,
+        "settings": {
+            "frames": frames,
+            "dt_ps": dt_ps,
+            "steps": steps,
+            "context": context,
+            "replicas": replicas,
+            "seed": settings.seed,
+        },
+    }
+    result = run_child(payload, settings.threads)
+    result["out_dir"] = str(out)
+    return result
+
+
+def bench_speed(
+    settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """starmd generate vs OpenMM implicit-solvent MD on one protein, same threads."""
+    from starmd.simulate.engine import simulate
+
+    frames = 4 if settings.quick else 50
+    gen = _generation(
+        settings,
+        model,
+        structure,
+        work,
+        frames=frames,
+        dt_ps=defaults["dt_ps"],
+        steps=defaults["steps"],
+        context=defaults["context"],
+    )
+    md_ps = 2.0 if settings.quick else 20.0
+    md_dir = work / "md"
+    md_platform = "CUDA" if settings.device.startswith("cuda") else "CPU"
+    metadata = simulate(
+        structure,
+        md_dir,
+        ns=md_ps / 1000.0,
+        replicas=1,
+        save_every_ps=1.0,
+        equilibrate_ps=1.0,
+        chunk_frames=max(1, int(md_ps) // 2),
+        platform=md_platform,
+        threads=settings.threads,
+        progress=False,
+    )
+    md_ns_per_day = float(metadata["replicas"][0]["ns_per_day"])
+    md_ns_per_s = md_ns_per_day / 86400.0
+    return [
+        {
+            "protein": structure.stem,
+            "residues": gen["residues"],
+            "dt_ps": defaults["dt_ps"],
+            "steps": defaults["steps"],
+            "frames": frames - 1,
+            "starmd_frames_per_s": gen["frames_per_s"],
+            "starmd_ns_per_wall_s": gen["ns_per_wall_s"],
+            "starmd_model_load_s": gen["time_to_model_s"],
+            "md_platform": md_platform,
+            "md_ps": md_ps,
+            "md_ns_per_day": round(md_ns_per_day, 2),
+            "md_ns_per_wall_s": md_ns_per_s,
+            "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
+        }
+    ]
+
+
+def bench_memory(
+    settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Peak memory of generation for growing trajectory lengths (fresh process each)."""
+    rows = []
+    for frames in settings.memory_frames:
+        gen = _generation(
+            settings,
+            model,
+            structure,
+            work,
+            frames=frames,
+            dt_ps=defaults["dt_ps"],
+            steps=2,
+            context=defaults["context"],
+        )
+        rows.append(
+            {
+                "frames": frames,
+                "residues": gen["residues"],
+                "steps": 2,
+                "peak_rss_mb": gen["peak_rss_mb"],
+                "cuda_peak_mb": gen["cuda_peak_mb"],
+                "rollout_s": gen["rollout_s"],
+                "nan_frames": gen["nan_frames"],
+            }
+        )
+    key = "cuda_peak_mb" if rows and rows[0]["cuda_peak_mb"] is not None else "peak_rss_mb"
+    for row in rows:
+        row["vs_first"] = round(row[key] / rows[0][key], 3)
+    return rows
+
+
+def synthetic_structure(source: Path, residues: int, path: Path) -> Path:
+    """``residues`` residues of copies of ``source`` as separate chains on a grid, 80 A apart
+    (real residue geometry; the last copy is cut short). Written as PDB."""
+    from starmd.structure.io import load_structure, save_structure
+    from starmd.structure.protein import Protein
+
+    protein, positions = load_structure(source)
+    n = protein.n_residues
+    copies = math.ceil(residues / n)
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    if copies > len(letters):
+        raise StarmdInputError(f"{residues} residues: too many copies of {source.name}")
+    side = math.ceil(copies ** (1 / 3))
+    parts_pos, aatype, chains, numbers, linked, mask = [], [], [], [], [], []
+    centre = positions[:, 1].mean(0)
+    for c in range(copies):
+        take = min(n, residues - c * n)
+        offset = 80.0 * np.array([c % side, (c // side) % side, c // side**2])
+        parts_pos.append(positions[:take] - centre + offset)
+        aatype.append(protein.aatype[:take])
+        chains += [letters[c]] * take
+        numbers.append(protein.residue_numbers[:take])
+        link = protein.linked_prev[:take].copy()
+        link[0] = False
+        linked.append(link)
+        mask.append(protein.atom_mask[:take])
+    synthetic = Protein(
+        name=f"synthetic{residues}",
+        aatype=np.concatenate(aatype),
+        chain_ids=tuple(chains),
+        residue_numbers=np.concatenate(numbers),
+        linked_prev=np.concatenate(linked),
+        atom_mask=np.concatenate(mask),
+    )
+    return save_structure(path, synthetic, np.concatenate(parts_pos), synthetic.atom_mask)
+
+
+def bench_scaling(
+    settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Time per generated frame and peak memory vs protein size; log-log exponent fit."""
+    rows = []
+    for size in settings.sizes:
+        path = synthetic_structure(structure, size, work / f"synthetic{size}.pdb")
+        gen = _generation(
+            settings,
+            model,
+            path,
+            work,
+            frames=3,
+            dt_ps=defaults["dt_ps"],
+            steps=defaults["steps"],
+            context=defaults["context"],
+        )
+        rows.append(
+            {
+                "residues": size,
+                "steps": defaults["steps"],
+                "s_per_frame": round(gen["rollout_s"] / 2, 4),
+                "peak_rss_mb": gen["peak_rss_mb"],
+                "cuda_peak_mb": gen["cuda_peak_mb"],
+            }
+        )
+    if len(rows) >= 2:
+        x = np.log([r["residues"] for r in rows])
+        y = np.log([r["s_per_frame"] for r in rows])
+        exponent = float(np.polyfit(x, y, 1)[0])
+        for row in rows:
+            row["time_exponent"] = round(exponent, 3)
+    return rows
+
+
+def bench_quality(
+    settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Coverage JSD, RMSF r and validity vs denoising steps against reference MD."""
+    from starmd.evaluate.api import evaluate
+
+    if settings.reference is None:
+        raise StarmdInputError("the quality section needs --reference (a folder of MD)")
+    name = structure.stem
+    rows = []
+    for steps in settings.quality_steps:
+        gen = _generation(
+            settings,
+            model,
+            structure,
+            work,
+            frames=settings.quality_frames,
+            dt_ps=defaults["dt_ps"],
+            steps=steps,
+            context=defaults["context"],
+        )
+        table = evaluate(
+            gen["out_dir"],
+            settings.reference,
+            work / f"eval_{steps}",
+            baselines=(),
+            proteins=[name],
+            plots=False,
+            progress=False,
+        )
+        method = "model"
+        row = {"steps": steps, "frames": settings.quality_frames, "s_per_frame": None}
+        row["s_per_frame"] = round(gen["rollout_s"] / max(1, settings.quality_frames - 1), 4)
+        for key in ("coverage_jsd", "rmsf_r", "validity_pct", "rmsd_to_initial_final"):
+            value = table.values.get(key, {}).get(method, float("nan"))
+            row[key] = None if not np.isfinite(value) else round(float(value), 4)
+        rows.append(row)
+    return rows
+
+
+def bench_train(settings: BenchSettings) -> list[dict[str, Any]]:
+    """Training steps per second on windows of the bundled demo MD, per preset."""
+    from starmd.train.throughput import measure
+
+    device = _torch_device(settings.device)
+    return [
+        measure(p, window=8, crop=64, batch=4 if device == "cpu" else 32, steps=3, device=device)
+        for p in settings.train_presets
+    ]
+
+
+def _torch_device(device: str) -> str:
+    from starmd.sample.generate import resolve_device
+
+    return str(resolve_device(device))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """All sections as Markdown tables, with the machine line first."""
+    m = results["machine"]
+    lines = [
+        "# starmd bench",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}"
+        + (f", OpenMM {m['openmm']}" if "openmm" in m else "")
+        + f"; device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + f"; {results['settings']['threads']} thread(s).",
+        f"Model: {results['model']}.",
+        "",
+    ]
+    titles = {
+        "speed": "Speed vs MD (same protein, same threads)",
+        "memory": "Peak memory vs trajectory length (2 denoising steps per frame)",
+        "scaling": "Cost vs protein size (synthetic multi-chain proteins)",
+        "quality": "Quality vs denoising steps",
+        "train": "Training throughput",
+    }
+    for section in SECTIONS:
+        if section not in results["sections"]:
+            continue
+        rows = results["sections"][section]
+        lines.append(f"## {titles[section]}")
+        lines.append("")
+        if isinstance(rows, str):
+            lines += [f"Skipped: {rows}", ""]
+            continue
+        keys = [k for k in rows[0] if k not in ("out_dir",)] if rows else []
+        lines.append("| " + " | ".join(keys) + " |")
+        lines.append("|" + "---|" * len(keys))
+        for row in rows:
+            lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    return str(value)
+
+
+def run_bench(
+    settings: BenchSettings, log: Callable[[str], None] = lambda _msg: None
+) -> dict[str, Any]:
+    """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``."""
+    import torch
+
+    from starmd.sample.generate import bundled_model_path
+    from starmd.structure.io import atomic_write
+    from starmd.train.run import load_model
+
+    settings.device = _torch_device(settings.device)
+    torch.set_num_threads(settings.threads)
+    out_dir = Path(settings.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="starmd-bench-"))
+    structure = Path(settings.structure) if settings.structure else default_structure()
+    model = settings.model or (bundled_model_path() if bundled_model_path().exists() else None)
+    trained = model is not None
+    if model is None:
+        model = untrained_model(work / "untrained-small.safetensors")
+    loaded = load_model(model)
+    recommended = loaded.config.to_dict().get("recommended", {}) or {}
+    defaults = {
+        "dt_ps": settings.dt_ps or recommended.get("dt_ps") or max(loaded.config.data.dt_ps),
+        "steps": settings.steps or recommended.get("steps") or 20,
+        "context": recommended.get("context") or 7,
+    }
+    results: dict[str, Any] = {
+        "machine": machine_info(settings.device),
+        "model": str(model) if trained else "untrained 'small' model (timing only)",
+        "defaults": defaults,
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(settings).items()
+            if k != "extra"
+        },
+        "sections": {},
+    }
+    functions = {
+        "speed": bench_speed,
+        "memory": bench_memory,
+        "scaling": bench_scaling,
+        "quality": bench_quality,
+    }
+    for section in settings.sections:
+        started = time.perf_counter()
+        log(f"bench: {section} ...")
+        if section == "quality" and (not trained or settings.reference is None):
+            why = "needs a trained model" if not trained else "needs --reference MD"
+            results["sections"][section] = why
+            continue
+        if section == "train":
+            rows = bench_train(settings)
+        else:
+            rows = functions[section](settings, model, structure, work, defaults)
+        results["sections"][section] = rows
+        log(f"bench: {section} done in {time.perf_counter() - started:.0f} s")
+        text = json.dumps(results, indent=2, default=str)
+        atomic_write(out_dir / "bench.json", lambda tmp, t=text: Path(tmp).write_text(t))
+        md = markdown(results)
+        atomic_write(out_dir / "bench.md", lambda tmp, t=md: Path(tmp).write_text(t))
+    return results

@@ -1,0 +1,153 @@
+"""Many proteins in one command: input lists, shards for job arrays, and local worker processes.
+
+``starmd generate`` and ``starmd simulate`` accept, instead of one structure,
+
+- a folder: every ``*.pdb``, ``*.cif``, ``*.mmcif``, ``*.ent`` file in it (sorted by name); or
+- a CSV with columns ``name`` and ``structure`` (paths relative to the CSV's folder; other
+  columns are ignored, so the corpus manifest works as is).
+
+Each protein's output goes to ``OUT/{name}/``. ``--shard i/n`` keeps the proteins at positions
+``i, i + n, i + 2n, ...`` (``i`` counts from 0, as ``$SLURM_ARRAY_TASK_ID`` does for
+``--array=0-(n-1)``), so n array tasks together cover the list exactly once; ``--workers k`` runs
+k proteins at a time on this machine. A protein that fails is reported and the others go on;
+the command then exits non-zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starmd.errors import StarmdError, StarmdInputError, located
+
+STRUCTURE_SUFFIXES = (".pdb", ".cif", ".mmcif", ".ent")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One protein of a list: its output name and input structure."""
+
+    name: str
+    structure: Path
+
+
+def is_list(source: Path) -> bool:
+    """True when ``source`` names many proteins (a folder or a CSV) rather than one file."""
+    return source.is_dir() or source.suffix.lower() == ".csv"
+
+
+def read_jobs(source: str | Path) -> list[Job]:
+    """The proteins named by a folder of structures or a CSV (``name``, ``structure``).
+
+    Raises:
+        StarmdInputError: missing source, no structures, bad CSV, duplicate names, or a
+            structure file that does not exist.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise StarmdInputError(located(source, "not found"))
+    if source.is_dir():
+        files = sorted(
+            p for p in source.iterdir() if p.is_file() and p.suffix.lower() in STRUCTURE_SUFFIXES
+        )
+        if not files:
+            raise StarmdInputError(
+                located(source, f"no structure files ({', '.join(STRUCTURE_SUFFIXES)}) in folder")
+            )
+        jobs = [Job(p.stem, p) for p in files]
+    else:
+        jobs = _read_csv(source)
+    names = [j.name for j in jobs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise StarmdInputError(located(source, f"duplicate names: {', '.join(duplicates)}"))
+    return jobs
+
+
+def _read_csv(path: Path) -> list[Job]:
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise StarmdInputError(located(path, f"unreadable CSV ({exc})")) from exc
+    if not rows or not {"name", "structure"} <= set(rows[0]):
+        raise StarmdInputError(located(path, "need a header with columns name,structure"))
+    jobs = []
+    for line, row in enumerate(rows, start=2):
+        name, structure = (row.get("name") or "").strip(), (row.get("structure") or "").strip()
+        if not name or not structure:
+            raise StarmdInputError(located(path, f"line {line}: empty name or structure"))
+        file = Path(structure) if Path(structure).is_absolute() else path.parent / structure
+        if not file.is_file():
+            raise StarmdInputError(located(path, f"line {line}: {file} not found"))
+        jobs.append(Job(name, file))
+    return jobs
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; None -> ``(0, 1)`` (everything)."""
+    if text is None:
+        return 0, 1
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise StarmdInputError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise StarmdInputError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
+    """Every ``count``-th job starting at ``index`` (round-robin: shards differ by at most 1)."""
+    return list(jobs[index::count])
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    task: Callable[[Job], Any],
+    workers: int = 1,
+    on_done: Callable[[Job, Any, str | None], None] | None = None,
+) -> dict[str, str]:
+    """Run ``task(job)`` for every job, ``workers`` at a time (processes when > 1).
+
+    ``task`` must be a picklable top-level function for ``workers > 1``. A job that raises a
+    :class:`StarmdError` is recorded and the others continue; any other exception propagates.
+    ``on_done(job, result, error)`` is called as each job finishes.
+
+    Returns:
+        name -> error message of the jobs that failed (empty when all succeeded).
+    """
+    if workers < 1:
+        raise StarmdInputError(f"--workers {workers}: need at least 1")
+    failures: dict[str, str] = {}
+
+    def finish(job: Job, result: Any, error: str | None) -> None:
+        if error is not None:
+            failures[job.name] = error
+        if on_done is not None:
+            on_done(job, result, error)
+
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            try:
+                finish(job, task(job), None)
+            except StarmdError as err:
+                finish(job, None, str(err))
+        return failures
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: dict[Future, Job] = {pool.submit(task, job): job for job in jobs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    finish(job, future.result(), None)
+                except StarmdError as err:
+                    finish(job, None, str(err))
+    return failures

@@ -1,0 +1,60 @@
+"""`starmd bench --quick` runs end to end and writes its tables; its helpers are right."""
+
+import json
+
+import mdtraj
+import numpy as np
+
+from starmd.bench import synthetic_structure
+from starmd.sample.generate import GenerationSettings, with_model_defaults
+from starmd.train.config import TrainConfig
+from tests.conftest import STRUCTURES
+from tests.test_cli import assert_one_line_error, run_cli
+
+
+def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
+    out = tmp_path / "bench"
+    code, stdout, _ = run_cli(
+        ["bench", "--quick", "-o", str(out), "--model", str(tiny_model_path)], capsys
+    )
+    assert code == 0
+    results = json.loads((out / "bench.json").read_text())
+    sections = results["sections"]
+    assert sections["speed"][0]["ratio"] > 0 and sections["speed"][0]["md_ns_per_day"] > 0
+    assert [r["frames"] for r in sections["memory"]] == [10, 40]
+    assert all(r["nan_frames"] == 0 for r in sections["memory"])
+    assert [r["residues"] for r in sections["scaling"]] == [30, 60]
+    assert np.isfinite(sections["scaling"][0]["time_exponent"])
+    assert sections["quality"] == "needs --reference MD"
+    assert sections["train"][0]["frames_per_s"] > 0
+    text = (out / "bench.md").read_text()
+    for title in ("Speed vs MD", "Peak memory", "Cost vs protein size", "Training throughput"):
+        assert title in text and title in stdout
+    assert results["machine"]["cores"] >= 1 and "torch" in results["machine"]
+
+
+def test_bench_rejects_unknown_sections(tmp_path, capsys):
+    code, _, err = run_cli(["bench", "-o", str(tmp_path), "--sections", "speed,warp"], capsys)
+    assert_one_line_error(code, err, "unknown warp")
+
+
+def test_synthetic_structures_are_real_chains(tmp_path):
+    path = synthetic_structure(STRUCTURES / "1ubi.pdb", 200, tmp_path / "s.pdb")
+    traj = mdtraj.load(path)
+    assert traj.n_residues == 200 and traj.topology.n_chains == 3
+    ca = traj.xyz[0, traj.topology.select("name CA")] * 10
+    chain = np.array([r.chain.index for r in traj.topology.residues])
+    bonded = np.linalg.norm(np.diff(ca, axis=0), axis=1)[np.diff(chain) == 0]
+    assert np.all((bonded > 3.6) & (bonded < 4.0))  # real peptide geometry within each copy
+    gaps = np.linalg.norm(np.diff(ca, axis=0), axis=1)[np.diff(chain) != 0]
+    assert np.all(gaps > 30)  # copies do not touch
+
+
+def test_generation_defaults_come_from_the_model():
+    config = TrainConfig.from_yaml(None, ["data.dt_ps=[10.0, 50.0]", "sampling.steps=8"])
+    filled = with_model_defaults(GenerationSettings(frames=5), config)
+    assert (filled.dt_ps, filled.steps, filled.sampler) == (50.0, 8, "ddpm")
+    config = TrainConfig.from_yaml(None, ["sampling.dt_ps=20.0", "sampling.sampler=ddim"])
+    filled = with_model_defaults(GenerationSettings(frames=5, steps=3, dt_ps=5.0), config)
+    assert (filled.dt_ps, filled.steps, filled.sampler) == (5.0, 3, "ddim")
+    assert with_model_defaults(GenerationSettings(frames=5), config).dt_ps == 20.0

@@ -1,0 +1,128 @@
+"""Lists of proteins: folders and CSVs, shards that cover a list exactly once, failures."""
+
+import json
+
+import mdtraj
+import pytest
+
+from starmd import fanout
+from starmd.errors import StarmdInputError, StarmdSimulationError
+from tests.conftest import STRUCTURES
+from tests.test_cli import assert_one_line_error, run_cli
+
+
+def _csv(tmp_path, rows):
+    path = tmp_path / "list.csv"
+    path.write_text("name,structure,notes\n" + "".join(f"{n},{s},x\n" for n, s in rows))
+    return path
+
+
+def test_folder_and_csv_lists(tmp_path):
+    jobs = fanout.read_jobs(STRUCTURES)
+    assert [j.name for j in jobs] == sorted(j.name for j in jobs)
+    assert {"1ubi", "1vii", "3u7t"} <= {j.name for j in jobs}  # .pdb and .cif alike
+    csv_path = _csv(tmp_path, [("ubq", str(STRUCTURES / "1ubi.pdb")), ("hp36", "hp.pdb")])
+    (tmp_path / "hp.pdb").write_text((STRUCTURES / "1vii.pdb").read_text())
+    jobs = fanout.read_jobs(csv_path)
+    assert [(j.name, j.structure.name) for j in jobs] == [("ubq", "1ubi.pdb"), ("hp36", "hp.pdb")]
+    assert fanout.is_list(csv_path) and fanout.is_list(tmp_path)
+    assert not fanout.is_list(STRUCTURES / "1ubi.pdb")
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([("a", "missing.pdb")], "line 2: "),
+        ([("a", str(STRUCTURES / "1ubi.pdb")), ("a", str(STRUCTURES / "1vii.pdb"))], "duplicate"),
+        ([("", str(STRUCTURES / "1ubi.pdb"))], "empty name"),
+    ],
+)
+def test_bad_lists(tmp_path, rows, message):
+    with pytest.raises(StarmdInputError, match=message):
+        fanout.read_jobs(_csv(tmp_path, rows))
+
+
+def test_bad_list_sources(tmp_path):
+    (tmp_path / "bad.csv").write_text("id,file\n1,2\n")
+    with pytest.raises(StarmdInputError, match="columns name,structure"):
+        fanout.read_jobs(tmp_path / "bad.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StarmdInputError, match="no structure files"):
+        fanout.read_jobs(tmp_path / "empty")
+
+
+def test_shards_cover_the_list_exactly_once():
+    jobs = [fanout.Job(f"p{i}", STRUCTURES / "1ubi.pdb") for i in range(11)]
+    for n in (1, 2, 3, 4, 11, 12):
+        parts = [fanout.shard(jobs, i, n) for i in range(n)]
+        names = [j.name for part in parts for j in part]
+        assert sorted(names) == sorted(j.name for j in jobs)
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert fanout.parse_shard("2/4") == (2, 4) and fanout.parse_shard(None) == (0, 1)
+    for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(StarmdInputError, match="--shard"):
+            fanout.parse_shard(bad)
+
+
+def _fail_on_b(job):
+    if job.name == "b":
+        raise StarmdSimulationError("b exploded")
+    return job.name.upper()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_protein_does_not_stop_the_others(workers):
+    jobs = [fanout.Job(n, STRUCTURES / "1ubi.pdb") for n in ("a", "b", "c")]
+    seen = {}
+    failures = fanout.run_jobs(
+        jobs, _fail_on_b, workers=workers, on_done=lambda j, r, e: seen.update({j.name: r})
+    )
+    assert failures == {"b": "b exploded"}
+    assert seen == {"a": "A", "b": None, "c": "C"}
+
+
+def test_generate_a_list_with_shards(tiny_model_path, tmp_path, capsys):
+    csv_path = _csv(
+        tmp_path, [("hp36", str(STRUCTURES / "1vii.pdb")), ("ubq", str(STRUCTURES / "1ubi.pdb"))]
+    )
+    out = tmp_path / "gen"
+    base = ["generate", str(csv_path), "-o", str(out), "--model", str(tiny_model_path)]
+    base += ["--frames", "3", "--steps", "2", "--dt", "10ps"]
+    code, stdout, _ = run_cli([*base, "--shard", "1/2"], capsys)
+    assert code == 0 and "1 of 1 proteins" in stdout
+    assert not (out / "hp36").exists()
+    traj = mdtraj.load(out / "ubq" / "1ubi_R1.xtc", top=out / "ubq" / "1ubi.pdb")
+    assert traj.n_frames == 3 and traj.n_residues == 76
+    code, stdout, _ = run_cli([*base, "--shard", "0/2"], capsys)
+    assert code == 0
+    assert json.loads((out / "hp36" / "1vii.json").read_text())["frames_written"] == [3]
+    # a requeued array task with --resume skips finished proteins and starts new ones
+    before = (out / "ubq" / "1ubi_R1.xtc").stat().st_mtime_ns
+    code, stdout, _ = run_cli([*base, "--resume"], capsys)
+    assert code == 0 and "2 of 2 proteins" in stdout
+    assert (out / "ubq" / "1ubi_R1.xtc").stat().st_mtime_ns == before
+
+
+def test_simulate_a_list_routes_each_protein(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_simulate(structure, out_dir, *, name, **options):
+        calls.append((name, structure.name, out_dir.name, options["ns"]))
+        if name == "bad":
+            raise StarmdSimulationError("bad replica 1: NaN energy")
+        return {}
+
+    monkeypatch.setattr("starmd.simulate.engine.simulate", fake_simulate)
+    csv_path = _csv(
+        tmp_path,
+        [("ok", str(STRUCTURES / "1vii.pdb")), ("bad", str(STRUCTURES / "1ubi.pdb"))],
+    )
+    code, stdout, err = run_cli(
+        ["simulate", str(csv_path), "-o", str(tmp_path / "md"), "--ns", "0.01"], capsys
+    )
+    assert calls == [("ok", "1vii.pdb", "ok", 0.01), ("bad", "1ubi.pdb", "bad", 0.01)]
+    assert code == 2 and "1 of 2 proteins simulated" not in stdout
+    assert "simulated 1 of 2 proteins" in stdout
+    assert err.strip().splitlines()[-1] == "error: 1 of 2 proteins failed (listed above)"
+    code, _, err = run_cli(["simulate", str(tmp_path / "none.csv"), "-o", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, "none.csv: not found")
