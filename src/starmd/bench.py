@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -480,8 +481,7 @@ def run_bench(
     """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``."""
     import torch
 
-    from starmd.sample.generate import bundled_model_path
-    from starmd.structure.io import atomic_write
+    from starmd.sample.generate import GenerationSettings, bundled_model_path, with_model_defaults
     from starmd.train.run import load_model
 
     settings.device = _torch_device(settings.device)
@@ -494,13 +494,11 @@ def run_bench(
     trained = model is not None
     if model is None:
         model = untrained_model(work / "untrained-small.safetensors")
-    loaded = load_model(model)
-    recommended = loaded.config.to_dict().get("recommended", {}) or {}
-    defaults = {
-        "dt_ps": settings.dt_ps or recommended.get("dt_ps") or max(loaded.config.data.dt_ps),
-        "steps": settings.steps or recommended.get("steps") or 20,
-        "context": recommended.get("context") or 7,
-    }
+    chosen = with_model_defaults(
+        GenerationSettings(frames=2, dt_ps=settings.dt_ps, steps=settings.steps),
+        load_model(model).config,
+    )
+    defaults = {"dt_ps": chosen.dt_ps, "steps": chosen.steps, "context": chosen.context}
     results: dict[str, Any] = {
         "machine": machine_info(settings.device),
         "model": str(model) if trained else "untrained 'small' model (timing only)",
@@ -512,12 +510,23 @@ def run_bench(
         },
         "sections": {},
     }
+    try:
+        _run_sections(settings, results, model, trained, structure, work, defaults, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _run_sections(settings, results, model, trained, structure, work, defaults, log) -> None:
+    from starmd.structure.io import atomic_write
+
     functions = {
         "speed": bench_speed,
         "memory": bench_memory,
         "scaling": bench_scaling,
         "quality": bench_quality,
     }
+    out_dir = Path(settings.out_dir)
     for section in settings.sections:
         started = time.perf_counter()
         log(f"bench: {section} ...")
@@ -535,4 +544,3 @@ def run_bench(
         atomic_write(out_dir / "bench.json", lambda tmp, t=text: Path(tmp).write_text(t))
         md = markdown(results)
         atomic_write(out_dir / "bench.md", lambda tmp, t=md: Path(tmp).write_text(t))
-    return results
