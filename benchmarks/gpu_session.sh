@@ -80,24 +80,7 @@ stamp "MD stopped"
 grep -h "ns/day" "$LOG"/md_*.log | tail -40 > "$LOG/md_tail.txt"
 
 # 3. settle: cut each XTC back to the bytes its progress record vouches for, refresh metadata
-$PY - <<'EOF' 2>&1 | tee -a "$OUT/session.log"
-from pathlib import Path
-from starmd.simulate import atlas
-from starmd.simulate.corpus import load_manifest, write_corpus_index
-from starmd.simulate.engine import write_metadata
-entries = load_manifest()
-root = Path("corpus/md")
-for e in entries:
-    d = root / e.name
-    for r in (1, 2):
-        rec = atlas.read_json(atlas.replica_progress_json(d, e.name, r))
-        if rec is not None:
-            atlas.truncate_to(atlas.replica_xtc(d, e.name, r), rec["xtc_bytes"])
-    if atlas.read_json(atlas.setup_json(d, e.name)) is not None:
-        write_metadata(d, e.name)
-write_corpus_index(root, entries)
-print(open(root / "index.csv").read())
-EOF
+$PY benchmarks/settle_corpus.py corpus/md 2>&1 | tee -a "$OUT/session.log"
 find corpus/md -name "*.lock" -delete
 tar czf "$OUT/corpus_md.tgz" corpus/md
 stamp "corpus packed: $(du -h "$OUT/corpus_md.tgz" | cut -f1)"

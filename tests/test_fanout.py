@@ -123,6 +123,6 @@ def test_simulate_a_list_routes_each_protein(tmp_path, monkeypatch, capsys):
     assert calls == [("ok", "1vii.pdb", "ok", 0.01), ("bad", "1ubi.pdb", "bad", 0.01)]
     assert code == 2 and "1 of 2 proteins simulated" not in stdout
     assert "simulated 1 of 2 proteins" in stdout
-    assert err.strip().splitlines()[-1] == "error: 1 of 2 proteins failed (listed above)"
+    assert_one_line_error(code, err, "1 of 2 proteins failed: bad: bad replica 1: NaN energy")
     code, _, err = run_cli(["simulate", str(tmp_path / "none.csv"), "-o", str(tmp_path)], capsys)
     assert_one_line_error(code, err, "none.csv: not found")

@@ -388,7 +388,6 @@ def _generate_list(source, out, settings, model, device, resume, overwrite, shar
     from functools import partial
 
     from starmd import fanout
-    from starmd.errors import StarmdError
     from starmd.sample.generate import generate_job
 
     jobs = fanout.shard(fanout.read_jobs(source), *fanout.parse_shard(shard))
@@ -412,10 +411,7 @@ def _generate_list(source, out, settings, model, device, resume, overwrite, shar
 
         failures = fanout.run_jobs(jobs, task_fn, workers=workers, on_done=done)
     typer.echo(f"generated {len(jobs) - len(failures)} of {len(jobs)} proteins into {out}/")
-    if failures:
-        for name, error in failures.items():
-            typer.echo(f"  {name}: {error}", err=True)
-        raise StarmdError(f"{len(failures)} of {len(jobs)} proteins failed (listed above)")
+    fanout.check_failures(failures, len(jobs))
 
 
 @app.command()

@@ -9,8 +9,8 @@
 Each protein's output goes to ``OUT/{name}/``. ``--shard i/n`` keeps the proteins at positions
 ``i, i + n, i + 2n, ...`` (``i`` counts from 0, as ``$SLURM_ARRAY_TASK_ID`` does for
 ``--array=0-(n-1)``), so n array tasks together cover the list exactly once; ``--workers k`` runs
-k proteins at a time on this machine. A protein that fails is reported and the others go on;
-the command then exits non-zero.
+k proteins at a time on this machine. A protein that fails does not stop the others; the
+command then ends with one error line naming every failed protein.
 """
 
 from __future__ import annotations
@@ -151,3 +151,10 @@ def run_jobs(
                 except StarmdError as err:
                     finish(job, None, str(err))
     return failures
+
+
+def check_failures(failures: dict[str, str], total: int) -> None:
+    """Raise one :class:`StarmdError` naming every failed protein and its error (if any)."""
+    if failures:
+        listed = "; ".join(f"{name}: {error}" for name, error in failures.items())
+        raise StarmdError(f"{len(failures)} of {total} proteins failed: {listed}")

@@ -14,8 +14,6 @@ from typing import Annotated
 
 import typer
 
-from starmd.errors import StarmdError
-
 
 def _configure_logging() -> None:
     """Log lines (used when stderr is not a terminal) go to stderr with a time stamp."""
@@ -116,27 +114,9 @@ def simulate_command(
 
         failures = fanout.run_jobs(jobs, one)
         typer.echo(f"simulated {len(jobs) - len(failures)} of {len(jobs)} proteins into {out}/")
-        if failures:
-            for failed, error in failures.items():
-                typer.echo(f"  {failed}: {error}", err=True)
-            raise StarmdError(f"{len(failures)} of {len(jobs)} proteins failed (listed above)")
+        fanout.check_failures(failures, len(jobs))
         return
-    metadata = simulate(
-        structure,
-        out,
-        ns=ns,
-        replicas=replicas,
-        protocol=protocol,
-        save_every_ps=save_every_ps,
-        seed=seed,
-        platform=platform,
-        threads=threads,
-        equilibrate_ps=equilibrate_ps,
-        chunk_frames=chunk_frames,
-        name=name,
-        workers=workers,
-        keep=tuple(keep or ()),
-    )
+    metadata = simulate(structure, out, name=name, **options)
     frames = ", ".join(f"R{r['replica']}: {r['frames']}" for r in metadata["replicas"])
     typer.echo(
         f"{out}: {metadata['name']} {metadata['protocol']} on {metadata['replicas'][0]['platform']}"
