@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.starmd-installed
 
-.PHONY: demo test test-slow lint install clean
+.PHONY: demo test test-slow lint install clean model
 
 install: $(STAMP)
 
@@ -25,6 +25,17 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The bundled model's recipe: prepare the committed corpus, train the small configuration (CPU;
+# on a GPU use configs/small_gpu.yaml), export to the package. MODEL_TIME bounds the wall time.
+MODEL_TIME ?= 00:12:00:00
+model: $(STAMP)
+	$(VENV)/bin/starmd prepare corpus/md -o data/corpus --overwrite \
+		--split-file src/starmd/assets/corpus/manifest.csv
+	$(VENV)/bin/starmd train data/corpus -o runs/small --config configs/small_cpu.yaml \
+		--max-time $(MODEL_TIME)
+	mkdir -p src/starmd/assets/models
+	cp runs/small/model.safetensors src/starmd/assets/models/starmd-small.safetensors
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
