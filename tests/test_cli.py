@@ -111,3 +111,10 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
 
     traj = mdtraj.load(summary["rebuilt_xtc"], top=summary["rebuilt_pdb"])
     assert traj.n_frames == 51 and traj.topology.n_residues == 158
+
+
+def test_usage_errors_exit_2_without_traceback(capsys):
+    code, _, err = run_cli(["generate"], capsys)
+    assert code == 2 and "Missing argument" in err and "Traceback" not in err
+    code, _, err = run_cli(["bench", "--no-such-option"], capsys)
+    assert code == 2 and "No such option" in err and "Traceback" not in err

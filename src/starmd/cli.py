@@ -528,13 +528,16 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
+    except Exception as exc:  # usage errors arrive here in non-standalone mode
+        try:
+            from click import exceptions as click_errors
+        except ImportError:  # typer >= 0.20 vendors its own copy of click
+            from typer._click import exceptions as click_errors
 
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, click_errors.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(1)
         raise
 

@@ -132,3 +132,11 @@ def test_init_from_a_model_file(tiny_dataset, tmp_path):
     small = TrainConfig.from_yaml(None, [*TINY, "model.preset=small", "trainer.max_epochs=1"])
     with pytest.raises(StarmdCheckpointError, match="do not fit this configuration"):
         train(tiny_dataset, tmp_path / "c", small, progress=False, init=first)
+
+
+def test_lightning_setting_errors_are_one_line_input_errors(tiny_dataset, tmp_path):
+    config = TrainConfig.from_yaml(
+        None, TINY + ["trainer.strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    )
+    with pytest.raises(StarmdInputError, match="trainer settings: .*fsdp.* requires a GPU"):
+        train(tiny_dataset, tmp_path / "fsdp", config, progress=False)

@@ -109,8 +109,21 @@ def train(
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard"))
     except ImportError:
         pass
+    try:
+        trainer = _trainer(L, out_dir, config, has_val, callbacks, loggers, progress, fast_dev_run)
+    except ValueError as exc:  # Lightning's own checks (e.g. fsdp without a GPU, bad devices)
+        first = str(exc).strip().splitlines()[0]
+        raise StarmdInputError(f"trainer settings: {first}") from exc
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    target = out_dir / "model.safetensors"
+    if trainer.is_global_zero:
+        export_model(module, target)
+    return target
+
+
+def _trainer(L, out_dir, config, has_val, callbacks, loggers, progress, fast_dev_run):
     t = config.trainer
-    trainer = L.Trainer(
+    return L.Trainer(
         default_root_dir=out_dir,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
@@ -132,11 +145,6 @@ def train(
         enable_model_summary=False,
         fast_dev_run=fast_dev_run,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-    target = out_dir / "model.safetensors"
-    if trainer.is_global_zero:
-        export_model(module, target)
-    return target
 
 
 def export_model(module, path: str | Path) -> Path:
