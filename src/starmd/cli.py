@@ -301,7 +301,8 @@ def generate(
     sink: bool = typer.Option(True, help="Always keep frame 0 (the input) in the cache."),
     sampler: str = typer.Option(
         None,
-        help="ddpm (exact posterior steps), ddim (deterministic), sde (Euler-Maruyama of the "
+        help="ddpm (exact posterior steps), ddim (deterministic), dpm2 (ddim + second-order "
+        "multistep correction, DPM-Solver++(2M); for few steps), sde (Euler-Maruyama of the "
         "reverse SDE, as in the paper; needs many steps), ode (probability flow). Default: "
         "the model's.",
     ),

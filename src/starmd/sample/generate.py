@@ -45,7 +45,7 @@ from starmd.train.run import LoadedModel, load_model
 
 BUNDLED_MODEL = "assets/models/starmd-small.safetensors"
 MAX_FLAGGED = 200
-SAMPLERS = ("ddpm", "ddim", "sde", "ode")
+SAMPLERS = ("ddpm", "ddim", "dpm2", "sde", "ode")
 
 
 def bundled_model_path() -> Path:

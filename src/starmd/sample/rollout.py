@@ -43,7 +43,9 @@ class RolloutSettings:
         sampler: ``"ddpm"`` (exact Gaussian-posterior ancestral steps; default), ``"ddim"``
             (its deterministic version), ``"sde"`` (Euler-Maruyama of the reverse SDE, as in the
             paper; needs many steps: with few, its last steps inject more noise than the
-            marginal has), ``"ode"`` (Euler probability-flow ODE).
+            marginal has), ``"ode"`` (Euler probability-flow ODE), ``"dpm2"`` (deterministic
+            DDIM with the second-order multistep correction of DPM-Solver++(2M): one model call
+            per step, for few-step sampling).
         noise_scale: scale of the SDE noise (``"sde"`` only; 1 = exact reverse SDE).
         tau_min: last diffusion time of the schedule.
         reference_trans_spread, reference_rot_spread: prior spreads of the posterior base
@@ -196,25 +198,46 @@ class Rollout:
         )
         pred_frames, pred_torsions = frames, torsions
         taus = self.schedule.tolist()
+        previous: tuple[Rigid, torch.Tensor] | None = None
         for i, tau in enumerate(taus):
-            base = self.diffuser.posterior_base(
-                frames,
-                self.previous,
-                tau,
-                self.settings.reference_trans_spread,
-                self.settings.reference_rot_spread,
-            )
-            tokens = self._tokens(frames, torsions, tau, t, reference=base)
-            out = self.model.denoise(self.cache, cond, tokens)
-            pred_frames = out.frames[:, 0]
-            sin_cos = out.torsions[:, 0]
-            pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
-            pred_torsions = torch.where(cond.torsion_mask, pred_torsions, 0.0)
-            if i + 1 < len(taus):
-                frames, torsions = self._step(
-                    frames, torsions, pred_frames, pred_torsions, tau, taus[i + 1], generator
+            pred_frames, pred_torsions = self._predict(frames, torsions, tau, t)
+            if i + 1 == len(taus):
+                break
+            tau_next = taus[i + 1]
+            step_frames, step_torsions = pred_frames, pred_torsions
+            if self.settings.sampler == "dpm2" and previous is not None:
+                step_frames, step_torsions = self.diffuser.extrapolate_prediction(
+                    pred_frames,
+                    pred_torsions,
+                    *previous,
+                    cond.torsion_mask,
+                    taus[i - 1],
+                    tau,
+                    tau_next,
                 )
+            previous = (pred_frames, pred_torsions)
+            frames, torsions = self._step(
+                frames, torsions, step_frames, step_torsions, tau, tau_next, generator
+            )
         return pred_frames, pred_torsions
+
+    def _predict(
+        self, frames: Rigid, torsions: torch.Tensor, tau: float, t: int
+    ) -> tuple[Rigid, torch.Tensor]:
+        """The denoiser's clean frames and torsion angles for the state ``(frames, torsions)``
+        of frame ``t`` at noise level ``tau``."""
+        cond = self.inputs.cond
+        base = self.diffuser.posterior_base(
+            frames,
+            self.previous,
+            tau,
+            self.settings.reference_trans_spread,
+            self.settings.reference_rot_spread,
+        )
+        out = self.model.denoise(self.cache, cond, self._tokens(frames, torsions, tau, t, base))
+        sin_cos = out.torsions[:, 0]
+        pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
+        return out.frames[:, 0], torch.where(cond.torsion_mask, pred_torsions, 0.0)
 
     def _step(
         self,
@@ -228,7 +251,7 @@ class Rollout:
     ) -> tuple[Rigid, torch.Tensor]:
         mask = self.inputs.cond.torsion_mask
         sampler = self.settings.sampler
-        if sampler in ("ddpm", "ddim"):
+        if sampler in ("ddpm", "ddim", "dpm2"):
             eta = 1.0 if sampler == "ddpm" else 0.0
             return self.diffuser.posterior_step(
                 frames, torsions, pred_frames, pred_torsions, mask, tau, tau_next, generator, eta
