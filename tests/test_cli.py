@@ -76,8 +76,8 @@ def test_debug_flag_shows_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
-    """The demo with a tiny untrained model and only the static baseline (the ANM baseline adds
-    about a minute; `make demo` runs it)."""
+    """The demo with a tiny untrained model and the replica and static baselines (the ANM
+    baseline adds about a minute; `make demo` runs it)."""
     import torch
 
     from starmd.train.config import TrainConfig
@@ -99,18 +99,20 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
             "4",
             "--steps",
             "2",
+            "--baselines",
+            "replica,static",
         ],
         capsys,
     )
     assert code == 0 and "done" in out and "coverage JSD" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["md_frames"] == 51 and summary["generated"]["frames"] == 4
-    assert set(summary["metrics"]["coverage_jsd"]) >= {"model", "static"}
+    assert summary["md_frames"] == 40 and summary["generated"]["frames"] == 4
+    assert set(summary["metrics"]["coverage_jsd"]) >= {"model", "md_replica", "static"}
     assert (tmp_path / "demo" / "report" / "report.html").exists()
     import mdtraj
 
     traj = mdtraj.load(summary["rebuilt_xtc"], top=summary["rebuilt_pdb"])
-    assert traj.n_frames == 51 and traj.topology.n_residues == 158
+    assert traj.n_frames == 40 and traj.topology.n_residues == 41
 
 
 def test_usage_errors_exit_2_without_traceback(capsys):

@@ -489,16 +489,18 @@ def demo(
     model: Path = typer.Option(
         None, help="Model to generate with (default: the bundled model, when installed)."
     ),
-    frames: int = typer.Option(60, help="Frames to generate (at the MD's 100 ps interval)."),
-    steps: int = typer.Option(20, help="Reverse-diffusion steps per frame."),
+    frames: int = typer.Option(200, help="Frames to generate (at the model's time step)."),
+    steps: int = typer.Option(None, help="Reverse-diffusion steps per frame (default: model's)."),
     seed: int = typer.Option(0, help="Random seed of the generation."),
-    baselines: str = typer.Option("static,anm", help="Baselines to evaluate: static, anm."),
+    baselines: str = typer.Option(
+        "replica,static,anm", help="Baselines to evaluate: replica, static, anm."
+    ),
 ) -> None:
     """Run starmd end to end on the bundled protein and its real MD.
 
     Inspects the structure, prepares the MD into a dataset, rebuilds every frame from frames +
     torsions, generates a trajectory with the model (if one is available), and evaluates it
-    and the static and elastic-network (ANM) baselines against the MD: prints the headline
+    and the baselines (MD replica 2, static, elastic network) against replica 1: prints the headline
     metrics and writes OUT/report/report.html.
 
     Example: starmd demo -o demo_out
