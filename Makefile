@@ -38,8 +38,8 @@ model: $(STAMP)
 	cp runs/small/model.safetensors src/starmd/assets/models/starmd-small.safetensors
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,35 @@
+"""Export a training checkpoint's EMA weights as a model file, with the generation defaults
+chosen for it (the ``sampling`` section of its config, read by ``starmd generate``).
+
+    python scripts/export_model.py runs/small/checkpoints/last.ckpt \
+        src/starmd/assets/models/starmd-small.safetensors --dt-ps 10 --steps 10 --sampler dpm2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from starmd.train.module import StarMDModule
+from starmd.train.run import export_model, load_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a .ckpt (its EMA weights) or model.safetensors")
+    parser.add_argument("out", help="model file to write (.safetensors)")
+    parser.add_argument("--dt-ps", type=float, required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--sampler", required=True)
+    args = parser.parse_args()
+    loaded = load_model(args.checkpoint)
+    config = loaded.config
+    config.sampling.dt_ps = args.dt_ps
+    config.sampling.steps = args.steps
+    config.sampling.sampler = args.sampler
+    module = StarMDModule(config)
+    module.ema.load_state_dict(loaded.model.state_dict())
+    print(export_model(module, args.out))
+
+
+if __name__ == "__main__":
+    main()
