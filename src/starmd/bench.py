@@ -185,13 +185,15 @@ def _generation(
     model: Path,
     structure: Path,
     work: Path,
+    defaults: dict[str, Any],
     *,
     frames: int,
-    dt_ps: float,
-    steps: int,
-    context: int,
-    replicas: int = 1,
+    steps: int | None = None,
 ) -> dict[str, Any]:
+    """One generation run in a fresh process, at the default dt/context (and steps unless
+    given); returns its sidecar figures, peak memory and output folder."""
+    dt_ps, context = defaults["dt_ps"], defaults["context"]
+    steps = steps or defaults["steps"]
     out = Path(tempfile.mkdtemp(dir=work))
     payload = {
         "structure": str(structure),
@@ -204,7 +206,7 @@ def _generation(
             "dt_ps": dt_ps,
             "steps": steps,
             "context": context,
-            "replicas": replicas,
+            "replicas": 1,
             "seed": settings.seed,
         },
     }
@@ -220,16 +222,7 @@ def bench_speed(
     from starmd.simulate.engine import simulate
 
     frames = 4 if settings.quick else 50
-    gen = _generation(
-        settings,
-        model,
-        structure,
-        work,
-        frames=frames,
-        dt_ps=defaults["dt_ps"],
-        steps=defaults["steps"],
-        context=defaults["context"],
-    )
+    gen = _generation(settings, model, structure, work, defaults, frames=frames)
     md_ps = 2.0 if settings.quick else 20.0
     md_dir = work / "md"
     md_platform = "CUDA" if settings.device.startswith("cuda") else "CPU"
@@ -272,16 +265,7 @@ def bench_memory(
     """Peak memory of generation for growing trajectory lengths (fresh process each)."""
     rows = []
     for frames in settings.memory_frames:
-        gen = _generation(
-            settings,
-            model,
-            structure,
-            work,
-            frames=frames,
-            dt_ps=defaults["dt_ps"],
-            steps=2,
-            context=defaults["context"],
-        )
+        gen = _generation(settings, model, structure, work, defaults, frames=frames, steps=2)
         rows.append(
             {
                 "frames": frames,
@@ -343,16 +327,7 @@ def bench_scaling(
     rows = []
     for size in settings.sizes:
         path = synthetic_structure(structure, size, work / f"synthetic{size}.pdb")
-        gen = _generation(
-            settings,
-            model,
-            path,
-            work,
-            frames=3,
-            dt_ps=defaults["dt_ps"],
-            steps=defaults["steps"],
-            context=defaults["context"],
-        )
+        gen = _generation(settings, model, path, work, defaults, frames=3, steps=defaults["steps"])
         rows.append(
             {
                 "residues": size,
@@ -383,14 +358,7 @@ def bench_quality(
     rows = []
     for steps in settings.quality_steps:
         gen = _generation(
-            settings,
-            model,
-            structure,
-            work,
-            frames=settings.quality_frames,
-            dt_ps=defaults["dt_ps"],
-            steps=steps,
-            context=defaults["context"],
+            settings, model, structure, work, defaults, frames=settings.quality_frames, steps=steps
         )
         table = evaluate(
             gen["out_dir"],
