@@ -1,0 +1,80 @@
+"""Long rollout report: health over time and CA RMSD to the initial structure (with a PNG).
+
+    python benchmarks/long_rollout.py GEN_DIR/NAME.pdb GEN_DIR/NAME_R1.xtc --plot docs/rollout.png
+
+Prints, for the first, middle and last tenth of the trajectory, the fraction of frames with no
+CA-CA break (> 4.5 A between bonded residues) and no CA clash (< 3.0 A between non-bonded
+residues), and the CA RMSD to frame 0 (after superposition) at a few times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import mdtraj
+import numpy as np
+
+from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("topology")
+    parser.add_argument("trajectory")
+    parser.add_argument("--plot", default=None)
+    args = parser.parse_args()
+    traj = mdtraj.load(args.trajectory, top=args.topology)
+    ca = traj.topology.select("name CA")
+    xyz = traj.xyz[:, ca] * 10.0
+    chain = np.array([traj.topology.atom(i).residue.chain.index for i in ca])
+    bonded = np.linalg.norm(np.diff(xyz, axis=1), axis=-1)[:, np.diff(chain) == 0]
+    breaks = (bonded > CA_BREAK_A).any(1)
+    pairs = np.triu_indices(len(ca), 2)
+    clashes = np.zeros(traj.n_frames, dtype=bool)
+    for t in range(traj.n_frames):  # per frame: never all frames x all pairs at once
+        d = np.linalg.norm(xyz[t][:, None] - xyz[t][None], axis=-1)[pairs]
+        clashes[t] = (d < CA_CLASH_A).any()
+    ok = ~(breaks | clashes)
+    rmsd = mdtraj.rmsd(traj, traj, 0, atom_indices=ca) * 10.0
+    n = traj.n_frames
+    tenth = max(1, n // 10)
+    parts = {
+        "start": slice(1, 1 + tenth),
+        "middle": slice(n // 2, n // 2 + tenth),
+        "end": slice(n - tenth, n),
+    }
+    report = {
+        "frames": n,
+        "time_ps": [float(traj.time[0]), float(traj.time[-1])],
+        "valid_fraction": {k: float(ok[s].mean()) for k, s in parts.items()},
+        "bad_bond_fraction": {
+            k: float(((bonded[s] > CA_BREAK_A) | (bonded[s] < CA_CLASH_A)).mean())
+            for k, s in parts.items()
+        },
+        "ca_rmsd_to_initial_A": {
+            f"{traj.time[i]:.0f} ps": float(rmsd[i]) for i in np.linspace(0, n - 1, 6).astype(int)
+        },
+    }
+    print(json.dumps(report, indent=2))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+        t_ns = traj.time / 1000.0
+        ax[0].plot(t_ns, rmsd, lw=0.8)
+        ax[0].set_ylabel("CA RMSD to frame 0 (A)")
+        window = max(1, n // 50)
+        ax[1].plot(t_ns, np.convolve(ok, np.ones(window) / window, mode="same"), lw=0.8)
+        ax[1].set_ylabel(f"valid frames\n(running mean, {window})")
+        ax[1].set_xlabel("time (ns)")
+        ax[1].set_ylim(-0.05, 1.05)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
