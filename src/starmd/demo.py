@@ -126,8 +126,9 @@ def run_demo(
         )
     else:
         log(
-            "[4/5] no bundled model is installed yet: skipping generation (pass --model to use "
-            "one from `starmd train`)"
+            "[4/5] no bundled model is installed yet: skipping generation (pass --model with one "
+            "from `starmd train`, or the development model models/dev/starmd-small-dev."
+            "safetensors of a source checkout, which does not yet generate valid chains)"
         )
 
     table = evaluate(gen_dir, md_dir, out_dir / "report", baselines=baselines, progress=False)
