@@ -116,3 +116,18 @@ def test_trajectory_atom_count_mismatch_and_corrupt_files(tmp_path):
     (tmp_path / "cut.xtc").write_bytes(data[: len(data) // 2 + 7])
     with pytest.raises(StarmdInputError, match="cut.xtc"):
         list(iter_trajectory(top, tmp_path / "cut.xtc"))
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import os
+
+    from starmd.structure.io import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "out.json", lambda tmp: open(tmp, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert path.read_text() == "{}"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary left behind

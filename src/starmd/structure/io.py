@@ -315,11 +315,18 @@ def to_mdtraj(
     return md.Trajectory(xyz.astype(np.float32), top, time=time_ps)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves half a file.
 
     The temporary file is created beside the target (same file system) with the same suffix, so
-    format detection by extension still works.
+    format detection by extension still works; the result gets the permissions of a normally
+    created file (``0666`` minus the umask), not ``mkstemp``'s private ``0600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,6 +334,7 @@ def atomic_write(path: str | Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
