@@ -306,6 +306,9 @@ def generate(
         "reverse SDE, as in the paper; needs many steps), ode (probability flow). Default: "
         "the model's.",
     ),
+    schedule_rho: float = typer.Option(
+        3.0, help="Spacing of the denoising times: 1 = linear, larger = more steps at low noise."
+    ),
     model: Path = typer.Option(None, help="Model file (RUN/model.safetensors or a .ckpt)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
     chain: list[str] = typer.Option(None, "--chain", help="Keep only this chain (repeatable)."),
@@ -345,6 +348,7 @@ def generate(
         context=context or None,
         sink=sink,
         sampler=sampler,
+        schedule_rho=schedule_rho,
         chunk=chunk,
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),

@@ -244,3 +244,13 @@ def test_posterior_step_preserves_the_forward_marginal(eta):
     v = log_map(r_next)
     expected = so3.sigma(torch.tensor(0.3, dtype=torch.float64))
     torch.testing.assert_close(v.std(0), expected.expand(3), atol=0.01, rtol=0.05)
+
+
+def test_reverse_schedule_rho_spends_steps_at_low_noise():
+    linear, cubic = reverse_schedule(11, 1e-3), reverse_schedule(11, 1e-3, rho=3.0)
+    for taus in (linear, cubic):
+        assert taus[0] == 1.0 and abs(float(taus[-1]) - 1e-3) < 1e-12
+        assert bool((taus[1:] < taus[:-1]).all())
+    assert int((cubic < 0.1).sum()) > int((linear < 0.1).sum())
+    with pytest.raises(ValueError):
+        reverse_schedule(10, rho=0.0)

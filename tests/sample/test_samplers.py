@@ -20,11 +20,13 @@ def base_model(tmp_path_factory):
     return load_model(export_model(module, tmp_path_factory.mktemp("m") / "base.safetensors"))
 
 
-def _final(loaded, sampler: str, steps: int):
+def _final(loaded, sampler: str, steps: int, rho: float = 3.0):
     protein, positions = load_structure(STRUCTURES / "1vii.pdb")
     inputs = protein_input(protein, positions, 100.0, 1, dtype=torch.float64)
     loaded.model.double()
-    settings = RolloutSettings(dt_ps=100.0, steps=steps, sampler=sampler, context_noise=0.0)
+    settings = RolloutSettings(
+        dt_ps=100.0, steps=steps, sampler=sampler, context_noise=0.0, schedule_rho=rho
+    )
     rollout = Rollout(loaded, inputs, settings, seed=3)
     rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
     return rollout.sample_frame(1)
@@ -38,13 +40,22 @@ def _error(a, b) -> float:
 
 
 def test_dpm2_beats_ddim_at_equal_model_calls(base_model):
-    reference = _final(base_model, "ddim", 400)
+    reference = _final(base_model, "ddim", 600)
     steps = (3, 5, 9, 17)
-    ddim = {n: _error(_final(base_model, "ddim", n), reference) for n in steps}
-    dpm2 = {n: _error(_final(base_model, "dpm2", n), reference) for n in steps}
-    for n in steps:  # one model call per step for both
-        assert dpm2[n] < ddim[n], (dpm2, ddim)
-    assert dpm2[17] < dpm2[9] < dpm2[5]  # converges as the steps grow
+    for rho in (1.0, 3.0):
+        ddim = {n: _error(_final(base_model, "ddim", n, rho), reference) for n in steps}
+        dpm2 = {n: _error(_final(base_model, "dpm2", n, rho), reference) for n in steps}
+        for n in steps:  # one model call per step for both
+            assert dpm2[n] < ddim[n], (rho, dpm2, ddim)
+        assert dpm2[17] < dpm2[5] and dpm2[9] < dpm2[5]  # converges as the steps grow
+
+
+def test_more_steps_at_low_noise_help_few_step_sampling(base_model):
+    reference = _final(base_model, "ddim", 600)
+    for sampler in ("ddim", "dpm2"):
+        linear = _error(_final(base_model, sampler, 9, rho=1.0), reference)
+        cubic = _error(_final(base_model, sampler, 9, rho=3.0), reference)
+        assert cubic < 0.6 * linear, (sampler, cubic, linear)
 
 
 def test_dpm2_is_deterministic(base_model):

@@ -20,12 +20,18 @@ DenoiseFn = Callable[[Rigid, torch.Tensor, torch.Tensor], tuple[Rigid, torch.Ten
 
 
 def reverse_schedule(
-    steps: int, tau_min: float = 1e-3, dtype: torch.dtype = torch.float64
+    steps: int, tau_min: float = 1e-3, dtype: torch.dtype = torch.float64, rho: float = 1.0
 ) -> torch.Tensor:
-    """``steps`` diffusion times decreasing linearly from 1 to ``tau_min``, shape ``(steps,)``."""
-    if steps < 2 or not 0 < tau_min < 1:
-        raise ValueError(f"need steps >= 2 and 0 < tau_min < 1, got {steps}, {tau_min}")
-    return torch.linspace(1.0, tau_min, steps, dtype=dtype)
+    """``steps`` diffusion times decreasing from 1 to ``tau_min``, shape ``(steps,)``:
+    ``tau_min + (1 - tau_min) u^rho`` for ``u`` linear from 1 to 0. ``rho = 1`` is linear in
+    ``tau``; ``rho > 1`` puts more steps at low noise (as the rho-schedule of Karras et al.
+    2022), which few-step deterministic sampling needs (see ``RolloutSettings.schedule_rho``)."""
+    if steps < 2 or not 0 < tau_min < 1 or rho <= 0:
+        raise ValueError(
+            f"need steps >= 2, 0 < tau_min < 1 and rho > 0, got {steps}, {tau_min}, {rho}"
+        )
+    u = torch.linspace(1.0, 0.0, steps, dtype=dtype)
+    return tau_min + (1.0 - tau_min) * u**rho
 
 
 def sample(

@@ -99,6 +99,8 @@ class GenerationSettings:
     sink: bool = True
     sampler: str | None = None
     """None: the model's recommended sampler."""
+    schedule_rho: float = 3.0
+    """Spacing of the denoising times (1 = linear in tau; larger = more steps at low noise)."""
     chunk: int = 50
     stop_on_failure: bool = False
     chains: list[str] = field(default_factory=list)
@@ -225,6 +227,7 @@ def generate(
         context=settings.context,
         sink=settings.sink,
         sampler=settings.sampler,
+        schedule_rho=settings.schedule_rho,
         tau_min=loaded.config.diffusion.tau_min,
         context_noise=loaded.config.diffusion.context_noise_max / 2,
         reference_trans_spread=loaded.config.diffusion.reference_trans_spread,
@@ -400,6 +403,8 @@ def _validate(settings: GenerationSettings) -> None:
         raise StarmdInputError(f"--steps must be >= 2, got {settings.steps}")
     if settings.context is not None and settings.context < 1:
         raise StarmdInputError(f"--context must be >= 1, got {settings.context}")
+    if settings.schedule_rho <= 0:
+        raise StarmdInputError(f"--schedule-rho must be > 0, got {settings.schedule_rho}")
     if settings.chunk < 1:
         raise StarmdInputError(f"chunk must be >= 1, got {settings.chunk}")
 

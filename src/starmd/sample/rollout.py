@@ -47,6 +47,9 @@ class RolloutSettings:
             DDIM with the second-order multistep correction of DPM-Solver++(2M): one model call
             per step, for few-step sampling).
         noise_scale: scale of the SDE noise (``"sde"`` only; 1 = exact reverse SDE).
+        schedule_rho: spacing of the diffusion times (``reverse_schedule``): 1 = linear in tau,
+            3 (default) = more steps at low noise. Against a converged solution of the same ODE
+            (Gaussian-base model, 1VII) dpm2 at 9 steps errs 0.018 with rho 3 vs 0.73 linear.
         tau_min: last diffusion time of the schedule.
         reference_trans_spread, reference_rot_spread: prior spreads of the posterior base
             (must match training; taken from the model's config by ``generate``).
@@ -60,6 +63,7 @@ class RolloutSettings:
     sampler: str = "ddpm"
     noise_scale: float = 1.0
     tau_min: float = 0.002
+    schedule_rho: float = 3.0
     reference_trans_spread: float = 1.0
     reference_rot_spread: float = 0.2
 
@@ -143,7 +147,9 @@ class Rollout:
         self.settings = settings
         self.seed = seed
         self.cache = self.model.new_cache(window=settings.context, sink=settings.sink)
-        self.schedule = reverse_schedule(settings.steps, settings.tau_min)
+        self.schedule = reverse_schedule(
+            settings.steps, settings.tau_min, rho=settings.schedule_rho
+        )
         self.next_frame = 0
         self.previous: Rigid | None = None  # last cached clean frame (with contextual noise)
 
