@@ -7,6 +7,14 @@
 #   4. prepare it and train the bundled "small" model on the GPU for TRAIN_TIME;
 #   5. starmd bench on CUDA (speed vs OpenMM-CUDA, scaling, training throughput).
 # Outputs (at most 8 files) go to $OUT. Locally (no GPU): LOCAL=1 MD_SECONDS=20 ... for a smoke run.
+# The device image has Python 3.12 + torch but no OpenMM/mdtraj/zarr: fetch wheels into the
+# git-ignored .whl/ first (and carry .whl), as done in session 2:
+#   P="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl
+#      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64"
+#   pip download $P openmm==8.4.0b0 openmm-cuda-13==8.4.0b0 mdtraj==1.11.1.post2 zarr==3.1.6 \
+#       numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0 typer==0.29.2 rich==15.0.0 \
+#       pydantic==2.14.4 pydantic-core==2.50.5 annotated-types typing-inspection typing_extensions
+#   .venv/bin/pip wheel --no-deps -w .whl pdbfixer==1.12.0        # sdist only on PyPI
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
