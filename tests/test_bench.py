@@ -36,6 +36,8 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
 def test_bench_rejects_unknown_sections(tmp_path, capsys):
     code, _, err = run_cli(["bench", "-o", str(tmp_path), "--sections", "speed,warp"], capsys)
     assert_one_line_error(code, err, "unknown warp")
+    code, _, err = run_cli(["bench", "-o", str(tmp_path), "--sizes", "50,abc"], capsys)
+    assert_one_line_error(code, err, "--sizes '50,abc': expected integers")
 
 
 def test_synthetic_structures_are_real_chains(tmp_path):

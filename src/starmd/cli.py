@@ -334,6 +334,7 @@ def generate(
 
     Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 1ns --replicas 3
     """
+    from starmd import fanout
     from starmd.sample.generate import GenerationSettings
     from starmd.sample.generate import generate as run_generate
     from starmd.units import format_ps, parse_duration_ps
@@ -353,8 +354,6 @@ def generate(
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),
     )
-    from starmd import fanout
-
     if fanout.is_list(structure):
         _generate_list(structure, out, settings, model, device, resume, overwrite, shard, workers)
         return
@@ -458,10 +457,16 @@ def bench(
     --reference corpus/md
     """
     from starmd.bench import BenchSettings, run_bench
+    from starmd.errors import StarmdInputError
     from starmd.units import parse_duration_ps
 
-    def ints(text: str | None) -> tuple[int, ...] | None:
-        return None if text is None else tuple(int(x) for x in text.split(",") if x.strip())
+    def ints(option: str, text: str | None) -> tuple[int, ...] | None:
+        if text is None:
+            return None
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise StarmdInputError(f"{option} {text!r}: expected integers, e.g. 50,100") from None
 
     settings = BenchSettings(
         out_dir=out,
@@ -476,9 +481,9 @@ def bench(
         steps=steps,
     )
     for name, value in (
-        ("quality_steps", ints(steps_list)),
-        ("sizes", ints(sizes)),
-        ("memory_frames", ints(memory_frames)),
+        ("quality_steps", ints("--quality-steps", steps_list)),
+        ("sizes", ints("--sizes", sizes)),
+        ("memory_frames", ints("--memory-frames", memory_frames)),
     ):
         if value:
             setattr(settings, name, value)

@@ -140,3 +140,6 @@ def test_lightning_setting_errors_are_one_line_input_errors(tiny_dataset, tmp_pa
     )
     with pytest.raises(StarmdInputError, match="trainer settings: .*fsdp.* requires a GPU"):
         train(tiny_dataset, tmp_path / "fsdp", config, progress=False)
+    config = TrainConfig.from_yaml(None, TINY + ["trainer.max_time=abc"])
+    with pytest.raises(StarmdInputError, match="trainer settings: .*not a valid duration"):
+        train(tiny_dataset, tmp_path / "time", config, progress=False)

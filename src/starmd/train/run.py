@@ -58,6 +58,7 @@ def train(
     continue a GPU run on a CPU from its exported ``model.safetensors``.
     """
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -109,9 +110,31 @@ def train(
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard"))
     except ImportError:
         pass
+    t = config.trainer
     try:
-        trainer = _trainer(L, out_dir, config, has_val, callbacks, loggers, progress, fast_dev_run)
-    except ValueError as exc:  # Lightning's own checks (e.g. fsdp without a GPU, bad devices)
+        trainer = L.Trainer(
+            default_root_dir=out_dir,
+            max_epochs=t.max_epochs,
+            max_steps=t.max_steps,
+            max_time=t.max_time,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=t.precision,
+            accelerator=t.accelerator,
+            gradient_clip_val=config.optim.grad_clip or None,
+            log_every_n_steps=t.log_every_n_steps,
+            limit_val_batches=t.limit_val_batches if has_val else 0,
+            num_sanity_val_steps=0,
+            reload_dataloaders_every_n_epochs=1,
+            deterministic=False,
+            callbacks=callbacks,
+            logger=loggers,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            fast_dev_run=fast_dev_run,
+        )
+    except (ValueError, MisconfigurationException) as exc:  # Lightning's checks of the settings
         first = str(exc).strip().splitlines()[0]
         raise StarmdInputError(f"trainer settings: {first}") from exc
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
@@ -119,32 +142,6 @@ def train(
     if trainer.is_global_zero:
         export_model(module, target)
     return target
-
-
-def _trainer(L, out_dir, config, has_val, callbacks, loggers, progress, fast_dev_run):
-    t = config.trainer
-    return L.Trainer(
-        default_root_dir=out_dir,
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        max_time=t.max_time,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        accelerator=t.accelerator,
-        gradient_clip_val=config.optim.grad_clip or None,
-        log_every_n_steps=t.log_every_n_steps,
-        limit_val_batches=t.limit_val_batches if has_val else 0,
-        num_sanity_val_steps=0,
-        reload_dataloaders_every_n_epochs=1,
-        deterministic=False,
-        callbacks=callbacks,
-        logger=loggers,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        fast_dev_run=fast_dev_run,
-    )
 
 
 def export_model(module, path: str | Path) -> Path:
