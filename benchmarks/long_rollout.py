@@ -14,8 +14,9 @@ import json
 
 import mdtraj
 import numpy as np
+import torch
 
-from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A
+from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A, ca_health
 
 
 def main() -> None:
@@ -28,14 +29,14 @@ def main() -> None:
     ca = traj.topology.select("name CA")
     xyz = traj.xyz[:, ca] * 10.0
     chain = np.array([traj.topology.atom(i).residue.chain.index for i in ca])
-    bonded = np.linalg.norm(np.diff(xyz, axis=1), axis=-1)[:, np.diff(chain) == 0]
-    breaks = (bonded > CA_BREAK_A).any(1)
-    pairs = np.triu_indices(len(ca), 2)
-    clashes = np.zeros(traj.n_frames, dtype=bool)
-    for t in range(traj.n_frames):  # per frame: never all frames x all pairs at once
-        d = np.linalg.norm(xyz[t][:, None] - xyz[t][None], axis=-1)[pairs]
-        clashes[t] = (d < CA_CLASH_A).any()
-    ok = ~(breaks | clashes)
+    linked = torch.from_numpy(np.concatenate([[False], np.diff(chain) == 0]))
+    bonded = np.linalg.norm(np.diff(xyz, axis=1), axis=-1)[:, linked.numpy()[1:]]
+    ok = np.zeros(traj.n_frames, dtype=bool)
+    for start in range(0, traj.n_frames, 100):  # chunks: never all frames x all pairs at once
+        health = ca_health(torch.from_numpy(xyz[start : start + 100]).double(), linked)
+        ok[start : start + 100] = ~(
+            health["nan"] | (health["breaks"] > 0) | (health["clashes"] > 0)
+        ).numpy()
     rmsd = mdtraj.rmsd(traj, traj, 0, atom_indices=ca) * 10.0
     n = traj.n_frames
     tenth = max(1, n // 10)

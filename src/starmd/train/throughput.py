@@ -23,11 +23,12 @@ def measure(preset: str, window: int, crop: int, batch: int, steps: int, device:
     from starmd.train.module import StarMDModule, step_generator
 
     md = Path(str(resources.files("starmd") / "assets" / "demo" / "1am7"))
-    root = Path(tempfile.mkdtemp()) / "data"
-    prepare(md, root, fractions=(1, 0, 0))
-    spec = WindowSpec(window=window, dt_ps=(100.0,), crop=crop)
-    data = TrajectoryWindowDataset(root, "train", spec, samples_per_epoch=batch)
-    sample = collate_windows([data[i] for i in range(batch)])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        prepare(md, root, fractions=(1, 0, 0))
+        spec = WindowSpec(window=window, dt_ps=(100.0,), crop=crop)
+        data = TrajectoryWindowDataset(root, "train", spec, samples_per_epoch=batch)
+        sample = collate_windows([data[i] for i in range(batch)])
     sample = {k: v.to(device) for k, v in sample.items()}
     module = StarMDModule(TrainConfig.from_yaml(None, [f"model.preset={preset}"])).to(device)
     optimizer = torch.optim.AdamW(module.model.parameters(), lr=1e-4)
