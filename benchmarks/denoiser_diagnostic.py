@@ -60,15 +60,7 @@ def one_step_table(loaded, md_dir: Path, taus: list[float]) -> list[str]:
     md = mdtraj.load(md_dir / f"{name}_prod_R1_fit.xtc", top=md_dir / f"{name}.pdb")
     dt = float(md.time[1] - md.time[0]) if md.n_frames > 1 else 10.0
     inputs = protein_input(protein, positions, dt, 1)
-    diffusion = loaded.config.diffusion
-    settings = RolloutSettings(
-        dt_ps=dt,
-        steps=2,
-        context_noise=diffusion.context_noise_max / 2,
-        tau_min=diffusion.tau_min,
-        reference_trans_spread=diffusion.reference_trans_spread,
-        reference_rot_spread=diffusion.reference_rot_spread,
-    )
+    settings = RolloutSettings.for_model(loaded.config.diffusion, dt_ps=dt, steps=2)
     rollout = Rollout(loaded, inputs, settings, seed=0)
     rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,13 +90,7 @@ def one_step_table(loaded, md_dir: Path, taus: list[float]) -> list[str]:
         noisy = rollout.diffuser.forward_marginal(
             true, inputs.init_torsions, inputs.cond.torsion_mask, tau, generator
         )
-        base = rollout.diffuser.posterior_base(
-            noisy.frames,
-            rollout.previous,
-            tau,
-            settings.reference_trans_spread,
-            settings.reference_rot_spread,
-        )
+        base = rollout.reference_base(noisy.frames, tau)
         tokens = rollout._tokens(noisy.frames, noisy.torsions, tau, 1, reference=base)
         with torch.inference_mode():
             pred = rollout.model.denoise(rollout.cache, inputs.cond, tokens).frames[:, 0]

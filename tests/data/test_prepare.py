@@ -127,6 +127,30 @@ def test_collate_pads_residues(dataset):
     torch.testing.assert_close(batch["frames"][1, :, 20:, 0], torch.ones(2, 10))
 
 
+def test_short_replicas_give_shorter_windows_at_long_time_steps(dataset):
+    """51 frames at 100 ps: 8 frames fit at 500 ps (span 36) but only 6 at 1 ns (span 51);
+    with min_window 6 the 1 ns step is used with 6-frame windows, and a batch is cut to its
+    shortest window."""
+    out, _ = dataset
+    strict = TrajectoryWindowDataset(out, "train", WindowSpec(window=8, dt_ps=(500.0, 1000.0)))
+    assert {(stride, n) for _, stride, n in strict.choices} == {(5, 8)}
+    spec = WindowSpec(window=8, dt_ps=(500.0, 1000.0), crop=30, min_window=6)
+    ds = TrajectoryWindowDataset(out, "train", spec, samples_per_epoch=20, seed=1)
+    assert {(stride, n) for _, stride, n in ds.choices} == {(5, 8), (10, 6)}
+    items = [ds[i] for i in range(20)]  # the 1 ns windows have 1 start of 17: rarely drawn
+    assert all(len(it["time_ps"]) == {500.0: 8, 1000.0: 6}[float(it["dt_ps"])] for it in items)
+    long_step = ds.window("1am7", 1, stride=10, rng=np.random.default_rng(0), length=6)
+    torch.testing.assert_close(long_step["time_ps"], torch.arange(6.0) * 1000.0)
+    short_step = items[0]
+    batch = collate_windows([short_step, long_step])
+    assert batch["frames"].shape == (2, 6, 30, 7) and batch["time_ps"].shape == (2, 6)
+    torch.testing.assert_close(batch["frames"][0], short_step["frames"][:6])
+    with pytest.raises(StarmdInputError, match="min_window"):
+        WindowSpec(window=4, min_window=5)
+    with pytest.raises(StarmdInputError, match="long enough"):
+        TrajectoryWindowDataset(out, "train", WindowSpec(window=8, dt_ps=(2000.0,), min_window=4))
+
+
 def test_too_short_for_any_window_is_a_clear_error(dataset):
     out, _ = dataset
     with pytest.raises(StarmdInputError, match="long enough"):

@@ -36,6 +36,10 @@ class WindowSpec:
 
     Attributes:
         window: frames per window (K).
+        min_window: where a replica is too short for ``window`` frames at some dt, use the
+            longest window of at least this many frames that fits (None: ``window``, i.e. skip
+            that dt). Lets short replicas teach long time steps; a batch is cut to its shortest
+            window (:func:`collate_windows`).
         dt_ps: candidate physical time steps between window frames; each must be a multiple of
             a replica's saved interval to be usable for it (others are skipped for it).
         crop: maximum residues per sample (None: whole protein).
@@ -46,10 +50,21 @@ class WindowSpec:
     dt_ps: tuple[float, ...] = (10.0, 20.0, 50.0, 100.0)
     crop: int | None = 128
     crop_mode: str = "contiguous"
+    min_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise StarmdInputError(f"window must be >= 1, got {self.window}")
+        if self.min_window is not None and not 2 <= self.min_window <= self.window:
+            raise StarmdInputError(
+                f"min_window must be between 2 and window ({self.window}), got {self.min_window}"
+            )
+
+    def frames_for(self, n_frames: int, stride: int) -> int:
+        """Window length for a replica of ``n_frames`` at ``stride`` (0: none fits)."""
+        fits = (n_frames - 1) // stride + 1
+        shortest = self.window if self.min_window is None else self.min_window
+        return min(self.window, fits) if fits >= shortest else 0
         if self.crop_mode not in ("contiguous", "spatial"):
             raise StarmdInputError(f"crop_mode must be contiguous or spatial, got {self.crop_mode}")
 
@@ -82,16 +97,19 @@ class TrajectoryWindowDataset(Dataset):
         self.epoch = 0
         splits = {split} if isinstance(split, str) else set(split)
         rows = [r for r in store.read_index(root) if r.split in splits]
-        self.choices: list[tuple[store.IndexRow, int]] = []  # (replica, stride in frames)
+        # (replica, stride in frames, window length)
+        self.choices: list[tuple[store.IndexRow, int, int]] = []
         weights = []
         for row in rows:
             for dt in spec.dt_ps:
                 ratio = dt / row.dt_ps
                 stride = int(round(ratio))
-                span = (spec.window - 1) * stride + 1
-                if stride >= 1 and abs(ratio - stride) < 1e-6 and row.frames >= span:
-                    self.choices.append((row, stride))
-                    weights.append(row.frames - span + 1)
+                if stride < 1 or abs(ratio - stride) > 1e-6:
+                    continue
+                length = spec.frames_for(row.frames, stride)
+                if length:
+                    self.choices.append((row, stride, length))
+                    weights.append(row.frames - (length - 1) * stride)
         if not self.choices:
             raise StarmdInputError(
                 located(
@@ -119,8 +137,8 @@ class TrajectoryWindowDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        row, stride = self.choices[rng.choice(len(self.choices), p=self.weights)]
-        return self.window(row.name, row.replica, stride, rng)
+        row, stride, length = self.choices[rng.choice(len(self.choices), p=self.weights)]
+        return self.window(row.name, row.replica, stride, rng, length=length)
 
     def window(
         self,
@@ -129,12 +147,15 @@ class TrajectoryWindowDataset(Dataset):
         stride: int,
         rng: np.random.Generator,
         start: int | None = None,
+        length: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One window of ``name`` R``replica`` at ``stride`` frames (random start unless given)."""
+        """One window of ``length`` (default ``spec.window``) frames of ``name`` R``replica`` at
+        ``stride`` frames (random start unless given)."""
         protein = self.group[f"proteins/{name}"]
         traj = protein[f"R{replica}"]
         n_frames = traj["frames"].shape[0]
-        span = (self.spec.window - 1) * stride + 1
+        length = self.spec.window if length is None else length
+        span = (length - 1) * stride + 1
         if start is None:
             start = int(rng.integers(0, n_frames - span + 1))
         time_slice = slice(start, start + span, stride)
@@ -151,7 +172,7 @@ class TrajectoryWindowDataset(Dataset):
         item["torsions"] = torch.from_numpy(torsions[:, crop])
         dt = float(traj.attrs["dt_ps"]) * stride
         item["dt_ps"] = torch.tensor(dt, dtype=torch.float32)
-        item["time_ps"] = torch.arange(self.spec.window, dtype=torch.float32) * dt
+        item["time_ps"] = torch.arange(length, dtype=torch.float32) * dt
         return item
 
     def _crop(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -170,9 +191,15 @@ class TrajectoryWindowDataset(Dataset):
 
 def collate_windows(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack items, padding residues to the longest (``residue_mask`` False on padding; padded
-    ``aatype`` is 20 and padded frames are identities)."""
+    ``aatype`` is 20 and padded frames are identities) and cutting windows to the shortest
+    (their first frames)."""
     from starmd.structure.residue_constants import UNKNOWN_AATYPE
 
+    frames = min(len(it["time_ps"]) for it in items)
+    items = [
+        {k: v[:frames] if k in ("frames", "torsions", "time_ps") else v for k, v in it.items()}
+        for it in items
+    ]
     length = max(len(it["aatype"]) for it in items)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in items[0]}
     for it in items:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from starmd.diffusion.elastic import ElasticPrior
 from starmd.diffusion.r3_diffuser import R3Diffuser
 from starmd.diffusion.so3_diffuser import SO3Diffuser
 from starmd.diffusion.torus_diffuser import TorusDiffuser
@@ -262,6 +263,7 @@ class SE3TorusDiffuser:
         tau: float | torch.Tensor,
         trans_spread: float = 1.0,
         rot_spread: float = 0.2,
+        trans_prior: ElasticPrior | None = None,
     ) -> Rigid:
         r"""Gaussian posterior mean of the clean frames given noisy ones and a prior guess.
 
@@ -277,6 +279,10 @@ class SE3TorusDiffuser:
         A denoiser that predicts the clean frame as an update of this base is the optimal
         Gaussian denoiser before training: the noisy frame at low noise, the prior guess (e.g.
         the previous MD frame) at high noise. Batch shapes ``(..., L)``; ``tau`` broadcasts.
+
+        ``trans_prior`` replaces the independent translation prior by a correlated one
+        (:mod:`starmd.diffusion.elastic`, built on ``prior_frames``; ``trans_spread`` is then
+        unused); ``tau`` must then be the same for all residues of a frame.
         """
         from starmd.diffusion.so3 import exp_map, log_map
 
@@ -285,10 +291,15 @@ class SE3TorusDiffuser:
         alpha, std = self.r3.marginal_params(tau_t)
         alpha = alpha.to(dtype)[..., None]
         sigma = (std.to(dtype) / self.r3.coordinate_scale)[..., None]
-        s2 = trans_spread**2
-        trans = (alpha * s2 * noisy_frames.trans + sigma**2 * prior_frames.trans) / (
-            alpha**2 * s2 + sigma**2
-        )
+        if trans_prior is not None:
+            trans = trans_prior.posterior_mean(
+                noisy_frames.trans, prior_frames.trans, alpha[..., 0, 0], sigma[..., 0, 0]
+            )
+        else:
+            s2 = trans_spread**2
+            trans = (alpha * s2 * noisy_frames.trans + sigma**2 * prior_frames.trans) / (
+                alpha**2 * s2 + sigma**2
+            )
         sigma_rot = self.so3.sigma(tau_t).to(dtype)[..., None]
         weight = rot_spread**2 / (rot_spread**2 + sigma_rot**2)
         v = log_map(prior_frames.rots.transpose(-1, -2) @ noisy_frames.rots)

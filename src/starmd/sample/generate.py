@@ -221,17 +221,14 @@ def generate(
         )
     time_to_model = time.perf_counter() - t_start
 
-    rollout_settings = RolloutSettings(
+    rollout_settings = RolloutSettings.for_model(
+        loaded.config.diffusion,
         dt_ps=settings.dt_ps,
         steps=settings.steps,
         context=settings.context,
         sink=settings.sink,
         sampler=settings.sampler,
         schedule_rho=settings.schedule_rho,
-        tau_min=loaded.config.diffusion.tau_min,
-        context_noise=loaded.config.diffusion.context_noise_max / 2,
-        reference_trans_spread=loaded.config.diffusion.reference_trans_spread,
-        reference_rot_spread=loaded.config.diffusion.reference_rot_spread,
     )
     inputs = protein_input(
         protein, positions, settings.dt_ps, settings.replicas, device=torch_device

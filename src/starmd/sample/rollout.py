@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from starmd.diffusion import reverse_schedule
+from starmd.diffusion.elastic import ElasticPrior, bonded_pairs, elastic_prior
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
 from starmd.structure import geometry
@@ -53,6 +54,9 @@ class RolloutSettings:
         tau_min: last diffusion time of the schedule.
         reference_trans_spread, reference_rot_spread: prior spreads of the posterior base
             (must match training; taken from the model's config by ``generate``).
+        reference_bond_stiffness, reference_contact_stiffness, reference_contact_cutoff: the
+            elastic-network translation prior of the base (:mod:`starmd.diffusion.elastic`;
+            both stiffnesses 0: independent residues); must match training.
     """
 
     dt_ps: float = 1000.0
@@ -66,6 +70,25 @@ class RolloutSettings:
     schedule_rho: float = 3.0
     reference_trans_spread: float = 1.0
     reference_rot_spread: float = 0.2
+    reference_bond_stiffness: float = 0.0
+    reference_contact_stiffness: float = 0.0
+    reference_contact_cutoff: float = 10.0
+
+    @classmethod
+    def for_model(cls, diffusion, **settings) -> RolloutSettings:
+        """Settings whose diffusion-side values (``tau_min``, context noise at half the
+        training maximum, the posterior base's prior) match a model's ``DiffusionSection``;
+        ``settings`` gives the rest (``dt_ps``, ``steps``, ...)."""
+        return cls(
+            tau_min=diffusion.tau_min,
+            context_noise=diffusion.context_noise_max / 2,
+            reference_trans_spread=diffusion.reference_trans_spread,
+            reference_rot_spread=diffusion.reference_rot_spread,
+            reference_bond_stiffness=diffusion.reference_bond_stiffness,
+            reference_contact_stiffness=diffusion.reference_contact_stiffness,
+            reference_contact_cutoff=diffusion.reference_contact_cutoff,
+            **settings,
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +175,7 @@ class Rollout:
         )
         self.next_frame = 0
         self.previous: Rigid | None = None  # last cached clean frame (with contextual noise)
+        self.previous_prior: ElasticPrior | None = None  # translation prior around it
 
     @property
     def device(self) -> torch.device:
@@ -186,7 +210,25 @@ class Rollout:
             self.cache, self.inputs.cond, self._tokens(noisy.frames, noisy.torsions, tau, t)
         )
         self.previous = noisy.frames
+        self.previous_prior = self._trans_prior(noisy.frames)
         self.next_frame = t + 1
+
+    def _trans_prior(self, previous: Rigid) -> ElasticPrior | None:
+        """The elastic translation prior around ``previous`` (None: independent residues)."""
+        s = self.settings
+        if s.reference_bond_stiffness <= 0 and s.reference_contact_stiffness <= 0:
+            return None
+        cond = self.inputs.cond
+        return elastic_prior(
+            previous.trans,
+            cond.init_frames.trans,
+            cond.residue_mask,
+            bonded_pairs(cond.residue_index, cond.chain_index),
+            s.reference_trans_spread,
+            s.reference_bond_stiffness,
+            s.reference_contact_stiffness,
+            s.reference_contact_cutoff,
+        )
 
     @torch.inference_mode()
     def sample_frame(self, t: int) -> tuple[Rigid, torch.Tensor]:
@@ -233,17 +275,23 @@ class Rollout:
         """The denoiser's clean frames and torsion angles for the state ``(frames, torsions)``
         of frame ``t`` at noise level ``tau``."""
         cond = self.inputs.cond
-        base = self.diffuser.posterior_base(
+        base = self.reference_base(frames, tau)
+        out = self.model.denoise(self.cache, cond, self._tokens(frames, torsions, tau, t, base))
+        sin_cos = out.torsions[:, 0]
+        pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
+        return out.frames[:, 0], torch.where(cond.torsion_mask, pred_torsions, 0.0)
+
+    def reference_base(self, frames: Rigid, tau: float) -> Rigid:
+        """The posterior base (what the prediction updates) of a state at noise ``tau``, around
+        the last cached frame."""
+        return self.diffuser.posterior_base(
             frames,
             self.previous,
             tau,
             self.settings.reference_trans_spread,
             self.settings.reference_rot_spread,
+            self.previous_prior,
         )
-        out = self.model.denoise(self.cache, cond, self._tokens(frames, torsions, tau, t, base))
-        sin_cos = out.torsions[:, 0]
-        pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
-        return out.frames[:, 0], torch.where(cond.torsion_mask, pred_torsions, 0.0)
 
     def _step(
         self,

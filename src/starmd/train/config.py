@@ -30,6 +30,7 @@ class DataSection:
     """Windows drawn from the prepared dataset (see :class:`starmd.data.dataset.WindowSpec`)."""
 
     window: int = 8
+    min_window: int | None = None
     dt_ps: list[float] = field(default_factory=lambda: [10.0, 20.0, 50.0, 100.0])
     crop: int | None = 96
     crop_mode: str = "contiguous"
@@ -60,6 +61,19 @@ class DiffusionSection:
     base the denoiser's prediction is an update of (see SE3TorusDiffuser.posterior_base)."""
     reference_rot_spread: float = 0.2
     """The same for rotations (radians)."""
+    reference_bond_stiffness: float = 0.0
+    """Springs (A^-2) of the elastic-network translation prior between residues bonded in
+    sequence; with ``reference_contact_stiffness`` both 0 (the default, and what models trained
+    before it existed used) residues move independently. See :mod:`starmd.diffusion.elastic`."""
+    reference_contact_stiffness: float = 0.0
+    """Springs (A^-2) of that prior between other residues closer than the cutoff."""
+    reference_contact_cutoff: float = 10.0
+    """Contact cutoff (A) of that prior, on the previous frame's C-alpha atoms."""
+
+    @property
+    def elastic_reference(self) -> bool:
+        """Whether the translation prior of the posterior base has springs."""
+        return self.reference_bond_stiffness > 0 or self.reference_contact_stiffness > 0
 
 
 @dataclass

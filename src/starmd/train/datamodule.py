@@ -21,7 +21,11 @@ class WindowDataModule(L.LightningDataModule):
         self.data = data
         self.seed = seed
         self.spec = WindowSpec(
-            window=data.window, dt_ps=tuple(data.dt_ps), crop=data.crop, crop_mode=data.crop_mode
+            window=data.window,
+            dt_ps=tuple(data.dt_ps),
+            crop=data.crop,
+            crop_mode=data.crop_mode,
+            min_window=data.min_window,
         )
         self.train_set: TrajectoryWindowDataset | None = None
         self.val_set: TrajectoryWindowDataset | None = None

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 
 from starmd.diffusion import R3Diffuser, SE3TorusDiffuser, SO3Diffuser, TorusDiffuser
+from starmd.diffusion.elastic import bonded_pairs, elastic_prior
 from starmd.model import DenoiserConfig, FrameTokens, StarDenoiser
 from starmd.structure.rigid import Rigid
 from starmd.train.batch import clean_window_from_batch, conditioning_from_batch
@@ -88,12 +89,25 @@ class StarMDModule(L.LightningModule):
         # noisy frame t is predicted as an update of the Gaussian posterior base built from its
         # noisy state and clean frame t-1 (frame 0: the initial structure)
         previous = Rigid.cat([cond.init_frames.unsqueeze(1), context.frames[:, :-1]], dim=1)
+        trans_prior = None
+        if diffusion.elastic_reference:
+            trans_prior = elastic_prior(
+                previous.trans,
+                cond.init_frames.trans[:, None],
+                cond.residue_mask[:, None],
+                bonded_pairs(cond.residue_index, cond.chain_index)[:, None],
+                diffusion.reference_trans_spread,
+                diffusion.reference_bond_stiffness,
+                diffusion.reference_contact_stiffness,
+                diffusion.reference_contact_cutoff,
+            )
         base = self.diffuser.posterior_base(
             noisy.frames,
             previous,
             tau[..., None],
             diffusion.reference_trans_spread,
             diffusion.reference_rot_spread,
+            trans_prior,
         )
         out = model(
             cond,
