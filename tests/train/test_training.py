@@ -24,7 +24,7 @@ TINY = [
 ]
 
 
-def test_overfitting_one_batch_reduces_the_loss_tenfold(tiny_dataset):
+def test_overfitting_one_batch_drives_the_loss_down(tiny_dataset):
     torch.manual_seed(0)
     config = TrainConfig.from_yaml(None, TINY)
     spec = WindowSpec(window=2, dt_ps=(100.0,), crop=10)
@@ -32,14 +32,19 @@ def test_overfitting_one_batch_reduces_the_loss_tenfold(tiny_dataset):
     batch = collate_windows([data[0], data[1]])
     module = StarMDModule(config)
     optimizer = torch.optim.Adam(module.model.parameters(), lr=3e-3)
-    losses = []
+    history = []
     for _ in range(60):
         terms = module.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
         optimizer.zero_grad()
         terms["loss"].backward()
         optimizer.step()
-        losses.append(terms["loss"].item())
-    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+        history.append({name: value.item() for name, value in terms.items()})
+    first, last = history[0], history[-1]
+    # the per-block backbone FAPE of the tiny model's early blocks levels off (~0.4), so the
+    # total falls ~6x; the final prediction's own terms fall > 10x
+    assert last["loss"] < first["loss"] / 5, (first, last)
+    for name in ("trans", "rot", "torsion", "atom"):
+        assert last[name] < first[name] / 10, (name, first, last)
 
 
 class _StopAfterFirstEpoch(L.Callback):
@@ -143,3 +148,49 @@ def test_lightning_setting_errors_are_one_line_input_errors(tiny_dataset, tmp_pa
     config = TrainConfig.from_yaml(None, TINY + ["trainer.max_time=abc"])
     with pytest.raises(StarmdInputError, match="trainer settings: .*not a valid duration"):
         train(tiny_dataset, tmp_path / "time", config, progress=False)
+
+
+def test_masked_noisy_frames_do_not_count_in_the_loss():
+    """compute_losses masks noisy frame 0 (no history, its 'previous' frame is the protein's
+    start structure); a masked frame's prediction must not change any loss term."""
+    from starmd.diffusion import SE3TorusDiffuser, random_rotations
+    from starmd.structure.rigid import Rigid
+    from starmd.train.config import LossSection
+    from starmd.train.losses import denoising_losses
+
+    g = torch.Generator().manual_seed(0)
+    b, k, l = 1, 2, 6
+    true = Rigid(random_rotations((b, k, l), g), 5 * torch.randn(b, k, l, 3, generator=g))
+    torsions = torch.rand(b, k, l, 7, generator=g) * 6 - 3
+    aatype = torch.randint(0, 20, (b, l), generator=g)
+    mask = torch.ones(b, l, 7, dtype=torch.bool)
+    diffuser = SE3TorusDiffuser()
+    noisy = diffuser.forward_marginal(true, torsions, mask[:, None], 0.1, g)
+
+    def losses(shift: torch.Tensor) -> dict[str, torch.Tensor]:
+        pred = Rigid(true.rots, true.trans + shift)
+        angles = torsions + 0.1
+        unit = torch.stack([angles.sin(), angles.cos()], dim=-1)
+        return denoising_losses(
+            diffuser=diffuser,
+            noisy=noisy,
+            pred_frames=pred,
+            pred_torsions=unit,
+            pred_torsions_unnormalized=unit,
+            pred_frames_per_block=None,
+            true_frames=true,
+            true_torsions=torsions,
+            aatype=aatype,
+            residue_mask=torch.ones(b, l, dtype=torch.bool),
+            torsion_mask=mask,
+            oxt_mask=None,
+            weights=LossSection(),
+            frame_mask=torch.tensor([[False, True]]),
+        )
+
+    base = losses(torch.zeros(b, k, l, 3))
+    moved_first = losses(torch.zeros(b, k, l, 3).index_fill(1, torch.tensor([0]), 2.0))
+    moved_second = losses(torch.zeros(b, k, l, 3).index_fill(1, torch.tensor([1]), 2.0))
+    for name in base:
+        torch.testing.assert_close(moved_first[name], base[name])
+    assert moved_second["trans"] > base["trans"] + 0.01

@@ -78,6 +78,7 @@ def denoising_losses(
     torsion_mask: torch.Tensor,
     oxt_mask: torch.Tensor | None,
     weights: LossSection,
+    frame_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms for predictions of ``K`` noisy frames.
 
@@ -88,17 +89,25 @@ def denoising_losses(
     averaged over the blocks' intermediate frames (AlphaFold's auxiliary loss); the denoiser
     stops rotation gradients between blocks, so earlier blocks learn only through this term.
 
+    ``frame_mask`` ``(B, K)`` bool (default all): which noisy frames count in the loss.
+
     Returns:
         dict of scalar terms and ``"loss"``, their weighted sum.
     """
     res_mask = residue_mask[:, None, :].expand(true_frames.shape)
+    if frame_mask is not None:
+        res_mask = res_mask & frame_mask[..., None]
     tau = noisy.tau  # (B, K, L)
 
     trans = ((pred_frames.trans - true_frames.trans) * NM).pow(2).sum(-1)
     rot_pred_score = diffuser.rot_score(noisy.frames.rots, pred_frames.rots, tau)
     rot = ((rot_pred_score - noisy.rot_score) / noisy.rot_score_scaling[..., None]).pow(2).mean(-1)
     tors = torsion_loss(
-        pred_torsions, pred_torsions_unnormalized, true_torsions, aatype, torsion_mask[:, None]
+        pred_torsions,
+        pred_torsions_unnormalized,
+        true_torsions,
+        aatype,
+        torsion_mask[:, None] & res_mask[..., None],
     )
 
     pred_angles = torch.atan2(pred_torsions[..., 0], pred_torsions[..., 1])

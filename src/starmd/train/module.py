@@ -116,6 +116,12 @@ class StarMDModule(L.LightningModule):
             window=self.config.trainer.attention_window,
         )
         pred = out.noisy
+        # noisy frame 0 has no clean history and its "previous" frame is the protein's start
+        # structure, an unknown time before the window: a task the rollout never poses (its
+        # first generated frame sees the input as clean frame 0), so it is left out of the loss
+        frame_mask = torch.ones(b, k, dtype=torch.bool, device=device)
+        if k > 1:
+            frame_mask[:, 0] = False
         return denoising_losses(
             diffuser=self.diffuser,
             noisy=noisy,
@@ -130,6 +136,7 @@ class StarMDModule(L.LightningModule):
             torsion_mask=cond.torsion_mask,
             oxt_mask=batch["atom_mask"][..., 14],
             weights=self.config.loss,
+            frame_mask=frame_mask,
         )
 
     # Lightning hooks ------------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Quality of generation settings on proteins with reference MD, one table (the model card's).
+
+    python benchmarks/val_sweep.py MODEL --reference corpus/md -o work/sweep \
+        --protein 2wqg --protein 2k1b --protein 2m2l \
+        --setting dpm2:10 --setting dpm2:5 --setting ddpm:20 --frames 40 --dt 10
+
+Each setting (``sampler:steps[:dt_ps][:nosink]``) generates ``--frames`` frames of each protein
+from its MD start structure (``{name}.pdb``), all settings are scored in one ``starmd
+evaluate`` run against the MD (with the MD-replica and static baselines), and the table of
+medians over proteins is printed and written to ``OUT/report/metrics.md``. Generation speed
+(simulated ns per wall-second, median over proteins) is added from the sidecars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from starmd.evaluate.api import evaluate
+from starmd.sample.generate import GenerationSettings, generate
+
+
+def parse_setting(text: str, default_dt: float) -> tuple[str, GenerationSettings]:
+    parts = text.split(":")
+    sampler, steps = parts[0], int(parts[1])
+    dt = float(parts[2]) if len(parts) > 2 and parts[2] else default_dt
+    sink = "nosink" not in parts[3:]
+    label = f"{sampler}x{steps}" + (f"@{dt:g}ps" if dt != default_dt else "")
+    label += "" if sink else "-nosink"
+    return label, (sampler, steps, dt, sink)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--reference", required=True, type=Path)
+    parser.add_argument("-o", "--out", required=True, type=Path)
+    parser.add_argument("--protein", action="append", required=True)
+    parser.add_argument("--setting", action="append", required=True)
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--dt", type=float, default=10.0)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    speeds: dict[str, list[float]] = {}
+    folders: dict[str, Path] = {}
+    for text in args.setting:
+        label, (sampler, steps, dt, sink) = parse_setting(text, args.dt)
+        folders[label] = args.out / "gen" / label
+        for name in args.protein:
+            settings = GenerationSettings(
+                frames=args.frames,
+                dt_ps=dt,
+                steps=steps,
+                sampler=sampler,
+                sink=sink,
+                replicas=args.replicas,
+                seed=args.seed,
+            )
+            sidecar = generate(
+                args.reference / name / f"{name}.pdb",
+                folders[label],
+                settings,
+                model=args.model,
+                device="cpu",
+                overwrite=True,
+            )
+            speeds.setdefault(label, []).append(sidecar["simulated_ns_per_wall_s"])
+            print(f"{label} {name}: {sidecar['simulated_ns_per_wall_s']:.4f} ns/s", flush=True)
+    first, *rest = folders
+    table = evaluate(
+        folders[first],
+        args.reference,
+        args.out / "report",
+        baselines=("replica", "static"),
+        extra={label: folders[label] for label in rest},
+        gen_label=first,
+        proteins=args.protein,
+        plots=False,
+        progress=False,
+    )
+    speed = {label: statistics.median(v) for label, v in speeds.items()}
+    (args.out / "speed.json").write_text(json.dumps(speed, indent=1))
+    print(table.to_markdown())
+    print("\nns per wall-second (median over proteins):")
+    for label, value in speed.items():
+        print(f"  {label}: {value:.4f}")
+
+
+if __name__ == "__main__":
+    main()
