@@ -182,3 +182,21 @@ def test_untrained_sampler_keeps_the_chain_only_with_springs(tiny_untrained_mode
     assert bad[0.0] > 0.3, bad
     assert bad[1.0] < 0.02 and bad["1.0 late"] < 0.02, bad
     assert np.isfinite(list(bad.values())).all()
+
+
+def test_restoring_contacts_pull_towards_the_input_structure():
+    """A uniformly shrunk structure: relaxed contacts leave its mean where it is (bonds pull a
+    little), restoring contacts pull its size back towards the input's."""
+    ca = _ca()
+    n = len(ca)
+    shrunk = 0.95 * (ca - ca.mean(0)) + ca.mean(0)
+    args = (torch.ones(n, dtype=torch.bool), _bonded(n), 1.5, 100.0, 2.0, 10.0)
+
+    def gyration(x):
+        return (x - x.mean(0)).pow(2).sum(-1).mean().sqrt()
+
+    relaxed = shrunk + elastic_prior(shrunk, ca, *args, contact_restoring=0.0).mean_shift
+    restored = shrunk + elastic_prior(shrunk, ca, *args, contact_restoring=1.0).mean_shift
+    deficit = gyration(ca) - gyration(shrunk)
+    assert gyration(ca) - gyration(restored) < 0.5 * deficit
+    assert gyration(ca) - gyration(relaxed) > 0.7 * deficit

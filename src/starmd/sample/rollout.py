@@ -73,6 +73,7 @@ class RolloutSettings:
     reference_bond_stiffness: float = 0.0
     reference_contact_stiffness: float = 0.0
     reference_contact_cutoff: float = 10.0
+    reference_contact_restoring: float = 0.0
 
     @classmethod
     def for_model(cls, diffusion, **settings) -> RolloutSettings:
@@ -87,6 +88,7 @@ class RolloutSettings:
             reference_bond_stiffness=diffusion.reference_bond_stiffness,
             reference_contact_stiffness=diffusion.reference_contact_stiffness,
             reference_contact_cutoff=diffusion.reference_contact_cutoff,
+            reference_contact_restoring=diffusion.reference_contact_restoring,
             **settings,
         )
 
@@ -228,6 +230,7 @@ class Rollout:
             s.reference_bond_stiffness,
             s.reference_contact_stiffness,
             s.reference_contact_cutoff,
+            s.reference_contact_restoring,
         )
 
     @torch.inference_mode()

@@ -69,6 +69,9 @@ class DiffusionSection:
     """Springs (A^-2) of that prior between other residues closer than the cutoff."""
     reference_contact_cutoff: float = 10.0
     """Contact cutoff (A) of that prior, on the previous frame's C-alpha atoms."""
+    reference_contact_restoring: float = 0.0
+    """Fraction of the contact springs with the input structure's distances as rest lengths
+    (0: contacts only correlate motion; see ``starmd.diffusion.elastic.elastic_prior``)."""
 
     @property
     def elastic_reference(self) -> bool:

@@ -100,6 +100,7 @@ class StarMDModule(L.LightningModule):
                 diffusion.reference_bond_stiffness,
                 diffusion.reference_contact_stiffness,
                 diffusion.reference_contact_cutoff,
+                diffusion.reference_contact_restoring,
             )
         base = self.diffuser.posterior_base(
             noisy.frames,
