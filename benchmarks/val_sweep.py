@@ -6,7 +6,7 @@
 
 Each setting (``sampler:steps[:dt_ps][:nosink]``) generates ``--frames`` frames of each protein
 from its MD start structure (``{name}.pdb``), all settings are scored in one ``starmd
-evaluate`` run against the MD (with the MD-replica and static baselines), and the table of
+evaluate`` run against the MD (with the MD-replica, static and ANM baselines), and the table of
 medians over proteins is printed and written to ``OUT/report/metrics.md``. Generation speed
 (simulated ns per wall-second, median over proteins) is added from the sidecars.
 """
@@ -75,7 +75,7 @@ def main() -> None:
         folders[first],
         args.reference,
         args.out / "report",
-        baselines=("replica", "static"),
+        baselines=("replica", "static", "anm"),
         extra={label: folders[label] for label in rest},
         gen_label=first,
         proteins=args.protein,
