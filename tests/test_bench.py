@@ -21,6 +21,8 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     results = json.loads((out / "bench.json").read_text())
     sections = results["sections"]
     assert sections["speed"][0]["ratio"] > 0 and sections["speed"][0]["md_ns_per_day"] > 0
+    assert [r["replicas"] for r in sections["speed"]] == [1, 2]
+    assert sections["speed"][1]["starmd_frames_per_s"] > 0
     assert [r["frames"] for r in sections["memory"]] == [10, 40]
     assert all(r["nan_frames"] == 0 for r in sections["memory"])
     assert [r["residues"] for r in sections["scaling"]] == [30, 60]

@@ -58,6 +58,7 @@ class BenchSettings:
     dt_ps: float | None = None
     steps: int | None = None
     seed: int = 0
+    speed_replicas: Sequence[int] = (1, 8)
     memory_frames: Sequence[int] = (100, 1_000, 10_000)
     sizes: Sequence[int] = (50, 100, 200, 500, 1_000)
     quality_steps: Sequence[int] = (2, 5, 10, 20, 50)
@@ -72,6 +73,7 @@ class BenchSettings:
                 f"--sections: unknown {', '.join(unknown)} (choose from {', '.join(SECTIONS)})"
             )
         if self.quick:
+            self.speed_replicas = (1, 2)
             self.memory_frames = (10, 40)
             self.sizes = (30, 60)
             self.quality_steps = (2, 5)
@@ -189,6 +191,7 @@ def _generation(
     *,
     frames: int,
     steps: int | None = None,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     """One generation run in a fresh process, at the default dt/context (and steps unless
     given); returns its sidecar figures, peak memory and output folder."""
@@ -206,7 +209,7 @@ def _generation(
             "dt_ps": dt_ps,
             "steps": steps,
             "context": context,
-            "replicas": 1,
+            "replicas": replicas,
             "seed": settings.seed,
         },
     }
@@ -218,11 +221,19 @@ def _generation(
 def bench_speed(
     settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """starmd generate vs OpenMM implicit-solvent MD on one protein, same threads."""
+    """starmd generate vs OpenMM implicit-solvent MD on one protein, same threads.
+
+    One row per replica count in ``settings.speed_replicas``: R independent trajectories
+    generated as one batch; frames/s and ns per wall-second count all R trajectories together
+    (aggregate sampling throughput), and the per-trajectory speed is the aggregate over R.
+    """
     from starmd.simulate.engine import simulate
 
     frames = 4 if settings.quick else 50
-    gen = _generation(settings, model, structure, work, defaults, frames=frames)
+    gens = [
+        (r, _generation(settings, model, structure, work, defaults, frames=frames, replicas=r))
+        for r in settings.speed_replicas
+    ]
     md_ps = 2.0 if settings.quick else 20.0
     md_dir = work / "md"
     md_platform = "CUDA" if settings.device.startswith("cuda") else "CPU"
@@ -246,6 +257,7 @@ def bench_speed(
             "residues": gen["residues"],
             "dt_ps": defaults["dt_ps"],
             "steps": defaults["steps"],
+            "replicas": replicas,
             "frames": frames - 1,
             "starmd_frames_per_s": gen["frames_per_s"],
             "starmd_ns_per_wall_s": gen["ns_per_wall_s"],
@@ -256,6 +268,7 @@ def bench_speed(
             "md_ns_per_wall_s": md_ns_per_s,
             "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
         }
+        for replicas, gen in gens
     ]
 
 

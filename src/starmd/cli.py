@@ -448,6 +448,11 @@ def bench(
     memory_frames: str = typer.Option(
         None, "--memory-frames", help="Trajectory lengths for the memory section."
     ),
+    speed_replicas: str = typer.Option(
+        None,
+        "--speed-replicas",
+        help="Replica batch sizes for the speed section (default 1,8); ns/s counts all of them.",
+    ),
 ) -> None:
     """Measure speed vs OpenMM, memory vs trajectory length, cost vs size, quality vs steps
     and training throughput, side by side on this machine; writes OUT/bench.md + bench.json.
@@ -484,6 +489,7 @@ def bench(
         ("quality_steps", ints("--quality-steps", steps_list)),
         ("sizes", ints("--sizes", sizes)),
         ("memory_frames", ints("--memory-frames", memory_frames)),
+        ("speed_replicas", ints("--speed-replicas", speed_replicas)),
     ):
         if value:
             setattr(settings, name, value)
