@@ -10,3 +10,19 @@ def tiny_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_data")
     prepare(ASSETS / "demo" / "1am7", root, fractions=(1, 0, 0))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_with_val(tmp_path_factory):
+    """1am7 for training and a renamed copy of it as the validation protein."""
+    import shutil
+
+    md = tmp_path_factory.mktemp("md_with_val")
+    for name in ("1am7", "1am7v"):
+        (md / name).mkdir()
+        for suffix in (".pdb", "_prod_R1_fit.xtc"):
+            shutil.copy(ASSETS / "demo" / "1am7" / f"1am7{suffix}", md / name / f"{name}{suffix}")
+    (md / "split.csv").write_text("name,split\n1am7,train\n1am7v,val\n")
+    root = tmp_path_factory.mktemp("train_data_val")
+    prepare(md, root, split_files=[md / "split.csv"])
+    return root

@@ -74,6 +74,21 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_dataset, tmp_path
     assert changed, "the second epoch must change the weights"
 
 
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(
+    tiny_dataset_with_val, tmp_path
+):
+    # lr 0: the validation loss never improves after epoch 1, so best.ckpt stays at epoch 1;
+    # last.ckpt must still move on (resume from it continues where the run stopped)
+    config = TrainConfig.from_yaml(None, TINY + ["trainer.max_epochs=3", "optim.lr=0.0"])
+    train(tiny_dataset_with_val, tmp_path / "run", config, progress=False)
+    folder = tmp_path / "run" / "checkpoints"
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2
+    assert best["epoch"] == 0
+    assert last["global_step"] > best["global_step"]
+
+
 def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("optim:\n  lr: 0.01\nmodel:\n  preset: tiny\n")

@@ -92,16 +92,29 @@ def train(
                 located(init, f"weights do not fit this configuration ({first})")
             ) from exc
     has_val = datamodule.has_validation
+    # Two callbacks: Lightning's ``save_last`` refreshes last.ckpt only when the monitored
+    # checkpoint is saved too, so after the validation loss stops improving it would go stale
+    # and a resumed run would lose every epoch since; the second one writes it every epoch.
     callbacks = list(callbacks or []) + [
         ModelCheckpoint(
             dirpath=out_dir / "checkpoints",
-            filename="best",
-            monitor="val/loss" if has_val else None,
-            save_last=True,
-            save_top_k=1 if has_val else 0,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
             enable_version_counter=False,
         )
     ]
+    if has_val:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=out_dir / "checkpoints",
+                filename="best",
+                monitor="val/loss",
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     loggers = [CSVLogger(out_dir, name="logs")]  # a new version folder per (re)start
     try:
         import tensorboard  # noqa: F401
