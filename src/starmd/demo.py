@@ -126,9 +126,8 @@ def run_demo(
         )
     else:
         log(
-            "[4/5] no bundled model is installed yet: skipping generation (pass --model with one "
-            "from `starmd train`, or the development model models/dev/starmd-small-dev."
-            "safetensors of a source checkout, which does not yet generate valid chains)"
+            f"[4/5] no model at {model_path}: skipping generation (pass --model with one from "
+            "`starmd train`)"
         )
 
     table = evaluate(gen_dir, md_dir, out_dir / "report", baselines=baselines, progress=False)
