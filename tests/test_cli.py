@@ -106,13 +106,13 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
     )
     assert code == 0 and "done" in out and "coverage JSD" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["md_frames"] == 40 and summary["generated"]["frames"] == 4
+    assert summary["md_frames"] == 50 and summary["generated"]["frames"] == 4
     assert set(summary["metrics"]["coverage_jsd"]) >= {"model", "md_replica", "static"}
     assert (tmp_path / "demo" / "report" / "report.html").exists()
     import mdtraj
 
     traj = mdtraj.load(summary["rebuilt_xtc"], top=summary["rebuilt_pdb"])
-    assert traj.n_frames == 40 and traj.topology.n_residues == 41
+    assert traj.n_frames == 50 and traj.topology.n_residues == 41
 
 
 def test_usage_errors_exit_2_without_traceback(capsys):
