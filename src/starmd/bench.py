@@ -362,7 +362,7 @@ def bench_scaling(
 def bench_quality(
     settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Coverage JSD, RMSF r and validity vs denoising steps against reference MD."""
+    """Coverage JSD, RMSF r and validity (CA-only and CA+AA) vs denoising steps against MD."""
     from starmd.evaluate.api import evaluate
 
     if settings.reference is None:
@@ -385,7 +385,13 @@ def bench_quality(
         method = "model"
         row = {"steps": steps, "frames": settings.quality_frames, "s_per_frame": None}
         row["s_per_frame"] = round(gen["rollout_s"] / max(1, settings.quality_frames - 1), 4)
-        for key in ("coverage_jsd", "rmsf_r", "validity_pct", "rmsd_to_initial_final"):
+        for key in (
+            "coverage_jsd",
+            "rmsf_r",
+            "validity_ca_pct",
+            "validity_pct",
+            "rmsd_to_initial_final",
+        ):
             value = table.values.get(key, {}).get(method, float("nan"))
             row[key] = None if not np.isfinite(value) else round(float(value), 4)
         rows.append(row)
