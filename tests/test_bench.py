@@ -62,3 +62,20 @@ def test_generation_defaults_come_from_the_model():
     filled = with_model_defaults(GenerationSettings(frames=5, steps=3, dt_ps=5.0), config)
     assert (filled.dt_ps, filled.steps, filled.sampler) == (5.0, 3, "ddim")
     assert with_model_defaults(GenerationSettings(frames=5), config).dt_ps == 20.0
+
+
+def test_bench_quality_section_scores_steps_against_reference_md(tmp_path, capsys):
+    """With the bundled model and the bundled 2WQG MD: one row per step count, real numbers."""
+    from tests.conftest import ASSETS
+
+    out = tmp_path / "bench"
+    args = ["bench", "--quick", "-o", str(out), "--sections", "quality"]
+    args += ["--structure", str(ASSETS / "demo" / "2wqg" / "2wqg.pdb")]
+    code, stdout, _ = run_cli(args + ["--reference", str(ASSETS / "demo")], capsys)
+    assert code == 0 and "Quality vs denoising steps" in stdout
+    rows = json.loads((out / "bench.json").read_text())["sections"]["quality"]
+    assert [r["steps"] for r in rows] == [2, 5]
+    for row in rows:
+        assert row["frames"] == 10 and row["s_per_frame"] > 0
+        assert 0 <= row["validity_ca_pct"] <= 100 and 0 <= row["validity_pct"] <= 100
+        assert 0 < row["rmsd_to_initial_final"] < 10
