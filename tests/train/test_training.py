@@ -89,6 +89,23 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(
     assert last["global_step"] > best["global_step"]
 
 
+def test_last_checkpoint_carries_the_current_best_score(tiny_dataset_with_val, tmp_path):
+    # a run resumed from last.ckpt compares new validation losses against the best score
+    # stored there: it must be the best of all epochs so far, not the one before the last
+    import csv
+
+    config = TrainConfig.from_yaml(None, TINY + ["trainer.max_epochs=3", "optim.lr=0.003"])
+    train(tiny_dataset_with_val, tmp_path / "run", config, progress=False)
+    last = torch.load(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    (state,) = [v for k, v in last["callbacks"].items() if "val/loss" in k]
+    with (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").open() as fh:
+        losses = [float(r["val/loss"]) for r in csv.DictReader(fh) if r.get("val/loss")]
+    assert len(losses) == 3
+    assert float(state["best_model_score"]) == pytest.approx(min(losses), rel=1e-6)
+
+
 def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("optim:\n  lr: 0.01\nmodel:\n  preset: tiny\n")
@@ -101,6 +118,19 @@ def test_config_yaml_and_overrides(tmp_path):
         TrainConfig.from_yaml(path)
     with pytest.raises(StarmdInputError, match="expected section.key=value"):
         TrainConfig.from_yaml(None, ["lr=1"])
+
+
+def test_config_numbers_are_coerced_or_rejected(tmp_path):
+    # YAML reads 3e-3 as a string and 1 as an int; the optimizer needs floats
+    config = TrainConfig.from_yaml(None, ["optim.lr=3e-3", "loss.trans=1", "data.batch_size=8.0"])
+    assert config.optim.lr == 0.003 and isinstance(config.optim.lr, float)
+    assert isinstance(config.loss.trans, float) and config.data.batch_size == 8
+    path = tmp_path / "cfg.yaml"
+    path.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(StarmdInputError, match="cfg.yaml: optim.lr: expected a number, got 'fast'"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(StarmdInputError, match="data.batch_size: expected a number, got 2.5"):
+        TrainConfig.from_yaml(None, ["data.batch_size=2.5"])
 
 
 def test_corrupt_and_incompatible_models_are_clear_errors(tiny_dataset, tmp_path):

@@ -95,16 +95,9 @@ def train(
     # Two callbacks: Lightning's ``save_last`` refreshes last.ckpt only when the monitored
     # checkpoint is saved too, so after the validation loss stops improving it would go stale
     # and a resumed run would lose every epoch since; the second one writes it every epoch.
-    callbacks = list(callbacks or []) + [
-        ModelCheckpoint(
-            dirpath=out_dir / "checkpoints",
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_epochs=1,
-            enable_version_counter=False,
-        )
-    ]
+    # The best-model callback comes first so that last.ckpt stores its updated state (else a
+    # resumed run would compare against a stale best score and could overwrite best.ckpt).
+    callbacks = list(callbacks or [])
     if has_val:
         callbacks.append(
             ModelCheckpoint(
@@ -115,6 +108,16 @@ def train(
                 enable_version_counter=False,
             )
         )
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=out_dir / "checkpoints",
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
+        )
+    )
     loggers = [CSVLogger(out_dir, name="logs")]  # a new version folder per (re)start
     try:
         import tensorboard  # noqa: F401
