@@ -199,4 +199,26 @@ def _set(section: Any, section_name: str, key: str, value: Any, source: str) -> 
         raise StarmdInputError(
             located(source, f"unknown key {section_name}.{key} (known: {sorted(names)})")
         )
-    setattr(section, key, value)
+    annotation = next(f.type for f in dataclasses.fields(section) if f.name == key)
+    setattr(section, key, _coerce(value, str(annotation), f"{section_name}.{key}", source))
+
+
+def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
+    """Numbers where the field holds a number: YAML reads ``3e-3`` as a string and ``1`` as an
+    int; both become the float the field expects, anything else non-numeric is an error."""
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return None
+    for kind, cast in (("float", float), ("int", int)):
+        if kind not in kinds or isinstance(value, bool):
+            continue
+        if kind == "int" and isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            number = cast(value) if kind == "float" else int(str(value))
+        except (TypeError, ValueError):
+            raise StarmdInputError(
+                located(source, f"{name}: expected a number, got {value!r}")
+            ) from None
+        return number
+    return value
