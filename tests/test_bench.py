@@ -40,6 +40,8 @@ def test_bench_rejects_unknown_sections(tmp_path, capsys):
     assert_one_line_error(code, err, "unknown warp")
     code, _, err = run_cli(["bench", "-o", str(tmp_path), "--sizes", "50,abc"], capsys)
     assert_one_line_error(code, err, "--sizes '50,abc': expected integers")
+    code, _, err = run_cli(["bench", "-o", str(tmp_path), "--speed-replicas", "1,0"], capsys)
+    assert_one_line_error(code, err, "--speed-replicas '1,0': every value must be at least 1")
 
 
 def test_synthetic_structures_are_real_chains(tmp_path):

@@ -120,3 +120,10 @@ def test_usage_errors_exit_2_without_traceback(capsys):
     assert code == 2 and "Missing argument" in err and "Traceback" not in err
     code, _, err = run_cli(["bench", "--no-such-option"], capsys)
     assert code == 2 and "No such option" in err and "Traceback" not in err
+
+
+def test_demo_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nope.safetensors"
+    code, _, err = run_cli(["demo", "-o", str(tmp_path / "demo"), "--model", str(missing)], capsys)
+    assert_one_line_error(code, err, "nope.safetensors: model file not found")
+    assert not (tmp_path / "demo").exists()

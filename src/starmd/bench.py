@@ -5,7 +5,8 @@ Sections (each a list of rows in ``bench.json`` and a table in ``bench.md``):
 - ``machine``: CPU model, cores, torch version, device, threads.
 - ``speed``: simulated ns per wall-second of ``starmd generate`` (default sampler settings) and
   of ``starmd simulate --protocol implicit`` on the same protein with the same threads, and
-  their ratio; the model load (time to first frame) is reported separately.
+  their ratio; the model load (time to first frame) is reported separately. One row per
+  replica batch size (``speed_replicas``): with R > 1 the figures count all R trajectories.
 - ``memory``: peak memory of ``starmd generate`` for growing numbers of frames (each run in a
   fresh process: peak RSS on CPU, peak allocated on CUDA). Denoising steps do not change the
   memory, so these runs use 2 steps (the minimum) to keep the 10,000-frame run short.

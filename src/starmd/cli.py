@@ -451,7 +451,7 @@ def bench(
     speed_replicas: str = typer.Option(
         None,
         "--speed-replicas",
-        help="Replica batch sizes for the speed section (default 1,8); ns/s counts all of them.",
+        help="Replica batch sizes for the speed section (default 1,8; quick 1,2); ns/s counts all.",
     ),
 ) -> None:
     """Measure speed vs OpenMM, memory vs trajectory length, cost vs size, quality vs steps
@@ -469,9 +469,12 @@ def bench(
         if text is None:
             return None
         try:
-            return tuple(int(x) for x in text.split(",") if x.strip())
+            values = tuple(int(x) for x in text.split(",") if x.strip())
         except ValueError:
             raise StarmdInputError(f"{option} {text!r}: expected integers, e.g. 50,100") from None
+        if any(v < 1 for v in values):
+            raise StarmdInputError(f"{option} {text!r}: every value must be at least 1")
+        return values
 
     settings = BenchSettings(
         out_dir=out,

@@ -19,6 +19,7 @@ import torch
 
 from starmd.data.prepare import prepare
 from starmd.data.store import open_store
+from starmd.errors import StarmdCheckpointError, located
 from starmd.structure import geometry
 from starmd.structure.inspect import inspect_structure
 from starmd.structure.io import atomic_write, iter_trajectory, to_mdtraj
@@ -85,6 +86,8 @@ def run_demo(
     from starmd.sample.generate import GenerationSettings, bundled_model_path, generate
 
     out_dir = Path(out_dir)
+    if model is not None and not Path(model).is_file():
+        raise StarmdCheckpointError(located(model, "model file not found"))
     md_dir = demo_md_dir()
     name = DEMO_PROTEIN
     topology = md_dir / f"{name}.pdb"

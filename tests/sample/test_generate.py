@@ -38,6 +38,11 @@ def test_generate_writes_readable_trajectories(tiny_model_path, tmp_path):
         assert [res.resSeq for res in traj.topology.residues] == reference.residue_numbers.tolist()
     assert sidecar["frames_written"] == [6, 6]
     assert sidecar["simulated_ns_per_wall_s"] > 0
+    # speeds count every replica: 2 trajectories x 5 generated frames in rollout_s
+    assert sidecar["frames_per_s"] == pytest.approx(10 / sidecar["rollout_s"], rel=0.01)
+    assert sidecar["simulated_ns_per_wall_s"] == pytest.approx(
+        sidecar["frames_per_s"] * 0.1, rel=0.01
+    )
     on_disk = json.loads((tmp_path / "1vii.json").read_text())
     assert on_disk["settings"]["seed"] == 1 and len(on_disk["health"]) == 2
     assert not (tmp_path / "1vii.progress.json").exists()

@@ -304,7 +304,8 @@ def generate(
             break
     writer.commit(settings.dt_ps)
     loop_s = time.perf_counter() - t_loop
-    generated = frames_done * settings.replicas
+    # frame 0 is the input, written but not generated: it does not count towards the speed
+    generated = (frames_done - (1 if start == 0 else 0)) * settings.replicas
     sidecar = {
         "starmd_version": __version__,
         "structure": str(structure),
