@@ -1,8 +1,8 @@
 """Export a training checkpoint's EMA weights as a model file, with the generation defaults
 chosen for it (the ``sampling`` section of its config, read by ``starmd generate``).
 
-    python scripts/export_model.py runs/small/checkpoints/last.ckpt \
-        src/starmd/assets/models/starmd-small.safetensors --dt-ps 10 --steps 10 --sampler dpm2
+    python scripts/export_model.py runs/small/checkpoints/best.ckpt \
+        src/starmd/assets/models/starmd-small.safetensors --dt-ps 50 --steps 5 --sampler dpm2
 """
 
 from __future__ import annotations
