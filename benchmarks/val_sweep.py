@@ -4,11 +4,12 @@
         --protein 2wqg --protein 2k1b --protein 2m2l \
         --setting dpm2:10 --setting dpm2:5 --setting ddpm:20 --frames 40 --dt 10
 
-Each setting (``sampler:steps[:dt_ps][:nosink]``) generates ``--frames`` frames of each protein
-from its MD start structure (``{name}.pdb``), all settings are scored in one ``starmd
-evaluate`` run against the MD (with the MD-replica, static and ANM baselines), and the table of
-medians over proteins is printed and written to ``OUT/report/metrics.md``. Generation speed
-(simulated ns per wall-second, median over proteins) is added from the sidecars.
+Each setting (``sampler:steps[:dt_ps][:nosink][:cN]``; ``cN``: N past frames of context)
+generates ``--frames`` frames of each protein from its MD start structure (``{name}.pdb``),
+all settings are scored in one ``starmd evaluate`` run against the MD (with the MD-replica,
+static and ANM baselines), and the table of medians over proteins is printed and written to
+``OUT/report/metrics.md``. Generation speed (simulated ns per wall-second, median over
+proteins) is added from the sidecars.
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ from starmd.evaluate.api import evaluate
 from starmd.sample.generate import GenerationSettings, generate
 
 
-def parse_setting(text: str, default_dt: float) -> tuple[str, GenerationSettings]:
+def parse_setting(text: str, default_dt: float) -> tuple[str, tuple]:
+    """``sampler:steps[:dt_ps][:nosink][:cN]`` -> label, (sampler, steps, dt, sink, context);
+    ``cN`` keeps N past frames in the cache (default: the generator's)."""
     parts = text.split(":")
     sampler, steps = parts[0], int(parts[1])
     dt = float(parts[2]) if len(parts) > 2 and parts[2] else default_dt
     sink = "nosink" not in parts[3:]
+    context = next((int(p[1:]) for p in parts[3:] if p.startswith("c")), None)
     label = f"{sampler}x{steps}" + (f"@{dt:g}ps" if dt != default_dt else "")
     label += "" if sink else "-nosink"
-    return label, (sampler, steps, dt, sink)
+    label += "" if context is None else f"-ctx{context}"
+    return label, (sampler, steps, dt, sink, context)
 
 
 def main() -> None:
@@ -48,7 +53,8 @@ def main() -> None:
     speeds: dict[str, list[float]] = {}
     folders: dict[str, Path] = {}
     for text in args.setting:
-        label, (sampler, steps, dt, sink) = parse_setting(text, args.dt)
+        label, (sampler, steps, dt, sink, context) = parse_setting(text, args.dt)
+        extra = {} if context is None else {"context": context}
         folders[label] = args.out / "gen" / label
         for name in args.protein:
             settings = GenerationSettings(
@@ -59,6 +65,7 @@ def main() -> None:
                 sink=sink,
                 replicas=args.replicas,
                 seed=args.seed,
+                **extra,
             )
             sidecar = generate(
                 args.reference / name / f"{name}.pdb",
