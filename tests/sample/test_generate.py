@@ -203,3 +203,16 @@ def test_cli_dt_units_and_bad_structure(tiny_model_path, tmp_path, capsys):
     assert exc.value.code == 2 and "no protein residues" in capsys.readouterr().err
     main(args + ["--dt", "50ps"])  # success returns normally
     assert mdtraj.load(str(tmp_path / "1vii_R1.xtc"), top=str(tmp_path / "1vii.pdb")).n_frames == 3
+
+
+def test_flagged_frames_are_all_counted_even_when_the_list_is_capped(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    # the untrained tiny model breaks chains at 100 ps in most frames
+    monkeypatch.setattr(generate_module, "MAX_FLAGGED", 2)
+    sidecar = generate(VILLIN, tmp_path, _settings(frames=8), model=tiny_model_path, device="cpu")
+    per_frame = sum(
+        max(h["nan_frames"], h["break_frames"], h["clash_frames"]) for h in sidecar["health"]
+    )
+    assert len(sidecar["flagged_frames"]) == 2
+    assert sidecar["flagged_count"] >= per_frame > 2

@@ -280,7 +280,8 @@ def generate(
                 health[r]["nan_frames"] += int("nan" in problems)
                 health[r]["break_frames"] += int("breaks" in problems)
                 health[r]["clash_frames"] += int("clashes" in problems)
-                if len(flagged) < MAX_FLAGGED:
+                state["n_flagged"] = state.get("n_flagged", 0) + 1
+                if len(flagged) < MAX_FLAGGED:  # the first ones listed, all of them counted
                     flagged.append({"replica": r + 1, "frame": t, "problems": problems})
                 if settings.stop_on_failure:
                     health[r]["stopped_at"] = t
@@ -295,7 +296,7 @@ def generate(
                     "frame": t,
                     "frames": settings.frames,
                     "elapsed_s": time.perf_counter() - t_loop,
-                    "flagged": len(flagged),
+                    "flagged": state.get("n_flagged", len(flagged)),
                     "dt_ps": settings.dt_ps,
                     "new_frames": frames_done,
                 }
@@ -329,6 +330,7 @@ def generate(
         if loop_s > 0
         else None,
         "health": health,
+        "flagged_count": state.get("n_flagged", len(flagged)),
         "flagged_frames": flagged,
         "resumed_from_frame": start if start > 0 else None,
     }
