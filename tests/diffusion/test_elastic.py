@@ -70,6 +70,37 @@ def test_posterior_mean_is_gaussian_conditioning():
     torch.testing.assert_close(got.flatten(), expected)
 
 
+def test_float32_eigendecomposition_of_large_proteins_matches_float64(monkeypatch):
+    """Above FLOAT32_EIGH_ABOVE residues the eigendecomposition runs in float32; the prior it
+    gives (posterior mean, mean shift, precision) agrees with the float64 one."""
+    from starmd.diffusion import elastic
+
+    g = torch.Generator().manual_seed(1)
+    ca = _ca("1ubi.pdb")
+    length = len(ca)
+    rest = ca + 0.2 * torch.randn(ca.shape, generator=g, dtype=torch.float64)
+    mask, bonded = torch.ones(length, dtype=torch.bool), _bonded(length)
+    args = (ca, rest, mask, bonded, 1.5, 100.0, 2.0, 10.0, 0.5)
+    priors = {}
+    for label, threshold in (("float64", length), ("float32", length - 1)):
+        monkeypatch.setattr(elastic, "FLOAT32_EIGH_ABOVE", threshold)
+        priors[label] = elastic_prior(*args)
+    exact, fast = priors["float64"], priors["float32"]
+    assert fast.eigvecs.dtype == torch.float64
+    noisy = ca + torch.randn(ca.shape, generator=g, dtype=torch.float64)
+    alpha, sigma = torch.tensor(0.8, dtype=torch.float64), torch.tensor(1.5, dtype=torch.float64)
+    torch.testing.assert_close(
+        fast.posterior_mean(noisy, ca, alpha, sigma),
+        exact.posterior_mean(noisy, ca, alpha, sigma),
+        atol=1e-3,  # Angstrom: far below any thermal motion
+        rtol=0,
+    )
+    torch.testing.assert_close(fast.mean_shift, exact.mean_shift, atol=1e-3, rtol=0)
+    rebuilt = fast.eigvecs @ torch.diag(fast.eigvals) @ fast.eigvecs.T
+    expected = exact.eigvecs @ torch.diag(exact.eigvals) @ exact.eigvecs.T
+    assert (rebuilt - expected).abs().max() < 1e-4 * expected.abs().max()
+
+
 def test_strained_bonds_relax_towards_their_rest_length():
     ca = _ca()
     n = len(ca)
