@@ -465,15 +465,15 @@ def bench(
     from starmd.errors import StarmdInputError
     from starmd.units import parse_duration_ps
 
-    def ints(option: str, text: str | None) -> tuple[int, ...] | None:
+    def ints(option: str, text: str | None, minimum: int = 1) -> tuple[int, ...] | None:
         if text is None:
             return None
         try:
             values = tuple(int(x) for x in text.split(",") if x.strip())
         except ValueError:
             raise StarmdInputError(f"{option} {text!r}: expected integers, e.g. 50,100") from None
-        if any(v < 1 for v in values):
-            raise StarmdInputError(f"{option} {text!r}: every value must be at least 1")
+        if not values or any(v < minimum for v in values):
+            raise StarmdInputError(f"{option} {text!r}: every value must be at least {minimum}")
         return values
 
     settings = BenchSettings(
@@ -489,9 +489,9 @@ def bench(
         steps=steps,
     )
     for name, value in (
-        ("quality_steps", ints("--quality-steps", steps_list)),
+        ("quality_steps", ints("--quality-steps", steps_list, minimum=2)),
         ("sizes", ints("--sizes", sizes)),
-        ("memory_frames", ints("--memory-frames", memory_frames)),
+        ("memory_frames", ints("--memory-frames", memory_frames, minimum=2)),
         ("speed_replicas", ints("--speed-replicas", speed_replicas)),
     ):
         if value:

@@ -131,6 +131,15 @@ def test_config_numbers_are_coerced_or_rejected(tmp_path):
         TrainConfig.from_yaml(path)
     with pytest.raises(StarmdInputError, match="data.batch_size: expected a number, got 2.5"):
         TrainConfig.from_yaml(None, ["data.batch_size=2.5"])
+    with pytest.raises(StarmdInputError, match="optim.lr: expected a number, got True"):
+        TrainConfig.from_yaml(None, ["optim.lr=true"])
+    # Lightning reads an int as a count of batches and a float as a fraction: both survive
+    mixed = TrainConfig.from_yaml(None, ["trainer.limit_val_batches=1", "trainer.max_steps=1e5"])
+    assert isinstance(mixed.trainer.limit_val_batches, int) and mixed.trainer.max_steps == 100_000
+    assert (
+        TrainConfig.from_yaml(None, ["trainer.limit_val_batches=0.5"]).trainer.limit_val_batches
+        == 0.5
+    )
 
 
 def test_corrupt_and_incompatible_models_are_clear_errors(tiny_dataset, tmp_path):

@@ -253,6 +253,7 @@ def generate(
         ],
     )
     flagged: list = state.setdefault("flagged", [])
+    state.setdefault("n_flagged", len(flagged))  # progress files written before the count
     if start == 0:
         frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
         pdb = writer.topology
@@ -280,7 +281,7 @@ def generate(
                 health[r]["nan_frames"] += int("nan" in problems)
                 health[r]["break_frames"] += int("breaks" in problems)
                 health[r]["clash_frames"] += int("clashes" in problems)
-                state["n_flagged"] = state.get("n_flagged", 0) + 1
+                state["n_flagged"] += 1
                 if len(flagged) < MAX_FLAGGED:  # the first ones listed, all of them counted
                     flagged.append({"replica": r + 1, "frame": t, "problems": problems})
                 if settings.stop_on_failure:
@@ -296,9 +297,9 @@ def generate(
                     "frame": t,
                     "frames": settings.frames,
                     "elapsed_s": time.perf_counter() - t_loop,
-                    "flagged": state.get("n_flagged", len(flagged)),
+                    "flagged": state["n_flagged"],
                     "dt_ps": settings.dt_ps,
-                    "new_frames": frames_done,
+                    "new_frames": max(0, frames_done - (1 if start == 0 else 0)),
                 }
             )
         if all(h["stopped_at"] is not None for h in health):
@@ -330,7 +331,7 @@ def generate(
         if loop_s > 0
         else None,
         "health": health,
-        "flagged_count": state.get("n_flagged", len(flagged)),
+        "flagged_count": state["n_flagged"],
         "flagged_frames": flagged,
         "resumed_from_frame": start if start > 0 else None,
     }

@@ -107,7 +107,7 @@ class OptimSection:
 class TrainerSection:
     """Passed through to Lightning's ``Trainer``."""
 
-    max_epochs: int = 20
+    max_epochs: int | None = 20
     max_steps: int = -1
     max_time: str | None = None
     """Wall-clock limit, "DD:HH:MM:SS" (Lightning's format), e.g. "00:02:30:00"."""
@@ -119,7 +119,7 @@ class TrainerSection:
     seed: int = 0
     attention_window: int | None = None
     log_every_n_steps: int = 10
-    limit_val_batches: float = 1.0
+    limit_val_batches: int | float = 1.0  # Lightning: an int is a count, a float a fraction
 
 
 @dataclass
@@ -205,20 +205,25 @@ def _set(section: Any, section_name: str, key: str, value: Any, source: str) -> 
 
 def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
     """Numbers where the field holds a number: YAML reads ``3e-3`` as a string and ``1`` as an
-    int; both become the float the field expects, anything else non-numeric is an error."""
+    int; both become the float the field expects (an int stays an int where the field also
+    takes ints), anything else non-numeric is an error."""
     kinds = [part.strip() for part in annotation.split("|")]
     if value is None and "None" in kinds:
         return None
-    for kind, cast in (("float", float), ("int", int)):
-        if kind not in kinds or isinstance(value, bool):
-            continue
-        if kind == "int" and isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            number = cast(value) if kind == "float" else int(str(value))
-        except (TypeError, ValueError):
-            raise StarmdInputError(
-                located(source, f"{name}: expected a number, got {value!r}")
-            ) from None
-        return number
-    return value
+    if "float" not in kinds and "int" not in kinds:
+        return value
+
+    def bad() -> StarmdInputError:
+        return StarmdInputError(located(source, f"{name}: expected a number, got {value!r}"))
+
+    if isinstance(value, bool) or value is None:
+        raise bad()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise bad() from None
+    if "int" in kinds and (isinstance(value, int) or "float" not in kinds):
+        if not number.is_integer():
+            raise bad()
+        return int(number)
+    return number
