@@ -30,7 +30,7 @@ from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
 from starmd.structure.io import load_structure
 from starmd.structure.rigid import Rigid
-from starmd.train.module import StarMDModule, step_generator
+from starmd.train.module import losses_vs_base
 from starmd.train.run import load_model
 
 
@@ -40,14 +40,9 @@ def loss_table(loaded, data_dir: str, dts: list[float], samples: int) -> list[st
         spec = WindowSpec(window=loaded.config.data.window, dt_ps=(dt,), crop=64)
         data = TrajectoryWindowDataset(data_dir, "val", spec, samples_per_epoch=samples, seed=1)
         batch = collate_windows([data[i] for i in range(samples)])
-        for label, weights in (("trained", loaded.model.state_dict()), ("base only", None)):
-            module = StarMDModule(loaded.config)
-            if weights is not None:
-                module.model.load_state_dict(weights)
-            with torch.no_grad():
-                terms = module.eval().compute_losses(batch, step_generator(0, 0, 0, "cpu"))
-            values = " | ".join(f"{float(terms[t]):.4g}" for t in TERMS)
-            lines.append(f"| {dt:g} | {label} | {values} |")
+        for label, terms in losses_vs_base(loaded, batch).items():
+            values = " | ".join(f"{terms[t]:.4g}" for t in TERMS)
+            lines.append(f"| {dt:g} | {'base only' if label == 'base' else label} | {values} |")
     return lines
 
 

@@ -43,25 +43,16 @@ def test_bundled_model_keeps_an_unseen_protein_connected(tmp_path):
 def test_bundled_weights_denoise_unseen_md_better_than_their_base(tmp_path):
     """The check an untrained network (whose update starts at zero: output = Gaussian base)
     fails: on windows of 2WQG's MD (never trained on) the trained weights lower the loss."""
-    import torch
-
     from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
     from starmd.data.prepare import prepare
-    from starmd.train.module import StarMDModule, step_generator
+    from starmd.train.module import losses_vs_base
 
     prepare(DEMO.parent, tmp_path / "data", fractions=(0, 1, 0))
     loaded = load_model(bundled_model_path())
     spec = WindowSpec(window=loaded.config.data.window, dt_ps=(10.0, 50.0), crop=64)
     data = TrajectoryWindowDataset(tmp_path / "data", "val", spec, samples_per_epoch=8, seed=3)
     batch = collate_windows([data[i] for i in range(8)])
-    losses = {}
-    for label, weights in (("trained", loaded.model.state_dict()), ("base", None)):
-        module = StarMDModule(loaded.config)
-        if weights is not None:
-            module.model.load_state_dict(weights)
-        with torch.no_grad():
-            terms = module.eval().compute_losses(batch, step_generator(0, 0, 0, "cpu"))
-        losses[label] = {k: float(v) for k, v in terms.items()}
+    losses = losses_vs_base(loaded, batch)
     assert losses["trained"]["loss"] < 0.8 * losses["base"]["loss"], losses
     assert losses["trained"]["torsion"] < 0.5 * losses["base"]["torsion"], losses
     assert losses["trained"]["rot"] < 0.8 * losses["base"]["rot"], losses

@@ -268,6 +268,7 @@ def generate(
     linked = torch.from_numpy(protein.linked_prev).to(torch_device)
     t_loop = time.perf_counter()
     frames_done = 0
+    input_frames = 1 if start == 0 else 0  # frame 0 is written, not generated: no speed credit
     for t, atoms, _, _ in rollout.frames(settings.frames):
         if t < start:
             continue
@@ -299,15 +300,14 @@ def generate(
                     "elapsed_s": time.perf_counter() - t_loop,
                     "flagged": state["n_flagged"],
                     "dt_ps": settings.dt_ps,
-                    "new_frames": max(0, frames_done - (1 if start == 0 else 0)),
+                    "new_frames": max(0, frames_done - input_frames),
                 }
             )
         if all(h["stopped_at"] is not None for h in health):
             break
     writer.commit(settings.dt_ps)
     loop_s = time.perf_counter() - t_loop
-    # frame 0 is the input, written but not generated: it does not count towards the speed
-    generated = (frames_done - (1 if start == 0 else 0)) * settings.replicas
+    generated = (frames_done - input_frames) * settings.replicas
     sidecar = {
         "starmd_version": __version__,
         "structure": str(structure),

@@ -194,13 +194,12 @@ class TrainConfig:
 
 
 def _set(section: Any, section_name: str, key: str, value: Any, source: str) -> None:
-    names = {f.name for f in dataclasses.fields(section)}
-    if key not in names:
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(section)}
+    if key not in annotations:
         raise StarmdInputError(
-            located(source, f"unknown key {section_name}.{key} (known: {sorted(names)})")
+            located(source, f"unknown key {section_name}.{key} (known: {sorted(annotations)})")
         )
-    annotation = next(f.type for f in dataclasses.fields(section) if f.name == key)
-    setattr(section, key, _coerce(value, str(annotation), f"{section_name}.{key}", source))
+    setattr(section, key, _coerce(value, annotations[key], f"{section_name}.{key}", source))
 
 
 def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:

@@ -193,3 +193,18 @@ class StarMDModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def losses_vs_base(loaded, batch: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Loss terms on ``batch`` of a loaded model (``"trained"``) and of the same network freshly
+    initialised (``"base"``: its update starts at zero, so it predicts the Gaussian base), with
+    the same noise draw: what the weights have learned beyond their base."""
+    losses = {}
+    for label, weights in (("trained", loaded.model.state_dict()), ("base", None)):
+        module = StarMDModule(loaded.config)
+        if weights is not None:
+            module.model.load_state_dict(weights)
+        with torch.no_grad():
+            terms = module.eval().compute_losses(batch, step_generator(0, 0, 0, "cpu"))
+        losses[label] = {name: float(value) for name, value in terms.items()}
+    return losses
