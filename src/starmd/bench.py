@@ -159,6 +159,7 @@ def _child_main() -> None:
     payload = json.loads(sys.stdin.read())
     torch.set_num_threads(payload["threads"])
     settings = GenerationSettings(**payload["settings"])
+    elapsed: dict[int, float] = {}  # frame -> seconds since the rollout started
     sidecar = generate(
         payload["structure"],
         payload["out_dir"],
@@ -166,7 +167,13 @@ def _child_main() -> None:
         model=payload["model"],
         device=payload["device"],
         overwrite=True,
+        progress=lambda info: elapsed.__setitem__(info["frame"], info["elapsed_s"]),
     )
+    steady_from = payload.get("steady_from")  # time only the frames from this one on
+    steady = None
+    if steady_from is not None and steady_from - 1 in elapsed and len(elapsed) > steady_from:
+        last = max(elapsed)
+        steady = (elapsed[last] - elapsed[steady_from - 1]) / (last - steady_from + 1)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     cuda_peak = torch.cuda.max_memory_allocated() if sidecar["device"].startswith("cuda") else None
     health = sidecar["health"]
@@ -179,6 +186,7 @@ def _child_main() -> None:
         "peak_rss_mb": round(peak_rss / 2**20, 1),
         "cuda_peak_mb": None if cuda_peak is None else round(cuda_peak / 2**20, 1),
         "nan_frames": sum(h["nan_frames"] for h in health),
+        "steady_s_per_frame": steady,
     }
     print(json.dumps(result))
 
@@ -193,9 +201,11 @@ def _generation(
     frames: int,
     steps: int | None = None,
     replicas: int = 1,
+    steady_from: int | None = None,
 ) -> dict[str, Any]:
     """One generation run in a fresh process, at the default dt/context (and steps unless
-    given); returns its sidecar figures, peak memory and output folder."""
+    given); returns its sidecar figures, peak memory and output folder (and, with
+    ``steady_from``, the mean time per frame of frames ``steady_from ..``)."""
     dt_ps, context = defaults["dt_ps"], defaults["context"]
     steps = steps or defaults["steps"]
     out = Path(tempfile.mkdtemp(dir=work))
@@ -205,6 +215,7 @@ def _generation(
         "model": str(model),
         "device": settings.device,
         "threads": settings.threads,
+        "steady_from": steady_from,
         "settings": {
             "frames": frames,
             "dt_ps": dt_ps,
@@ -337,16 +348,32 @@ def synthetic_structure(source: Path, residues: int, path: Path) -> Path:
 def bench_scaling(
     settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Time per generated frame and peak memory vs protein size; log-log exponent fit."""
+    """Time per generated frame and peak memory vs protein size; log-log exponent fit.
+
+    The time is the steady state: the mean over the frames generated once the KV cache holds
+    its full context (the joint attention then sees every cached frame), 3 frames after it.
+    """
     rows = []
+    context = defaults["context"] or 0
+    steady_from, extra = context + 2, 3
     for size in settings.sizes:
         path = synthetic_structure(structure, size, work / f"synthetic{size}.pdb")
-        gen = _generation(settings, model, path, work, defaults, frames=3, steps=defaults["steps"])
+        gen = _generation(
+            settings,
+            model,
+            path,
+            work,
+            defaults,
+            frames=steady_from + extra,
+            steps=defaults["steps"],
+            steady_from=steady_from,
+        )
         rows.append(
             {
                 "residues": size,
                 "steps": defaults["steps"],
-                "s_per_frame": round(gen["rollout_s"] / 2, 4),
+                "context": context,
+                "s_per_frame": round(gen["steady_s_per_frame"], 4),
                 "peak_rss_mb": gen["peak_rss_mb"],
                 "cuda_peak_mb": gen["cuda_peak_mb"],
             }

@@ -70,35 +70,43 @@ def test_posterior_mean_is_gaussian_conditioning():
     torch.testing.assert_close(got.flatten(), expected)
 
 
-def test_float32_eigendecomposition_of_large_proteins_matches_float64(monkeypatch):
-    """Above FLOAT32_EIGH_ABOVE residues the eigendecomposition runs in float32; the prior it
-    gives (posterior mean, mean shift, precision) agrees with the float64 one."""
+def test_sparse_prior_of_large_proteins_matches_the_dense_one(monkeypatch):
+    """Above SPARSE_ABOVE residues the prior is a sparse precision with direct solves; its
+    posterior means (batched, per-frame alpha/sigma, padding) and mean shift equal the dense
+    eigendecomposition's to rounding."""
     from starmd.diffusion import elastic
 
     g = torch.Generator().manual_seed(1)
     ca = _ca("1ubi.pdb")
     length = len(ca)
     rest = ca + 0.2 * torch.randn(ca.shape, generator=g, dtype=torch.float64)
-    mask, bonded = torch.ones(length, dtype=torch.bool), _bonded(length)
-    args = (ca, rest, mask, bonded, 1.5, 100.0, 2.0, 10.0, 0.5)
+    frames = torch.stack([ca, ca + 0.5 * torch.randn(ca.shape, generator=g, dtype=torch.float64)])
+    mask = torch.ones(2, length, dtype=torch.bool)
+    mask[1, -5:] = False
+    args = (frames, rest.expand(2, -1, -1), mask, _bonded(length).expand(2, -1, -1))
+    args = (*args, 1.5, 100.0, 2.0, 10.0, 0.5)
     priors = {}
-    for label, threshold in (("float64", length), ("float32", length - 1)):
-        monkeypatch.setattr(elastic, "FLOAT32_EIGH_ABOVE", threshold)
+    for label, threshold in (("dense", length), ("sparse", length - 1)):
+        monkeypatch.setattr(elastic, "SPARSE_ABOVE", threshold)
         priors[label] = elastic_prior(*args)
-    exact, fast = priors["float64"], priors["float32"]
-    assert fast.eigvecs.dtype == torch.float64
-    noisy = ca + torch.randn(ca.shape, generator=g, dtype=torch.float64)
-    alpha, sigma = torch.tensor(0.8, dtype=torch.float64), torch.tensor(1.5, dtype=torch.float64)
+    dense, sparse = priors["dense"], priors["sparse"]
+    assert isinstance(sparse, elastic.SparseElasticPrior)
+    assert isinstance(dense, elastic.ElasticPrior)
+    torch.testing.assert_close(sparse.mean_shift, dense.mean_shift, atol=1e-9, rtol=0)
+    assert dense.mean_shift.abs().max() > 0.01  # the rest lengths differ: a real shift
+    noisy = frames + torch.randn(frames.shape, generator=g, dtype=torch.float64)
+    alpha = torch.tensor([0.8, 0.3], dtype=torch.float64)
+    sigma = torch.tensor([1.5, 9.0], dtype=torch.float64)
     torch.testing.assert_close(
-        fast.posterior_mean(noisy, ca, alpha, sigma),
-        exact.posterior_mean(noisy, ca, alpha, sigma),
-        atol=1e-3,  # Angstrom: far below any thermal motion
+        sparse.posterior_mean(noisy, frames, alpha, sigma),
+        dense.posterior_mean(noisy, frames, alpha, sigma),
+        atol=1e-9,
         rtol=0,
     )
-    torch.testing.assert_close(fast.mean_shift, exact.mean_shift, atol=1e-3, rtol=0)
-    rebuilt = fast.eigvecs @ torch.diag(fast.eigvals) @ fast.eigvecs.T
-    expected = exact.eigvecs @ torch.diag(exact.eigvals) @ exact.eigvecs.T
-    assert (rebuilt - expected).abs().max() < 1e-4 * expected.abs().max()
+    precision = dense.eigvecs[0] @ torch.diag(dense.eigvals[0]) @ dense.eigvecs[0].T
+    torch.testing.assert_close(
+        torch.from_numpy(sparse.precisions[0].toarray()), precision, atol=1e-9, rtol=0
+    )
 
 
 def test_strained_bonds_relax_towards_their_rest_length():

@@ -71,3 +71,16 @@ def test_from_3_points_convention():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError):
         Rigid(torch.zeros(2, 3, 3), torch.zeros(3, 3))
+
+
+def test_rotation_conversions_work_with_autograd_after_inference_mode():
+    """The conversion tables are cached per dtype; a first use under inference mode must not
+    leave an inference tensor behind that a later autograd computation would reject."""
+    from starmd.structure.rigid import quat_to_rotmat, rotmat_to_quat
+
+    quat = torch.randn(5, 4, dtype=torch.bfloat16)  # a dtype no other test has cached
+    with torch.inference_mode():
+        rotmat_to_quat(quat_to_rotmat(quat))
+    quat = quat.detach().requires_grad_()
+    rotmat_to_quat(quat_to_rotmat(quat)).sum().backward()
+    assert quat.grad is not None and torch.isfinite(quat.grad.float()).all()

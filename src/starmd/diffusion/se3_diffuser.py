@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from starmd.diffusion.elastic import ElasticPrior
+from starmd.diffusion.elastic import ElasticPrior, SparseElasticPrior
 from starmd.diffusion.r3_diffuser import R3Diffuser
 from starmd.diffusion.so3_diffuser import SO3Diffuser
 from starmd.diffusion.torus_diffuser import TorusDiffuser
@@ -263,7 +263,7 @@ class SE3TorusDiffuser:
         tau: float | torch.Tensor,
         trans_spread: float = 1.0,
         rot_spread: float = 0.2,
-        trans_prior: ElasticPrior | None = None,
+        trans_prior: ElasticPrior | SparseElasticPrior | None = None,
     ) -> Rigid:
         r"""Gaussian posterior mean of the clean frames given noisy ones and a prior guess.
 

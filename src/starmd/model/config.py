@@ -39,6 +39,12 @@ class DenoiserConfig:
             updates of all but the last block receive no gradient.
         trans_scale: Angstrom -> internal length unit (0.1: nanometres), so coordinates and
             predicted translation updates are O(1).
+        pair_neighbours: per-frame pair features, the pair update and IPA cover each residue's
+            ``pair_neighbours`` nearest residues (C-alpha distance in the input structure,
+            itself included) when a protein has more residues; all pairs otherwise. Keeps their
+            cost O(L k) instead of O(L^2); the joint attention still sees every residue. The
+            default equals the training crop of the CPU configs, so a model trained on 64-residue
+            crops never meets more partners than it learned with. ``None``: always all pairs.
     """
 
     c_s: int = 128
@@ -67,6 +73,7 @@ class DenoiserConfig:
     c_prior_pair: int = 0
     stop_rotation_gradient: bool = True
     trans_scale: float = 0.1
+    pair_neighbours: int | None = 64
 
     def __post_init__(self) -> None:
         if self.rope_residue_dims % 2 or self.rope_time_dims % 2:
@@ -78,6 +85,8 @@ class DenoiserConfig:
             )
         if self.n_blocks < 1:
             raise ValueError("n_blocks must be >= 1")
+        if self.pair_neighbours is not None and self.pair_neighbours < 1:
+            raise ValueError(f"pair_neighbours must be >= 1 or None, got {self.pair_neighbours}")
 
     @classmethod
     def tiny(cls, **overrides: object) -> DenoiserConfig:

@@ -31,7 +31,13 @@ from torch import nn
 
 from starmd.errors import StarmdInputError
 from starmd.model.config import DenoiserConfig
-from starmd.model.features import ConditioningEmbedding, PairEmbedding, SingleEmbedding
+from starmd.model.features import (
+    ConditioningEmbedding,
+    PairEmbedding,
+    SingleEmbedding,
+    gather_neighbours,
+    nearest_neighbours,
+)
 from starmd.model.inputs import DenoiserOutput, FrameTokens, ProteinConditioning, WindowOutput
 from starmd.model.ipa import InvariantPointAttention
 from starmd.model.joint_attention import (
@@ -79,10 +85,17 @@ class OuterProductPairUpdate(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c_z))
         self.c_outer = c_outer
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+        """``s (B, G, L, c_s)`` -> ``(B, G, L, L, c_z)``, or ``(B, G, L, k, c_z)`` over
+        ``neighbours (B, L, k)``."""
         a, b = self.linear_ab(self.norm(s)).split(self.c_outer, dim=-1)
         left = torch.einsum("...ia,zab->...izb", a, self.weight)
-        return torch.einsum("...izb,...jb->...ijz", left, b) + self.bias
+        if neighbours is None:
+            return torch.einsum("...izb,...jb->...ijz", left, b) + self.bias
+        batch, groups = b.shape[:2]
+        index = neighbours[:, None].expand(batch, groups, *neighbours.shape[1:]).flatten(0, 1)
+        b_near = gather_neighbours(b.flatten(0, 1), index).unflatten(0, (batch, groups))
+        return torch.einsum("...izb,...ijb->...ijz", left, b_near) + self.bias
 
 
 class RigidUpdate(nn.Module):
@@ -164,11 +177,13 @@ class DenoiserBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         context: AttentionContext,
         first_layer: int,
+        neighbours: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Rigid]:
         """One block.
 
         Args:
-            s: single ``(B, G, L, c_s)``; z: pair ``(B, G, L, L, c_z)``.
+            s: single ``(B, G, L, c_s)``; z: pair ``(B, G, L, L, c_z)`` (``(B, G, L, k, c_z)``
+                with ``neighbours (B, L, k)``, see ``DenoiserConfig.pair_neighbours``).
             frames: :class:`Rigid` ``(B, G, L)`` in Angstrom.
             cond_emb: ``(B, G, c_cond)``; residue_mask: ``(B, L)`` bool.
             reference: ``(B, 3)`` Angstrom, origin of the joint attention's global points.
@@ -193,13 +208,17 @@ class DenoiserBlock(nn.Module):
         centre = masked_centroid(frames.trans, frame_mask)
         ipa_frames = Rigid(frames.rots, (frames.trans - centre[:, :, None]) * cfg.trans_scale)
         z_in = self.pair_norm(z)
+        ipa_neighbours = None
+        if neighbours is not None:
+            ipa_neighbours = neighbours[:, None].expand(b, g, *neighbours.shape[1:]).flatten(0, 1)
 
         def ipa(x: torch.Tensor) -> torch.Tensor:
             out = self.ipa(
                 x.reshape(b * g, l, -1),
-                z_in.reshape(b * g, l, l, -1),
+                z_in.flatten(0, 1),
                 ipa_frames.map_tensors(lambda t: t.flatten(0, 1)),
                 frame_mask.reshape(b * g, l),
+                ipa_neighbours,
             )
             return out.view(b, g, l, -1)
 
@@ -224,7 +243,7 @@ class DenoiserBlock(nn.Module):
         s = s * token_mask
 
         # 3. pair and rigid updates.
-        z_out = z + self.pair_update(s) if self.pair_update is not None else None
+        z_out = z + self.pair_update(s, neighbours) if self.pair_update is not None else None
         # Frames are composed in full precision even under autocast (errors would accumulate).
         with torch.autocast(device_type=s.device.type, enabled=False):
             frames = frames.compose(self.rigid_update(s.to(frames.dtype)))
@@ -332,6 +351,14 @@ class StarDenoiser(nn.Module):
             tokens.torsions.dtype,
         )
 
+    def pair_neighbours(self, cond: ProteinConditioning) -> torch.Tensor | None:
+        """Each residue's ``config.pair_neighbours`` nearest residues in the input structure
+        ``(B, L, k)``, the partners of its pair features and IPA; None when every pair is kept
+        (``L <= k``)."""
+        return nearest_neighbours(
+            cond.init_frames.trans, cond.residue_mask, self.config.pair_neighbours
+        )
+
     def _check_prior(self, cond: ProteinConditioning) -> None:
         cfg = self.config
         for name, width, value in (
@@ -366,7 +393,10 @@ class StarDenoiser(nn.Module):
         )
         s = self.single_embedding(cond, tokens) + self.reference_embedding(pose)
         s = s * residue_mask[:, None, :, None]
-        z = self.pair_embedding(self.pair_embedding.protein_pair(cond), tokens.frames)
+        neighbours = self.pair_neighbours(cond)
+        z = self.pair_embedding(
+            self.pair_embedding.protein_pair(cond, neighbours), tokens.frames, neighbours
+        )
         cond_emb = self.conditioning(tokens.tau, cond.dt_ps)
         reference = masked_centroid(cond.init_frames.trans, residue_mask)
         rope = rotary_angles(
@@ -388,6 +418,7 @@ class StarDenoiser(nn.Module):
                 rope,
                 context,
                 first_layer=ATTENTION_LAYERS_PER_BLOCK * i,
+                neighbours=neighbours,
             )
             per_block.append(frames)
             if self.config.stop_rotation_gradient:

@@ -34,6 +34,36 @@ def ca_distances(frames: Rigid) -> torch.Tensor:
     return torch.sqrt((diff**2).sum(-1) + 1e-10)
 
 
+def nearest_neighbours(
+    points: torch.Tensor, residue_mask: torch.Tensor, k: int | None
+) -> torch.Tensor | None:
+    """Indices ``(B, L, k)`` of each residue's ``k`` nearest residues (itself first), by distance
+    between ``points (B, L, 3)``; padding residues come last. None when ``k`` is None or
+    ``L <= k`` (every pair is kept). Depends on distances only, so it is invariant to rigid
+    motions of ``points``."""
+    length = points.shape[-2]
+    if k is None or length <= k:
+        return None
+    d2 = ((points[..., :, None, :] - points[..., None, :, :]) ** 2).sum(-1)
+    d2 = d2.masked_fill(~residue_mask[..., None, :], torch.inf)
+    return torch.topk(d2, k, dim=-1, largest=False, sorted=True).indices
+
+
+def gather_neighbours(x: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """Per-residue values of the neighbours: ``x (N, L, *f)``, ``neighbours (N, L, k)`` ->
+    ``(N, L, k, *f)``."""
+    rows = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    return x[rows, neighbours]
+
+
+def gather_pairs(z: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """Pair values of the neighbour pairs: ``z (N, L, L, *f)``, ``neighbours (N, L, k)`` ->
+    ``(N, L, k, *f)`` with entry ``[n, i, j] = z[n, i, neighbours[n, i, j]]``."""
+    rows = torch.arange(z.shape[0], device=z.device)[:, None, None]
+    cols = torch.arange(z.shape[1], device=z.device)[None, :, None]
+    return z[rows, cols, neighbours]
+
+
 def fourier_features(x: torch.Tensor, n: int, min_period: float, max_period: float) -> torch.Tensor:
     """Sin/cos features ``(...,) -> (..., 2n)`` with log-spaced periods on [min, max]."""
     periods = torch.logspace(
@@ -129,17 +159,38 @@ class PairEmbedding(nn.Module):
         same_chain = cond.chain_index[:, None, :] == cond.chain_index[:, :, None]
         return torch.where(same_chain, bins, torch.full_like(bins, 2 * clip + 1))
 
-    def protein_pair(self, cond: ProteinConditioning) -> torch.Tensor:
-        """Frame-independent pair features ``(B, L, L, c_z)``."""
+    def protein_pair(
+        self, cond: ProteinConditioning, neighbours: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Frame-independent pair features ``(B, L, L, c_z)``, or ``(B, L, k, c_z)`` over
+        ``neighbours (B, L, k)`` (:func:`nearest_neighbours`)."""
         c = self.config
-        z = self.relpos(self.relative_position_bins(cond))
-        z = z + self.init_dist(rbf(ca_distances(cond.init_frames), c.n_rbf, c.rbf_max_angstrom))
-        if self.prior is not None:
-            z = z + self.prior(cond.prior_pair)
+        bins = self.relative_position_bins(cond)
+        distances = ca_distances(cond.init_frames)
+        prior = None if self.prior is None else cond.prior_pair
+        if neighbours is not None:
+            bins, distances = gather_pairs(bins, neighbours), gather_pairs(distances, neighbours)
+            prior = None if prior is None else gather_pairs(prior, neighbours)
+        z = self.relpos(bins) + self.init_dist(rbf(distances, c.n_rbf, c.rbf_max_angstrom))
+        if prior is not None:
+            z = z + self.prior(prior)
         return z
 
-    def forward(self, protein_pair: torch.Tensor, frames: Rigid) -> torch.Tensor:
-        """``protein_pair (B, L, L, c_z)``, ``frames (B, G, L)`` -> ``(B, G, L, L, c_z)``."""
+    def forward(
+        self, protein_pair: torch.Tensor, frames: Rigid, neighbours: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``protein_pair (B, L, L | k, c_z)``, ``frames (B, G, L)`` -> ``(B, G, L, L | k, c_z)``
+        (``k`` with ``neighbours (B, L, k)``)."""
         c = self.config
-        d = rbf(ca_distances(frames), c.n_rbf, c.rbf_max_angstrom)
+        if neighbours is None:
+            distances = ca_distances(frames)
+        else:
+            b, g, l = frames.shape
+            x = frames.trans.flatten(0, 1)  # (B G, L, 3)
+            near = gather_neighbours(
+                x, neighbours[:, None].expand(b, g, *neighbours.shape[1:]).flatten(0, 1)
+            )
+            distances = torch.sqrt(((x[:, :, None] - near) ** 2).sum(-1) + 1e-10)
+            distances = distances.unflatten(0, (b, g))
+        d = rbf(distances, c.n_rbf, c.rbf_max_angstrom)
         return protein_pair[:, None] + self.frame_dist(d)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from starmd.model.features import gather_neighbours
 from starmd.structure.rigid import Rigid
 
 # softplus^-1(1): head weights start at gamma_h = 1, as in AlphaFold.
@@ -43,19 +44,27 @@ class InvariantPointAttention(nn.Module):
         self.linear_out = nn.Linear(n_heads * (c_head + c_z + 4 * n_v_points), c_s)
 
     def forward(
-        self, s: torch.Tensor, z: torch.Tensor, frames: Rigid, mask: torch.Tensor
+        self,
+        s: torch.Tensor,
+        z: torch.Tensor,
+        frames: Rigid,
+        mask: torch.Tensor,
+        neighbours: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend within each frame.
 
         Args:
             s: single features ``(N, L, c_s)`` (``N`` = batch x groups).
-            z: pair features ``(N, L, L, c_z)``.
+            z: pair features ``(N, L, L, c_z)``, or ``(N, L, k, c_z)`` with ``neighbours``.
             frames: residue frames :class:`Rigid` ``(N, L)`` in internal length units, centred.
             mask: ``(N, L)`` bool, False for padding (masked as keys).
+            neighbours: ``(N, L, k)`` indices of the keys each residue attends to (None: all).
 
         Returns:
             ``(N, L, c_s)``.
         """
+        if neighbours is not None:
+            return self._forward_neighbours(s, z, frames, mask, neighbours)
         n, l, _ = s.shape
         h, c, pq, pv = self.n_heads, self.c_head, self.n_qk_points, self.n_v_points
         q = self.linear_q(s).view(n, l, h, c)
@@ -89,6 +98,50 @@ class InvariantPointAttention(nn.Module):
         o_pts = point_frames.invert_apply(o_pts)
         o_norm = torch.sqrt((o_pts**2).sum(-1) + 1e-8)
         o_pair = torch.einsum("nhij,nijc->nihc", attn, z).reshape(n, l, -1)
+        return self.linear_out(
+            torch.cat([o, o_pts.reshape(n, l, h * pv * 3), o_norm, o_pair], dim=-1)
+        )
+
+    def _forward_neighbours(
+        self,
+        s: torch.Tensor,
+        z: torch.Tensor,
+        frames: Rigid,
+        mask: torch.Tensor,
+        neighbours: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`forward` with each query attending to its ``k`` neighbours only: keys, values
+        and their points gathered per query, ``O(L k)`` instead of ``O(L^2)``. With
+        ``neighbours`` listing every residue it equals the dense layer up to rounding."""
+        n, l, _ = s.shape
+        h, c, pq, pv = self.n_heads, self.c_head, self.n_qk_points, self.n_v_points
+        q = self.linear_q(s).view(n, l, h, c)
+        kv = self.linear_kv(s).view(n, l, h, 2 * c)
+        point_frames = frames.unsqueeze(-1)
+        q_pts = point_frames.apply(self.linear_q_points(s).view(n, l, h * pq, 3))
+        q_pts = q_pts.view(n, l, h, pq * 3)
+        kv_pts = point_frames.apply(self.linear_kv_points(s).view(n, l, h * (pq + pv), 3))
+        # gather every key-side quantity once: (N, L, k, H, ...)
+        keys = gather_neighbours(
+            torch.cat([kv, kv_pts.reshape(n, l, h, (pq + pv) * 3)], dim=-1), neighbours
+        )
+        k, v, k_pts, v_pts = keys.split([c, c, pq * 3, pv * 3], dim=-1)
+        key_mask = gather_neighbours(mask, neighbours)  # (N, L, k)
+
+        w_l = math.sqrt(1.0 / 3.0)
+        w_c = math.sqrt(2.0 / (9.0 * pq))
+        gamma = F.softplus(self.head_weights) * w_c / 2
+        scalar = torch.einsum("nihc,nijhc->nijh", q, k) / math.sqrt(c)
+        sq_dist = ((q_pts[:, :, None] - k_pts) ** 2).sum(-1)  # (N, L, k, H)
+        logits = w_l * (scalar + self.linear_bias(z) - gamma * sq_dist)
+        logits = logits.masked_fill(~key_mask[..., None], torch.finfo(logits.dtype).min)
+        attn = torch.softmax(logits, dim=2)  # over the k neighbours
+
+        o = torch.einsum("nijh,nijhc->nihc", attn, v).reshape(n, l, h * c)
+        o_pts = torch.einsum("nijh,nijhx->nihx", attn, v_pts).reshape(n, l, h * pv, 3)
+        o_pts = point_frames.invert_apply(o_pts)
+        o_norm = torch.sqrt((o_pts**2).sum(-1) + 1e-8)
+        o_pair = torch.einsum("nijh,nijc->nihc", attn, z).reshape(n, l, -1)
         return self.linear_out(
             torch.cat([o, o_pts.reshape(n, l, h * pv * 3), o_norm, o_pair], dim=-1)
         )

@@ -77,9 +77,11 @@ def available_memory_bytes(device: torch.device) -> int:
 
 def estimate_step_bytes(loaded: LoadedModel, n_residues: int, replicas: int, context: int) -> int:
     """A conservative estimate of one denoising step's peak memory: per-frame pair features
-    and IPA logits (L^2 terms, a few live copies per block) plus attention over the cache."""
+    and IPA logits (L x min(L, pair_neighbours) terms, a few live copies per block) plus
+    attention over the cache."""
     cfg = loaded.model.config
-    pair = n_residues**2 * (cfg.c_z * 6 + cfg.ipa_heads * 4 + cfg.n_rbf * 2)
+    partners = min(n_residues, cfg.pair_neighbours or n_residues)
+    pair = n_residues * partners * (cfg.c_z * 6 + cfg.ipa_heads * 4 + cfg.n_rbf * 2)
     attention = n_residues**2 * (context + 2) * cfg.n_heads * 2
     return int(4 * replicas * (pair + attention) * 2)
 

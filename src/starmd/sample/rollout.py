@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from starmd.diffusion import reverse_schedule
-from starmd.diffusion.elastic import ElasticPrior, bonded_pairs, elastic_prior
+from starmd.diffusion.elastic import ElasticPrior, SparseElasticPrior, bonded_pairs, elastic_prior
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
 from starmd.structure import geometry
@@ -177,7 +177,9 @@ class Rollout:
         )
         self.next_frame = 0
         self.previous: Rigid | None = None  # last cached clean frame (with contextual noise)
-        self.previous_prior: ElasticPrior | None = None  # translation prior around it
+        self.previous_prior: ElasticPrior | SparseElasticPrior | None = (
+            None  # translation prior around it
+        )
 
     @property
     def device(self) -> torch.device:
@@ -215,7 +217,7 @@ class Rollout:
         self.previous_prior = self._trans_prior(noisy.frames)
         self.next_frame = t + 1
 
-    def _trans_prior(self, previous: Rigid) -> ElasticPrior | None:
+    def _trans_prior(self, previous: Rigid) -> ElasticPrior | SparseElasticPrior | None:
         """The elastic translation prior around ``previous`` (None: independent residues)."""
         s = self.settings
         if s.reference_bond_stiffness <= 0 and s.reference_contact_stiffness <= 0:

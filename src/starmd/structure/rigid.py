@@ -12,25 +12,78 @@ same rotation).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 
+def _quat_to_rotmat_table() -> torch.Tensor:
+    """``C (16, 9)`` with ``R_ij = sum_ab C[4a + b, 3i + j] q_a q_b`` for a unit quaternion."""
+    table = torch.zeros(4, 4, 3, 3, dtype=torch.float64)
+    w, x, y, z = range(4)
+    for i, sign in enumerate(((1, 1, -1, -1), (1, -1, 1, -1), (1, -1, -1, 1))):
+        for a in range(4):  # diagonal: w^2 +- x^2 +- y^2 +- z^2
+            table[a, a, i, i] = sign[a]
+    for i, j, p, q, r, s, sign in (
+        (0, 1, x, y, w, z, -1),
+        (1, 0, x, y, w, z, 1),
+        (0, 2, x, z, w, y, 1),
+        (2, 0, x, z, w, y, -1),
+        (1, 2, y, z, w, x, -1),
+        (2, 1, y, z, w, x, 1),
+    ):  # off-diagonal: 2 (p q + sign r s)
+        table[p, q, i, j] = table[q, p, i, j] = 1.0
+        table[r, s, i, j] = table[s, r, i, j] = sign
+    return table.reshape(16, 9)
+
+
+def _rotmat_to_quat_table() -> torch.Tensor:
+    """``M (10, 16)`` with ``cand[k, c] = sum_m [1, R_00, R_01, ..., R_22]_m M[m, 4k + c]``:
+    row ``k`` of ``cand`` is ``4 q_k q`` when ``q_k`` is the pivot (Shepperd's method)."""
+    table = torch.zeros(10, 4, 4, dtype=torch.float64)
+
+    def entry(i: int, j: int) -> int:
+        return 1 + 3 * i + j
+
+    signs = ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1))
+    for k in range(4):  # pivots: 1 + trace, 1 + 2 R_ii - trace
+        table[0, k, k] = 1.0
+        for i in range(3):
+            table[entry(i, i), k, k] = signs[k][i]
+    for (i, j), k in (((2, 1), 1), ((0, 2), 2), ((1, 0), 3)):  # w row/column: R_ij - R_ji
+        for a, b in ((0, k), (k, 0)):
+            table[entry(i, j), a, b] = 1.0
+            table[entry(j, i), a, b] = -1.0
+    for (i, j), (a, b) in (((0, 1), (1, 2)), ((0, 2), (1, 3)), ((1, 2), (2, 3))):  # R_ij + R_ji
+        for m, n in ((a, b), (b, a)):
+            table[entry(i, j), m, n] = table[entry(j, i), m, n] = 1.0
+    return table.reshape(10, 16)
+
+
+_QUAT_TO_ROTMAT = _quat_to_rotmat_table()
+_ROTMAT_TO_QUAT = _rotmat_to_quat_table()
+
+
+@functools.cache
+def _table(name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    table = {"quat_to_rotmat": _QUAT_TO_ROTMAT, "rotmat_to_quat": _ROTMAT_TO_QUAT}[name]
+    with torch.inference_mode(False):  # a cached inference tensor would break later autograd
+        return table.to(dtype=dtype, device=device)
+
+
 def quat_to_rotmat(quat: torch.Tensor) -> torch.Tensor:
     """Unit quaternions ``(..., 4)`` as ``(w, x, y, z)`` -> rotation matrices ``(..., 3, 3)``.
 
-    The quaternion is normalized first, so any non-zero 4-vector is accepted.
+    The quaternion is normalized first, so any non-zero 4-vector is accepted. Each entry is a
+    quadratic form of ``q`` (a constant table applied to ``q q^T``): a few large tensor ops
+    rather than dozens of small ones, and elementwise, so autocast never lowers its precision.
     """
     q = quat / torch.linalg.vector_norm(quat, dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rows = (
-        (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
-        (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
-        (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)),
-    )
-    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+    outer = (q[..., :, None] * q[..., None, :]).flatten(-2)  # (..., 16)
+    table = _table("quat_to_rotmat", q.dtype, q.device)
+    return (outer[..., :, None] * table).sum(-2).unflatten(-1, (3, 3))
 
 
 def rotmat_to_quat(rots: torch.Tensor) -> torch.Tensor:
@@ -38,60 +91,12 @@ def rotmat_to_quat(rots: torch.Tensor) -> torch.Tensor:
 
     Shepperd's method: of the four candidate formulas, use the one whose pivot
     (``1 + trace`` or ``1 + 2 R_ii - trace``) is largest, which keeps it stable near 180 degrees.
+    The candidates ``4 q_k q`` are linear in ``(1, R)``: one constant table gives all four.
     """
-    r = rots
-    trace = r[..., 0, 0] + r[..., 1, 1] + r[..., 2, 2]
-    pivots = torch.stack(
-        [
-            1 + trace,
-            1 + 2 * r[..., 0, 0] - trace,
-            1 + 2 * r[..., 1, 1] - trace,
-            1 + 2 * r[..., 2, 2] - trace,
-        ],
-        dim=-1,
-    )
-    # Each candidate is 4 * q_k * q, written out for pivot k.
-    cand = torch.stack(
-        [
-            torch.stack(
-                [
-                    pivots[..., 0],
-                    r[..., 2, 1] - r[..., 1, 2],
-                    r[..., 0, 2] - r[..., 2, 0],
-                    r[..., 1, 0] - r[..., 0, 1],
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    r[..., 2, 1] - r[..., 1, 2],
-                    pivots[..., 1],
-                    r[..., 0, 1] + r[..., 1, 0],
-                    r[..., 0, 2] + r[..., 2, 0],
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    r[..., 0, 2] - r[..., 2, 0],
-                    r[..., 0, 1] + r[..., 1, 0],
-                    pivots[..., 2],
-                    r[..., 1, 2] + r[..., 2, 1],
-                ],
-                -1,
-            ),
-            torch.stack(
-                [
-                    r[..., 1, 0] - r[..., 0, 1],
-                    r[..., 0, 2] + r[..., 2, 0],
-                    r[..., 1, 2] + r[..., 2, 1],
-                    pivots[..., 3],
-                ],
-                -1,
-            ),
-        ],
-        dim=-2,
-    )
+    entries = torch.cat([torch.ones_like(rots[..., :1, 0]), rots.flatten(-2)], dim=-1)
+    table = _table("rotmat_to_quat", rots.dtype, rots.device)
+    cand = (entries[..., :, None] * table).sum(-2).unflatten(-1, (4, 4))
+    pivots = torch.diagonal(cand, dim1=-2, dim2=-1)
     best = pivots.argmax(dim=-1)
     q = torch.take_along_dim(cand, best[..., None, None].expand(*best.shape, 1, 4), dim=-2)
     q = q.squeeze(-2)
