@@ -108,13 +108,13 @@ def test_cache_memory_is_linear_in_residues_and_flat_once_the_window_is_full():
         for t in range(6):
             model.append_clean(cache, data.cond, data.clean[t])
             history.append(cache.nbytes())
-        assert len(set(history)) == 1  # allocated once: W + sink + 1 slots
-        assert cache.nbytes_used() == cache.nbytes() * 3 // 4
+        assert len(set(history)) == 1  # allocated once: W + sink + 2 scratch slots
+        assert cache.nbytes_used() == cache.nbytes() * 3 // 5
         sizes[length] = cache.nbytes()
     assert sizes[12] == 2 * sizes[6]
     layers, heads = model.num_attention_layers, model.config.n_heads
     dims = model.blocks[0].attention[0].key_dim + model.blocks[0].attention[0].value_dim
-    assert sizes[6] == layers * heads * 4 * 6 * dims * 4  # 4 slots x 6 residues x float32
+    assert sizes[6] == layers * heads * 5 * 6 * dims * 4  # 5 slots x 6 residues x float32
 
 
 def test_rollout_rejects_inconsistent_inputs():
@@ -128,3 +128,24 @@ def test_rollout_rejects_inconsistent_inputs():
     other_mask[0, -1] = False
     with pytest.raises(ValueError, match="residue_mask"):
         model.denoise(cache, replace(data.cond, residue_mask=other_mask), data.noisy[1])
+
+
+@pytest.mark.parametrize(("window", "sink"), [(None, False), (2, True), (1, False)])
+def test_appending_and_denoising_in_one_pass_equals_two_passes(window, sink):
+    """``append_and_denoise`` (clean frame t and noisy frame t+1 in one pass) gives the noisy
+    prediction of ``append_clean`` then ``denoise``, and leaves the same cache behind."""
+    model = make_model()
+    data = make_window(frames=K, num_padding=2)
+    separate, merged = KVCache(window=window, sink=sink), KVCache(window=window, sink=sink)
+    model.append_clean(separate, data.cond, data.clean[0])
+    model.append_clean(merged, data.cond, data.clean[0])
+    for t in range(1, K):
+        model.append_clean(separate, data.cond, data.clean[t])
+        expected = model.denoise(separate, data.cond, data.noisy[t])
+        got = model.append_and_denoise(merged, data.cond, data.clean[t], data.noisy[t])
+        _assert_same_prediction(got, expected, 1e-9)
+        assert merged.groups == separate.groups
+        assert separate.groups[-1] == t
+    # the merged pass really used the clean frame: without it the prediction differs
+    without = model.denoise(KVCache(window=window, sink=sink), data.cond, data.noisy[K - 1])
+    assert (without.frames.trans - expected.frames.trans).abs().max() > 1e-4

@@ -66,23 +66,35 @@ def test_cached_rollout_matches_full_forward(tiny_model_path):
     )
     clean, noisy, outputs = [], [], []
     model = loaded.model
-    real_append, real_denoise = model.append_clean, model.denoise
+    real = model.append_clean, model.denoise, model.append_and_denoise
 
     def spy_append(cache, cond, tokens):
         clean.append(tokens)
-        return real_append(cache, cond, tokens)
+        return real[0](cache, cond, tokens)
 
     def spy_denoise(cache, cond, tokens):
-        out = real_denoise(cache, cond, tokens)
+        out = real[1](cache, cond, tokens)
         noisy.append(tokens)
         outputs.append(out)
         return out
 
-    model.append_clean, model.denoise = spy_append, spy_denoise
+    def spy_merged(cache, cond, clean_tokens, tokens):  # the rollout's first step of a frame
+        out = real[2](cache, cond, clean_tokens, tokens)
+        clean.append(clean_tokens)
+        noisy.append(tokens)
+        outputs.append(out)
+        return out
+
+    model.append_clean, model.denoise, model.append_and_denoise = (
+        spy_append,
+        spy_denoise,
+        spy_merged,
+    )
     try:
         list(rollout.frames(3))
     finally:
-        model.append_clean, model.denoise = real_append, real_denoise
+        model.append_clean, model.denoise, model.append_and_denoise = real
+    assert len(clean) == 2  # frames 0 and 1 were encoded, each in a merged pass
     t = 2  # the last denoising call predicted frame 2 attending to clean frames 0 and 1
     with torch.no_grad():
         full = model(

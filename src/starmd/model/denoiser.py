@@ -324,6 +324,20 @@ class StarDenoiser(nn.Module):
         return out
 
     @torch.inference_mode()
+    def append_and_denoise(
+        self, cache: KVCache, cond: ProteinConditioning, clean: FrameTokens, noisy: FrameTokens
+    ) -> DenoiserOutput:
+        """:meth:`append_clean` of ``clean`` and :meth:`denoise` of the next frame's ``noisy``
+        in one pass (``G = 2``: the noisy group also attends to the clean one). Same result as
+        the two calls, at the cost of little more than one where the pass is overhead-bound
+        (small proteins on CPU). Returns the noisy group's prediction.
+        """
+        slots = self._open_slot(cache, cond, clean, count=2)
+        out = self._trunk(cond, FrameTokens.cat([clean, noisy]), CacheContext(cache, slots))
+        cache.commit(slots[0])
+        return out[1:]
+
+    @torch.inference_mode()
     def denoise(
         self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens
     ) -> DenoiserOutput:
@@ -338,7 +352,9 @@ class StarDenoiser(nn.Module):
         return KVCache(window=window, sink=sink)
 
     # internals ----------------------------------------------------------------------------------
-    def _open_slot(self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens) -> int:
+    def _open_slot(
+        self, cache: KVCache, cond: ProteinConditioning, tokens: FrameTokens, count: int = 1
+    ) -> int | list[int]:
         if tokens.num_groups != 1:
             raise StarmdInputError(f"rollout takes one frame at a time, got {tokens.num_groups}")
         attention = self.blocks[0].attention[0]
@@ -349,6 +365,7 @@ class StarDenoiser(nn.Module):
             attention.key_dim,
             attention.value_dim,
             tokens.torsions.dtype,
+            count=count,
         )
 
     def pair_neighbours(self, cond: ProteinConditioning) -> torch.Tensor | None:

@@ -119,10 +119,11 @@ class CacheContext:
     """Rollout: the current group attends to the cached clean groups and to itself.
 
     The current group's keys/values are written into ``slot``; whether they stay there is the
-    caller's decision (:meth:`KVCache.commit`).
+    caller's decision (:meth:`KVCache.commit`). With a list of slots, several groups (in time
+    order) run in one pass, each attending to the cache, the earlier groups and itself.
     """
 
-    def __init__(self, cache: KVCache, slot: int) -> None:
+    def __init__(self, cache: KVCache, slot: int | list[int]) -> None:
         self.cache, self.slot = cache, slot
         self.num_slots, self.key_mask = cache.visibility(slot)
 

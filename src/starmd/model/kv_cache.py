@@ -6,7 +6,8 @@ points of the invariant point term), ``O(groups x L x d)`` per layer. Pair featu
 cached. Storage is a ring buffer of ``slots``, each one group of ``L`` tokens:
 
 * ``window=W``: the ``W`` most recent clean groups stay, plus group 0 when ``sink`` is set,
-  plus one scratch slot for the group being processed, so memory is flat in trajectory length;
+  plus two scratch slots for the groups being processed (a clean group being appended and the
+  noisy group of the next frame can share one pass), so memory is flat in trajectory length;
 * ``window=None``: full history (the paper's mode); the buffer doubles when full.
 
 Keys are order-free (positions live inside the rotary-encoded keys), so a slot can be reused
@@ -71,7 +72,7 @@ class KVCache:
     def _capacity(self) -> int:
         if self.window is None:
             return 8
-        return self.window + int(self.sink) + 1
+        return self.window + int(self.sink) + 2
 
     def open_slot(
         self,
@@ -81,8 +82,10 @@ class KVCache:
         key_dim: int,
         value_dim: int,
         dtype: torch.dtype,
-    ) -> int:
-        """Reserve a free slot for the group about to run; allocate storage on first use.
+        count: int = 1,
+    ) -> int | list[int]:
+        """Reserve a free slot for the group about to run (``count`` distinct slots, as a list,
+        for ``count`` groups in one pass); allocate storage on first use.
 
         Args:
             residue_mask: ``(B, L)`` bool; must stay the same for the whole rollout.
@@ -100,10 +103,10 @@ class KVCache:
         elif not torch.equal(residue_mask, self._residue_mask):
             raise ValueError("KVCache: residue_mask changed during the rollout")
         free = [i for i, g in enumerate(self.slot_group) if g < 0]
-        if not free:
+        if len(free) < count:
             self._allocate(2 * self.num_slots, self.keys[0].dtype, self.keys[0].device)
             free = [i for i, g in enumerate(self.slot_group) if g < 0]
-        return free[0]
+        return free[0] if count == 1 else free[:count]
 
     def _allocate(self, num_slots: int, dtype: torch.dtype, device: torch.device) -> None:
         b, l, num_layers, h, dk, dv = self._shape
@@ -120,26 +123,52 @@ class KVCache:
             new[:, :, : old * l] = prev
         self.slot_group = self.slot_group + [-1] * (num_slots - old)
 
-    def write(self, layer: int, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Store one group's keys ``(B, H, L, dk)`` and values ``(B, H, L, dv)`` in ``slot``."""
+    def write(
+        self, layer: int, slot: int | list[int], keys: torch.Tensor, values: torch.Tensor
+    ) -> None:
+        """Store one group's keys ``(B, H, L, dk)`` and values ``(B, H, L, dv)`` in ``slot``
+        (``G`` groups' ``(B, H, G L, d)`` in a list of ``G`` slots)."""
         l = self.num_residues
-        self.keys[layer][:, :, slot * l : (slot + 1) * l] = keys
-        self.values[layer][:, :, slot * l : (slot + 1) * l] = values
+        slots = [slot] if isinstance(slot, int) else slot
+        for i, s in enumerate(slots):
+            self.keys[layer][:, :, s * l : (s + 1) * l] = keys[:, :, i * l : (i + 1) * l]
+            self.values[layer][:, :, s * l : (s + 1) * l] = values[:, :, i * l : (i + 1) * l]
 
-    def visibility(self, slot: int) -> tuple[int, torch.Tensor | None]:
-        """What a query group whose own keys sit in ``slot`` may see (the same for every layer).
+    def visibility(self, slot: int | list[int]) -> tuple[int, torch.Tensor | None]:
+        """What query groups whose own keys sit in ``slot`` may see (the same for every layer).
 
-        Returns the number ``S`` of leading slots covering the held groups and ``slot``, and a
-        bool key mask ``(B, 1, 1, S L)`` (None when every key in those slots is visible).
+        With a list of slots (clean groups being appended, then a last query group, in time
+        order) group ``i`` sees the slots ``slot[: i + 1]`` and the held groups that the
+        window keeps after the ``i`` groups before it are committed: what it would see if each
+        earlier group had been appended in a pass of its own.
+
+        Returns the number ``S`` of leading slots covering the held groups and the slots, and a
+        bool key mask ``(B, 1, 1 | G L, S L)`` (None when every query sees every key in those
+        slots).
         """
-        used = [i for i, g in enumerate(self.slot_group) if g >= 0] + [slot]
-        n = max(used) + 1
-        if len(set(used)) == n and bool(self._residue_mask.all()):
+        slots = [slot] if isinstance(slot, int) else list(slot)
+        held = [i for i, g in enumerate(self.slot_group) if g >= 0]
+        n = max(held + slots) + 1
+        if len(slots) == 1 and len(set(held + slots)) == n and bool(self._residue_mask.all()):
             return n, None
-        slot_visible = torch.zeros(n, dtype=torch.bool, device=self._residue_mask.device)
-        slot_visible[used] = True
-        key_mask = slot_visible[None, :, None] & self._residue_mask[:, None, :]  # (B, S, L)
-        return n, key_mask.reshape(key_mask.shape[0], 1, 1, n * self.num_residues)
+        device = self._residue_mask.device
+        slot_visible = torch.zeros(len(slots), n, dtype=torch.bool, device=device)
+        for i in range(len(slots)):
+            slot_visible[i, [j for j in held if self._kept(self.slot_group[j], i)]] = True
+            slot_visible[i, slots[: i + 1]] = True
+        # (B, G, S, L): query group, key slot, key residue
+        key_mask = slot_visible[None, :, :, None] & self._residue_mask[:, None, None, :]
+        b, g, l = key_mask.shape[0], len(slots), self.num_residues
+        key_mask = key_mask.reshape(b, g, 1, n * l)
+        if g == 1:
+            return n, key_mask.reshape(b, 1, 1, n * l)
+        return n, key_mask.expand(b, g, l, n * l).reshape(b, 1, g * l, n * l)
+
+    def _kept(self, group: int, commits: int) -> bool:
+        """Whether held ``group`` stays in the window after ``commits`` more appended groups."""
+        if self.window is None or (self.sink and group == 0):
+            return True
+        return group >= self.num_appended + commits - self.window
 
     def layer(self, layer: int, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys ``(B, H, S L, dk)`` and values ``(B, H, S L, dv)`` of the first ``S`` slots."""
@@ -152,7 +181,6 @@ class KVCache:
         self.num_appended += 1
         if self.window is None:
             return
-        oldest_kept = self.num_appended - self.window
         for i, g in enumerate(self.slot_group):
-            if g >= 0 and g < oldest_kept and not (self.sink and g == 0):
+            if g >= 0 and not self._kept(g, 0):
                 self.slot_group[i] = -1

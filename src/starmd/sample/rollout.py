@@ -4,7 +4,9 @@ Frame 0 is the input structure. For each new frame ``t``: start from the diffusi
 ``steps`` reverse steps, each attending to the cached clean history plus the current noisy frame,
 the clean prediction expressed relative to the previous cached frame (as in training); the clean
 prediction at the last step is frame ``t``. It is then perturbed with contextual noise
-(``tau_ctx``, as in training) and encoded once into the cache. The cache keeps the last
+(``tau_ctx``, as in training) and encoded once into the cache, in the same network pass as the
+first denoising step of frame ``t + 1`` (:meth:`StarDenoiser.append_and_denoise`: the result of
+two passes, at little more than the cost of one for small proteins). The cache keeps the last
 ``context`` frames (plus frame 0 as an attention sink if ``sink``), so memory is flat in the
 trajectory length.
 
@@ -176,6 +178,7 @@ class Rollout:
             settings.steps, settings.tau_min, rho=settings.schedule_rho
         )
         self.next_frame = 0
+        self.pending: FrameTokens | None = None  # a clean frame not yet encoded into the cache
         self.previous: Rigid | None = None  # last cached clean frame (with contextual noise)
         self.previous_prior: ElasticPrior | SparseElasticPrior | None = (
             None  # translation prior around it
@@ -206,16 +209,29 @@ class Rollout:
     @torch.inference_mode()
     def push_clean(self, t: int, frames: Rigid, torsions: torch.Tensor) -> None:
         """Perturb frame ``t`` (centred) with contextual noise and append it to the cache."""
+        self.stage_clean(t, frames, torsions)
+        self.flush()
+
+    @torch.inference_mode()
+    def stage_clean(self, t: int, frames: Rigid, torsions: torch.Tensor) -> None:
+        """As :meth:`push_clean`, but the cache append waits for the next network pass (the
+        first denoising step of frame ``t + 1``) or :meth:`flush`."""
+        self.flush()
         tau = self.settings.context_noise
         generator = frame_generator(self.seed + 1, t, self.device)
         mask = self.inputs.cond.torsion_mask
         noisy = self.diffuser.forward_marginal(frames, torsions, mask, tau, generator)
-        self.model.append_clean(
-            self.cache, self.inputs.cond, self._tokens(noisy.frames, noisy.torsions, tau, t)
-        )
+        self.pending = self._tokens(noisy.frames, noisy.torsions, tau, t)
         self.previous = noisy.frames
         self.previous_prior = self._trans_prior(noisy.frames)
         self.next_frame = t + 1
+
+    @torch.inference_mode()
+    def flush(self) -> None:
+        """Encode a staged clean frame into the cache now."""
+        if self.pending is not None:
+            self.model.append_clean(self.cache, self.inputs.cond, self.pending)
+            self.pending = None
 
     def _trans_prior(self, previous: Rigid) -> ElasticPrior | SparseElasticPrior | None:
         """The elastic translation prior around ``previous`` (None: independent residues)."""
@@ -281,7 +297,12 @@ class Rollout:
         of frame ``t`` at noise level ``tau``."""
         cond = self.inputs.cond
         base = self.reference_base(frames, tau)
-        out = self.model.denoise(self.cache, cond, self._tokens(frames, torsions, tau, t, base))
+        tokens = self._tokens(frames, torsions, tau, t, base)
+        if self.pending is not None:
+            out = self.model.append_and_denoise(self.cache, cond, self.pending, tokens)
+            self.pending = None
+        else:
+            out = self.model.denoise(self.cache, cond, tokens)
         sin_cos = out.torsions[:, 0]
         pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
         return out.frames[:, 0], torch.where(cond.torsion_mask, pred_torsions, 0.0)
@@ -341,9 +362,9 @@ class Rollout:
         """Yield frames ``next_frame .. n_frames - 1`` (frame 0 is the input itself)."""
         if self.next_frame == 0:
             frames, torsions = self.inputs.init_frames, self.inputs.init_torsions
-            self.push_clean(0, frames, torsions)
+            self.stage_clean(0, frames, torsions)
             yield 0, self.atoms(frames, torsions), frames, torsions
         for t in range(self.next_frame, n_frames):
             frames, torsions = self.sample_frame(t)
             yield t, self.atoms(frames, torsions), frames, torsions
-            self.push_clean(t, frames, torsions)
+            self.stage_clean(t, frames, torsions)
