@@ -376,6 +376,20 @@ class StarDenoiser(nn.Module):
             cond.init_frames.trans, cond.residue_mask, self.config.pair_neighbours
         )
 
+    def _protein_features(
+        self, cond: ProteinConditioning, context: AttentionContext
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Pair neighbours and frame-independent pair features of ``cond``: in a rollout
+        computed once per cache and conditioning object (:meth:`KVCache.memo`)."""
+
+        def compute() -> tuple[torch.Tensor | None, torch.Tensor]:
+            neighbours = self.pair_neighbours(cond)
+            return neighbours, self.pair_embedding.protein_pair(cond, neighbours)
+
+        if isinstance(context, CacheContext) and not torch.is_grad_enabled():
+            return context.cache.memo(cond, compute)
+        return compute()
+
     def _check_prior(self, cond: ProteinConditioning) -> None:
         cfg = self.config
         for name, width, value in (
@@ -410,10 +424,8 @@ class StarDenoiser(nn.Module):
         )
         s = self.single_embedding(cond, tokens) + self.reference_embedding(pose)
         s = s * residue_mask[:, None, :, None]
-        neighbours = self.pair_neighbours(cond)
-        z = self.pair_embedding(
-            self.pair_embedding.protein_pair(cond, neighbours), tokens.frames, neighbours
-        )
+        neighbours, protein_pair = self._protein_features(cond, context)
+        z = self.pair_embedding(protein_pair, tokens.frames, neighbours)
         cond_emb = self.conditioning(tokens.tau, cond.dt_ps)
         reference = masked_centroid(cond.init_frames.trans, residue_mask)
         rope = rotary_angles(

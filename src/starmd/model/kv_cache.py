@@ -43,6 +43,7 @@ class KVCache:
         self.num_appended = 0
         self._residue_mask: torch.Tensor | None = None
         self._shape: tuple[int, ...] | None = None
+        self._memo: tuple[object, object] | None = None
 
     # inspection -----------------------------------------------------------------------------
     @property
@@ -163,6 +164,13 @@ class KVCache:
         if g == 1:
             return n, key_mask.reshape(b, 1, 1, n * l)
         return n, key_mask.expand(b, g, l, n * l).reshape(b, 1, g * l, n * l)
+
+    def memo(self, key: object, compute):
+        """``compute()``, remembered while ``key`` (the same object, e.g. a protein's
+        conditioning) is passed: features that stay fixed during a rollout are computed once."""
+        if self._memo is None or self._memo[0] is not key:
+            self._memo = (key, compute())
+        return self._memo[1]
 
     def _kept(self, group: int, commits: int) -> bool:
         """Whether held ``group`` stays in the window after ``commits`` more appended groups."""
