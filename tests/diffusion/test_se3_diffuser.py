@@ -7,7 +7,7 @@ from starmd.diffusion.sampler import reverse_schedule, sample
 from starmd.diffusion.se3_diffuser import SE3TorusDiffuser
 from starmd.diffusion.so3 import random_rotations, rotation_angle
 from starmd.diffusion.torus_diffuser import wrap_angle
-from starmd.structure.rigid import Rigid
+from starmd.structure.rigid import Rigid, quat_to_rotmat
 
 B, T, L, K = 2, 3, 40, 7
 
@@ -254,3 +254,22 @@ def test_reverse_schedule_rho_spends_steps_at_low_noise():
     assert int((cubic < 0.1).sum()) > int((linear < 0.1).sum())
     with pytest.raises(ValueError):
         reverse_schedule(10, rho=0.0)
+
+
+def test_corrupt_draws_the_same_noisy_state_as_forward_marginal(diffuser):
+    """The rollout's score-free corruption equals forward_marginal's frames and torsions."""
+    g = torch.Generator().manual_seed(3)
+    frames = Rigid(
+        quat_to_rotmat(torch.randn(2, 6, 4, generator=g, dtype=torch.float64)),
+        torch.randn(2, 6, 3, generator=g, dtype=torch.float64),
+    )
+    torsions = torch.rand(2, 6, 7, generator=g, dtype=torch.float64) * 6 - 3
+    mask = torch.rand(2, 6, 7, generator=g) < 0.7
+    full = diffuser.forward_marginal(frames, torsions, mask, 0.3, torch.Generator().manual_seed(11))
+    noisy_frames, noisy_torsions = diffuser.corrupt(
+        frames, torsions, mask, 0.3, torch.Generator().manual_seed(11)
+    )
+    assert torch.equal(noisy_frames.trans, full.frames.trans)
+    assert torch.equal(noisy_frames.rots, full.frames.rots)
+    assert torch.equal(noisy_torsions, full.torsions)
+    assert not torch.equal(noisy_frames.trans, frames.trans)

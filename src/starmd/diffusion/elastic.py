@@ -38,14 +38,14 @@ Under the independent Gaussian likelihood of the VP forward process,
     \hat x_0 = m + (P + \tfrac{\alpha^2}{\sigma^2} I)^{-1} \tfrac{\alpha}{\sigma^2}
     (x_\tau - \alpha m),
 
-with ``m`` the prior mean, diagonal in the eigenbasis of ``P``, which is therefore computed
-once per previous frame: a dense ``O((3L)^3)`` eigendecomposition, ~5 ms for 64 residues on one
-CPU thread (batched, differentiable inputs, any device). ``P`` is sparse (bonds and contacts
-within ``cutoff``: a few dozen 3x3 blocks per residue), so above :data:`SPARSE_ABOVE` residues
-the prior is kept as a sparse matrix instead and every posterior mean is a sparse direct solve
-of ``P + alpha^2 / sigma^2 I`` (SciPy's SuperLU, float64, exact to rounding): at 1,000 residues
-~10 ms per solve against 1.8 s for the eigendecomposition. With ``k_bond = k_contact = 0`` this
-is the independent prior exactly.
+with ``m`` the prior mean: one Cholesky solve of ``P + alpha^2 / sigma^2 I`` per posterior mean
+(``O((3L)^3 / 3)``, ~0.1 ms for 48 residues on one CPU thread; batched, any device; a
+rollout needs one per denoising step, training one per window frame). ``P`` is sparse (bonds
+and contacts within ``cutoff``: a few dozen 3x3 blocks per residue), so above
+:data:`SPARSE_ABOVE` residues it is kept as a sparse matrix and each posterior mean is a sparse
+direct solve (SciPy's SuperLU, float64, exact to rounding): at 1,000 residues ~10 ms per solve
+against 1.8 s for the dense eigendecomposition this module used before. With ``k_bond =
+k_contact = 0`` this is the independent prior exactly.
 
 This is a modelling choice of starmd, not of the STAR-MD paper: the base is only what the
 network's prediction is an update of (the network still sees the noisy state and the history),
@@ -59,25 +59,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# above this many residues the prior is a sparse matrix with direct solves (the dense
-# eigendecomposition is O(L^3): 0.25 s at 500 residues, 1.8 s at 1,000 on one CPU thread)
+# above this many residues the prior is a sparse matrix with sparse direct solves (a dense
+# Cholesky factorization is O(L^3) per solve)
 SPARSE_ABOVE = 256
 
 
-@dataclass(frozen=True)
-class ElasticPrior:
-    """Eigendecomposition of a prior precision ``P = V diag(p) V^T`` on ``3L`` coordinates.
+class _GaussianPosterior:
+    """The posterior mean shared by the dense and sparse priors (``_update`` differs)."""
 
-    Attributes:
-        eigvecs: ``(..., 3L, 3L)``, columns are eigenvectors; coordinates ordered residue-major
-            (``x_1, y_1, z_1, x_2, ...``).
-        eigvals: ``(..., 3L)`` precisions in A^-2 (all >= ``1 / s^2``).
-        mean_shift: ``(..., L, 3)`` Angstrom, the prior mean minus the previous frame (the
-            linearized relaxation of strained bonds towards their rest lengths).
-    """
-
-    eigvecs: torch.Tensor
-    eigvals: torch.Tensor
     mean_shift: torch.Tensor
 
     def posterior_mean(
@@ -96,19 +85,46 @@ class ElasticPrior:
             alpha, sigma: ``(...)`` mean coefficient and noise std in Angstrom, one per frame.
         """
         shape = noisy.shape
-        dtype = self.eigvecs.dtype
-        alpha = alpha.to(dtype)[..., None]
-        sigma2 = sigma.to(dtype)[..., None] ** 2
-        prior_mean = prior_mean.to(dtype) + self.mean_shift
-        residual = (noisy.to(dtype) - alpha[..., None] * prior_mean).flatten(-2)
-        gain = (alpha / sigma2) / (self.eigvals + alpha**2 / sigma2)
-        coefficients = (self.eigvecs.transpose(-1, -2) @ residual[..., None])[..., 0]
-        update = (self.eigvecs @ (gain * coefficients)[..., None])[..., 0]
+        f64 = torch.float64
+        prior_mean = prior_mean.to(f64) + self.mean_shift
+        alpha = alpha.to(f64).expand(shape[:-2])
+        residual = (noisy.to(f64) - alpha[..., None, None] * prior_mean).flatten(-2)
+        update = self._update(residual, alpha, sigma.to(f64).expand(shape[:-2]) ** 2)
         return (prior_mean + update.reshape(shape)).to(noisy.dtype)
+
+    def _update(
+        self, residual: torch.Tensor, alpha: torch.Tensor, sigma2: torch.Tensor
+    ) -> torch.Tensor:
+        """``(P + alpha^2 / sigma^2 I)^-1 alpha / sigma^2 r`` for ``residual (..., 3L)``."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class SparseElasticPrior:
+class ElasticPrior(_GaussianPosterior):
+    """A prior precision ``P`` on ``3L`` coordinates, as a dense matrix.
+
+    Attributes:
+        precision: ``(..., 3L, 3L)`` in A^-2, coordinates ordered residue-major (``x_1, y_1,
+            z_1, x_2, ...``); symmetric positive definite (all eigenvalues >= ``1 / s^2``).
+        mean_shift: ``(..., L, 3)`` Angstrom, the prior mean minus the previous frame (the
+            linearized relaxation of strained bonds towards their rest lengths).
+    """
+
+    precision: torch.Tensor
+    mean_shift: torch.Tensor
+
+    def _update(
+        self, residual: torch.Tensor, alpha: torch.Tensor, sigma2: torch.Tensor
+    ) -> torch.Tensor:
+        ratio = (alpha**2 / sigma2)[..., None, None]
+        eye = torch.eye(self.precision.shape[-1], dtype=residual.dtype, device=residual.device)
+        factor = torch.linalg.cholesky(self.precision + ratio * eye)
+        rhs = (alpha / sigma2)[..., None, None] * residual[..., None]
+        return torch.cholesky_solve(rhs, factor)[..., 0]
+
+
+@dataclass(frozen=True)
+class SparseElasticPrior(_GaussianPosterior):
     """The prior of :class:`ElasticPrior` as sparse precision matrices (large proteins).
 
     Attributes:
@@ -120,30 +136,21 @@ class SparseElasticPrior:
     precisions: tuple
     mean_shift: torch.Tensor
 
-    def posterior_mean(
-        self,
-        noisy: torch.Tensor,
-        prior_mean: torch.Tensor,
-        alpha: torch.Tensor,
-        sigma: torch.Tensor,
+    def _update(
+        self, residual: torch.Tensor, alpha: torch.Tensor, sigma2: torch.Tensor
     ) -> torch.Tensor:
-        """As :meth:`ElasticPrior.posterior_mean`: one sparse solve per batch element."""
         from scipy.sparse import identity
         from scipy.sparse.linalg import splu
 
-        shape = noisy.shape
-        prior_mean = prior_mean.to(torch.float64) + self.mean_shift
-        residual = noisy.to(torch.float64) - alpha.to(torch.float64)[..., None, None] * prior_mean
-        residual = residual.reshape(len(self.precisions), -1).cpu().numpy()
-        alphas = np.broadcast_to(alpha.detach().cpu().double().numpy(), shape[:-2]).reshape(-1)
-        sigma2 = np.broadcast_to(sigma.detach().cpu().double().numpy(), shape[:-2]).reshape(-1) ** 2
-        update = np.empty_like(residual)
+        flat = residual.reshape(len(self.precisions), -1).cpu().numpy()
+        alphas = alpha.reshape(-1).cpu().numpy()
+        sigma2s = sigma2.reshape(-1).cpu().numpy()
+        update = np.empty_like(flat)
         for i, precision in enumerate(self.precisions):
-            ratio = alphas[i] ** 2 / sigma2[i]
+            ratio = alphas[i] ** 2 / sigma2s[i]
             system = precision + ratio * identity(precision.shape[0], format="csc")
-            update[i] = splu(system).solve(residual[i] * (alphas[i] / sigma2[i]))
-        update = torch.from_numpy(update).to(prior_mean.device).reshape(shape)
-        return (prior_mean + update).to(noisy.dtype)
+            update[i] = splu(system).solve(flat[i] * (alphas[i] / sigma2s[i]))
+        return torch.from_numpy(update).to(residual.device).reshape(residual.shape)
 
 
 def bonded_pairs(residue_index: torch.Tensor, chain_index: torch.Tensor) -> torch.Tensor:
@@ -217,13 +224,8 @@ def elastic_prior(
     blocks = blocks + eye_l[..., None, None] * diagonal[..., :, None, :, :]
     hessian = blocks.transpose(-3, -2).reshape(*batch, 3 * length, 3 * length)
     precision = hessian + torch.eye(3 * length, dtype=x.dtype, device=x.device) / spread**2
-    eigvals, eigvecs = torch.linalg.eigh(precision)
-    eigvals = eigvals.clamp_min(1.0 / spread**2)
-    coefficients = (eigvecs.transpose(-1, -2) @ gradient[..., None])[..., 0] / eigvals
-    shift = -(eigvecs @ coefficients[..., None])[..., 0]
-    return ElasticPrior(
-        eigvecs=eigvecs, eigvals=eigvals, mean_shift=shift.reshape(*batch, length, 3)
-    )
+    shift = -torch.cholesky_solve(gradient[..., None], torch.linalg.cholesky(precision))[..., 0]
+    return ElasticPrior(precision=precision, mean_shift=shift.reshape(*batch, length, 3))
 
 
 def _sparse_prior(

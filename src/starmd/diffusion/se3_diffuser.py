@@ -101,11 +101,10 @@ class SE3TorusDiffuser:
         Draws, in this order, translation noise, rotation noise, torsion noise from
         ``generator``.
         """
-        batch = frames.shape
-        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(batch)
-        trans, trans_noise = self.r3.forward_marginal(frames.trans, tau_t, generator)
-        rots, rot_noise = self.so3.forward_marginal(frames.rots, tau_t, generator)
-        tors, tors_noise = self.torus.forward_marginal(torsions, tau_t, generator, torsion_mask)
+        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(frames.shape)
+        (trans, trans_noise), (rots, rot_noise), (tors, tors_noise) = self._corrupt(
+            frames, torsions, torsion_mask, tau_t, generator
+        )
         scalings = self.score_scalings(tau_t)
         return NoisyState(
             frames=Rigid(rots, trans),
@@ -120,6 +119,30 @@ class SE3TorusDiffuser:
             trans_score_scaling=scalings.trans,
             rot_score_scaling=scalings.rot,
             torsion_score_scaling=scalings.torsion,
+        )
+
+    def corrupt(
+        self,
+        frames: Rigid,
+        torsions: torch.Tensor,
+        torsion_mask: torch.Tensor,
+        tau: float | torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[Rigid, torch.Tensor]:
+        """The noisy frames and torsions of :meth:`forward_marginal` (same draws from
+        ``generator``) without the scores and scalings that only training needs."""
+        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(frames.shape)
+        (trans, _), (rots, _), (tors, _) = self._corrupt(
+            frames, torsions, torsion_mask, tau_t, generator
+        )
+        return Rigid(rots, trans), tors
+
+    def _corrupt(self, frames, torsions, torsion_mask, tau_t, generator) -> tuple:
+        """``(value, noise)`` of translations, rotations and torsions, drawn in that order."""
+        return (
+            self.r3.forward_marginal(frames.trans, tau_t, generator),
+            self.so3.forward_marginal(frames.rots, tau_t, generator),
+            self.torus.forward_marginal(torsions, tau_t, generator, torsion_mask),
         )
 
     def trans_score(

@@ -93,14 +93,24 @@ class InvariantPointAttention(nn.Module):
         logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
         attn = torch.softmax(logits, dim=-1)  # (N, H, L, L)
 
-        o = torch.einsum("nhij,njhc->nihc", attn, v).reshape(n, l, h * c)
-        o_pts = torch.einsum("nhij,njhpx->nihpx", attn, v_pts).reshape(n, l, h * pv, 3)
-        o_pts = point_frames.invert_apply(o_pts)
-        o_norm = torch.sqrt((o_pts**2).sum(-1) + 1e-8)
-        o_pair = torch.einsum("nhij,nijc->nihc", attn, z).reshape(n, l, -1)
-        return self.linear_out(
-            torch.cat([o, o_pts.reshape(n, l, h * pv * 3), o_norm, o_pair], dim=-1)
+        return self._output(
+            torch.einsum("nhij,njhc->nihc", attn, v),
+            torch.einsum("nhij,njhpx->nihpx", attn, v_pts),
+            torch.einsum("nhij,nijc->nihc", attn, z),
+            point_frames,
         )
+
+    def _output(
+        self, o: torch.Tensor, o_pts: torch.Tensor, o_pair: torch.Tensor, point_frames: Rigid
+    ) -> torch.Tensor:
+        """Attention-weighted values ``o (N, L, H, c)``, global value points ``o_pts (N, L, H,
+        ...)`` (``pv * 3`` numbers per head) and pair values ``o_pair (N, L, H, c_z)`` ->
+        ``(N, L, c_s)``; the points come back into each query's local frame."""
+        n, l = o.shape[:2]
+        o_pts = point_frames.invert_apply(o_pts.reshape(n, l, -1, 3))
+        o_norm = torch.sqrt((o_pts**2).sum(-1) + 1e-8)
+        parts = [o.reshape(n, l, -1), o_pts.reshape(n, l, -1), o_norm, o_pair.reshape(n, l, -1)]
+        return self.linear_out(torch.cat(parts, dim=-1))
 
     def _forward_neighbours(
         self,
@@ -137,11 +147,9 @@ class InvariantPointAttention(nn.Module):
         logits = logits.masked_fill(~key_mask[..., None], torch.finfo(logits.dtype).min)
         attn = torch.softmax(logits, dim=2)  # over the k neighbours
 
-        o = torch.einsum("nijh,nijhc->nihc", attn, v).reshape(n, l, h * c)
-        o_pts = torch.einsum("nijh,nijhx->nihx", attn, v_pts).reshape(n, l, h * pv, 3)
-        o_pts = point_frames.invert_apply(o_pts)
-        o_norm = torch.sqrt((o_pts**2).sum(-1) + 1e-8)
-        o_pair = torch.einsum("nijh,nijc->nihc", attn, z).reshape(n, l, -1)
-        return self.linear_out(
-            torch.cat([o, o_pts.reshape(n, l, h * pv * 3), o_norm, o_pair], dim=-1)
+        return self._output(
+            torch.einsum("nijh,nijhc->nihc", attn, v),
+            torch.einsum("nijh,nijhx->nihx", attn, v_pts),
+            torch.einsum("nijh,nijc->nihc", attn, z),
+            point_frames,
         )

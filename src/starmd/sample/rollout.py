@@ -220,10 +220,10 @@ class Rollout:
         tau = self.settings.context_noise
         generator = frame_generator(self.seed + 1, t, self.device)
         mask = self.inputs.cond.torsion_mask
-        noisy = self.diffuser.forward_marginal(frames, torsions, mask, tau, generator)
-        self.pending = self._tokens(noisy.frames, noisy.torsions, tau, t)
-        self.previous = noisy.frames
-        self.previous_prior = self._trans_prior(noisy.frames)
+        noisy_frames, noisy_torsions = self.diffuser.corrupt(frames, torsions, mask, tau, generator)
+        self.pending = self._tokens(noisy_frames, noisy_torsions, tau, t)
+        self.previous = noisy_frames
+        self.previous_prior = self._trans_prior(noisy_frames)
         self.next_frame = t + 1
 
     @torch.inference_mode()
