@@ -1,6 +1,8 @@
 """starmd generate: files, determinism, cache == no cache, resume, bad inputs."""
 
 import json
+import subprocess
+import sys
 
 import mdtraj
 import numpy as np
@@ -228,3 +230,14 @@ def test_flagged_frames_are_all_counted_even_when_the_list_is_capped(
     )
     assert len(sidecar["flagged_frames"]) == 2
     assert sidecar["flagged_count"] >= per_frame > 2
+
+
+def test_sampling_does_not_import_the_training_stack():
+    """Loading a model and building its diffuser must not import Lightning (2-3 s of start-up
+    that the time to the first frame would pay)."""
+    code = (
+        "import sys; from starmd.sample.generate import bundled_model_path; "
+        "from starmd.train.run import load_model; load_model(bundled_model_path()).diffuser; "
+        "sys.exit(int('lightning' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -226,3 +226,20 @@ def _coerce(value: Any, annotation: str, name: str, source: str) -> Any:
             raise bad()
         return int(number)
     return number
+
+
+def build_diffuser(section: DiffusionSection):
+    """The :class:`~starmd.diffusion.se3_diffuser.SE3TorusDiffuser` of a diffusion section (kept
+    here, away from Lightning, so that sampling does not import the training stack)."""
+    from starmd.diffusion.r3_diffuser import R3Diffuser
+    from starmd.diffusion.se3_diffuser import SE3TorusDiffuser
+    from starmd.diffusion.so3_diffuser import SO3Diffuser
+    from starmd.diffusion.torus_diffuser import TorusDiffuser
+
+    return SE3TorusDiffuser(
+        r3=R3Diffuser(section.trans_beta_min, section.trans_beta_max, section.coordinate_scale),
+        so3=SO3Diffuser(sigma_min=section.so3_sigma_min, sigma_max=section.so3_sigma_max),
+        torus=TorusDiffuser(
+            sigma_min=section.torsion_sigma_min, sigma_max=section.torsion_sigma_max
+        ),
+    )

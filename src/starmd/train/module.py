@@ -20,23 +20,12 @@ import time
 import lightning as L
 import torch
 
-from starmd.diffusion import R3Diffuser, SE3TorusDiffuser, SO3Diffuser, TorusDiffuser
 from starmd.diffusion.elastic import bonded_pairs, elastic_prior
 from starmd.model import DenoiserConfig, FrameTokens, StarDenoiser
 from starmd.structure.rigid import Rigid
 from starmd.train.batch import clean_window_from_batch, conditioning_from_batch
-from starmd.train.config import DiffusionSection, TrainConfig
+from starmd.train.config import TrainConfig, build_diffuser
 from starmd.train.losses import denoising_losses
-
-
-def build_diffuser(section: DiffusionSection) -> SE3TorusDiffuser:
-    return SE3TorusDiffuser(
-        r3=R3Diffuser(section.trans_beta_min, section.trans_beta_max, section.coordinate_scale),
-        so3=SO3Diffuser(sigma_min=section.so3_sigma_min, sigma_max=section.so3_sigma_max),
-        torus=TorusDiffuser(
-            sigma_min=section.torsion_sigma_min, sigma_max=section.torsion_sigma_max
-        ),
-    )
 
 
 def build_denoiser(config: TrainConfig) -> StarDenoiser:

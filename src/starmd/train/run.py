@@ -20,7 +20,7 @@ import yaml
 
 from starmd.errors import StarmdCheckpointError, StarmdInputError, located
 from starmd.model import DenoiserConfig, StarDenoiser
-from starmd.train.config import TrainConfig
+from starmd.train.config import TrainConfig, build_diffuser
 
 FORMAT = "starmd-model-1"
 
@@ -35,8 +35,6 @@ class LoadedModel:
 
     @property
     def diffuser(self):
-        from starmd.train.module import build_diffuser
-
         return build_diffuser(self.config.diffusion)
 
 
