@@ -4,7 +4,8 @@
         --protein 2wqg --protein 2k1b --protein 2m2l \
         --setting dpm2:10 --setting dpm2:5 --setting ddpm:20 --frames 40 --dt 10
 
-Each setting (``sampler:steps[:dt_ps][:nosink][:cN]``; ``cN``: N past frames of context)
+Each setting (``sampler:steps[:dt_ps][:nosink][:cN][:rX]``; ``cN``: N past frames of context,
+``rX``: schedule rho X)
 generates ``--frames`` frames of each protein from its MD start structure (``{name}.pdb``),
 all settings are scored in one ``starmd evaluate`` run against the MD (with the MD-replica,
 static and ANM baselines), and the table of medians over proteins is printed and written to
@@ -24,17 +25,20 @@ from starmd.sample.generate import GenerationSettings, generate
 
 
 def parse_setting(text: str, default_dt: float) -> tuple[str, tuple]:
-    """``sampler:steps[:dt_ps][:nosink][:cN]`` -> label, (sampler, steps, dt, sink, context);
-    ``cN`` keeps N past frames in the cache (default: the generator's)."""
+    """``sampler:steps[:dt_ps][:nosink][:cN][:rX]`` -> label, (sampler, steps, dt, sink, context,
+    rho); ``cN`` keeps N past frames in the cache, ``rX`` spaces the denoising times with rho X
+    (defaults: the generator's)."""
     parts = text.split(":")
     sampler, steps = parts[0], int(parts[1])
     dt = float(parts[2]) if len(parts) > 2 and parts[2] else default_dt
     sink = "nosink" not in parts[3:]
     context = next((int(p[1:]) for p in parts[3:] if p.startswith("c")), None)
+    rho = next((float(p[1:]) for p in parts[3:] if p.startswith("r")), None)
     label = f"{sampler}x{steps}" + (f"@{dt:g}ps" if dt != default_dt else "")
     label += "" if sink else "-nosink"
     label += "" if context is None else f"-ctx{context}"
-    return label, (sampler, steps, dt, sink, context)
+    label += "" if rho is None else f"-rho{rho:g}"
+    return label, (sampler, steps, dt, sink, context, rho)
 
 
 def main() -> None:
@@ -53,8 +57,9 @@ def main() -> None:
     speeds: dict[str, list[float]] = {}
     folders: dict[str, Path] = {}
     for text in args.setting:
-        label, (sampler, steps, dt, sink, context) = parse_setting(text, args.dt)
+        label, (sampler, steps, dt, sink, context, rho) = parse_setting(text, args.dt)
         extra = {} if context is None else {"context": context}
+        extra.update({} if rho is None else {"schedule_rho": rho})
         folders[label] = args.out / "gen" / label
         for name in args.protein:
             settings = GenerationSettings(
