@@ -1,9 +1,11 @@
 """Lists of proteins: folders and CSVs, shards that cover a list exactly once, failures."""
 
 import json
+import os
 
 import mdtraj
 import pytest
+import torch
 
 from starmd import fanout
 from starmd.errors import StarmdInputError, StarmdSimulationError
@@ -126,3 +128,28 @@ def test_simulate_a_list_routes_each_protein(tmp_path, monkeypatch, capsys):
     assert_one_line_error(code, err, "1 of 2 proteins failed: bad: bad replica 1: NaN energy")
     code, _, err = run_cli(["simulate", str(tmp_path / "none.csv"), "-o", str(tmp_path)], capsys)
     assert_one_line_error(code, err, "none.csv: not found")
+
+
+def test_parallel_workers_share_the_cores(tiny_model_path, tmp_path, capsys):
+    """--workers k gives each generating process its share of the cores (not all of them),
+    --threads sets it explicitly; the sidecar records the threads used."""
+    csv_path = _csv(
+        tmp_path, [("hp36", str(STRUCTURES / "1vii.pdb")), ("ubq", str(STRUCTURES / "1ubi.pdb"))]
+    )
+    out = tmp_path / "gen"
+    base = ["generate", str(csv_path), "-o", str(out), "--model", str(tiny_model_path)]
+    base += ["--frames", "2", "--steps", "2", "--dt", "10ps"]
+    code, stdout, _ = run_cli([*base, "--workers", "2"], capsys)
+    assert code == 0 and "2 of 2 proteins" in stdout
+    share = max(1, (os.cpu_count() or 1) // 2)
+    for name, stem in (("hp36", "1vii"), ("ubq", "1ubi")):
+        assert json.loads((out / name / f"{stem}.json").read_text())["threads"] == share
+    single = tmp_path / "single"
+    args = ["generate", str(STRUCTURES / "1vii.pdb"), "-o", str(single)]
+    args += ["--model", str(tiny_model_path), "--frames", "2", "--steps", "2", "--threads", "1"]
+    before = torch.get_num_threads()
+    try:
+        code, _, _ = run_cli(args, capsys)  # in this process: sets its torch threads
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0 and json.loads((single / "1vii.json").read_text())["threads"] == 1

@@ -322,6 +322,11 @@ def generate(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
     ),
     workers: int = typer.Option(1, help="With a list: proteins generated in parallel processes."),
+    threads: int = typer.Option(
+        None,
+        min=1,
+        help="CPU threads per generating process (default: all cores, divided among --workers).",
+    ),
 ) -> None:
     """Generate long trajectories from one structure by autoregressive rollout.
 
@@ -355,8 +360,14 @@ def generate(
         chains=list(chain or []),
     )
     if fanout.is_list(structure):
-        _generate_list(structure, out, settings, model, device, resume, overwrite, shard, workers)
+        _generate_list(
+            structure, out, settings, model, device, resume, overwrite, shard, workers, threads
+        )
         return
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     with _progress() as bar:
         task = bar.add_task("generating", total=frames, info="")
 
@@ -387,14 +398,20 @@ def generate(
     )
 
 
-def _generate_list(source, out, settings, model, device, resume, overwrite, shard, workers):
-    """Generate for every protein of a folder/CSV (this shard), one sub-folder each."""
+def _generate_list(
+    source, out, settings, model, device, resume, overwrite, shard, workers, threads=None
+):
+    """Generate for every protein of a folder/CSV (this shard), one sub-folder each; each of
+    the ``workers`` processes uses ``threads`` CPU threads (default: its share of the cores)."""
+    import os
     from functools import partial
 
     from starmd import fanout
     from starmd.sample.generate import generate_job
 
     jobs = fanout.shard(fanout.read_jobs(source), *fanout.parse_shard(shard))
+    if threads is None and workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
     task_fn = partial(
         generate_job,
         out_root=str(out),
@@ -403,6 +420,7 @@ def _generate_list(source, out, settings, model, device, resume, overwrite, shar
         device=device,
         resume=resume,
         overwrite=overwrite,
+        threads=threads,
     )
     with _progress() as bar:
         task = bar.add_task("proteins", total=len(jobs), info="")

@@ -319,6 +319,7 @@ def generate(
         "settings": asdict(settings),
         "dt_ps": settings.dt_ps,
         "device": str(torch_device),
+        "threads": torch.get_num_threads(),
         "residues": protein.n_residues,
         "files": {
             "topology": f"{name}.pdb",
@@ -351,12 +352,17 @@ def generate_job(
     device: str,
     resume: bool,
     overwrite: bool,
+    threads: int | None = None,
 ) -> dict:
     """One protein of a list (:mod:`starmd.fanout`): generate into ``out_root/{job.name}``.
 
     With ``resume``, a rerun (e.g. a requeued array task) continues an interrupted protein,
-    skips a finished one (returning its sidecar) and starts the others afresh.
+    skips a finished one (returning its sidecar) and starts the others afresh. ``threads``
+    sets this process's torch CPU threads (parallel workers would otherwise each take every
+    core).
     """
+    if threads is not None:
+        torch.set_num_threads(threads)
     out_dir = Path(out_root) / job.name
     if resume:
         interrupted = list(out_dir.glob("*.progress.json"))
