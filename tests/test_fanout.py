@@ -1,7 +1,6 @@
 """Lists of proteins: folders and CSVs, shards that cover a list exactly once, failures."""
 
 import json
-import os
 
 import mdtraj
 import pytest
@@ -141,7 +140,7 @@ def test_parallel_workers_share_the_cores(tiny_model_path, tmp_path, capsys):
     base += ["--frames", "2", "--steps", "2", "--dt", "10ps"]
     code, stdout, _ = run_cli([*base, "--workers", "2"], capsys)
     assert code == 0 and "2 of 2 proteins" in stdout
-    share = max(1, (os.cpu_count() or 1) // 2)
+    share = max(1, fanout.usable_cpus() // 2)
     for name, stem in (("hp36", "1vii"), ("ubq", "1ubi")):
         assert json.loads((out / name / f"{stem}.json").read_text())["threads"] == share
     single = tmp_path / "single"

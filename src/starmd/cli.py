@@ -402,16 +402,16 @@ def _generate_list(
     source, out, settings, model, device, resume, overwrite, shard, workers, threads=None
 ):
     """Generate for every protein of a folder/CSV (this shard), one sub-folder each; each of
-    the ``workers`` processes uses ``threads`` CPU threads (default: its share of the cores)."""
-    import os
+    the ``workers`` processes uses ``threads`` CPU threads (default: its share of the CPUs
+    this process may use)."""
     from functools import partial
 
     from starmd import fanout
     from starmd.sample.generate import generate_job
 
     jobs = fanout.shard(fanout.read_jobs(source), *fanout.parse_shard(shard))
-    if threads is None and workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+    if threads is None and workers > 1 and len(jobs) > 1:  # else one process: torch's default
+        threads = max(1, fanout.usable_cpus() // min(workers, len(jobs)))
     task_fn = partial(
         generate_job,
         out_root=str(out),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -151,6 +152,14 @@ def run_jobs(
                 except StarmdError as err:
                     finish(job, None, str(err))
     return failures
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a SLURM allocation, taskset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def check_failures(failures: dict[str, str], total: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +173,21 @@ def test_presets_have_the_documented_sizes():
     assert 8e6 < counts["base"] < 30e6
     with pytest.raises(ValueError, match="unknown"):
         DenoiserConfig.preset("huge")
+
+
+def test_presets_train_on_every_pair_of_their_crops():
+    """pair_neighbours restricts pairs only beyond a preset's training crop: every config in
+    configs/ trains with all pairs, as before the option existed."""
+    import yaml
+
+    from starmd.train.config import TrainConfig
+
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        config = TrainConfig.from_yaml(path)
+        denoiser = DenoiserConfig.preset(config.model.preset, **config.model.overrides)
+        assert denoiser.pair_neighbours is None or denoiser.pair_neighbours >= config.data.crop, (
+            path.name,
+            yaml.safe_dump(config.to_dict()["model"]),
+        )

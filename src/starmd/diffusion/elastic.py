@@ -197,6 +197,10 @@ def elastic_prior(
         )
     x = ca.to(torch.float64)
     *batch, length, _ = x.shape
+    if length > SPARSE_ABOVE:
+        return _sparse_prior(
+            x, rest_ca, residue_mask, bonded, spread, k_bond, k_contact, cutoff, contact_restoring
+        )
     offsets = x[..., None, :, :] - x[..., :, None, :]  # (..., L, L, 3): x_j - x_i
     distance2 = (offsets**2).sum(-1)
     pair_mask = residue_mask[..., :, None] & residue_mask[..., None, :]
@@ -214,9 +218,6 @@ def elastic_prior(
     strain = torch.where(pair_mask, strain, 0.0)
     unit = offsets / distance.clamp_min(1e-6)[..., None]
     gradient = -(strain[..., None] * unit).sum(-2).flatten(-2)  # (..., 3L)
-    if length > SPARSE_ABOVE:
-        return _sparse_prior(offsets, distance2, k, gradient, spread)
-
     outer = offsets[..., :, None] * offsets[..., None, :]  # (..., L, L, 3, 3)
     blocks = -(k / distance2.clamp_min(1e-6))[..., None, None] * outer
     diagonal = -blocks.sum(-3)  # (..., L, 3, 3)
@@ -229,29 +230,42 @@ def elastic_prior(
 
 
 def _sparse_prior(
-    offsets: torch.Tensor,
-    distance2: torch.Tensor,
-    k: torch.Tensor,
-    gradient: torch.Tensor,
+    x: torch.Tensor,
+    rest_ca: torch.Tensor,
+    residue_mask: torch.Tensor,
+    bonded: torch.Tensor,
     spread: float,
+    k_bond: float,
+    k_contact: float,
+    cutoff: float,
+    contact_restoring: float,
 ) -> SparseElasticPrior:
-    """:func:`elastic_prior` as sparse matrices: the Hessian's 3x3 blocks of the springs only."""
+    """:func:`elastic_prior` as sparse matrices, built from the list of springs (bonded pairs
+    and contacts): no ``L x L x 3`` tensors, the Hessian's 3x3 blocks of the springs only."""
     from scipy.sparse import coo_matrix, identity
     from scipy.sparse.linalg import splu
 
-    *batch, length, _, _ = offsets.shape
+    *batch, length, _ = x.shape
     n = 3 * length
-    flat_k = k.reshape(-1, length, length)
-    flat_offsets = offsets.reshape(-1, length, length, 3)
-    flat_d2 = distance2.reshape(-1, length, length)
+    flat_x = x.reshape(-1, length, 3)
+    flat_rest = rest_ca.to(torch.float64).expand(*batch, length, 3).reshape(-1, length, 3)
+    flat_mask = residue_mask.expand(*batch, length).reshape(-1, length)
+    flat_bonded = bonded.expand(*batch, length, length).reshape(-1, length, length)
     tether = identity(n, format="csc") / spread**2
-    residues = torch.arange(length, device=k.device)
+    residues = torch.arange(length, device=x.device)
     precisions, shifts = [], []
-    for e in range(flat_k.shape[0]):
-        i, j = torch.nonzero(flat_k[e], as_tuple=True)  # both orders of every spring
-        u = flat_offsets[e, i, j]
-        block = -(flat_k[e, i, j] / flat_d2[e, i, j].clamp_min(1e-6))[:, None, None] * (
-            u[:, :, None] * u[:, None, :]
+    for e in range(flat_x.shape[0]):
+        springs = flat_bonded[e] | (torch.cdist(flat_x[e], flat_x[e]) < cutoff)
+        springs &= flat_mask[e][:, None] & flat_mask[e][None, :]
+        springs.fill_diagonal_(False)
+        i, j = torch.nonzero(springs, as_tuple=True)  # both orders of every spring
+        is_bond = flat_bonded[e, i, j]
+        offsets = flat_x[e, j] - flat_x[e, i]
+        distance2 = (offsets**2).sum(-1)
+        distance = distance2.sqrt()
+        k = torch.where(is_bond, k_bond, k_contact).to(x.dtype)
+        block = -(k / distance2.clamp_min(1e-6))[:, None, None] * (
+            offsets[:, :, None] * offsets[:, None, :]
         )  # (E, 3, 3): off-diagonal block (i, j)
         diagonal = torch.zeros(length, 3, 3, dtype=block.dtype, device=block.device)
         diagonal.index_add_(0, i, -block)
@@ -259,9 +273,15 @@ def _sparse_prior(
         values = torch.cat([block.reshape(-1), diagonal.reshape(-1)])
         hessian = coo_matrix((values.cpu().numpy(), (rows, cols)), shape=(n, n)).tocsc()
         precision = hessian + tether
+        # the strained springs' pull, as in the dense code
+        rest_distance = (flat_rest[e, j] - flat_rest[e, i]).norm(dim=-1)
+        spring = torch.where(is_bond, k_bond, k_contact * contact_restoring)
+        pull = ((distance - rest_distance) * spring)[:, None] * offsets
+        pull = pull / distance.clamp_min(1e-6)[:, None]
+        gradient = -torch.zeros(length, 3, dtype=x.dtype, device=x.device).index_add_(0, i, pull)
         precisions.append(precision)
-        shifts.append(-splu(precision).solve(gradient.reshape(-1, n)[e].cpu().numpy()))
-    shift = torch.from_numpy(np.stack(shifts)).to(offsets.device)
+        shifts.append(-splu(precision).solve(gradient.reshape(-1).cpu().numpy()))
+    shift = torch.from_numpy(np.stack(shifts)).to(x.device)
     return SparseElasticPrior(tuple(precisions), shift.reshape(*batch, length, 3))
 
 

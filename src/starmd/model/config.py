@@ -42,9 +42,10 @@ class DenoiserConfig:
         pair_neighbours: per-frame pair features, the pair update and IPA cover each residue's
             ``pair_neighbours`` nearest residues (C-alpha distance in the input structure,
             itself included) when a protein has more residues; all pairs otherwise. Keeps their
-            cost O(L k) instead of O(L^2); the joint attention still sees every residue. The
-            default equals the training crop of the CPU configs, so a model trained on 64-residue
-            crops never meets more partners than it learned with. ``None``: always all pairs.
+            cost O(L k) instead of O(L^2); the joint attention still sees every residue. Each
+            preset's value equals its configs' training crop (64 for tiny/small, 256 for base),
+            so a model never meets more partners than it learned with, and proteins up to the
+            crop size see every pair, as before this option. ``None``: always all pairs.
     """
 
     c_s: int = 128
@@ -120,8 +121,9 @@ class DenoiserConfig:
     @classmethod
     def base(cls, **overrides: object) -> DenoiserConfig:
         """GPU size of the STAR-MD paper (about 14 M parameters): hidden 256, 8 heads, 4 blocks,
-        pair 128."""
+        pair 128; pair features over 256 neighbours (its configs train on 256-residue crops)."""
         base = dict(
+            pair_neighbours=256,
             c_s=256,
             c_z=128,
             c_cond=256,

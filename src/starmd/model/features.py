@@ -44,9 +44,10 @@ def nearest_neighbours(
     length = points.shape[-2]
     if k is None or length <= k:
         return None
-    d2 = ((points[..., :, None, :] - points[..., None, :, :]) ** 2).sum(-1)
-    d2 = d2.masked_fill(~residue_mask[..., None, :], torch.inf)
-    return torch.topk(d2, k, dim=-1, largest=False, sorted=True).indices
+    # (B, L, L) distances without a (B, L, L, 3) difference tensor; exact (no matmul expansion)
+    distance = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
+    distance = distance.masked_fill(~residue_mask[..., None, :], torch.inf)
+    return torch.topk(distance, k, dim=-1, largest=False, sorted=True).indices
 
 
 def gather_neighbours(x: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:

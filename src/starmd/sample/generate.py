@@ -77,13 +77,17 @@ def available_memory_bytes(device: torch.device) -> int:
 
 def estimate_step_bytes(loaded: LoadedModel, n_residues: int, replicas: int, context: int) -> int:
     """A conservative estimate of one denoising step's peak memory: per-frame pair features
-    and IPA logits (L x min(L, pair_neighbours) terms, a few live copies per block) plus
-    attention over the cache."""
+    and IPA logits (L x min(L, pair_neighbours) terms, a few live copies per block) for the two
+    frame groups of a rollout's first step per frame (the previous frame's cache encoding runs
+    with it), attention over the cache, and the one-off L x L distance matrices of the
+    neighbour lists and the elastic prior."""
     cfg = loaded.model.config
     partners = min(n_residues, cfg.pair_neighbours or n_residues)
-    pair = n_residues * partners * (cfg.c_z * 6 + cfg.ipa_heads * 4 + cfg.n_rbf * 2)
-    attention = n_residues**2 * (context + 2) * cfg.n_heads * 2
-    return int(4 * replicas * (pair + attention) * 2)
+    groups = 2
+    pair = groups * n_residues * partners * (cfg.c_z * 6 + cfg.ipa_heads * 4 + cfg.n_rbf * 2)
+    attention = groups * n_residues**2 * (context + 3) * cfg.n_heads * 2
+    distances = 4 * n_residues**2 * 2  # a few float64 L x L matrices, in float32 units
+    return int(4 * replicas * (pair + attention + distances) * 2)
 
 
 @dataclass
