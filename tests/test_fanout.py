@@ -82,13 +82,18 @@ def test_a_failing_protein_does_not_stop_the_others(workers):
     assert seen == {"a": "A", "b": None, "c": "C"}
 
 
-def test_generate_a_list_with_shards(tiny_model_path, tmp_path, capsys):
+def _generate_two(tmp_path, model, frames: int) -> tuple:
+    """Output folder and the ``starmd generate`` arguments for a CSV of two proteins."""
     csv_path = _csv(
         tmp_path, [("hp36", str(STRUCTURES / "1vii.pdb")), ("ubq", str(STRUCTURES / "1ubi.pdb"))]
     )
     out = tmp_path / "gen"
-    base = ["generate", str(csv_path), "-o", str(out), "--model", str(tiny_model_path)]
-    base += ["--frames", "3", "--steps", "2", "--dt", "10ps"]
+    base = ["generate", str(csv_path), "-o", str(out), "--model", str(model)]
+    return out, [*base, "--frames", str(frames), "--steps", "2", "--dt", "10ps"]
+
+
+def test_generate_a_list_with_shards(tiny_model_path, tmp_path, capsys):
+    out, base = _generate_two(tmp_path, tiny_model_path, frames=3)
     code, stdout, _ = run_cli([*base, "--shard", "1/2"], capsys)
     assert code == 0 and "1 of 1 proteins" in stdout
     assert not (out / "hp36").exists()
@@ -132,12 +137,7 @@ def test_simulate_a_list_routes_each_protein(tmp_path, monkeypatch, capsys):
 def test_parallel_workers_share_the_cores(tiny_model_path, tmp_path, capsys):
     """--workers k gives each generating process its share of the cores (not all of them),
     --threads sets it explicitly; the sidecar records the threads used."""
-    csv_path = _csv(
-        tmp_path, [("hp36", str(STRUCTURES / "1vii.pdb")), ("ubq", str(STRUCTURES / "1ubi.pdb"))]
-    )
-    out = tmp_path / "gen"
-    base = ["generate", str(csv_path), "-o", str(out), "--model", str(tiny_model_path)]
-    base += ["--frames", "2", "--steps", "2", "--dt", "10ps"]
+    out, base = _generate_two(tmp_path, tiny_model_path, frames=2)
     code, stdout, _ = run_cli([*base, "--workers", "2"], capsys)
     assert code == 0 and "2 of 2 proteins" in stdout
     share = max(1, fanout.usable_cpus() // 2)
