@@ -152,3 +152,11 @@ def test_parallel_workers_share_the_cores(tiny_model_path, tmp_path, capsys):
     finally:
         torch.set_num_threads(before)
     assert code == 0 and json.loads((single / "1vii.json").read_text())["threads"] == 1
+
+
+def test_busy_cpus_are_warned_about(monkeypatch):
+    monkeypatch.setattr(fanout, "usable_cpus", lambda: 2)
+    warning = fanout.busy_cpu_warning(2, load=1.0)
+    assert warning and "--threads 1" in warning and "1 of 2 CPUs" in warning
+    assert fanout.busy_cpu_warning(2, load=0.2) is None  # a free machine
+    assert fanout.busy_cpu_warning(1, load=5.0) is None  # one thread cannot wait on another

@@ -364,10 +364,13 @@ def generate(
             structure, out, settings, model, device, resume, overwrite, shard, workers, threads
         )
         return
-    if threads is not None:
-        import torch
+    import torch
 
+    if threads is not None:
         torch.set_num_threads(threads)
+    warning = fanout.busy_cpu_warning(torch.get_num_threads())
+    if warning:
+        typer.echo(warning, err=True)
     with _progress() as bar:
         task = bar.add_task("generating", total=frames, info="")
 
