@@ -6,7 +6,11 @@ Checks, each against a tolerance stated below, on a randomly perturbed tiny deno
 2. KV-cache rollout on CUDA equals the full forward (window 2 + sink);
 3. SE(3): a global rigid motion of the inputs moves the CUDA predictions by the same motion;
 4. causality on CUDA: perturbing clean frame k leaves the predictions of frames < k unchanged;
-5. bf16 autocast vs float32 on CUDA (reported, not asserted: bf16 is not the default).
+5. bf16 autocast vs float32 on CUDA (reported, not asserted: bf16 is not the default);
+6. the rollout's merged pass (``append_and_denoise``) equals ``append_clean`` + ``denoise``;
+7. the neighbour-restricted pair path (``pair_neighbours`` below the protein length) on CUDA
+   equals it on CPU;
+8. the sparse elastic prior (SciPy on the host) gives CUDA tensors equal to the dense prior's.
 
     python benchmarks/cuda_check.py --out cuda_check.json
 """
@@ -121,6 +125,52 @@ def main() -> None:
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
         bf16 = model_cuda(w.cond, w.clean, w.noisy)
     checks["bf16_autocast_vs_fp32"] = {"max_abs_diff": max_diff(bf16.noisy, cuda_out.noisy)}
+
+    separate, merged = KVCache(window=2, sink=True), KVCache(window=2, sink=True)
+    with torch.no_grad():
+        model_cuda.append_clean(separate, w.cond, w.clean[0])
+        model_cuda.append_clean(merged, w.cond, w.clean[0])
+        worst = 0.0
+        for t in range(1, 5):
+            model_cuda.append_clean(separate, w.cond, w.clean[t])
+            expected = model_cuda.denoise(separate, w.cond, w.noisy[t])
+            got = model_cuda.append_and_denoise(merged, w.cond, w.clean[t], w.noisy[t])
+            worst = max(worst, max_diff(got, expected))
+    checks["merged_pass_vs_two_passes"] = {"max_abs_diff": worst, "tol": 1e-4, "ok": worst < 1e-4}
+
+    sparse_model = make_model(torch.float32, pair_neighbours=4)
+    with torch.no_grad():
+        cpu_sparse = sparse_model(window.cond, window.clean, window.noisy)
+        cuda_sparse = sparse_model.to(dev)(w.cond, w.clean, w.noisy)
+    d = max_diff(cuda_sparse.noisy, cpu_sparse.noisy)
+    checks["neighbour_pairs_cpu_vs_cuda"] = {"max_abs_diff": d, "tol": 1e-3, "ok": d < 1e-3}
+
+    from starmd.diffusion import elastic
+
+    ca = w.cond.init_frames.trans.double()
+    bonded = elastic.bonded_pairs(w.cond.residue_index, w.cond.chain_index)
+    args_prior = (ca, ca + 0.3, w.cond.residue_mask, bonded, 1.5, 100.0, 2.0, 10.0, 0.5)
+    dense = elastic.elastic_prior(*args_prior)
+    threshold = elastic.SPARSE_ABOVE
+    elastic.SPARSE_ABOVE = 1
+    try:
+        sparse = elastic.elastic_prior(*args_prior)
+    finally:
+        elastic.SPARSE_ABOVE = threshold
+    noisy = ca + 1.0
+    alpha = torch.full(ca.shape[:1], 0.7, dtype=ca.dtype, device=dev)
+    sigma = torch.full(ca.shape[:1], 2.0, dtype=ca.dtype, device=dev)
+    a, b = (
+        sparse.posterior_mean(noisy, ca, alpha, sigma),
+        dense.posterior_mean(noisy, ca, alpha, sigma),
+    )
+    d = float((a - b).abs().max())
+    checks["sparse_elastic_prior_vs_dense"] = {
+        "max_abs_diff": d,
+        "device": str(a.device),
+        "tol": 1e-8,
+        "ok": d < 1e-8 and a.device == dev,
+    }
 
     report["checks"] = checks
     report["all_ok"] = all(c.get("ok", True) for c in checks.values())
