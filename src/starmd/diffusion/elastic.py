@@ -153,6 +153,10 @@ class SparseElasticPrior(_GaussianPosterior):
         return torch.from_numpy(update).to(residual.device).reshape(residual.shape)
 
 
+TransPrior = ElasticPrior | SparseElasticPrior
+"""Either form of the prior (:func:`elastic_prior` picks by protein size)."""
+
+
 def bonded_pairs(residue_index: torch.Tensor, chain_index: torch.Tensor) -> torch.Tensor:
     """``(..., L, L)`` bool: residues consecutive in the same chain (symmetric)."""
     consecutive = (residue_index[..., :, None] - residue_index[..., None, :]).abs() == 1

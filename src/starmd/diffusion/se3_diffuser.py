@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from starmd.diffusion.elastic import ElasticPrior, SparseElasticPrior
+from starmd.diffusion.elastic import TransPrior
 from starmd.diffusion.r3_diffuser import R3Diffuser
 from starmd.diffusion.so3_diffuser import SO3Diffuser
 from starmd.diffusion.torus_diffuser import TorusDiffuser
@@ -101,9 +101,8 @@ class SE3TorusDiffuser:
         Draws, in this order, translation noise, rotation noise, torsion noise from
         ``generator``.
         """
-        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(frames.shape)
-        (trans, trans_noise), (rots, rot_noise), (tors, tors_noise) = self._corrupt(
-            frames, torsions, torsion_mask, tau_t, generator
+        tau_t, (trans, trans_noise), (rots, rot_noise), (tors, tors_noise) = self._corrupt(
+            frames, torsions, torsion_mask, tau, generator
         )
         scalings = self.score_scalings(tau_t)
         return NoisyState(
@@ -131,15 +130,17 @@ class SE3TorusDiffuser:
     ) -> tuple[Rigid, torch.Tensor]:
         """The noisy frames and torsions of :meth:`forward_marginal` (same draws from
         ``generator``) without the scores and scalings that only training needs."""
-        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(frames.shape)
-        (trans, _), (rots, _), (tors, _) = self._corrupt(
-            frames, torsions, torsion_mask, tau_t, generator
+        _, (trans, _), (rots, _), (tors, _) = self._corrupt(
+            frames, torsions, torsion_mask, tau, generator
         )
         return Rigid(rots, trans), tors
 
-    def _corrupt(self, frames, torsions, torsion_mask, tau_t, generator) -> tuple:
-        """``(value, noise)`` of translations, rotations and torsions, drawn in that order."""
+    def _corrupt(self, frames, torsions, torsion_mask, tau, generator) -> tuple:
+        """``tau`` per frame, then ``(value, noise)`` of translations, rotations and torsions,
+        drawn in that order."""
+        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(frames.shape)
         return (
+            tau_t,
             self.r3.forward_marginal(frames.trans, tau_t, generator),
             self.so3.forward_marginal(frames.rots, tau_t, generator),
             self.torus.forward_marginal(torsions, tau_t, generator, torsion_mask),
@@ -286,7 +287,7 @@ class SE3TorusDiffuser:
         tau: float | torch.Tensor,
         trans_spread: float = 1.0,
         rot_spread: float = 0.2,
-        trans_prior: ElasticPrior | SparseElasticPrior | None = None,
+        trans_prior: TransPrior | None = None,
     ) -> Rigid:
         r"""Gaussian posterior mean of the clean frames given noisy ones and a prior guess.
 

@@ -37,6 +37,7 @@ from starmd.model.features import (
     SingleEmbedding,
     gather_neighbours,
     nearest_neighbours,
+    neighbours_per_group,
 )
 from starmd.model.inputs import DenoiserOutput, FrameTokens, ProteinConditioning, WindowOutput
 from starmd.model.ipa import InvariantPointAttention
@@ -93,7 +94,7 @@ class OuterProductPairUpdate(nn.Module):
         if neighbours is None:
             return torch.einsum("...izb,...jb->...ijz", left, b) + self.bias
         batch, groups = b.shape[:2]
-        index = neighbours[:, None].expand(batch, groups, *neighbours.shape[1:]).flatten(0, 1)
+        index = neighbours_per_group(neighbours, groups)
         b_near = gather_neighbours(b.flatten(0, 1), index).unflatten(0, (batch, groups))
         return torch.einsum("...izb,...ijb->...ijz", left, b_near) + self.bias
 
@@ -208,9 +209,7 @@ class DenoiserBlock(nn.Module):
         centre = masked_centroid(frames.trans, frame_mask)
         ipa_frames = Rigid(frames.rots, (frames.trans - centre[:, :, None]) * cfg.trans_scale)
         z_in = self.pair_norm(z)
-        ipa_neighbours = None
-        if neighbours is not None:
-            ipa_neighbours = neighbours[:, None].expand(b, g, *neighbours.shape[1:]).flatten(0, 1)
+        ipa_neighbours = None if neighbours is None else neighbours_per_group(neighbours, g)
 
         def ipa(x: torch.Tensor) -> torch.Tensor:
             out = self.ipa(

@@ -29,9 +29,12 @@ def rbf(distances: torch.Tensor, n_bins: int, max_value: float) -> torch.Tensor:
 def ca_distances(frames: Rigid) -> torch.Tensor:
     """Pairwise CA-CA distances ``(..., L, L)`` in Angstrom of frames ``(..., L)``."""
     x = frames.trans
-    diff = x[..., :, None, :] - x[..., None, :, :]
-    # eps inside the sqrt keeps the diagonal differentiable.
-    return torch.sqrt((diff**2).sum(-1) + 1e-10)
+    return _distance(x[..., :, None, :], x[..., None, :, :])
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``|a - b|`` over the last dim; eps inside the sqrt keeps zero distances differentiable."""
+    return torch.sqrt(((a - b) ** 2).sum(-1) + 1e-10)
 
 
 def nearest_neighbours(
@@ -55,6 +58,13 @@ def gather_neighbours(x: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor
     ``(N, L, k, *f)``."""
     rows = torch.arange(x.shape[0], device=x.device)[:, None, None]
     return x[rows, neighbours]
+
+
+def neighbours_per_group(neighbours: torch.Tensor, groups: int) -> torch.Tensor:
+    """The same neighbour lists ``(B, L, k)`` for each of ``groups`` frame groups, as
+    ``(B G, L, k)``: for :func:`gather_neighbours` on ``(B G, L, ...)`` tensors."""
+    b, l, k = neighbours.shape
+    return neighbours[:, None].expand(b, groups, l, k).flatten(0, 1)
 
 
 def gather_pairs(z: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
@@ -186,12 +196,9 @@ class PairEmbedding(nn.Module):
         if neighbours is None:
             distances = ca_distances(frames)
         else:
-            b, g, l = frames.shape
+            b, g = frames.shape[:2]
             x = frames.trans.flatten(0, 1)  # (B G, L, 3)
-            near = gather_neighbours(
-                x, neighbours[:, None].expand(b, g, *neighbours.shape[1:]).flatten(0, 1)
-            )
-            distances = torch.sqrt(((x[:, :, None] - near) ** 2).sum(-1) + 1e-10)
-            distances = distances.unflatten(0, (b, g))
+            near = gather_neighbours(x, neighbours_per_group(neighbours, g))
+            distances = _distance(x[:, :, None], near).unflatten(0, (b, g))
         d = rbf(distances, c.n_rbf, c.rbf_max_angstrom)
         return protein_pair[:, None] + self.frame_dist(d)

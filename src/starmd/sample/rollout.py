@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from starmd.diffusion import reverse_schedule
-from starmd.diffusion.elastic import ElasticPrior, SparseElasticPrior, bonded_pairs, elastic_prior
+from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
 from starmd.structure import geometry
@@ -180,9 +180,7 @@ class Rollout:
         self.next_frame = 0
         self.pending: FrameTokens | None = None  # a clean frame not yet encoded into the cache
         self.previous: Rigid | None = None  # last cached clean frame (with contextual noise)
-        self.previous_prior: ElasticPrior | SparseElasticPrior | None = (
-            None  # translation prior around it
-        )
+        self.previous_prior: TransPrior | None = None  # translation prior around it
 
     @property
     def device(self) -> torch.device:
@@ -233,7 +231,7 @@ class Rollout:
             self.model.append_clean(self.cache, self.inputs.cond, self.pending)
             self.pending = None
 
-    def _trans_prior(self, previous: Rigid) -> ElasticPrior | SparseElasticPrior | None:
+    def _trans_prior(self, previous: Rigid) -> TransPrior | None:
         """The elastic translation prior around ``previous`` (None: independent residues)."""
         s = self.settings
         if s.reference_bond_stiffness <= 0 and s.reference_contact_stiffness <= 0:
