@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 import pytest
 import torch
@@ -30,7 +31,8 @@ def _worker(rank: int, world: int, port: int, failures) -> None:
     from torch.distributed.fsdp import fully_shard
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a rank that fails mid-way must not leave the other waiting forever in a collective
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
     try:
         torch.set_num_threads(1)
         window = make_window(frames=3, num_padding=2)
@@ -57,6 +59,7 @@ def _worker(rank: int, world: int, port: int, failures) -> None:
     except Exception as exc:  # report to the parent; a raised error would only kill the worker
         failures.put(f"rank {rank}: {type(exc).__name__}: {exc}"[:2000])
     finally:
+        dist.barrier()  # both ranks done with gloo before either tears it down (else: abort)
         dist.destroy_process_group()
 
 
