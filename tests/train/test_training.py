@@ -118,6 +118,14 @@ def test_config_yaml_and_overrides(tmp_path):
         TrainConfig.from_yaml(path)
     with pytest.raises(StarmdInputError, match="expected section.key=value"):
         TrainConfig.from_yaml(None, ["lr=1"])
+    # the model section is checked when the config is read, not later inside training
+    path.write_text("model:\n  preset: tiny\n  overrides:\n    pair_neighbours: 0\n")
+    with pytest.raises(StarmdInputError, match="cfg.yaml: model: pair_neighbours must be >= 1"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(StarmdInputError, match="config: model: .*unexpected keyword.*c_zz"):
+        TrainConfig.from_yaml(None, ["model.overrides.c_zz=3"])
+    with pytest.raises(StarmdInputError, match="unknown denoiser preset 'huge'"):
+        TrainConfig.from_yaml(None, ["model.preset=huge"])
 
 
 def test_config_numbers_are_coerced_or_rejected(tmp_path):

@@ -24,6 +24,16 @@ class ModelSection:
     preset: str = "small"
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    def denoiser(self, source: str = "config"):
+        """The :class:`~starmd.model.config.DenoiserConfig` this section names; an unknown
+        preset, field or invalid value is one :class:`StarmdInputError` naming ``source``."""
+        from starmd.model.config import DenoiserConfig
+
+        try:
+            return DenoiserConfig.preset(self.preset, **self.overrides)
+        except (TypeError, ValueError) as exc:
+            raise StarmdInputError(located(source, f"model: {exc}")) from None
+
 
 @dataclass
 class DataSection:
@@ -173,6 +183,7 @@ class TrainConfig:
         config = cls.from_dict(data, str(path or "config"))
         for item in overrides or []:
             config.apply_override(item)
+        config.model.denoiser(str(path or "config"))  # a bad model section fails here, at once
         return config
 
     def apply_override(self, item: str) -> None:

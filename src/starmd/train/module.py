@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from starmd.diffusion.elastic import bonded_pairs, elastic_prior
-from starmd.model import DenoiserConfig, FrameTokens, StarDenoiser
+from starmd.model import FrameTokens, StarDenoiser
 from starmd.structure.rigid import Rigid
 from starmd.train.batch import clean_window_from_batch, conditioning_from_batch
 from starmd.train.config import TrainConfig, build_diffuser
@@ -29,7 +29,7 @@ from starmd.train.losses import denoising_losses
 
 
 def build_denoiser(config: TrainConfig) -> StarDenoiser:
-    return StarDenoiser(DenoiserConfig.preset(config.model.preset, **config.model.overrides))
+    return StarDenoiser(config.model.denoiser())
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:

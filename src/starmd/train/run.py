@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from starmd.errors import StarmdCheckpointError, StarmdInputError, located
-from starmd.model import DenoiserConfig, StarDenoiser
+from starmd.model import StarDenoiser
 from starmd.train.config import TrainConfig, build_diffuser
 
 FORMAT = "starmd-model-1"
@@ -200,7 +200,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise
     except Exception as exc:
         raise StarmdCheckpointError(located(path, f"unreadable model file ({exc})")) from exc
-    model = StarDenoiser(DenoiserConfig.preset(config.model.preset, **config.model.overrides))
+    model = StarDenoiser(config.model.denoiser(str(path)))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
