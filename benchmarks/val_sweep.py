@@ -54,10 +54,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    parsed = []
+    for text in args.setting:
+        try:
+            parsed.append(parse_setting(text, args.dt))
+        except (ValueError, IndexError):
+            parser.error(f"--setting {text!r}: expected sampler:steps[:dt_ps][:nosink][:cN][:rX]")
     speeds: dict[str, list[float]] = {}
     folders: dict[str, Path] = {}
-    for text in args.setting:
-        label, (sampler, steps, dt, sink, context, rho) = parse_setting(text, args.dt)
+    for label, (sampler, steps, dt, sink, context, rho) in parsed:
         extra = {} if context is None else {"context": context}
         extra.update({} if rho is None else {"schedule_rho": rho})
         folders[label] = args.out / "gen" / label
