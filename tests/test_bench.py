@@ -42,8 +42,8 @@ def test_bench_rejects_unknown_sections(tmp_path, capsys):
     assert_one_line_error(code, err, "--sizes '50,abc': expected integers")
     code, _, err = run_cli(["bench", "-o", str(tmp_path), "--speed-replicas", "1,0"], capsys)
     assert_one_line_error(code, err, "--speed-replicas '1,0': every value must be at least 1")
-    code, _, err = run_cli(["bench", "-o", str(tmp_path), "--quality-steps", "1,5"], capsys)
-    assert_one_line_error(code, err, "--quality-steps '1,5': every value must be at least 2")
+    code, _, err = run_cli(["bench", "-o", str(tmp_path), "--quality-steps", "0,5"], capsys)
+    assert_one_line_error(code, err, "--quality-steps '0,5': every value must be at least 1")
 
 
 def test_synthetic_structures_are_real_chains(tmp_path):

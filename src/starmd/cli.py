@@ -244,6 +244,12 @@ def train(
     init: Path = typer.Option(
         None, "--init", help="Start from these weights (model.safetensors), fresh optimizer."
     ),
+    distill_from: Path = typer.Option(
+        None,
+        "--distill-from",
+        help="Distil this model's many-step sampler into a few-step student (starts from its "
+        "weights; see configs/distill_cpu.yaml).",
+    ),
 ) -> None:
     """Train the STAR-MD denoiser on a prepared dataset (one CPU up to many GPUs/nodes).
 
@@ -254,11 +260,15 @@ def train(
     Example: starmd train data/corpus -o runs/exp1 --config configs/small_cpu.yaml
     Multi-GPU: starmd train data/atlas -o runs/big --set model.preset=base --devices 8
     --num-nodes 4 --strategy ddp --precision bf16-mixed
+    Few-step student: starmd train data/corpus -o runs/fast --config configs/distill_cpu.yaml
+    --distill-from runs/exp1/model.safetensors
     """
     from starmd.train.config import TrainConfig
     from starmd.train.run import train as run_train
 
     cfg = TrainConfig.from_yaml(config, set_ or [])
+    if distill_from is not None:
+        cfg.distill.teacher = str(distill_from)
     flags = {
         "devices": _parse_devices(devices) if devices is not None else None,
         "num_nodes": num_nodes,
@@ -293,7 +303,9 @@ def generate(
     replicas: int = typer.Option(1, help="Independent trajectories, generated as one batch."),
     seed: int = typer.Option(0, help="Random seed (same seed, same settings: same output)."),
     steps: int = typer.Option(
-        None, help="Reverse-diffusion steps per frame, speed vs quality (default: the model's)."
+        None,
+        help="Reverse-diffusion steps per frame, speed vs quality (default: the model's; 1-2 "
+        "for a distilled few-step model, see `starmd train --distill-from`).",
     ),
     context: int = typer.Option(
         7, help="Past frames kept in the KV cache (memory stays flat); 0 = full history."
@@ -510,7 +522,7 @@ def bench(
         steps=steps,
     )
     for name, value in (
-        ("quality_steps", ints("--quality-steps", steps_list, minimum=2)),
+        ("quality_steps", ints("--quality-steps", steps_list, minimum=1)),
         ("sizes", ints("--sizes", sizes)),
         ("memory_frames", ints("--memory-frames", memory_frames, minimum=2)),
         ("speed_replicas", ints("--speed-replicas", speed_replicas)),

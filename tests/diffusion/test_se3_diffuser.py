@@ -166,8 +166,9 @@ def test_reverse_schedule_decreases_from_one_to_tau_min():
     taus = reverse_schedule(50, tau_min=1e-3)
     assert taus.shape == (50,) and taus[0] == 1.0 and taus[-1].item() == pytest.approx(1e-3)
     assert torch.all(taus[1:] < taus[:-1])
+    assert reverse_schedule(1).tolist() == [1.0]  # one step: the distilled student's
     with pytest.raises(ValueError):
-        reverse_schedule(1)
+        reverse_schedule(0)
     with pytest.raises(ValueError):
         reverse_schedule(10, tau_min=0.0)
 

@@ -18,6 +18,11 @@ from starmd.structure.rigid import Rigid
 DenoiseFn = Callable[[Rigid, torch.Tensor, torch.Tensor], tuple[Rigid, torch.Tensor]]
 """``denoise_fn(frames, torsions, tau) -> (pred_frames, pred_torsions)``: clean predictions."""
 
+PredictFn = Callable[[Rigid, torch.Tensor, float], tuple[Rigid, torch.Tensor]]
+"""``predict(frames, torsions, tau) -> (pred_frames, pred_torsions)`` with a float ``tau``."""
+
+SAMPLERS = ("ddpm", "ddim", "dpm2", "sde", "ode")
+
 
 def reverse_schedule(
     steps: int, tau_min: float = 1e-3, dtype: torch.dtype = torch.float64, rho: float = 1.0
@@ -25,10 +30,13 @@ def reverse_schedule(
     """``steps`` diffusion times decreasing from 1 to ``tau_min``, shape ``(steps,)``:
     ``tau_min + (1 - tau_min) u^rho`` for ``u`` linear from 1 to 0. ``rho = 1`` is linear in
     ``tau``; ``rho > 1`` puts more steps at low noise (as the rho-schedule of Karras et al.
-    2022), which few-step deterministic sampling needs (see ``RolloutSettings.schedule_rho``)."""
-    if steps < 2 or not 0 < tau_min < 1 or rho <= 0:
+    2022), which few-step deterministic sampling needs (see ``RolloutSettings.schedule_rho``).
+    ``steps = 1`` is the single time 1: one prediction from the pure prior draw, the one-step
+    sampling of a distilled student (:mod:`starmd.train.distill`); an undistilled model's
+    one-step prediction is close to its posterior base (the previous frame)."""
+    if steps < 1 or not 0 < tau_min < 1 or rho <= 0:
         raise ValueError(
-            f"need steps >= 2, 0 < tau_min < 1 and rho > 0, got {steps}, {tau_min}, {rho}"
+            f"need steps >= 1, 0 < tau_min < 1 and rho > 0, got {steps}, {tau_min}, {rho}"
         )
     u = torch.linspace(1.0, 0.0, steps, dtype=dtype)
     return tau_min + (1.0 - tau_min) * u**rho
@@ -56,7 +64,7 @@ def sample(
         init: a start state ``(frames (..., L), torsions (..., L, K))`` or the batch shape
             ``(..., L)`` to draw one from the prior.
         torsion_mask: ``(..., L, K)`` (broadcastable), true where a torsion exists.
-        steps: number of ``denoise_fn`` evaluations (>= 2).
+        steps: number of ``denoise_fn`` evaluations (1: the prediction at ``tau = 1``).
         generator: torch RNG for the prior and the SDE noise.
         ode: integrate the probability-flow ODE (deterministic given ``init``).
         tau_min: last diffusion time.
@@ -85,5 +93,69 @@ def sample(
                 generator,
                 ode,
                 noise_scale,
+            )
+    return pred_frames, pred_torsions
+
+
+def reverse_loop(
+    diffuser: SE3TorusDiffuser,
+    predict: PredictFn,
+    frames: Rigid,
+    torsions: torch.Tensor,
+    torsion_mask: torch.Tensor,
+    taus: Sequence[float],
+    sampler: str,
+    generator: torch.Generator,
+    noise_scale: float = 1.0,
+) -> tuple[Rigid, torch.Tensor]:
+    """Denoise the state ``(frames, torsions)`` at ``taus[0]`` through the times ``taus``.
+
+    One ``predict`` call per time; between calls one step of ``sampler`` (see
+    :class:`~starmd.sample.rollout.RolloutSettings`): ``"ddpm"``/``"ddim"`` the Gaussian
+    posterior step (ancestral / deterministic), ``"dpm2"`` the deterministic step with the
+    DPM-Solver++(2M) extrapolation of the prediction, ``"sde"``/``"ode"`` Euler steps of the
+    reverse SDE / probability-flow ODE. Returns the last clean prediction. Used by the rollout
+    (per frame, against a KV cache) and by distillation (a whole training window at once).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+    pred_frames, pred_torsions = frames, torsions
+    previous: tuple[Rigid, torch.Tensor] | None = None
+    for i, tau in enumerate(taus):
+        pred_frames, pred_torsions = predict(frames, torsions, tau)
+        if i + 1 == len(taus):
+            break
+        tau_next = taus[i + 1]
+        step_frames, step_torsions = pred_frames, pred_torsions
+        if sampler == "dpm2" and previous is not None:
+            step_frames, step_torsions = diffuser.extrapolate_prediction(
+                pred_frames, pred_torsions, *previous, torsion_mask, taus[i - 1], tau, tau_next
+            )
+        previous = (pred_frames, pred_torsions)
+        if sampler in ("ddpm", "ddim", "dpm2"):
+            eta = 1.0 if sampler == "ddpm" else 0.0
+            frames, torsions = diffuser.posterior_step(
+                frames,
+                torsions,
+                step_frames,
+                step_torsions,
+                torsion_mask,
+                tau,
+                tau_next,
+                generator,
+                eta,
+            )
+        else:
+            frames, torsions = diffuser.reverse_step(
+                frames,
+                torsions,
+                step_frames,
+                step_torsions,
+                torsion_mask,
+                tau,
+                tau - tau_next,
+                generator,
+                ode=sampler == "ode",
+                noise_scale=noise_scale,
             )
     return pred_frames, pred_torsions

@@ -104,17 +104,64 @@ class SE3TorusDiffuser:
         tau_t, (trans, trans_noise), (rots, rot_noise), (tors, tors_noise) = self._corrupt(
             frames, torsions, torsion_mask, tau, generator
         )
+        return self._state(
+            Rigid(rots, trans),
+            tors,
+            frames,
+            torsions,
+            torsion_mask,
+            tau_t,
+            (trans_noise, rot_noise, tors_noise),
+        )
+
+    def noisy_state(
+        self,
+        frames: Rigid,
+        torsions: torch.Tensor,
+        clean_frames: Rigid,
+        clean_torsions: torch.Tensor,
+        torsion_mask: torch.Tensor,
+        tau: float | torch.Tensor,
+    ) -> NoisyState:
+        """The :class:`NoisyState` of a given state at time ``tau`` as a corruption of given
+        clean frames and torsions (e.g. a point on a sampler's path towards a distillation
+        target). Scores and scalings are exact; the noises are the ones implied by the two
+        states: exact for translations, the smallest such rotation vector and wrapped torsion
+        difference for the other two (a draw that wound around is not recoverable)."""
+        from starmd.diffusion.so3 import log_map
+        from starmd.diffusion.torus_diffuser import wrap_angle
+
+        tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(frames.shape)
+        alpha, std = self.r3.marginal_params(tau_t)
+        scale = self.r3.coordinate_scale
+        trans_noise = (frames.trans - alpha[..., None] * clean_frames.trans) * scale
+        trans_noise = trans_noise / std[..., None]
+        rot_noise = log_map(clean_frames.rots.transpose(-1, -2) @ frames.rots)
+        sigma_tors = self.torus.sigma(tau_t)[..., None]
+        keep = torsion_mask.expand(torsions.shape)
+        tors_noise = torch.where(keep, wrap_angle(torsions - clean_torsions) / sigma_tors, 0.0)
+        return self._state(
+            frames,
+            torsions,
+            clean_frames,
+            clean_torsions,
+            torsion_mask,
+            tau_t,
+            (trans_noise.to(frames.dtype), rot_noise, tors_noise.to(torsions.dtype)),
+        )
+
+    def _state(self, frames, torsions, clean_frames, clean_torsions, torsion_mask, tau_t, noises):
         scalings = self.score_scalings(tau_t)
         return NoisyState(
-            frames=Rigid(rots, trans),
-            torsions=tors,
+            frames=frames,
+            torsions=torsions,
             tau=tau_t,
-            trans_noise=trans_noise,
-            rot_noise=rot_noise,
-            torsion_noise=tors_noise,
-            trans_score=self.trans_score(trans, frames.trans, tau_t),
-            rot_score=self.rot_score(rots, frames.rots, tau_t),
-            torsion_score=self.torsion_score(tors, torsions, torsion_mask, tau_t),
+            trans_noise=noises[0],
+            rot_noise=noises[1],
+            torsion_noise=noises[2],
+            trans_score=self.trans_score(frames.trans, clean_frames.trans, tau_t),
+            rot_score=self.rot_score(frames.rots, clean_frames.rots, tau_t),
+            torsion_score=self.torsion_score(torsions, clean_torsions, torsion_mask, tau_t),
             trans_score_scaling=scalings.trans,
             rot_score_scaling=scalings.rot,
             torsion_score_scaling=scalings.torsion,

@@ -412,8 +412,8 @@ def _validate(settings: GenerationSettings) -> None:
         raise StarmdInputError(
             f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}"
         )
-    if settings.steps is not None and settings.steps < 2:
-        raise StarmdInputError(f"--steps must be >= 2, got {settings.steps}")
+    if settings.steps is not None and settings.steps < 1:
+        raise StarmdInputError(f"--steps must be >= 1, got {settings.steps}")
     if settings.context is not None and settings.context < 1:
         raise StarmdInputError(f"--context must be >= 1, got {settings.context}")
     if settings.schedule_rho <= 0:

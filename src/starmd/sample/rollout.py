@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from starmd.diffusion import reverse_schedule
 from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
+from starmd.diffusion.sampler import reverse_loop, reverse_schedule
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
 from starmd.structure import geometry
@@ -263,30 +263,18 @@ class Rollout:
             dtype=self.inputs.init_torsions.dtype,
             device=self.device,
         )
-        pred_frames, pred_torsions = frames, torsions
-        taus = self.schedule.tolist()
-        previous: tuple[Rigid, torch.Tensor] | None = None
-        for i, tau in enumerate(taus):
-            pred_frames, pred_torsions = self._predict(frames, torsions, tau, t)
-            if i + 1 == len(taus):
-                break
-            tau_next = taus[i + 1]
-            step_frames, step_torsions = pred_frames, pred_torsions
-            if self.settings.sampler == "dpm2" and previous is not None:
-                step_frames, step_torsions = self.diffuser.extrapolate_prediction(
-                    pred_frames,
-                    pred_torsions,
-                    *previous,
-                    cond.torsion_mask,
-                    taus[i - 1],
-                    tau,
-                    tau_next,
-                )
-            previous = (pred_frames, pred_torsions)
-            frames, torsions = self._step(
-                frames, torsions, step_frames, step_torsions, tau, tau_next, generator
-            )
-        return pred_frames, pred_torsions
+        s = self.settings
+        return reverse_loop(
+            self.diffuser,
+            lambda f, x, tau: self._predict(f, x, tau, t),
+            frames,
+            torsions,
+            cond.torsion_mask,
+            self.schedule.tolist(),
+            s.sampler,
+            generator,
+            s.noise_scale,
+        )
 
     def _predict(
         self, frames: Rigid, torsions: torch.Tensor, tau: float, t: int
@@ -315,36 +303,6 @@ class Rollout:
             self.settings.reference_trans_spread,
             self.settings.reference_rot_spread,
             self.previous_prior,
-        )
-
-    def _step(
-        self,
-        frames: Rigid,
-        torsions: torch.Tensor,
-        pred_frames: Rigid,
-        pred_torsions: torch.Tensor,
-        tau: float,
-        tau_next: float,
-        generator: torch.Generator,
-    ) -> tuple[Rigid, torch.Tensor]:
-        mask = self.inputs.cond.torsion_mask
-        sampler = self.settings.sampler
-        if sampler in ("ddpm", "ddim", "dpm2"):
-            eta = 1.0 if sampler == "ddpm" else 0.0
-            return self.diffuser.posterior_step(
-                frames, torsions, pred_frames, pred_torsions, mask, tau, tau_next, generator, eta
-            )
-        return self.diffuser.reverse_step(
-            frames,
-            torsions,
-            pred_frames,
-            pred_torsions,
-            mask,
-            tau,
-            tau - tau_next,
-            generator,
-            ode=sampler == "ode",
-            noise_scale=self.settings.noise_scale,
         )
 
     def atoms(self, frames: Rigid, torsions: torch.Tensor) -> torch.Tensor:

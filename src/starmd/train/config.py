@@ -144,6 +144,26 @@ class SamplingSection:
 
 
 @dataclass
+class DistillSection:
+    """Few-step distillation (``starmd train`` with ``teacher`` set; docs/model_card.md).
+
+    The student learns to map every point of the deterministic path from a prior draw to the
+    teacher's sample (the teacher's ``teacher_steps``-step ``teacher_sampler`` run on the same
+    draw, against the same clean context) onto that sample, so that one or two of its own
+    deterministic (``ddim``) steps reproduce many of the teacher's.
+    """
+
+    teacher: str | None = None
+    """Model file of the teacher; None = ordinary training."""
+    teacher_steps: int = 5
+    teacher_sampler: str = "dpm2"
+    teacher_rho: float = 3.0
+    one_step_fraction: float = 0.5
+    """Fraction of training frames at ``tau = 1`` (the pure prior draw: the one-step case);
+    the rest at ``tau ~ U[tau_min, 1]`` on the path towards the teacher's sample."""
+
+
+@dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -152,6 +172,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
     sampling: SamplingSection = field(default_factory=SamplingSection)
+    distill: DistillSection = field(default_factory=DistillSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,16 +16,36 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 
-from starmd.diffusion.elastic import bonded_pairs, elastic_prior
-from starmd.model import FrameTokens, StarDenoiser
+from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
+from starmd.diffusion.se3_diffuser import NoisyState
+from starmd.model import FrameTokens, ProteinConditioning, StarDenoiser
 from starmd.structure.rigid import Rigid
-from starmd.train.batch import clean_window_from_batch, conditioning_from_batch
+from starmd.train.batch import CleanWindow, clean_window_from_batch, conditioning_from_batch
 from starmd.train.config import TrainConfig, build_diffuser
 from starmd.train.losses import denoising_losses
+
+
+@dataclass(frozen=True)
+class WindowContext:
+    """What every noisy frame of a training window is denoised against (see
+    :meth:`StarMDModule.window_context`)."""
+
+    cond: ProteinConditioning
+    window: CleanWindow
+    context: NoisyState
+    tau_ctx: torch.Tensor
+    previous: Rigid
+    trans_prior: TransPrior | None
+    torsion_mask: torch.Tensor
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.window.torsions.dtype
 
 
 def build_denoiser(config: TrainConfig) -> StarDenoiser:
@@ -60,6 +80,21 @@ class StarMDModule(L.LightningModule):
         """Loss terms of one batch; ``model`` defaults to the trained weights (not the EMA)."""
         model = self.model if model is None else model
         diffusion = self.config.diffusion
+        ctx = self.window_context(batch, generator)
+        b, k = ctx.tau_ctx.shape
+        window = ctx.window
+        tau = torch.rand(b, k, generator=generator, device=window.torsions.device, dtype=ctx.dtype)
+        tau = diffusion.tau_min + (1 - diffusion.tau_min) * tau
+        noisy = self.diffuser.forward_marginal(
+            window.frames, window.torsions, ctx.torsion_mask, tau[..., None], generator
+        )
+        pred = self.denoise_window(model, ctx, noisy.frames, noisy.torsions, tau)
+        return self.window_losses(batch, ctx, noisy, pred, window.frames, window.torsions)
+
+    def window_context(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        """The clean window, its contextual-noise copy (what the model conditions on, as at
+        rollout) and each frame's previous frame with the translation prior around it."""
+        diffusion = self.config.diffusion
         cond, centre = conditioning_from_batch(batch)
         window = clean_window_from_batch(batch, centre)
         b, k, _ = window.frames.shape
@@ -69,11 +104,6 @@ class StarMDModule(L.LightningModule):
         tau_ctx = tau_ctx * diffusion.context_noise_max
         context = self.diffuser.forward_marginal(
             window.frames, window.torsions, torsion_mask, tau_ctx[..., None], generator
-        )
-        tau = torch.rand(b, k, generator=generator, device=device, dtype=dtype)
-        tau = diffusion.tau_min + (1 - diffusion.tau_min) * tau
-        noisy = self.diffuser.forward_marginal(
-            window.frames, window.torsions, torsion_mask, tau[..., None], generator
         )
         # noisy frame t is predicted as an update of the Gaussian posterior base built from its
         # noisy state and clean frame t-1 (frame 0: the initial structure)
@@ -91,25 +121,43 @@ class StarMDModule(L.LightningModule):
                 diffusion.reference_contact_cutoff,
                 diffusion.reference_contact_restoring,
             )
+        return WindowContext(cond, window, context, tau_ctx, previous, trans_prior, torsion_mask)
+
+    def denoise_window(
+        self,
+        model: StarDenoiser,
+        ctx: WindowContext,
+        frames: Rigid,
+        torsions: torch.Tensor,
+        tau: torch.Tensor,
+    ):
+        """One block-causal pass: every noisy frame ``(B, K, L)`` at its ``tau`` ``(B, K)``
+        attends to the clean context up to its own time; returns the noisy frames' outputs."""
+        diffusion = self.config.diffusion
         base = self.diffuser.posterior_base(
-            noisy.frames,
-            previous,
+            frames,
+            ctx.previous,
             tau[..., None],
             diffusion.reference_trans_spread,
             diffusion.reference_rot_spread,
-            trans_prior,
+            ctx.trans_prior,
         )
+        time_ps = ctx.window.time_ps
         out = model(
-            cond,
-            FrameTokens(context.frames, context.torsions, tau_ctx, window.time_ps),
-            FrameTokens(noisy.frames, noisy.torsions, tau, window.time_ps, reference=base),
+            ctx.cond,
+            FrameTokens(ctx.context.frames, ctx.context.torsions, ctx.tau_ctx, time_ps),
+            FrameTokens(frames, torsions, tau, time_ps, reference=base),
             window=self.config.trainer.attention_window,
         )
-        pred = out.noisy
+        return out.noisy
+
+    def window_losses(self, batch, ctx: WindowContext, noisy, pred, true_frames, true_torsions):
+        """The loss terms of the noisy frames' predictions against their clean targets."""
+        b, k = ctx.tau_ctx.shape
         # noisy frame 0 has no clean history and its "previous" frame is the protein's start
         # structure, an unknown time before the window: a task the rollout never poses (its
         # first generated frame sees the input as clean frame 0), so it is left out of the loss
-        frame_mask = torch.ones(b, k, dtype=torch.bool, device=device)
+        frame_mask = torch.ones(b, k, dtype=torch.bool, device=ctx.tau_ctx.device)
         if k > 1:
             frame_mask[:, 0] = False
         return denoising_losses(
@@ -119,11 +167,11 @@ class StarMDModule(L.LightningModule):
             pred_torsions=pred.torsions,
             pred_torsions_unnormalized=pred.torsions_unnormalized,
             pred_frames_per_block=pred.frames_per_block,
-            true_frames=window.frames,
-            true_torsions=window.torsions,
-            aatype=cond.aatype,
-            residue_mask=cond.residue_mask,
-            torsion_mask=cond.torsion_mask,
+            true_frames=true_frames,
+            true_torsions=true_torsions,
+            aatype=ctx.cond.aatype,
+            residue_mask=ctx.cond.residue_mask,
+            torsion_mask=ctx.cond.torsion_mask,
             oxt_mask=batch["atom_mask"][..., 14],
             weights=self.config.loss,
             frame_mask=frame_mask,

@@ -62,7 +62,6 @@ def train(
 
     from starmd.data.store import read_index
     from starmd.train.datamodule import WindowDataModule
-    from starmd.train.module import StarMDModule
 
     out_dir = Path(out_dir)
     read_index(data_dir)  # clear error early if this is not a dataset
@@ -78,7 +77,9 @@ def train(
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = WindowDataModule(data_dir, config.data, config.trainer.seed)
-    module = StarMDModule(config)
+    module = build_module(config)
+    if init is None and config.distill.teacher is not None:
+        init = config.distill.teacher  # a student starts as its teacher
     if init is not None:
         weights = load_model(init).model.state_dict()
         try:
@@ -156,6 +157,28 @@ def train(
     if trainer.is_global_zero:
         export_model(module, target)
     return target
+
+
+def build_module(config: TrainConfig):
+    """The LightningModule of a config: ordinary training, or distillation from
+    ``config.distill.teacher`` (whose diffusion and network must match the config's)."""
+    from starmd.train.module import StarMDModule
+
+    teacher_path = config.distill.teacher
+    if teacher_path is None:
+        return StarMDModule(config)
+    from starmd.train.distill import DistillModule
+
+    teacher = load_model(teacher_path)
+    if teacher.config.diffusion != config.diffusion:
+        raise StarmdInputError(
+            located(teacher_path, "the teacher's diffusion section differs from the config's")
+        )
+    if teacher.config.model.denoiser(teacher_path) != config.model.denoiser():
+        raise StarmdInputError(
+            located(teacher_path, "the teacher's network differs from the config's model section")
+        )
+    return DistillModule(config, teacher.model)
 
 
 def export_model(module, path: str | Path) -> Path:

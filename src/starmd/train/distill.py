@@ -1,0 +1,118 @@
+"""Few-step distillation of a many-step sampler into a student denoiser.
+
+The teacher is a trained model sampled deterministically (by default DPM-Solver++(2M) with 5
+steps): a fixed map from a prior draw ``z`` (and the clean context) to a sample ``x0*``. The
+student, a copy of the same network initialised from the teacher, is trained so that from any
+point of the deterministic (DDIM) path between ``z`` and ``x0*`` it predicts ``x0*``; a perfect
+student reproduces the teacher's sample in one network pass, and a second pass corrects what
+the first missed. This is the "path to a fixed endpoint" form of consistency distillation (Song
+et al. 2023) with the endpoint taken from the teacher's whole solver rather than one of its
+steps; the losses are the ordinary training terms with ``x0*`` as the clean target.
+
+Every frame of a training window is distilled at once: the teacher runs its solver over the
+whole window in block-causal passes (each noisy frame against the clean context up to its own
+time, exactly what the rollout poses frame by frame), without gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from starmd.diffusion.sampler import reverse_loop, reverse_schedule
+from starmd.errors import StarmdInputError
+from starmd.model import StarDenoiser
+from starmd.structure.rigid import Rigid
+from starmd.train.config import TrainConfig
+from starmd.train.module import StarMDModule, WindowContext
+
+
+class DistillModule(StarMDModule):
+    """:class:`StarMDModule` whose targets are a frozen teacher's samples."""
+
+    def __init__(self, config: TrainConfig, teacher: StarDenoiser):
+        super().__init__(config)
+        d = config.distill
+        if d.teacher_steps < 2 or not 0.0 <= d.one_step_fraction <= 1.0:
+            raise StarmdInputError(
+                "distill: need teacher_steps >= 2 and 0 <= one_step_fraction <= 1, got "
+                f"{d.teacher_steps} and {d.one_step_fraction}"
+            )
+        # kept out of the module tree: the teacher is neither trained nor checkpointed
+        self._teacher = [teacher.requires_grad_(False).eval()]
+        self.teacher_taus = reverse_schedule(
+            d.teacher_steps, config.diffusion.tau_min, rho=d.teacher_rho
+        ).tolist()
+
+    @property
+    def teacher(self) -> StarDenoiser:
+        return self._teacher[0]
+
+    def on_fit_start(self) -> None:
+        self._teacher[0] = self.teacher.to(self.device)
+
+    def teacher_sample(
+        self, ctx: WindowContext, frames: Rigid, torsions: torch.Tensor, generator: torch.Generator
+    ) -> tuple[Rigid, torch.Tensor]:
+        """The teacher's deterministic sample of every window frame from the state
+        ``(frames, torsions)`` at ``tau = 1``."""
+        b, k = ctx.tau_ctx.shape
+
+        def predict(f: Rigid, x: torch.Tensor, tau: float) -> tuple[Rigid, torch.Tensor]:
+            tau_t = torch.full((b, k), tau, dtype=ctx.dtype, device=x.device)
+            out = self.denoise_window(self.teacher, ctx, f, x, tau_t)
+            angles = torch.atan2(out.torsions[..., 0], out.torsions[..., 1])
+            return out.frames, torch.where(ctx.torsion_mask, angles, 0.0)
+
+        with torch.no_grad():
+            return reverse_loop(
+                self.diffuser,
+                predict,
+                frames,
+                torsions,
+                ctx.torsion_mask,
+                self.teacher_taus,
+                self.config.distill.teacher_sampler,
+                generator,
+            )
+
+    def compute_losses(
+        self,
+        batch: dict[str, torch.Tensor],
+        generator: torch.Generator,
+        model: StarDenoiser | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Distillation loss of one batch: the student's prediction from a point of the path
+        towards the teacher's sample, against that sample."""
+        model = self.model if model is None else model
+        diffusion = self.config.diffusion
+        ctx = self.window_context(batch, generator)
+        b, k = ctx.tau_ctx.shape
+        device = ctx.tau_ctx.device
+        shape = ctx.window.frames.shape
+        z_frames, z_torsions = self.diffuser.sample_prior(
+            shape, ctx.torsion_mask, generator, ctx.dtype, device
+        )
+        target_frames, target_torsions = self.teacher_sample(ctx, z_frames, z_torsions, generator)
+        u = torch.rand(b, k, generator=generator, device=device, dtype=ctx.dtype)
+        tau = diffusion.tau_min + (1 - diffusion.tau_min) * u
+        one = torch.rand(b, k, generator=generator, device=device) < (
+            self.config.distill.one_step_fraction
+        )
+        tau = torch.where(one, torch.ones_like(tau), tau)
+        with torch.no_grad():
+            frames, torsions = self.diffuser.posterior_step(
+                z_frames,
+                z_torsions,
+                target_frames,
+                target_torsions,
+                ctx.torsion_mask,
+                1.0,
+                tau[..., None],
+                generator,
+                eta=0.0,
+            )
+        noisy = self.diffuser.noisy_state(
+            frames, torsions, target_frames, target_torsions, ctx.torsion_mask, tau[..., None]
+        )
+        pred = self.denoise_window(model, ctx, frames, torsions, tau)
+        return self.window_losses(batch, ctx, noisy, pred, target_frames, target_torsions)

@@ -1,0 +1,133 @@
+"""Few-step distillation: its path states, its loss, the CLI run that exports a student."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
+from starmd.diffusion import SE3TorusDiffuser, log_map, random_rotations
+from starmd.errors import StarmdInputError
+from starmd.structure.rigid import Rigid
+from starmd.train.config import TrainConfig
+from starmd.train.module import step_generator
+from starmd.train.run import build_module, load_model
+
+TINY = [
+    "model.preset=tiny",
+    "data.window=3",
+    "data.dt_ps=[100.0, 200.0]",
+    "data.crop=12",
+    "data.batch_size=2",
+    "data.samples_per_epoch=4",
+    "optim.warmup_steps=1",
+]
+
+
+def _state(generator, shape=(2, 3, 8)):
+    frames = Rigid(
+        random_rotations(shape, generator), 8 * torch.randn(*shape, 3, generator=generator)
+    )
+    torsions = torch.rand(*shape, 7, generator=generator) * 6 - 3
+    return frames, torsions
+
+
+def test_path_runs_from_the_prior_draw_to_the_target_and_its_state_is_exact():
+    """The student's inputs: the DDIM path from the draw z (tau = 1) towards the teacher's
+    sample; at tau = 1 it is z itself, at tau_min it is (nearly) the target, and the state's
+    scores are those of the forward kernel from the target (as forward_marginal's)."""
+    g = torch.Generator().manual_seed(0)
+    diffuser = SE3TorusDiffuser()
+    z_frames, z_torsions = _state(g)
+    target_frames, target_torsions = _state(g)
+    mask = torch.rand(2, 1, 8, 7, generator=g) > 0.3
+    tau = torch.tensor([1.0, 0.3, 0.002])[None, :, None].expand(2, 3, 1)
+    frames, torsions = diffuser.posterior_step(
+        z_frames, z_torsions, target_frames, target_torsions, mask, 1.0, tau, g, eta=0.0
+    )
+    torch.testing.assert_close(frames.trans[:, 0], z_frames.trans[:, 0])
+    torch.testing.assert_close(frames.rots[:, 0], z_frames.rots[:, 0], atol=1e-5, rtol=0)
+    # translations: y' = alpha' y0 + (s' / s) (y - alpha y0), the DDIM step in closed form
+    alpha, std = diffuser.r3.marginal_params(torch.tensor([1.0, 0.3, 0.002], dtype=torch.float64))
+    for i in (1, 2):
+        expected = alpha[i] * target_frames.trans[:, i] + std[i] / std[0] * (
+            z_frames.trans[:, i] - alpha[0] * target_frames.trans[:, i]
+        )
+        torch.testing.assert_close(frames.trans[:, i], expected.float(), atol=1e-4, rtol=1e-4)
+    assert (frames.trans[:, 2] - target_frames.trans[:, 2]).abs().max() < 0.5  # z: ~10 A away
+    # rotations: the body-frame vector from the target shrinks by sigma' / sigma
+    sigma = diffuser.so3.sigma(torch.tensor([1.0, 0.3, 0.002]))
+    v_z = log_map(target_frames.rots.transpose(-1, -2) @ z_frames.rots)
+    v = log_map(target_frames.rots.transpose(-1, -2) @ frames.rots)
+    for i in (1, 2):
+        torch.testing.assert_close(v[:, i], v_z[:, i] * sigma[i] / sigma[0], atol=1e-4, rtol=1e-4)
+    # an exactly known corruption: the state recovers forward_marginal's noises and scores
+    noisy = diffuser.forward_marginal(target_frames, target_torsions, mask, 0.2, g)
+    state = diffuser.noisy_state(
+        noisy.frames, noisy.torsions, target_frames, target_torsions, mask, 0.2
+    )
+    for name in ("trans_noise", "rot_noise", "trans_score", "rot_score", "torsion_score"):
+        torch.testing.assert_close(getattr(state, name), getattr(noisy, name), msg=name)
+    keep = mask.expand(noisy.torsions.shape)
+    small = keep & (noisy.torsion_noise.abs() * diffuser.torus.sigma(torch.tensor(0.2)) < 3.0)
+    torch.testing.assert_close(
+        state.torsion_noise[small], noisy.torsion_noise[small], atol=1e-4, rtol=1e-4
+    )
+
+
+def test_distillation_loss_can_be_driven_down_and_the_teacher_stays_frozen(
+    tiny_dataset, tiny_model_path
+):
+    torch.manual_seed(0)
+    config = TrainConfig.from_yaml(None, TINY + [f"distill.teacher={tiny_model_path}"])
+    module = build_module(config)
+    teacher = {n: p.clone() for n, p in module.teacher.state_dict().items()}
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+    assert not any(n.startswith("_teacher") for n in module.state_dict())  # not checkpointed
+    spec = WindowSpec(window=2, dt_ps=(100.0,), crop=10)
+    data = TrajectoryWindowDataset(tiny_dataset, "train", spec, samples_per_epoch=2)
+    batch = collate_windows([data[0], data[1]])
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(40):
+        terms = module.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        history.append(terms["loss"].item())
+    assert history[-1] < history[0] / 3, history
+    for name, value in module.teacher.state_dict().items():
+        assert torch.equal(value, teacher[name]), name
+
+
+def test_a_teacher_of_another_network_is_one_clear_error(tiny_model_path):
+    config = TrainConfig.from_yaml(
+        None, ["model.preset=small", f"distill.teacher={tiny_model_path}"]
+    )
+    with pytest.raises(StarmdInputError, match="teacher's network differs"):
+        build_module(config)
+    config = TrainConfig.from_yaml(
+        None, ["model.preset=tiny", "diffusion.tau_min=0.01", f"distill.teacher={tiny_model_path}"]
+    )
+    with pytest.raises(StarmdInputError, match="diffusion section differs"):
+        build_module(config)
+
+
+def test_train_distill_from_exports_a_student_started_from_its_teacher(
+    tiny_dataset, tiny_model_path, tmp_path
+):
+    cmd = [sys.executable, "-m", "starmd.cli", "train", str(tiny_dataset), "-o", str(tmp_path)]
+    cmd += ["--distill-from", str(tiny_model_path), "--max-steps", "2"]
+    for item in TINY + ["sampling.steps=2", "sampling.sampler=ddim"]:
+        cmd += ["--set", item]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    student = load_model(tmp_path / "model.safetensors")
+    assert student.config.distill.teacher == str(tiny_model_path)
+    assert (student.config.sampling.steps, student.config.sampling.sampler) == (2, "ddim")
+    teacher = load_model(tiny_model_path).model.state_dict()
+    diffs = [(student.model.state_dict()[n] - w).abs().max().item() for n, w in teacher.items()]
+    # two small steps from the teacher's weights: changed, but close (a fresh init is not)
+    assert max(diffs) > 0
+    assert max(diffs) < 0.05
