@@ -2,10 +2,12 @@
 
     python benchmarks/val_sweep.py MODEL --reference corpus/md -o work/sweep \
         --protein 2wqg --protein 2k1b --protein 2m2l \
-        --setting dpm2:10 --setting dpm2:5 --setting ddpm:20 --frames 40 --dt 10
+        --setting dpm2:10 --setting dpm2:5 --setting ddpm:20 --frames 40 --dt 10 \
+        --setting ddim:2@runs/fast/model.safetensors
 
-Each setting (``sampler:steps[:dt_ps][:nosink][:cN][:rX]``; ``cN``: N past frames of context,
-``rX``: schedule rho X)
+Each setting (``sampler:steps[:dt_ps][:nosink][:cN][:rX][@MODEL]``; ``cN``: N past frames of
+context, ``rX``: schedule rho X, ``@MODEL``: another model file than MODEL, e.g. a distilled
+student against its teacher)
 generates ``--frames`` frames of each protein from its MD start structure (``{name}.pdb``),
 all settings are scored in one ``starmd evaluate`` run against the MD (with the MD-replica,
 static and ANM baselines), and the table of medians over proteins is printed and written to
@@ -25,9 +27,11 @@ from starmd.sample.generate import GenerationSettings, generate
 
 
 def parse_setting(text: str, default_dt: float) -> tuple[str, tuple]:
-    """``sampler:steps[:dt_ps][:nosink][:cN][:rX]`` -> label, (sampler, steps, dt, sink, context,
-    rho); ``cN`` keeps N past frames in the cache, ``rX`` spaces the denoising times with rho X
-    (defaults: the generator's)."""
+    """``sampler:steps[:dt_ps][:nosink][:cN][:rX][@MODEL]`` -> label, (sampler, steps, dt, sink,
+    context, rho, model); ``cN`` keeps N past frames in the cache, ``rX`` spaces the denoising
+    times with rho X (defaults: the generator's), ``@MODEL`` uses that model file (None: the
+    sweep's)."""
+    text, _, model = text.partition("@")
     parts = text.split(":")
     sampler, steps = parts[0], int(parts[1])
     dt = float(parts[2]) if len(parts) > 2 and parts[2] else default_dt
@@ -38,7 +42,10 @@ def parse_setting(text: str, default_dt: float) -> tuple[str, tuple]:
     label += "" if sink else "-nosink"
     label += "" if context is None else f"-ctx{context}"
     label += "" if rho is None else f"-rho{rho:g}"
-    return label, (sampler, steps, dt, sink, context, rho)
+    if model:
+        path = Path(model)
+        label += "+" + (path.parent.name if path.stem in ("model", "best", "last") else path.stem)
+    return label, (sampler, steps, dt, sink, context, rho, model or None)
 
 
 def main() -> None:
@@ -59,10 +66,12 @@ def main() -> None:
         try:
             parsed.append(parse_setting(text, args.dt))
         except (ValueError, IndexError):
-            parser.error(f"--setting {text!r}: expected sampler:steps[:dt_ps][:nosink][:cN][:rX]")
+            parser.error(
+                f"--setting {text!r}: expected sampler:steps[:dt_ps][:nosink][:cN][:rX][@MODEL]"
+            )
     speeds: dict[str, list[float]] = {}
     folders: dict[str, Path] = {}
-    for label, (sampler, steps, dt, sink, context, rho) in parsed:
+    for label, (sampler, steps, dt, sink, context, rho, model) in parsed:
         extra = {} if context is None else {"context": context}
         extra.update({} if rho is None else {"schedule_rho": rho})
         folders[label] = args.out / "gen" / label
@@ -81,7 +90,7 @@ def main() -> None:
                 args.reference / name / f"{name}.pdb",
                 folders[label],
                 settings,
-                model=args.model,
+                model=model or args.model,
                 device="cpu",
                 overwrite=True,
             )

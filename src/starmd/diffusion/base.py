@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 
@@ -70,9 +71,9 @@ def broadcast_time(tau: float | torch.Tensor, data: torch.Tensor, event_dims: in
     """
     tau = torch.as_tensor(tau, dtype=data.dtype, device=data.device)
     batch_shape = data.shape[: data.dim() - event_dims]
-    try:
-        ok = torch.broadcast_shapes(tau.shape, batch_shape) == batch_shape
-    except RuntimeError:
+    try:  # numpy's check: torch.broadcast_shapes imports sympy on first use (~0.4 s)
+        ok = np.broadcast_shapes(tau.shape, batch_shape) == tuple(batch_shape)
+    except ValueError:
         ok = False
     if not ok:
         raise ValueError(

@@ -18,6 +18,7 @@ agree. :func:`training_attention_mask` materializes a boolean ``(B, 1, N, N)`` m
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
@@ -27,9 +28,8 @@ def _in_window(
 ) -> torch.Tensor:
     """Whether frame ``key_time`` is inside the context window of frame ``query_time``."""
     if window is None:
-        return torch.ones(
-            torch.broadcast_shapes(query_time.shape, key_time.shape), dtype=torch.bool
-        )
+        shape = np.broadcast_shapes(query_time.shape, key_time.shape)  # torch's imports sympy
+        return torch.ones(shape, dtype=torch.bool, device=query_time.device)
     visible = key_time >= query_time - window
     if sink:
         visible = visible | (key_time == 0)

@@ -226,7 +226,7 @@ def frames_to_atoms(
         false) are zero. Combine with :func:`residue_atom_mask` for the mask.
     """
     dtype, device = frames.dtype, frames.device
-    batch = torch.broadcast_shapes(frames.shape, torsions.shape[:-1])
+    batch = np.broadcast_shapes(frames.shape, torsions.shape[:-1])  # torch's imports sympy
     frames = Rigid(frames.rots.expand(*batch, 3, 3), frames.trans.expand(*batch, 3))
     local = _table("local", device, dtype)[aatype]  # (L, 15, 3)
     group = _table("group", device)[aatype]  # (L, 15)
