@@ -506,7 +506,12 @@ def run_bench(
     """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``."""
     import torch
 
-    from starmd.sample.generate import GenerationSettings, bundled_model_path, with_model_defaults
+    from starmd.sample.generate import (
+        GenerationSettings,
+        bundled_model_path,
+        resolve_model,
+        with_model_defaults,
+    )
     from starmd.train.run import load_model
 
     settings.device = _torch_device(settings.device)
@@ -515,7 +520,8 @@ def run_bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="starmd-bench-"))
     structure = Path(settings.structure) if settings.structure else default_structure()
-    model = settings.model or (bundled_model_path() if bundled_model_path().exists() else None)
+    model = resolve_model(settings.model) if settings.model else None
+    model = model or (bundled_model_path() if bundled_model_path().exists() else None)
     trained = model is not None
     if model is None:
         model = untrained_model(work / "untrained-small.safetensors")

@@ -321,7 +321,11 @@ def generate(
     schedule_rho: float = typer.Option(
         3.0, help="Spacing of the denoising times: 1 = linear, larger = more steps at low noise."
     ),
-    model: Path = typer.Option(None, help="Model file (RUN/model.safetensors or a .ckpt)."),
+    model: Path = typer.Option(
+        None,
+        help="Model file (RUN/model.safetensors or a .ckpt) or a bundled model's name: "
+        "starmd-small (default), starmd-small-fast (distilled, 1-2 steps).",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
     chain: list[str] = typer.Option(None, "--chain", help="Keep only this chain (repeatable)."),
     chunk: int = typer.Option(50, help="Frames written per chunk (commit interval)."),
@@ -460,7 +464,9 @@ def bench(
         help="Comma-separated: speed, memory, scaling, quality, train.",
     ),
     model: Path = typer.Option(
-        None, help="Model file (default: the bundled model; else an untrained one, timing only)."
+        None,
+        help="Model file or bundled name (default: the bundled model; else an untrained one, "
+        "timing only).",
     ),
     structure: Path = typer.Option(
         None, help="Protein for speed/memory/quality (default: a ~50-residue corpus test protein)."
@@ -538,7 +544,9 @@ def bench(
 def demo(
     out: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Output folder."),
     model: Path = typer.Option(
-        None, help="Model to generate with (default: the bundled model, when installed)."
+        None,
+        help="Model file or bundled name to generate with (default: the bundled model, when "
+        "installed).",
     ),
     frames: int = typer.Option(200, help="Frames to generate (at the model's time step)."),
     steps: int = typer.Option(None, help="Reverse-diffusion steps per frame (default: model's)."),

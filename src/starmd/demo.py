@@ -83,7 +83,12 @@ def run_demo(
 ) -> dict:
     """Run the demo into ``out_dir``; returns the summary written to ``summary.json``."""
     from starmd.evaluate import evaluate
-    from starmd.sample.generate import GenerationSettings, bundled_model_path, generate
+    from starmd.sample.generate import (
+        GenerationSettings,
+        bundled_model_path,
+        generate,
+        resolve_model,
+    )
 
     out_dir = Path(out_dir)
     if model is not None and not Path(model).is_file():
@@ -111,6 +116,8 @@ def run_demo(
     )
 
     model_path = Path(model) if model is not None else bundled_model_path()
+    if model is not None and not model_path.exists():
+        model_path = resolve_model(model)  # a bundled model's name (an error if not installed)
     gen_dir = None
     if model_path.exists():
         gen_dir = out_dir / "generated"

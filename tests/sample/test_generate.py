@@ -173,6 +173,20 @@ def test_bad_models_and_memory_budget(tiny_model_path, tmp_path, monkeypatch):
         generate(VILLIN, tmp_path / "o", _settings(), model=tiny_model_path, device="cpu")
 
 
+def test_models_are_found_by_bundled_name_or_path(tiny_model_path, tmp_path, monkeypatch):
+    from starmd.sample.generate import BUNDLED_MODELS, bundled_model_path, resolve_model
+
+    assert resolve_model(None) == bundled_model_path()
+    assert resolve_model("starmd-small") == bundled_model_path("starmd-small")
+    assert resolve_model(tiny_model_path) == tiny_model_path  # a path stays a path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "starmd-small").write_text("a local file of that name wins")
+    assert resolve_model("starmd-small").resolve() == tmp_path / "starmd-small"
+    monkeypatch.setitem(BUNDLED_MODELS, "starmd-absent", "assets/models/absent.safetensors")
+    with pytest.raises(StarmdInputError, match="bundled model starmd-absent is not installed"):
+        resolve_model("starmd-absent")
+
+
 def test_cli_dt_units_and_bad_structure(tiny_model_path, tmp_path, capsys):
     args = [
         "generate",

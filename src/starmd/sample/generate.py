@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from starmd import __version__
+from starmd.diffusion.sampler import SAMPLERS
 from starmd.errors import StarmdInputError, located
 from starmd.sample.rollout import ProteinInput, Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
@@ -43,13 +44,31 @@ from starmd.structure.rigid import Rigid
 from starmd.structure.superpose import superpose
 from starmd.train.run import LoadedModel, load_model
 
-BUNDLED_MODEL = "assets/models/starmd-small.safetensors"
+BUNDLED_MODELS = {
+    "starmd-small": "assets/models/starmd-small.safetensors",
+    "starmd-small-fast": "assets/models/starmd-small-fast.safetensors",
+}
+"""Models shipped in the package, by the name ``--model`` accepts (docs/model_card.md)."""
+DEFAULT_MODEL = "starmd-small"
 MAX_FLAGGED = 200
-SAMPLERS = ("ddpm", "ddim", "dpm2", "sde", "ode")
 
 
-def bundled_model_path() -> Path:
-    return Path(str(resources.files("starmd") / BUNDLED_MODEL))
+def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
+    return Path(str(resources.files("starmd") / BUNDLED_MODELS[name]))
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The model file of ``--model``: None = the bundled default, a bundled model's name
+    (``starmd-small``, ``starmd-small-fast``), or a path."""
+    if model is not None and (str(model) not in BUNDLED_MODELS or Path(model).exists()):
+        return Path(model)
+    name = DEFAULT_MODEL if model is None else str(model)
+    path = bundled_model_path(name)
+    if not path.exists():
+        raise StarmdInputError(
+            f"the bundled model {name} is not installed; pass --model RUN/model.safetensors"
+        )
+    return path
 
 
 def resolve_device(device: str) -> torch.device:
@@ -206,9 +225,7 @@ def generate(
     _validate(settings)
     protein, positions = load_structure(structure, settings.chains or None)
     name = protein.name
-    model_path = Path(model) if model is not None else bundled_model_path()
-    if model is None and not model_path.exists():
-        raise StarmdInputError("no bundled model is installed; pass --model RUN/model.safetensors")
+    model_path = resolve_model(model)
     torch_device = resolve_device(device)
     loaded = load_model(model_path, torch_device)
     settings = with_model_defaults(settings, loaded.config)
