@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.starmd-installed
 
-.PHONY: demo test test-slow lint install clean model
+.PHONY: demo test test-slow lint install clean model fast-model
 
 install: $(STAMP)
 
@@ -40,6 +40,20 @@ model: $(STAMP)
 		--max-time $(MODEL_TIME) $(if $(INIT),--init $(INIT))
 	$(PY) scripts/export_model.py runs/small/checkpoints/best.ckpt \
 		src/starmd/assets/models/starmd-small.safetensors --dt-ps 50 --steps 5 --sampler dpm2
+
+# The bundled few-step student's recipe: distil the bundled model's 5-step dpm2 sampler
+# (configs/distill_cpu.yaml; docs/model_card.md, "Few-step student"), export the best
+# validation checkpoint with its own sampling defaults. FAST_TIME bounds the wall time.
+FAST_TIME ?= 00:01:15:00
+FAST_STEPS ?= 1
+fast-model: $(STAMP)
+	$(VENV)/bin/starmd prepare corpus/md -o data/corpus --overwrite \
+		--split-file src/starmd/assets/corpus/manifest.csv
+	$(VENV)/bin/starmd train data/corpus -o runs/fast --config configs/distill_cpu.yaml \
+		--distill-from src/starmd/assets/models/starmd-small.safetensors --max-time $(FAST_TIME)
+	$(PY) scripts/export_model.py runs/fast/checkpoints/best.ckpt \
+		src/starmd/assets/models/starmd-small-fast.safetensors --dt-ps 50 \
+		--steps $(FAST_STEPS) --sampler ddim
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

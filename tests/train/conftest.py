@@ -3,6 +3,17 @@ import pytest
 from starmd.data.prepare import prepare
 from tests.conftest import ASSETS
 
+# a test-sized training configuration (``TrainConfig.from_yaml(None, TINY)``)
+TINY = [
+    "model.preset=tiny",
+    "data.window=3",
+    "data.dt_ps=[100.0, 200.0]",
+    "data.crop=12",
+    "data.batch_size=2",
+    "data.samples_per_epoch=4",
+    "optim.warmup_steps=1",
+]
+
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):

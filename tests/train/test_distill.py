@@ -13,16 +13,7 @@ from starmd.structure.rigid import Rigid
 from starmd.train.config import TrainConfig
 from starmd.train.module import step_generator
 from starmd.train.run import build_module, load_model
-
-TINY = [
-    "model.preset=tiny",
-    "data.window=3",
-    "data.dt_ps=[100.0, 200.0]",
-    "data.crop=12",
-    "data.batch_size=2",
-    "data.samples_per_epoch=4",
-    "optim.warmup_steps=1",
-]
+from tests.train.conftest import TINY
 
 
 def _state(generator, shape=(2, 3, 8)):

@@ -12,16 +12,7 @@ from starmd.errors import StarmdCheckpointError, StarmdInputError
 from starmd.train.config import TrainConfig
 from starmd.train.module import StarMDModule, step_generator
 from starmd.train.run import load_model, train
-
-TINY = [
-    "model.preset=tiny",
-    "data.window=3",
-    "data.dt_ps=[100.0, 200.0]",
-    "data.crop=12",
-    "data.batch_size=2",
-    "data.samples_per_epoch=4",
-    "optim.warmup_steps=1",
-]
+from tests.train.conftest import TINY
 
 
 def test_overfitting_one_batch_drives_the_loss_down(tiny_dataset):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from starmd.diffusion.sampler import reverse_loop, reverse_schedule
+from starmd.diffusion.sampler import PredictFn, reverse_loop, reverse_schedule
 from starmd.errors import StarmdInputError
 from starmd.model import StarDenoiser
 from starmd.structure.rigid import Rigid
@@ -50,23 +50,28 @@ class DistillModule(StarMDModule):
     def on_fit_start(self) -> None:
         self._teacher[0] = self.teacher.to(self.device)
 
+    def predictor(self, model: StarDenoiser, ctx: WindowContext) -> PredictFn:
+        """``predict(frames, torsions, tau)`` of :func:`reverse_loop` for every frame of a
+        window at once: one block-causal pass of ``model`` against the window's context."""
+        b, k = ctx.tau_ctx.shape
+
+        def predict(f: Rigid, x: torch.Tensor, tau: float) -> tuple[Rigid, torch.Tensor]:
+            tau_t = torch.full((b, k), tau, dtype=ctx.dtype, device=x.device)
+            out = self.denoise_window(model, ctx, f, x, tau_t)
+            angles = torch.atan2(out.torsions[..., 0], out.torsions[..., 1])
+            return out.frames, torch.where(ctx.torsion_mask, angles, 0.0)
+
+        return predict
+
     def teacher_sample(
         self, ctx: WindowContext, frames: Rigid, torsions: torch.Tensor, generator: torch.Generator
     ) -> tuple[Rigid, torch.Tensor]:
         """The teacher's deterministic sample of every window frame from the state
         ``(frames, torsions)`` at ``tau = 1``."""
-        b, k = ctx.tau_ctx.shape
-
-        def predict(f: Rigid, x: torch.Tensor, tau: float) -> tuple[Rigid, torch.Tensor]:
-            tau_t = torch.full((b, k), tau, dtype=ctx.dtype, device=x.device)
-            out = self.denoise_window(self.teacher, ctx, f, x, tau_t)
-            angles = torch.atan2(out.torsions[..., 0], out.torsions[..., 1])
-            return out.frames, torch.where(ctx.torsion_mask, angles, 0.0)
-
         with torch.no_grad():
             return reverse_loop(
                 self.diffuser,
-                predict,
+                self.predictor(self.teacher, ctx),
                 frames,
                 torsions,
                 ctx.torsion_mask,
