@@ -51,6 +51,9 @@ BUNDLED_MODELS = {
 """Models shipped in the package, by the name ``--model`` accepts (docs/model_card.md)."""
 DEFAULT_MODEL = "starmd-small"
 MAX_FLAGGED = 200
+ATOM_BATCH = 16
+"""Frames whose heavy atoms are rebuilt in one call (0.13 vs 0.59 ms per frame for 48 residues
+at 10 vs 1); bounded so that large proteins keep flat memory."""
 
 
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -292,11 +295,25 @@ def generate(
     t_loop = time.perf_counter()
     frames_done = 0
     input_frames = 1 if start == 0 else 0  # frame 0 is written, not generated: no speed credit
-    for t, atoms, _, _ in rollout.frames(settings.frames):
+    pending: list[tuple[int, Rigid, torch.Tensor, list[int]]] = []  # frames awaiting atoms
+
+    def write_pending() -> None:
+        """Rebuild the pending frames' atoms in one call (cheaper than frame by frame) and
+        hand them to the writer."""
+        if not pending:
+            return
+        frames = Rigid.stack([p[1] for p in pending], dim=0)
+        atoms = rollout.atoms(frames, torch.stack([p[2] for p in pending])).cpu().numpy()
+        for i, (t, _, _, replicas) in enumerate(pending):
+            for r in replicas:
+                writer.add(r, t, atoms[i, r])
+        pending.clear()
+
+    for t, frames, torsions in rollout.states(settings.frames):
         if t < start:
             continue
-        atoms_np = atoms.cpu().numpy()
-        checks = ca_health(atoms[:, :, 1].float(), linked)
+        checks = ca_health(frames.trans.float(), linked)  # CA = frame origin
+        keep = []
         for r in range(settings.replicas):
             if health[r]["stopped_at"] is not None:
                 continue
@@ -311,9 +328,13 @@ def generate(
                 if settings.stop_on_failure:
                     health[r]["stopped_at"] = t
                     continue
-            writer.add(r, t, atoms_np[r])
+            keep.append(r)
+        pending.append((t, frames, torsions, keep))
         frames_done += 1
+        if len(pending) >= ATOM_BATCH:
+            write_pending()
         if (t + 1) % settings.chunk == 0 or t + 1 == settings.frames:
+            write_pending()
             writer.commit(settings.dt_ps)
         if progress:
             progress(
@@ -328,6 +349,7 @@ def generate(
             )
         if all(h["stopped_at"] is not None for h in health):
             break
+    write_pending()
     writer.commit(settings.dt_ps)
     loop_s = time.perf_counter() - t_loop
     generated = (frames_done - input_frames) * settings.replicas

@@ -306,7 +306,8 @@ class Rollout:
         )
 
     def atoms(self, frames: Rigid, torsions: torch.Tensor) -> torch.Tensor:
-        """Heavy atoms ``(B, L, 15, 3)`` in the input's coordinates (centre added back)."""
+        """Heavy atoms ``(..., B, L, 15, 3)`` of frames ``(..., B, L)`` in the input's
+        coordinates (centre added back)."""
         frames64 = Rigid(frames.rots.double(), frames.trans.double())
         aatype = self.inputs.cond.aatype[0]
         positions = geometry.frames_to_atoms(
@@ -314,13 +315,21 @@ class Rollout:
         )
         return positions + self.inputs.centre.double()[:, None, None]
 
-    def frames(self, n_frames: int) -> Iterator[tuple[int, torch.Tensor, Rigid, torch.Tensor]]:
-        """Yield frames ``next_frame .. n_frames - 1`` (frame 0 is the input itself)."""
+    def states(self, n_frames: int) -> Iterator[tuple[int, Rigid, torch.Tensor]]:
+        """Yield ``(t, frames (B, L), torsions (B, L, 7))`` for frames ``next_frame ..
+        n_frames - 1`` (frame 0 is the input itself), centred; :meth:`atoms` rebuilds the
+        heavy atoms (for many frames at once, if wanted)."""
         if self.next_frame == 0:
             frames, torsions = self.inputs.init_frames, self.inputs.init_torsions
             self.stage_clean(0, frames, torsions)
-            yield 0, self.atoms(frames, torsions), frames, torsions
+            yield 0, frames, torsions
         for t in range(self.next_frame, n_frames):
             frames, torsions = self.sample_frame(t)
-            yield t, self.atoms(frames, torsions), frames, torsions
+            yield t, frames, torsions
             self.stage_clean(t, frames, torsions)
+
+    def frames(self, n_frames: int) -> Iterator[tuple[int, torch.Tensor, Rigid, torch.Tensor]]:
+        """As :meth:`states`, with each frame's heavy atoms: ``(t, positions (B, L, 15, 3),
+        frames, torsions)``."""
+        for t, frames, torsions in self.states(n_frames):
+            yield t, self.atoms(frames, torsions), frames, torsions
