@@ -6,8 +6,9 @@ import mdtraj
 import numpy as np
 
 from starmd.bench import synthetic_structure
-from starmd.sample.generate import GenerationSettings, with_model_defaults
+from starmd.sample.generate import GenerationSettings, bundled_model_path, with_model_defaults
 from starmd.train.config import TrainConfig
+from starmd.train.run import load_model
 from tests.conftest import STRUCTURES
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -15,14 +16,25 @@ from tests.test_cli import assert_one_line_error, run_cli
 def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     out = tmp_path / "bench"
     code, stdout, _ = run_cli(
-        ["bench", "--quick", "-o", str(out), "--model", str(tiny_model_path)], capsys
+        ["bench", "--quick", "-o", str(out), "--model", str(tiny_model_path)]
+        + ["--speed-models", "starmd-small"],
+        capsys,
     )
     assert code == 0
     results = json.loads((out / "bench.json").read_text())
     sections = results["sections"]
-    assert sections["speed"][0]["ratio"] > 0 and sections["speed"][0]["md_ns_per_day"] > 0
-    assert [r["replicas"] for r in sections["speed"]] == [1, 2]
-    assert sections["speed"][1]["starmd_frames_per_s"] > 0
+    speed = sections["speed"]
+    assert speed[0]["ratio"] > 0 and speed[0]["md_ns_per_day"] > 0
+    # each model at its own defaults, against the one OpenMM run
+    assert [(r["model"], r["replicas"]) for r in speed] == [
+        ("tiny", 1),
+        ("tiny", 2),
+        ("starmd-small", 1),
+        ("starmd-small", 2),
+    ]
+    assert speed[2]["steps"] == load_model(bundled_model_path()).config.sampling.steps
+    assert len({r["md_ns_per_day"] for r in speed}) == 1
+    assert all(r["starmd_frames_per_s"] > 0 for r in speed)
     assert [r["frames"] for r in sections["memory"]] == [10, 40]
     assert all(r["nan_frames"] == 0 for r in sections["memory"])
     assert [r["residues"] for r in sections["scaling"]] == [30, 60]

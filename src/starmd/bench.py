@@ -60,6 +60,7 @@ class BenchSettings:
     steps: int | None = None
     seed: int = 0
     speed_replicas: Sequence[int] = (1, 8)
+    speed_models: Sequence[str] = ()
     memory_frames: Sequence[int] = (100, 1_000, 10_000)
     sizes: Sequence[int] = (50, 100, 200, 500, 1_000)
     quality_steps: Sequence[int] = (2, 5, 10, 20, 50)
@@ -244,15 +245,27 @@ def bench_speed(
 ) -> list[dict[str, Any]]:
     """starmd generate vs OpenMM implicit-solvent MD on one protein, same threads.
 
-    One row per replica count in ``settings.speed_replicas``: R independent trajectories
-    generated as one batch; frames/s and ns per wall-second count all R trajectories together
-    (aggregate sampling throughput), and the per-trajectory speed is the aggregate over R.
+    One row per model (``model``, then ``settings.speed_models``, each at its own default dt
+    and steps) and replica count in ``settings.speed_replicas``, all against one OpenMM run: R
+    independent trajectories generated as one batch; frames/s and ns per wall-second count all
+    R trajectories together (aggregate sampling throughput).
     """
+    from starmd.sample.generate import resolve_model
     from starmd.simulate.engine import simulate
 
     frames = 4 if settings.quick else 50
+    models = [(model, defaults)]
+    for other in settings.speed_models:
+        path = resolve_model(other)
+        models.append((path, model_defaults(path, settings)))
     gens = [
-        (r, _generation(settings, model, structure, work, defaults, frames=frames, replicas=r))
+        (
+            path,
+            chosen,
+            r,
+            _generation(settings, path, structure, work, chosen, frames=frames, replicas=r),
+        )
+        for path, chosen in models
         for r in settings.speed_replicas
     ]
     md_ps = 2.0 if settings.quick else 20.0
@@ -276,8 +289,10 @@ def bench_speed(
         {
             "protein": structure.stem,
             "residues": gen["residues"],
-            "dt_ps": defaults["dt_ps"],
-            "steps": defaults["steps"],
+            "model": path.stem,
+            "dt_ps": chosen["dt_ps"],
+            "steps": chosen["steps"],
+            "sampler": chosen["sampler"],
             "replicas": replicas,
             "frames": frames - 1,
             "starmd_frames_per_s": gen["frames_per_s"],
@@ -290,8 +305,25 @@ def bench_speed(
             "md_ns_per_wall_s": md_ns_per_s,
             "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
         }
-        for replicas, gen in gens
+        for path, chosen, replicas, gen in gens
     ]
+
+
+def model_defaults(model: Path, settings: BenchSettings) -> dict[str, Any]:
+    """The generation settings a model runs at by default (``--dt``/``--steps`` override)."""
+    from starmd.sample.generate import GenerationSettings, with_model_defaults
+    from starmd.train.run import load_model
+
+    chosen = with_model_defaults(
+        GenerationSettings(frames=2, dt_ps=settings.dt_ps, steps=settings.steps),
+        load_model(model).config,
+    )
+    return {
+        "dt_ps": chosen.dt_ps,
+        "steps": chosen.steps,
+        "sampler": chosen.sampler,
+        "context": chosen.context,
+    }
 
 
 def bench_memory(
@@ -506,13 +538,7 @@ def run_bench(
     """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``."""
     import torch
 
-    from starmd.sample.generate import (
-        GenerationSettings,
-        bundled_model_path,
-        resolve_model,
-        with_model_defaults,
-    )
-    from starmd.train.run import load_model
+    from starmd.sample.generate import bundled_model_path, resolve_model
 
     settings.device = _torch_device(settings.device)
     torch.set_num_threads(settings.threads)
@@ -525,11 +551,7 @@ def run_bench(
     trained = model is not None
     if model is None:
         model = untrained_model(work / "untrained-small.safetensors")
-    chosen = with_model_defaults(
-        GenerationSettings(frames=2, dt_ps=settings.dt_ps, steps=settings.steps),
-        load_model(model).config,
-    )
-    defaults = {"dt_ps": chosen.dt_ps, "steps": chosen.steps, "context": chosen.context}
+    defaults = model_defaults(model, settings)
     results: dict[str, Any] = {
         "machine": machine_info(settings.device),
         "model": str(model) if trained else "untrained 'small' model (timing only)",

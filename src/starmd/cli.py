@@ -492,11 +492,18 @@ def bench(
         "--speed-replicas",
         help="Replica batch sizes for the speed section (default 1,8; quick 1,2); ns/s counts all.",
     ),
+    speed_models: str = typer.Option(
+        None,
+        "--speed-models",
+        help="More models (files or bundled names) timed in the speed section against the same "
+        "OpenMM run, each at its own defaults, e.g. starmd-small-fast.",
+    ),
 ) -> None:
     """Measure speed vs OpenMM, memory vs trajectory length, cost vs size, quality vs steps
     and training throughput, side by side on this machine; writes OUT/bench.md + bench.json.
 
     Example: starmd bench -o bench_out --threads 1
+    Two models side by side: starmd bench --sections speed --speed-models starmd-small-fast
     Quality: starmd bench --sections quality --structure corpus/md/2wqg/2wqg.pdb
     --reference corpus/md
     """
@@ -526,6 +533,7 @@ def bench(
         sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
         dt_ps=parse_duration_ps(dt) if dt else None,
         steps=steps,
+        speed_models=tuple(m.strip() for m in (speed_models or "").split(",") if m.strip()),
     )
     for name, value in (
         ("quality_steps", ints("--quality-steps", steps_list, minimum=1)),
