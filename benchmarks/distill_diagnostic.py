@@ -5,13 +5,13 @@
 
 For each of ``--windows`` windows of the dataset (8 frames at ``--dt`` ps, as in training) and
 ``--draws`` prior draws per window, the teacher's sample (its distillation sampler, default dpm2
-x 5) and the student's samples with 1, 2 and 3 deterministic steps (schedule rho 3, and rho 1
-for 2 steps) and 2 stochastic (ddpm) steps are computed against the same clean context. Reported
-per student setting, median over windows: the C-alpha RMSD to the teacher's sample from the same
-draw (fidelity), and the ratio of the C-alpha spread over draws (RMS deviation from the mean
-over draws) to the teacher's (1 = the same diversity; a student that regresses to the teacher's
-mean sample shows < 1). Frames of a window are all scored but the first (no clean history, as in
-training).
+x 5) and the student's samples with 1, 2 and 3 deterministic steps (ddim; rho 3), 2 consistency-
+style steps (cm) and 2 stochastic (ddpm) steps are computed against the same clean context.
+Reported per student setting, median over windows: the C-alpha RMSD to the teacher's sample from
+the same draw (fidelity), and the ratio of the C-alpha spread over draws (RMS deviation from the
+mean over draws) to the teacher's (1 = the same diversity; a student that regresses to the
+teacher's mean sample shows < 1). Frames of a window are all scored but the first (no clean
+history, as in training).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import statistics
 import torch
 
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
-from starmd.diffusion.sampler import reverse_loop, reverse_schedule
+from starmd.diffusion.sampler import reverse_loop, sampler_schedule
 from starmd.train.distill import DistillModule
 from starmd.train.module import step_generator
 from starmd.train.run import load_model
@@ -57,7 +57,7 @@ def main() -> None:
     settings = {
         "ddim x 1": ("ddim", 1, 3.0),
         "ddim x 2": ("ddim", 2, 3.0),
-        "ddim x 2, open": ("ddim", -2, 3.0),
+        "cm x 2": ("cm", 2, 3.0),
         "ddim x 3": ("ddim", 3, 3.0),
         "ddpm x 2": ("ddpm", 2, 3.0),
     }
@@ -78,11 +78,7 @@ def main() -> None:
             target, _ = module.teacher_sample(ctx, *z, generator)
             targets.append(target.trans[0])
             for name, (sampler, steps, rho) in settings.items():
-                # steps < 0: |steps| evaluations of the (|steps| + 1)-time schedule, the last
-                # prediction (at a moderate noise level) is the sample
-                n = abs(steps) + (steps < 0)
-                taus = reverse_schedule(n, config.diffusion.tau_min, rho=rho).tolist()
-                taus = taus[: abs(steps)]
+                taus = sampler_schedule(sampler, steps, config.diffusion.tau_min, rho).tolist()
                 frames, _ = reverse_loop(
                     module.diffuser, predict, *z, ctx.torsion_mask, taus, sampler, generator
                 )

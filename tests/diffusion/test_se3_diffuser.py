@@ -167,6 +167,12 @@ def test_reverse_schedule_decreases_from_one_to_tau_min():
     assert taus.shape == (50,) and taus[0] == 1.0 and taus[-1].item() == pytest.approx(1e-3)
     assert torch.all(taus[1:] < taus[:-1])
     assert reverse_schedule(1).tolist() == [1.0]  # one step: the distilled student's
+    # consistency-style sampling ends one time short of tau_min; other samplers end at it
+    from starmd.diffusion.sampler import sampler_schedule
+
+    cm, ddim = sampler_schedule("cm", 2, 1e-3, 3.0), sampler_schedule("ddim", 2, 1e-3, 3.0)
+    torch.testing.assert_close(cm, reverse_schedule(3, 1e-3, rho=3.0)[:2])
+    assert cm[-1] > 0.1 and ddim[-1].item() == pytest.approx(1e-3)
     with pytest.raises(ValueError):
         reverse_schedule(0)
     with pytest.raises(ValueError):

@@ -21,7 +21,7 @@ DenoiseFn = Callable[[Rigid, torch.Tensor, torch.Tensor], tuple[Rigid, torch.Ten
 PredictFn = Callable[[Rigid, torch.Tensor, float], tuple[Rigid, torch.Tensor]]
 """``predict(frames, torsions, tau) -> (pred_frames, pred_torsions)`` with a float ``tau``."""
 
-SAMPLERS = ("ddpm", "ddim", "dpm2", "sde", "ode")
+SAMPLERS = ("ddpm", "ddim", "dpm2", "sde", "ode", "cm")
 
 
 def reverse_schedule(
@@ -40,6 +40,21 @@ def reverse_schedule(
         )
     u = torch.linspace(1.0, 0.0, steps, dtype=dtype)
     return tau_min + (1.0 - tau_min) * u**rho
+
+
+def sampler_schedule(
+    sampler: str, steps: int, tau_min: float, rho: float = 1.0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """The ``steps`` evaluation times of a sampler: :func:`reverse_schedule`, except for
+    ``"cm"`` (consistency-style multistep sampling of a distilled student, Song et al. 2023):
+    the first ``steps`` of the ``steps + 1`` times, so the last evaluation sits at a moderate
+    noise level and its clean prediction is the sample. A student predicts the clean frame
+    from anywhere on its path, so a last evaluation at ``tau_min`` (which barely moves the
+    state) is better spent earlier; for an undistilled model that prediction is a posterior
+    mean, too smooth."""
+    if sampler != "cm":
+        return reverse_schedule(steps, tau_min, dtype, rho)
+    return reverse_schedule(steps + 1, tau_min, dtype, rho)[:steps]
 
 
 def sample(
@@ -112,9 +127,10 @@ def reverse_loop(
 
     One ``predict`` call per time; between calls one step of ``sampler`` (see
     :class:`~starmd.sample.rollout.RolloutSettings`): ``"ddpm"``/``"ddim"`` the Gaussian
-    posterior step (ancestral / deterministic), ``"dpm2"`` the deterministic step with the
-    DPM-Solver++(2M) extrapolation of the prediction, ``"sde"``/``"ode"`` Euler steps of the
-    reverse SDE / probability-flow ODE. Returns the last clean prediction. Used by the rollout
+    posterior step (ancestral / deterministic; ``"cm"`` is ``"ddim"`` on the times of
+    :func:`sampler_schedule`), ``"dpm2"`` the deterministic step with the DPM-Solver++(2M)
+    extrapolation of the prediction, ``"sde"``/``"ode"`` Euler steps of the reverse SDE /
+    probability-flow ODE. Returns the last clean prediction. Used by the rollout
     (per frame, against a KV cache) and by distillation (a whole training window at once).
     """
     if sampler not in SAMPLERS:
@@ -132,7 +148,7 @@ def reverse_loop(
                 pred_frames, pred_torsions, *previous, torsion_mask, taus[i - 1], tau, tau_next
             )
         previous = (pred_frames, pred_torsions)
-        if sampler in ("ddpm", "ddim", "dpm2"):
+        if sampler in ("ddpm", "ddim", "dpm2", "cm"):
             eta = 1.0 if sampler == "ddpm" else 0.0
             frames, torsions = diffuser.posterior_step(
                 frames,

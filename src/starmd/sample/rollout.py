@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
-from starmd.diffusion.sampler import reverse_loop, reverse_schedule
+from starmd.diffusion.sampler import reverse_loop, sampler_schedule
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
 from starmd.structure import geometry
@@ -48,7 +48,9 @@ class RolloutSettings:
             paper; needs many steps: with few, its last steps inject more noise than the
             marginal has), ``"ode"`` (Euler probability-flow ODE), ``"dpm2"`` (deterministic
             DDIM with the second-order multistep correction of DPM-Solver++(2M): one model call
-            per step, for few-step sampling).
+            per step, for few-step sampling), ``"cm"`` (deterministic steps whose last
+            prediction is at a moderate noise level, for distilled students; see
+            :func:`~starmd.diffusion.sampler.sampler_schedule`).
         noise_scale: scale of the SDE noise (``"sde"`` only; 1 = exact reverse SDE).
         schedule_rho: spacing of the diffusion times (``reverse_schedule``): 1 = linear in tau,
             3 (default) = more steps at low noise. Against a converged solution of the same ODE
@@ -174,8 +176,8 @@ class Rollout:
         self.settings = settings
         self.seed = seed
         self.cache = self.model.new_cache(window=settings.context, sink=settings.sink)
-        self.schedule = reverse_schedule(
-            settings.steps, settings.tau_min, rho=settings.schedule_rho
+        self.schedule = sampler_schedule(
+            settings.sampler, settings.steps, settings.tau_min, rho=settings.schedule_rho
         )
         self.next_frame = 0
         self.pending: FrameTokens | None = None  # a clean frame not yet encoded into the cache
