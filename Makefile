@@ -44,7 +44,7 @@ model: $(STAMP)
 # The bundled few-step student's recipe: distil the bundled model's 5-step dpm2 sampler
 # (configs/distill_cpu.yaml; docs/model_card.md, "Few-step student"), export the best
 # validation checkpoint with its own sampling defaults. FAST_TIME bounds the wall time.
-FAST_TIME ?= 00:01:15:00
+FAST_TIME ?= 00:01:45:00
 FAST_STEPS ?= 1
 fast-model: $(STAMP)
 	$(VENV)/bin/starmd prepare corpus/md -o data/corpus --overwrite \
