@@ -528,6 +528,8 @@ def _fmt(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
+        if 1e4 <= abs(value) < 1e9:  # ratios: 12760, not 1.276e+04
+            return f"{value:.0f}"
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
     return str(value)
 
