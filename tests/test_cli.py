@@ -122,8 +122,17 @@ def test_usage_errors_exit_2_without_traceback(capsys):
     assert code == 2 and "No such option" in err and "Traceback" not in err
 
 
-def test_demo_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
+def test_demo_with_a_missing_model_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     missing = tmp_path / "nope.safetensors"
     code, _, err = run_cli(["demo", "-o", str(tmp_path / "demo"), "--model", str(missing)], capsys)
     assert_one_line_error(code, err, "nope.safetensors: model file not found")
+    assert not (tmp_path / "demo").exists()
+    # a bundled model's name is accepted; one that is not installed is the same kind of error
+    from starmd.sample.generate import BUNDLED_MODELS
+
+    monkeypatch.setitem(BUNDLED_MODELS, "starmd-absent", "assets/models/absent.safetensors")
+    code, _, err = run_cli(
+        ["demo", "-o", str(tmp_path / "demo"), "--model", "starmd-absent"], capsys
+    )
+    assert_one_line_error(code, err, "bundled model starmd-absent is not installed")
     assert not (tmp_path / "demo").exists()

@@ -247,8 +247,8 @@ def train(
     distill_from: Path = typer.Option(
         None,
         "--distill-from",
-        help="Distil this model's many-step sampler into a few-step student (starts from its "
-        "weights; see configs/distill_cpu.yaml).",
+        help="Distil this model's (a file or a bundled name) many-step sampler into a few-step "
+        "student (starts from its weights; see configs/distill_cpu.yaml).",
     ),
 ) -> None:
     """Train the STAR-MD denoiser on a prepared dataset (one CPU up to many GPUs/nodes).
@@ -268,7 +268,9 @@ def train(
 
     cfg = TrainConfig.from_yaml(config, set_ or [])
     if distill_from is not None:
-        cfg.distill.teacher = str(distill_from)
+        from starmd.sample.generate import resolve_model
+
+        cfg.distill.teacher = str(resolve_model(distill_from))  # a path or a bundled name
     flags = {
         "devices": _parse_devices(devices) if devices is not None else None,
         "num_nodes": num_nodes,

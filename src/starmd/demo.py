@@ -84,6 +84,7 @@ def run_demo(
     """Run the demo into ``out_dir``; returns the summary written to ``summary.json``."""
     from starmd.evaluate import evaluate
     from starmd.sample.generate import (
+        BUNDLED_MODELS,
         GenerationSettings,
         bundled_model_path,
         generate,
@@ -91,6 +92,8 @@ def run_demo(
     )
 
     out_dir = Path(out_dir)
+    if model is not None and str(model) in BUNDLED_MODELS and not Path(model).exists():
+        model = resolve_model(model)  # a bundled model's name (an error if not installed)
     if model is not None and not Path(model).is_file():
         raise StarmdCheckpointError(located(model, "model file not found"))
     md_dir = demo_md_dir()
@@ -116,8 +119,6 @@ def run_demo(
     )
 
     model_path = Path(model) if model is not None else bundled_model_path()
-    if model is not None and not model_path.exists():
-        model_path = resolve_model(model)  # a bundled model's name (an error if not installed)
     gen_dir = None
     if model_path.exists():
         gen_dir = out_dir / "generated"

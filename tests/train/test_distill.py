@@ -92,6 +92,17 @@ def test_distillation_loss_can_be_driven_down_and_the_teacher_stays_frozen(
         assert torch.equal(value, teacher[name]), name
 
 
+def test_distill_from_takes_a_bundled_name(tmp_path, capsys):
+    """`--distill-from starmd-small` resolves to the bundled file: the run then stops at the
+    dataset check (not a dataset), after the teacher was found."""
+    from tests.test_cli import assert_one_line_error, run_cli
+
+    args = ["train", str(tmp_path), "-o", str(tmp_path / "run"), "--distill-from", "starmd-small"]
+    code, _, err = run_cli(args, capsys)
+    assert "starmd-small" not in err
+    assert_one_line_error(code, err, str(tmp_path))
+
+
 def test_a_teacher_of_another_network_is_one_clear_error(tiny_model_path):
     config = TrainConfig.from_yaml(
         None, ["model.preset=small", f"distill.teacher={tiny_model_path}"]
