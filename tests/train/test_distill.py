@@ -114,6 +114,11 @@ def test_a_teacher_of_another_network_is_one_clear_error(tiny_model_path):
     )
     with pytest.raises(StarmdInputError, match="diffusion section differs"):
         build_module(config)
+    config = TrainConfig.from_yaml(
+        None, [*TINY, "distill.teacher_sampler=euler", f"distill.teacher={tiny_model_path}"]
+    )
+    with pytest.raises(StarmdInputError, match="teacher_sampler: unknown 'euler'"):
+        build_module(config)
 
 
 def test_train_distill_from_exports_a_student_started_from_its_teacher(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from starmd.diffusion.sampler import PredictFn, reverse_loop, reverse_schedule
+from starmd.diffusion.sampler import SAMPLERS, PredictFn, reverse_loop, reverse_schedule
 from starmd.errors import StarmdInputError
 from starmd.model import StarDenoiser
 from starmd.structure.rigid import Rigid
@@ -36,6 +36,11 @@ class DistillModule(StarMDModule):
             raise StarmdInputError(
                 "distill: need teacher_steps >= 2 and 0 <= one_step_fraction <= 1, got "
                 f"{d.teacher_steps} and {d.one_step_fraction}"
+            )
+        if d.teacher_sampler not in SAMPLERS:
+            raise StarmdInputError(
+                f"distill.teacher_sampler: unknown {d.teacher_sampler!r} (known: "
+                f"{', '.join(SAMPLERS)})"
             )
         # kept out of the module tree: the teacher is neither trained nor checkpointed
         self._teacher = [teacher.requires_grad_(False).eval()]
