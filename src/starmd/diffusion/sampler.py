@@ -94,22 +94,19 @@ def sample(
     else:
         frames, torsions = diffuser.sample_prior(init, torsion_mask, generator, dtype, device)
     taus = reverse_schedule(steps, tau_min).to(dtype=frames.dtype, device=frames.device)
-    for i in range(steps):
-        pred_frames, pred_torsions = denoise_fn(frames, torsions, taus[i])
-        if i + 1 < steps:
-            frames, torsions = diffuser.reverse_step(
-                frames,
-                torsions,
-                pred_frames,
-                pred_torsions,
-                torsion_mask,
-                taus[i],
-                taus[i] - taus[i + 1],
-                generator,
-                ode,
-                noise_scale,
-            )
-    return pred_frames, pred_torsions
+    sampler = "ode" if ode else "sde"
+    # 0-dim tensor times, as denoise_fn takes them
+    return reverse_loop(
+        diffuser,
+        denoise_fn,
+        frames,
+        torsions,
+        torsion_mask,
+        list(taus),
+        sampler,
+        generator,
+        noise_scale,
+    )
 
 
 def reverse_loop(
@@ -118,7 +115,7 @@ def reverse_loop(
     frames: Rigid,
     torsions: torch.Tensor,
     torsion_mask: torch.Tensor,
-    taus: Sequence[float],
+    taus: Sequence[float] | Sequence[torch.Tensor],
     sampler: str,
     generator: torch.Generator,
     noise_scale: float = 1.0,

@@ -172,6 +172,12 @@ class DenoiserOutput:
     frames_per_block: Rigid
     single: torch.Tensor
 
+    def angles(self, torsion_mask: torch.Tensor) -> torch.Tensor:
+        """Predicted torsion angles ``(B, G, L, 7)`` in radians, 0 where ``torsion_mask``
+        (broadcastable, e.g. ``(B, 1, L, 7)``) is false."""
+        angles = torch.atan2(self.torsions[..., 0], self.torsions[..., 1])
+        return torch.where(torsion_mask, angles, 0.0)
+
     def __getitem__(self, groups: int | slice) -> DenoiserOutput:
         """Select groups along the group dimension (an int keeps it, with size 1)."""
         if isinstance(groups, int):

@@ -291,9 +291,7 @@ class Rollout:
             self.pending = None
         else:
             out = self.model.denoise(self.cache, cond, tokens)
-        sin_cos = out.torsions[:, 0]
-        pred_torsions = torch.atan2(sin_cos[..., 0], sin_cos[..., 1])
-        return out.frames[:, 0], torch.where(cond.torsion_mask, pred_torsions, 0.0)
+        return out.frames[:, 0], out.angles(cond.torsion_mask[:, None])[:, 0]
 
     def reference_base(self, frames: Rigid, tau: float) -> Rigid:
         """The posterior base (what the prediction updates) of a state at noise ``tau``, around

@@ -63,8 +63,7 @@ class DistillModule(StarMDModule):
         def predict(f: Rigid, x: torch.Tensor, tau: float) -> tuple[Rigid, torch.Tensor]:
             tau_t = torch.full((b, k), tau, dtype=ctx.dtype, device=x.device)
             out = self.denoise_window(model, ctx, f, x, tau_t)
-            angles = torch.atan2(out.torsions[..., 0], out.torsions[..., 1])
-            return out.frames, torch.where(ctx.torsion_mask, angles, 0.0)
+            return out.frames, out.angles(ctx.torsion_mask)
 
         return predict
 
