@@ -26,12 +26,12 @@ import mdtraj
 import torch
 
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
+from starmd.modelfile import load_model
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
 from starmd.structure.io import load_structure
 from starmd.structure.rigid import Rigid
 from starmd.train.module import losses_vs_base
-from starmd.train.run import load_model
 
 
 def loss_table(loaded, data_dir: str, dts: list[float], samples: int) -> list[str]:

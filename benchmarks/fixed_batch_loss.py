@@ -21,6 +21,7 @@ import torch
 import starmd
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
 from starmd.data.prepare import prepare
+from starmd.modelfile import load_model, resolve_model
 from starmd.train.distill import DistillModule
 from starmd.train.module import StarMDModule, step_generator
 
@@ -28,12 +29,6 @@ DEMO = Path(starmd.__file__).parent / "assets" / "demo" / "2wqg"
 
 
 def _load(name: str):
-    """A bundled model by name, wherever the model-file module lives."""
-    try:
-        from starmd.modelfile import load_model, resolve_model
-    except ImportError:
-        from starmd.sample.generate import resolve_model
-        from starmd.train.run import load_model
     return load_model(resolve_model(name))
 
 

@@ -125,7 +125,7 @@ def default_structure() -> Path:
 
 def untrained_model(path: Path, preset: str = "small") -> Path:
     """A randomly initialised model file of ``preset`` (timing only: same cost as trained)."""
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
     from starmd.train.run import export_model
 
@@ -250,7 +250,7 @@ def bench_speed(
     independent trajectories generated as one batch; frames/s and ns per wall-second count all
     R trajectories together (aggregate sampling throughput).
     """
-    from starmd.sample.generate import resolve_model
+    from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
 
     frames = 4 if settings.quick else 50
@@ -311,12 +311,12 @@ def bench_speed(
 
 def model_defaults(model: Path, settings: BenchSettings) -> dict[str, Any]:
     """The generation settings a model runs at by default (``--dt``/``--steps`` override)."""
+    from starmd.modelfile import read_config
     from starmd.sample.generate import GenerationSettings, with_model_defaults
-    from starmd.train.run import load_model
 
     chosen = with_model_defaults(
         GenerationSettings(frames=2, dt_ps=settings.dt_ps, steps=settings.steps),
-        load_model(model).config,
+        read_config(model),
     )
     return {
         "dt_ps": chosen.dt_ps,
@@ -540,7 +540,7 @@ def run_bench(
     """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``."""
     import torch
 
-    from starmd.sample.generate import bundled_model_path, resolve_model
+    from starmd.modelfile import installed_default_model, resolve_model
 
     settings.device = _torch_device(settings.device)
     torch.set_num_threads(settings.threads)
@@ -548,8 +548,7 @@ def run_bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="starmd-bench-"))
     structure = Path(settings.structure) if settings.structure else default_structure()
-    model = resolve_model(settings.model) if settings.model else None
-    model = model or (bundled_model_path() if bundled_model_path().exists() else None)
+    model = resolve_model(settings.model) if settings.model else installed_default_model()
     trained = model is not None
     if model is None:
         model = untrained_model(work / "untrained-small.safetensors")

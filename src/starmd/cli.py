@@ -242,7 +242,9 @@ def train(
     ),
     fast_dev_run: bool = typer.Option(False, "--fast-dev-run", help="One batch per loop (smoke)."),
     init: Path = typer.Option(
-        None, "--init", help="Start from these weights (model.safetensors), fresh optimizer."
+        None,
+        "--init",
+        help="Start from these weights (model.safetensors or a bundled name), fresh optimizer.",
     ),
     distill_from: Path = typer.Option(
         None,
@@ -263,12 +265,12 @@ def train(
     Few-step student: starmd train data/corpus -o runs/fast --config configs/distill_cpu.yaml
     --distill-from runs/exp1/model.safetensors
     """
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.run import train as run_train
 
     cfg = TrainConfig.from_yaml(config, set_ or [])
     if distill_from is not None:
-        from starmd.sample.generate import resolve_model
+        from starmd.modelfile import resolve_model
 
         cfg.distill.teacher = str(resolve_model(distill_from))  # a path or a bundled name
     flags = {

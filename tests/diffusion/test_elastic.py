@@ -178,9 +178,10 @@ def test_bad_parameters_raise():
 @pytest.fixture(scope="module")
 def tiny_untrained_model(tmp_path_factory):
     """An untrained tiny model: its zero-initialized frame update returns the base."""
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile import load_model
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
-    from starmd.train.run import export_model, load_model
+    from starmd.train.run import export_model
 
     torch.manual_seed(0)
     module = StarMDModule(TrainConfig.from_yaml(None, ["model.preset=tiny"]))

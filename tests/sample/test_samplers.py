@@ -4,11 +4,12 @@ the deterministic ODE's many-step solution faster than DDIM at the same number o
 import pytest
 import torch
 
+from starmd.modelfile import load_model
+from starmd.modelfile.config import TrainConfig
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
-from starmd.train.config import TrainConfig
 from starmd.train.module import StarMDModule
-from starmd.train.run import export_model, load_model
+from starmd.train.run import export_model
 from tests.conftest import STRUCTURES
 
 

@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from starmd import __version__
 from starmd.diffusion.sampler import SAMPLERS
 from starmd.errors import StarmdInputError, located
+from starmd.modelfile import LoadedModel, load_model, resolve_model
 from starmd.sample.rollout import ProteinInput, Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
 from starmd.structure.checks import ca_health
@@ -42,36 +42,11 @@ from starmd.structure.io import (
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
 from starmd.structure.superpose import superpose
-from starmd.train.run import LoadedModel, load_model
 
-BUNDLED_MODELS = {
-    "starmd-small": "assets/models/starmd-small.safetensors",
-    "starmd-small-fast": "assets/models/starmd-small-fast.safetensors",
-}
-"""Models shipped in the package, by the name ``--model`` accepts (docs/model_card.md)."""
-DEFAULT_MODEL = "starmd-small"
 MAX_FLAGGED = 200
 ATOM_BATCH = 16
 """Frames whose heavy atoms are rebuilt in one call (0.13 vs 0.59 ms per frame for 48 residues
 at 10 vs 1); bounded so that large proteins keep flat memory."""
-
-
-def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
-    return Path(str(resources.files("starmd") / BUNDLED_MODELS[name]))
-
-
-def resolve_model(model: str | Path | None) -> Path:
-    """The model file of ``--model``: None = the bundled default, a bundled model's name
-    (``starmd-small``, ``starmd-small-fast``), or a path."""
-    if model is not None and (str(model) not in BUNDLED_MODELS or Path(model).exists()):
-        return Path(model)
-    name = DEFAULT_MODEL if model is None else str(model)
-    path = bundled_model_path(name)
-    if not path.exists():
-        raise StarmdInputError(
-            f"the bundled model {name} is not installed; pass --model RUN/model.safetensors"
-        )
-    return path
 
 
 def resolve_device(device: str) -> torch.device:

@@ -26,10 +26,10 @@ from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
 from starmd.diffusion.sampler import reverse_loop, sampler_schedule
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
+from starmd.modelfile import LoadedModel
 from starmd.structure import geometry
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
-from starmd.train.run import LoadedModel
 
 
 @dataclass(frozen=True)

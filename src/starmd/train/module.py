@@ -23,10 +23,11 @@ import torch
 
 from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
 from starmd.diffusion.se3_diffuser import NoisyState
+from starmd.diffusion.settings import build_diffuser
 from starmd.model import FrameTokens, ProteinConditioning, StarDenoiser
+from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
 from starmd.train.batch import CleanWindow, clean_window_from_batch, conditioning_from_batch
-from starmd.train.config import TrainConfig, build_diffuser
 from starmd.train.losses import denoising_losses
 
 
