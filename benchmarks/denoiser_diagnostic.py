@@ -55,7 +55,7 @@ def one_step_table(loaded, md_dir: Path, taus: list[float]) -> list[str]:
     md = mdtraj.load(md_dir / f"{name}_prod_R1_fit.xtc", top=md_dir / f"{name}.pdb")
     dt = float(md.time[1] - md.time[0]) if md.n_frames > 1 else 10.0
     inputs = protein_input(protein, positions, dt, 1)
-    settings = RolloutSettings.for_model(loaded.config.diffusion, dt_ps=dt, steps=2)
+    settings = RolloutSettings(steps=2)
     rollout = Rollout(loaded, inputs, settings, seed=0)
     rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
     with tempfile.TemporaryDirectory() as tmp:

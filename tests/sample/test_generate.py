@@ -63,9 +63,7 @@ def test_cached_rollout_matches_full_forward(tiny_model_path):
     loaded = load_model(tiny_model_path)
     protein, positions = load_structure(VILLIN)
     inputs = protein_input(protein, positions, 100.0, replicas=1)
-    rollout = Rollout(
-        loaded, inputs, RolloutSettings(dt_ps=100.0, steps=2, context=None, sink=False), seed=0
-    )
+    rollout = Rollout(loaded, inputs, RolloutSettings(steps=2, context=None, sink=False), seed=0)
     clean, noisy, outputs = [], [], []
     model = loaded.model
     real = model.append_clean, model.denoise, model.append_and_denoise

@@ -222,9 +222,7 @@ def generate(
         )
     time_to_model = time.perf_counter() - t_start
 
-    rollout_settings = RolloutSettings.for_model(
-        loaded.config.diffusion,
-        dt_ps=settings.dt_ps,
+    rollout_settings = RolloutSettings(
         steps=settings.steps,
         context=settings.context,
         sink=settings.sink,
