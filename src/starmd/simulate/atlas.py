@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from starmd.structure.io import write_atomically
 
 
 def topology_pdb(out_dir: Path, name: str) -> Path:
@@ -101,26 +101,9 @@ def exclusive(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomically write ``data`` as indented JSON."""
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n", durable=True)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -128,22 +111,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
-
-
-def append_bytes(path: Path, valid_length: int, payload: bytes) -> int:
-    """Truncate ``path`` to ``valid_length`` bytes, append ``payload`` and fsync.
-
-    Returns:
-        The new length of the file in bytes.
-    """
-    mode = "r+b" if path.exists() else "w+b"
-    with open(path, mode) as handle:
-        handle.truncate(valid_length)
-        handle.seek(valid_length)
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return valid_length + len(payload)
 
 
 def truncate_to(path: Path, valid_length: int) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from starmd.errors import StarmdInputError
+from starmd.structure.io import write_atomically
 
 log = logging.getLogger("starmd.simulate")
 
@@ -225,5 +226,5 @@ def write_corpus_index(out_dir: Path, entries: Sequence[CorpusEntry]) -> Path:
                 f"{rep['replica']},{rep['frames']},{rep['simulated_ns']:.3f},{rep['ns_per_day']}"
             )
     path = out_dir / "index.csv"
-    atlas.write_atomic(path, "\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n", durable=True)
     return path

@@ -26,6 +26,7 @@ import numpy as np
 from starmd.errors import StarmdInputError, StarmdSimulationError
 from starmd.simulate import atlas
 from starmd.simulate.protocols import Protocol, build_system, get_protocol, make_integrator
+from starmd.structure.io import append_bytes, write_atomically, xtc_bytes
 
 MAX_BOND_NM = 0.35
 """A covalent heavy-atom bond longer than this (nm) means the coordinates have exploded."""
@@ -242,14 +243,19 @@ def prepare_system(
     minimized = state.getPositions(asNumpy=True)
 
     atlas.state_dir(out_dir).mkdir(parents=True, exist_ok=True)
-    atlas.write_atomic(
+    write_atomically(
         atlas.system_xml(out_dir, name),
         gzip.compress(openmm.XmlSerializer.serialize(system).encode(), mtime=0),
+        durable=True,
     )
-    atlas.write_atomic(atlas.full_pdb(out_dir, name), _pdb_text(app, topology, minimized))
+    write_atomically(
+        atlas.full_pdb(out_dir, name), _pdb_text(app, topology, minimized), durable=True
+    )
     heavy = heavy_protein_atoms(topology)
     heavy_top, heavy_pos = _subset(app, topology, minimized, heavy)
-    atlas.write_atomic(atlas.topology_pdb(out_dir, name), _pdb_text(app, heavy_top, heavy_pos))
+    write_atomically(
+        atlas.topology_pdb(out_dir, name), _pdb_text(app, heavy_top, heavy_pos), durable=True
+    )
     record = {
         "name": name,
         "structure": str(structure_path),
@@ -434,7 +440,7 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
             mdtraj, frames, reference, ca, numbers * job.save_every_ps, numbers * steps_per_frame
         )
         elapsed = time.time() - started
-        xtc_bytes = atlas.append_bytes(xtc_path, record["xtc_bytes"], payload)
+        xtc_bytes = append_bytes(xtc_path, record["xtc_bytes"], payload)
         time_ps = float(numbers[-1] * job.save_every_ps)
         wall_s = record["wall_s"] + elapsed
         record = {
@@ -489,7 +495,7 @@ def _save_chunk(
     import openmm
 
     state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
-    atlas.write_atomic(state_path, openmm.XmlSerializer.serialize(state))
+    write_atomically(state_path, openmm.XmlSerializer.serialize(state), durable=True)
     atlas.write_json(progress_path, record)
 
 
@@ -571,23 +577,9 @@ def _xtc_bytes(
     steps: np.ndarray,
 ) -> bytes:
     """Encode frames as XTC after superposing them on ``reference`` by the CA atoms."""
-    import os
-    import tempfile
-
     traj = mdtraj.Trajectory(frames_nm, reference.topology)
     traj.superpose(reference, atom_indices=ca)
-    fd, tmp = tempfile.mkstemp(suffix=".xtc")
-    os.close(fd)
-    try:
-        with mdtraj.formats.XTCTrajectoryFile(tmp, "w") as handle:
-            handle.write(
-                traj.xyz.astype(np.float32),
-                time=times_ps.astype(np.float32),
-                step=steps.astype(np.int32),
-            )
-        return Path(tmp).read_bytes()
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return xtc_bytes(traj.xyz, times_ps, steps)
 
 
 def write_metadata(
