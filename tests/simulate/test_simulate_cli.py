@@ -9,8 +9,8 @@ import typer
 from simulate_consts import NAME
 from typer.testing import CliRunner
 
+from starmd.cli.simulate import corpus_app, simulate_command
 from starmd.errors import StarmdInputError
-from starmd.simulate.cli import corpus_app, simulate_command
 
 app = typer.Typer()
 app.command("simulate")(simulate_command)
@@ -29,7 +29,7 @@ def test_help_texts_carry_an_example():
 
 def test_cli_module_does_not_import_openmm():
     code = (
-        "import sys, starmd.simulate.cli; "
+        "import sys, starmd.cli; "
         "print(any(m.startswith(('openmm', 'mdtraj', 'torch')) for m in sys.modules))"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -329,7 +329,7 @@ def generate_job(
     overwrite: bool,
     threads: int | None = None,
 ) -> dict:
-    """One protein of a list (:mod:`starmd.fanout`): generate into ``out_root/{job.name}``.
+    """One protein of a list (:mod:`starmd.cli.lists`): generate into ``out_root/{job.name}``.
 
     With ``resume``, a rerun (e.g. a requeued array task) continues an interrupted protein,
     skips a finished one (returning its sidecar) and starts the others afresh. ``threads``

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from starmd.structure.io import write_atomically
+import numpy as np
 
 
 def topology_pdb(out_dir: Path, name: str) -> Path:
@@ -103,6 +103,8 @@ def exclusive(path: Path) -> Iterator[bool]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomically write ``data`` as indented JSON."""
+    from starmd.structure.io import write_atomically
+
     write_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n", durable=True)
 
 
@@ -118,3 +120,66 @@ def truncate_to(path: Path, valid_length: int) -> None:
     if path.exists() and path.stat().st_size != valid_length:
         with open(path, "r+b") as handle:
             handle.truncate(valid_length)
+
+
+def write_metadata(
+    out_dir: Path,
+    name: str,
+    *,
+    setup: dict[str, Any] | None = None,
+    wall_s_this_call: float | None = None,
+) -> dict[str, Any]:
+    """Assemble ``{name}.json`` from the setup record and every replica's progress record."""
+    setup = setup or read_json(setup_json(out_dir, name)) or {}
+    proto = setup.get("protocol", {})
+    replicas = []
+    save_every_ps = None
+    for path in sorted(state_dir(out_dir).glob(f"{name}_R*.json")):
+        record = read_json(path)
+        if record is None:
+            continue
+        save_every_ps = record["save_every_ps"]
+        replicas.append(
+            {
+                "replica": record["replica"],
+                "trajectory": replica_xtc(out_dir, name, record["replica"]).name,
+                "seed": record["seed"],
+                "frames": record["frames_done"],
+                "simulated_ns": record["time_ps"] / 1000.0,
+                "wall_s": round(record["wall_s"], 1),
+                "ns_per_day": round(record["ns_per_day"], 2),
+                "platform": record["platform"],
+                "resumes": record["resumes"],
+            }
+        )
+    replicas.sort(key=lambda r: r["replica"])
+    speeds = [r["ns_per_day"] for r in replicas if r["ns_per_day"] > 0]
+    metadata = {
+        "name": name,
+        "topology": topology_pdb(out_dir, name).name,
+        "structure": setup.get("structure"),
+        "structure_sha256": setup.get("structure_sha256"),
+        "protocol": proto.get("name"),
+        "force_field": proto.get("force_field"),
+        "solvent": proto.get("solvent"),
+        "nonbonded_cutoff_nm": proto.get("nonbonded_cutoff_nm"),
+        "temperature_k": proto.get("temperature_k"),
+        "step_fs": proto.get("step_fs"),
+        "hydrogen_mass_amu": proto.get("hydrogen_mass_amu"),
+        "friction_per_ps": proto.get("friction_per_ps"),
+        "pressure_bar": proto.get("pressure_bar"),
+        "save_every_ps": save_every_ps,
+        "time_unit": "ps",
+        "n_residues": setup.get("n_residues"),
+        "n_atoms_system": setup.get("n_atoms_system"),
+        "n_atoms_trajectory": setup.get("n_atoms_heavy_protein"),
+        "openmm_version": setup.get("openmm_version"),
+        "replicas": replicas,
+        "total_simulated_ns": sum(r["simulated_ns"] for r in replicas),
+        "total_wall_s": round(sum(r["wall_s"] for r in replicas), 1),
+        "ns_per_day": round(float(np.mean(speeds)), 2) if speeds else None,
+    }
+    if wall_s_this_call is not None:
+        metadata["wall_s_last_call"] = round(wall_s_this_call, 1)
+    write_json(metadata_json(out_dir, name), metadata)
+    return metadata

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from starmd.errors import StarmdInputError
-from starmd.structure.io import write_atomically
 
 log = logging.getLogger("starmd.simulate")
 
@@ -216,6 +215,7 @@ def write_corpus_index(out_dir: Path, entries: Sequence[CorpusEntry]) -> Path:
     Columns: name, split, fold_class, residues, replica, frames, simulated_ns, ns_per_day.
     """
     from starmd.simulate import atlas
+    from starmd.structure.io import write_atomically
 
     lines = ["name,split,fold_class,residues,replica,frames,simulated_ns,ns_per_day"]
     for entry in entries:
