@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from starmd.data.prepare import prepare
+from starmd.data.sources import atlas_replica_xtc
 from starmd.data.store import open_store
 from starmd.structure import geometry
 from starmd.structure.inspect import inspect_structure
@@ -49,7 +50,7 @@ def _rebuild(md_dir: Path, data_dir: Path, out_dir: Path) -> dict:
     frames = torch.from_numpy(replica["frames"][...]).double()
     torsions = torch.from_numpy(replica["torsions"][...]).double()
     ((protein, original, times),) = list(
-        iter_trajectory(md_dir / f"{name}.pdb", md_dir / f"{name}_prod_R1_fit.xtc", chunk=10_000)
+        iter_trajectory(md_dir / f"{name}.pdb", md_dir / atlas_replica_xtc(name, 1), chunk=10_000)
     )
     aatype = torch.from_numpy(protein.aatype)
     oxt = torch.from_numpy(protein.oxt_mask)

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from starmd.data.sources import atlas_replica_xtc
+
 
 def topology_pdb(out_dir: Path, name: str) -> Path:
     """Path of the heavy-atom topology PDB."""
@@ -37,7 +39,7 @@ def topology_pdb(out_dir: Path, name: str) -> Path:
 
 def replica_xtc(out_dir: Path, name: str, replica: int) -> Path:
     """Path of replica ``replica``'s (1-based) fitted trajectory."""
-    return out_dir / f"{name}_prod_R{replica}_fit.xtc"
+    return out_dir / atlas_replica_xtc(name, replica)
 
 
 def metadata_json(out_dir: Path, name: str) -> Path:
