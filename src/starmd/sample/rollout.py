@@ -78,6 +78,15 @@ class ProteinInput:
     init_torsions: torch.Tensor  # (B, L, 7)
     oxt_mask: torch.Tensor  # (L,)
 
+    def __post_init__(self) -> None:
+        """The time step's two views (adaLN's tensor, the time stamps' float) must agree."""
+        expected = torch.full_like(self.cond.dt_ps, self.dt_ps)
+        if not torch.allclose(self.cond.dt_ps, expected):
+            raise ValueError(
+                f"time step {self.dt_ps} ps disagrees with the conditioning's "
+                f"{self.cond.dt_ps.tolist()} ps"
+            )
+
 
 def protein_input(
     protein: Protein,
