@@ -68,3 +68,15 @@ def test_simulate_command_raises_the_project_error_for_bad_platform(trpcage_pdb,
     )
     assert result.exit_code != 0
     assert isinstance(result.exception, StarmdInputError)
+
+
+def test_corpus_scripts_entry_still_starts_the_build_command():
+    """``python -m starmd.simulate.cli build`` (corpus/README.md, corpus/gpu_build.sh) reaches
+    the corpus command of ``starmd.cli.simulate``."""
+    output = subprocess.run(
+        [sys.executable, "-m", "starmd.simulate.cli", "build", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert output.returncode == 0 and "round-robin" in output.stdout
