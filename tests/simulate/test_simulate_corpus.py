@@ -23,12 +23,12 @@ from starmd.simulate.corpus import (
 )
 
 
-def test_manifest_has_at_least_16_distinct_small_real_proteins():
+def test_manifest_has_at_least_32_distinct_small_real_proteins():
     entries = load_manifest()
-    assert len(entries) >= 16
+    assert len(entries) >= 32
     assert len({e.name for e in entries}) == len(entries)
     assert len({e.pdb_id for e in entries}) == len(entries)
-    assert all(10 <= e.residues <= 100 for e in entries)
+    assert all(10 <= e.residues <= 120 for e in entries)
     assert Counter(e.fold_class for e in entries).keys() == {"alpha", "beta", "mixed"}
     assert all(e.source_package and e.path_in_package and e.source_licence for e in entries)
 
