@@ -68,3 +68,13 @@ def test_simulate_command_raises_the_project_error_for_bad_platform(trpcage_pdb,
     )
     assert result.exit_code != 0
     assert isinstance(result.exception, StarmdInputError)
+
+
+def test_corpus_build_rejects_a_bad_split_target_before_simulating(tmp_path):
+    result = runner.invoke(
+        app, ["corpus", "build", "--out", str(tmp_path / "md"), "--split-ns", "val:1.0"]
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, StarmdInputError)
+    assert "--split-ns val:1.0" in str(result.exception)
+    assert not (tmp_path / "md").exists()

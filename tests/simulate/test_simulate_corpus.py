@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import mdtraj
@@ -18,7 +19,9 @@ from starmd.simulate.corpus import (
     build_corpus,
     default_manifest,
     load_manifest,
+    parse_split_ns,
     select_entries,
+    stage_plan,
     stage_targets,
 )
 
@@ -65,6 +68,33 @@ def test_stage_targets_grow_to_the_requested_length():
     assert stage_targets(0.25, 0.1) == [0.1, 0.2, 0.25]
     with pytest.raises(StarmdInputError):
         stage_targets(0.5, 0.0)
+
+
+def test_split_ns_parses_per_split_targets_and_rejects_bad_ones():
+    assert parse_split_ns(["val=1.0", "test=1.2"]) == {"val": 1.0, "test": 1.2}
+    assert parse_split_ns(None) == {}
+    for bad in ("val", "holdout=1.0", "val=x", "test=0"):
+        with pytest.raises(StarmdInputError, match=f"--split-ns {bad}: expected SPLIT=NS"):
+            parse_split_ns([bad])
+
+
+def test_stage_plan_grows_training_proteins_first_then_held_out_ones_further():
+    base = load_manifest()[0]
+    entries = [
+        replace(base, name="new_train", split="train"),
+        replace(base, name="heldout_val", split="val"),
+        replace(base, name="heldout_test", split="test"),
+    ]
+    plan = stage_plan(entries, 0.3, 0.1, {"val": 1.0, "test": 1.0})
+    grown = [[(entry.name, ns) for entry, ns in stage] for stage in plan]
+    assert len(grown) == 10
+    assert grown[0] == [("new_train", 0.1), ("heldout_val", 0.1), ("heldout_test", 0.1)]
+    assert grown[2] == [("new_train", 0.3), ("heldout_val", 0.3), ("heldout_test", 0.3)]
+    assert grown[3] == [("heldout_val", 0.4), ("heldout_test", 0.4)]
+    assert grown[-1] == [("heldout_val", 1.0), ("heldout_test", 1.0)]
+    assert stage_plan(entries, 0.25, 0.1) == [[(e, ns) for e in entries] for ns in (0.1, 0.2, 0.25)]
+    with pytest.raises(StarmdInputError, match="--split-ns holdout=1.0"):
+        stage_plan(entries, 0.3, 0.1, {"holdout": 1.0})
 
 
 def test_select_entries_rejects_unknown_names():
