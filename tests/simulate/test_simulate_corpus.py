@@ -116,7 +116,9 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
         load_manifest(path)
 
 
-def test_build_grows_every_replica_round_robin(prepared_dir: Path, trpcage_pdb, tmp_path):
+def test_build_grows_every_replica_round_robin_to_its_split_target(
+    prepared_dir: Path, trpcage_pdb, tmp_path
+):
     root = tmp_path / "corpus"
     shutil.copytree(prepared_dir, root / NAME)
     manifest = tmp_path / "manifest.csv"
@@ -152,6 +154,22 @@ def test_build_grows_every_replica_round_robin(prepared_dir: Path, trpcage_pdb, 
             top=str(atlas.topology_pdb(root / NAME, NAME)),
         )
         assert list(traj.time) == [1.0, 2.0]
+
+    grown = build_corpus(
+        root,
+        manifest=manifest,
+        ns=0.001,
+        split_ns={"train": 0.003},
+        step_ns=0.001,
+        replicas=2,
+        save_every_ps=1.0,
+        equilibrate_ps=0.4,
+        chunk_frames=1,
+        platform="CPU",
+        threads=1,
+        progress=False,
+    )
+    assert [r["frames"] for r in grown[0]["replicas"]] == [3, 3]
 
 
 def test_manifest_doubles_as_the_split_file_of_prepare():
