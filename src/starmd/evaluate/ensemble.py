@@ -1,9 +1,11 @@
 """The ATLAS ensemble table of AlphaFlow / MDGen (METRICS.md section B).
 
 Reference = the MD replicas concatenated. Coordinates are Angstrom, superposed on the reference
-structure by CA. Metrics that cost O(frames^2) or need SASA use a fixed-size random subset
-(:data:`ENSEMBLE_FRAMES` frames, seed 0, as AlphaFlow's 250 structures); the others use every
-finite frame and stream over them.
+structure by CA. Metrics that cost O(frames^2) or need SASA (pairwise RMSD, PCA W2, exposure)
+use a random subset of at most ``ensemble_frames`` frames drawn with ``seed`` (defaults
+:data:`ENSEMBLE_FRAMES` = 250, AlphaFlow's ensemble size, and seed 0; both set per run by
+``starmd evaluate --ensemble-frames --seed``); the others use every finite frame and stream over
+them.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def finite_frames(frames: np.ndarray) -> np.ndarray:
     return frames[np.isfinite(frames).all(axis=(1, 2))]
 
 
-def subsample(frames: np.ndarray, n: int = ENSEMBLE_FRAMES, seed: int = 0) -> np.ndarray:
-    """At most ``n`` frames drawn without replacement with a fixed seed, in time order."""
+def subsample(frames: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most ``n`` frames drawn without replacement with ``seed``, in time order."""
     if len(frames) <= n:
         return frames
     keep = np.sort(np.random.default_rng(seed).choice(len(frames), n, replace=False))
@@ -91,19 +93,22 @@ def rmwd(reference: np.ndarray, generated: np.ndarray) -> dict[str, float]:
     }
 
 
-def pca_w2(reference_ca: np.ndarray, generated_ca: np.ndarray, joint: bool) -> float:
+def pca_w2(
+    reference_ca: np.ndarray, generated_ca: np.ndarray, joint: bool, *, frames: int, seed: int
+) -> float:
     """2-Wasserstein distance between MD and generated CA ensembles on 2 principal components.
 
-    Equal-size subsets (``min(250, n_md, n_gen)`` frames, seed 0) are projected on PC1-PC2 of
+    Equal-size subsets (``min(frames, n_md, n_gen)`` frames drawn with ``seed``; no default, so
+    that a caller cannot silently drop the run's settings) are projected on PC1-PC2 of
     the MD PCA (``joint=False``) or of a PCA of both subsets together (``joint=True``); the
     exact W2 between the point sets comes from a linear assignment, divided by
     ``sqrt(n_CA)`` so that it reads as a per-atom RMSD (Angstrom).
     """
-    n = min(ENSEMBLE_FRAMES, len(reference_ca), len(generated_ca))
+    n = min(frames, len(reference_ca), len(generated_ca))
     if n < 2:
         return np.nan
-    ref = subsample(reference_ca, n)
-    gen = subsample(generated_ca, n)
+    ref = subsample(reference_ca, n, seed)
+    gen = subsample(generated_ca, n, seed)
     basis = fit_pca(np.concatenate([ref, gen]) if joint else ref, 2)
     return assignment_w2(basis.project(ref), basis.project(gen)) / np.sqrt(ref.shape[1])
 

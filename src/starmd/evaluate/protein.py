@@ -273,8 +273,9 @@ def _ensemble_scores(sc: _Scoring, ref: dict, job: ProteinJob) -> tuple[dict, di
     }
     out |= ensemble.rmwd(sc.atlas_all, sc.gen_all)
     ref_ca, gen_ca = sc.atlas_all[:, ca], sc.gen_all[:, ca]
-    out["pca_w2_md"] = ensemble.pca_w2(ref_ca, gen_ca, joint=False)
-    out["pca_w2_joint"] = ensemble.pca_w2(ref_ca, gen_ca, joint=True)
+    subset = {"frames": job.ensemble_frames, "seed": job.seed}
+    out["pca_w2_md"] = ensemble.pca_w2(ref_ca, gen_ca, joint=False, **subset)
+    out["pca_w2_joint"] = ensemble.pca_w2(ref_ca, gen_ca, joint=True, **subset)
     moving = float(np.var(gen_ca.reshape(len(gen_ca), -1), axis=0).sum()) > 1e-8
     out["pc_cosine"] = ensemble.pc_cosine(ref_ca, gen_ca) if moving else np.nan
     weak_ref, transient_ref = ensemble.contact_sets(
@@ -359,7 +360,7 @@ def _ca_distance_sample(frames_ca: np.ndarray, seed: int, n: int = 20000) -> np.
 
 
 def _reference_properties(
-    cache: ReferenceCache, held_out: int | None
+    cache: ReferenceCache, held_out: int | None, job: ProteinJob
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Properties of the reference MD itself (full atom set): validity, spread, health."""
     ref = cache.view(np.arange(cache.reference.topology.n_atoms))
@@ -373,7 +374,9 @@ def _reference_properties(
     ]
     out |= health_summary(series)
     out |= {
-        "pairwise_rmsd": ensemble.mean_pairwise_rmsd(ensemble.subsample(atlas_all)[:, ca]),
+        "pairwise_rmsd": ensemble.mean_pairwise_rmsd(
+            ensemble.subsample(atlas_all, job.ensemble_frames, job.seed)[:, ca]
+        ),
         "rmsf_median": float(np.median(rmsf(atlas_all))),
         "dt_ps": cache.reference.dt_ps,
         "n_replicas": len(cache.reference.replicas),
@@ -456,10 +459,11 @@ def evaluate_protein(job: ProteinJob) -> dict:
         "protein": job.name,
         "notes": notes,
         "held_out_replica": held_out,
+        "settings": {"ensemble_frames": job.ensemble_frames, "seed": job.seed},
         "methods": {},
     }
     all_arrays: dict[str, np.ndarray] = {}
-    ref_scalars, ref_arrays = _reference_properties(cache, held_out)
+    ref_scalars, ref_arrays = _reference_properties(cache, held_out, job)
     results["methods"][REFERENCE] = ref_scalars
     all_arrays |= {f"{REFERENCE}/{k}": v for k, v in ref_arrays.items()}
     for label, method in methods.items():

@@ -40,9 +40,8 @@ SECTION_NOTES = {
     "curves on the coarser of the two time steps; validity: CA clash < 3.0 A, CA break > 4.5 A, "
     "heavy-atom clash (vdW overlap > 0.4 A, 0.7 A for N/O pairs), C-N > 2.0 A, Ramachandran "
     "outliers <= 4.12%, rotamer outliers <= 7.05% (MDAnalysis reference histograms).",
-    SECTION_B: "Per-atom metrics on the heavy atoms shared with the reference; pairwise RMSD, "
-    "PCA W2 and SASA on 250-frame random subsets (seed 0); contacts CA-CA < 8 A; SASA "
-    "Shrake-Rupley probe 0.28 nm, buried < 0.02 nm^2.",
+    SECTION_B: "Per-atom metrics on the heavy atoms shared with the reference; {subsets}; "
+    "contacts CA-CA < 8 A; SASA Shrake-Rupley probe 0.28 nm, buried < 0.02 nm^2.",
     SECTION_C: "Torsion histograms 100 bins on [-pi, pi]; tICA on the MD's torsion (sin, cos) "
     "features; k-means 100 / MSM / PCCA+ 10 states (deeptime); decorrelation at 1/e.",
     SECTION_D: "Every frame kept; NaN frames and exploded frames (Rg > 3x initial) counted.",
@@ -127,6 +126,20 @@ class MetricsTable:
     na_counts: dict[str, dict[str, int]]
     n_proteins: int
     notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def subsets_note(self) -> str:
+        """The subset size and seed the proteins were scored with, in words."""
+        frames = self.settings.get("ensemble_frames", "?")
+        seed = self.settings.get("seed", "?")
+        return (
+            f"pairwise RMSD, PCA W2 and SASA on {frames}-frame random subsets (seed {seed}; "
+            "fewer frames when a trajectory is shorter)"
+        )
+
+    def section_notes(self) -> dict[str, str]:
+        """Definitions of each section, with this run's settings filled in."""
+        return {k: v.format(subsets=self.subsets_note()) for k, v in SECTION_NOTES.items()}
 
     def cell(self, key: str, method: str) -> str:
         value = self.values.get(key, {}).get(method, np.nan)
@@ -152,7 +165,9 @@ class MetricsTable:
             cells = " | ".join(self.cell(spec.key, m) for m in self.methods)
             lines.append(f"| {spec.label} | {spec.better} | {cells} |")
         lines.append("")
-        lines.append(f"Median over {self.n_proteins} protein(s). {JS_NOTE}")
+        lines.append(
+            f"Median over {self.n_proteins} protein(s). {JS_NOTE} Section B: {self.subsets_note()}."
+        )
         return "\n".join(lines)
 
     def write_csv(self, path: Path) -> None:
@@ -246,7 +261,17 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
                     f"{r['protein']} / {method}: time steps are not integer multiples; "
                     f"lags rounded to {scores.get('common_dt_ps')} ps frames"
                 )
-    return MetricsTable(methods, values, na_counts, len(results), notes)
+    return MetricsTable(methods, values, na_counts, len(results), notes, _run_settings(results))
+
+
+def _run_settings(results: list[dict]) -> dict:
+    """The subset size and seed of the proteins' scoring (a sorted list where they differ)."""
+    settings = {}
+    for key in ("ensemble_frames", "seed"):
+        found = sorted({r["settings"][key] for r in results if key in r.get("settings", {})})
+        if found:
+            settings[key] = found[0] if len(found) == 1 else found
+    return settings
 
 
 def _global_rmsf_r(out_dir: Path, results: list[dict], method: str) -> float:
@@ -298,7 +323,7 @@ def write_html(table: MetricsTable, out_dir: Path, settings: dict) -> Path:
         cells = "".join(f"<td>{html.escape(table.cell(spec.key, m))}</td>" for m in table.methods)
         buf.write(f"<tr><td>{html.escape(spec.label)}</td><td>{spec.better}</td>{cells}</tr>")
     buf.write("</table><h2>Definitions</h2><ul>")
-    for section, note in SECTION_NOTES.items():
+    for section, note in table.section_notes().items():
         buf.write(f"<li><b>{html.escape(section)}</b>: {html.escape(note)}</li>")
     buf.write("</ul><p>Each function of <code>starmd.evaluate</code> documents its metric.</p>")
     if table.notes:

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from starmd.evaluate import ensemble
+from starmd.evaluate.protein import ProteinJob, evaluate_protein
+from starmd.evaluate.report import aggregate
+from starmd.evaluate.trajectories import discover_proteins
+
+from .conftest import make_generated, make_reference
+
+# Every metric computed on the --ensemble-frames subset drawn with --seed.
+SUBSAMPLED = (
+    ("md_reference", "pairwise_rmsd"),
+    ("model", "pairwise_rmsd"),
+    ("model", "pairwise_rmsd_md"),
+    ("model", "pca_w2_md"),
+    ("model", "pca_w2_joint"),
+)
+
+
+@pytest.fixture(scope="module")
+def villin_files(tmp_path_factory):
+    reference = make_reference(tmp_path_factory.mktemp("ref"), n_replicas=2, n_frames=80)
+    generated = make_generated(tmp_path_factory.mktemp("gen"), n_frames=60)
+    return (
+        discover_proteins(reference, "reference")["villin"],
+        discover_proteins(generated, "generated")["villin"],
+    )
+
+
+def _scores(villin_files, out_dir, frames: int, seed: int) -> dict:
+    reference, generated = villin_files
+    job = ProteinJob(
+        "villin",
+        reference,
+        methods={"model": generated},
+        baselines=(),
+        out_dir=out_dir / "proteins" / "villin",
+        ensemble_frames=frames,
+        seed=seed,
+        plots=False,
+    )
+    return evaluate_protein(job)["methods"]
+
+
+def test_ensemble_frames_and_seed_reach_every_subsampled_metric(
+    villin_files, tmp_path, monkeypatch
+):
+    sasa_inputs = []  # the exposure metrics are NaN on this synthetic MD: watch SASA's input
+
+    def recording_sasa(frames, topology):
+        sasa_inputs.append(frames.copy())
+        return np.zeros((len(frames), topology.n_residues))
+
+    monkeypatch.setattr(ensemble, "sidechain_sasa", recording_sasa)
+    base = _scores(villin_files, tmp_path / "a", frames=40, seed=0)
+    fewer = _scores(villin_files, tmp_path / "b", frames=25, seed=0)
+    reseeded = _scores(villin_files, tmp_path / "c", frames=40, seed=1)
+    # per run: the initial structure, the reference subset, the model's subset
+    assert [len(f) for f in sasa_inputs] == [1, 40, 40, 1, 25, 25, 1, 40, 40]
+    assert not np.array_equal(sasa_inputs[1], sasa_inputs[7])
+    assert not np.array_equal(sasa_inputs[2], sasa_inputs[8])
+    for method, key in SUBSAMPLED:
+        value = base[method][key]
+        assert value is not None and np.isfinite(value), (method, key)
+        assert fewer[method][key] != value, f"--ensemble-frames ignored by {method}/{key}"
+        assert reseeded[method][key] != value, f"--seed ignored by {method}/{key}"
+
+
+def test_report_states_the_subset_size_and_seed_used(villin_files, tmp_path):
+    _scores(villin_files, tmp_path, frames=25, seed=7)
+    table = aggregate(tmp_path)
+    assert table.settings["ensemble_frames"] == 25 and table.settings["seed"] == 7
+    text = table.to_markdown()
+    assert "25-frame" in text and "seed 7" in text
+    assert "250-frame" not in text and "seed 0" not in text
