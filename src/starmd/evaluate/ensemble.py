@@ -166,9 +166,14 @@ def contact_sets(initial_ca: np.ndarray, frequencies: np.ndarray) -> tuple[set, 
 
 
 def jaccard(a: set, b: set) -> float:
-    """|a & b| / |a | b|; 1 when both are empty (identical)."""
+    """|a & b| / |a | b|; NaN when both are empty.
+
+    AlphaFlow's convention (0/0): a protein where neither ensemble has a weak contact, a
+    transient contact or an exposed residue says nothing about agreement, so it is left out of
+    the median instead of counting as a perfect 1; the report counts the proteins left out.
+    """
     union = a | b
-    return len(a & b) / len(union) if union else 1.0
+    return len(a & b) / len(union) if union else np.nan
 
 
 def sidechain_residues(topology: md.Topology) -> list[list[int]]:
@@ -236,7 +241,8 @@ def exposure_metrics(
 
     A residue (with side-chain atoms) is *buried* when its side-chain SASA in the initial
     structure is < 0.02 nm^2, *exposed in a frame* when the SASA is above that. The set of
-    buried residues exposed in > 10% of frames is compared by Jaccard; the Spearman rho of the
+    buried residues exposed in > 10% of frames is compared by Jaccard (NaN when both sets are
+    empty; set sizes in ``exposed_n_md`` / ``exposed_n``); the Spearman rho of the
     upper-triangle entries of the residue-pair MI matrices of exposure indicators (residues
     with side chains) is the exposure-MI correlation.
 
@@ -257,4 +263,9 @@ def exposure_metrics(
         rho = np.nan
     else:
         rho = float(spearmanr(mi_ref, mi_gen).statistic)
-    return {"exposed_jaccard": jaccard(ref_set, gen_set), "exposure_mi_spearman": rho}
+    return {
+        "exposed_jaccard": jaccard(ref_set, gen_set),
+        "exposed_n_md": len(ref_set),
+        "exposed_n": len(gen_set),
+        "exposure_mi_spearman": rho,
+    }

@@ -284,8 +284,12 @@ def _ensemble_scores(sc: _Scoring, ref: dict, job: ProteinJob) -> tuple[dict, di
     weak_gen, transient_gen = ensemble.contact_sets(
         sc.initial[ca], ensemble.contact_frequencies(gen_ca)
     )
-    out["weak_contacts_jaccard"] = ensemble.jaccard(weak_ref, weak_gen)
-    out["transient_contacts_jaccard"] = ensemble.jaccard(transient_ref, transient_gen)
+    for kind, ref_set, gen_set in (
+        ("weak_contacts", weak_ref, weak_gen),
+        ("transient_contacts", transient_ref, transient_gen),
+    ):
+        out[f"{kind}_jaccard"] = ensemble.jaccard(ref_set, gen_set)
+        out[f"{kind}_n_md"], out[f"{kind}_n"] = len(ref_set), len(gen_set)
     sidechains = np.array(
         [r for r, atoms in enumerate(ensemble.sidechain_residues(topology)) if atoms]
     )

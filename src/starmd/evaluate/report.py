@@ -119,6 +119,8 @@ class MetricsTable:
         na_counts: metric key -> method -> number of proteins where the metric was N/A.
         n_proteins: proteins aggregated.
         notes: caveats collected from the proteins.
+        settings: ``ensemble_frames`` and ``seed`` the proteins were scored with.
+        left_out: proteins left out of a Jaccard median (both sets empty), per row and method.
     """
 
     methods: list[str]
@@ -127,6 +129,7 @@ class MetricsTable:
     n_proteins: int
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
 
     def subsets_note(self) -> str:
         """The subset size and seed the proteins were scored with, in words."""
@@ -168,6 +171,7 @@ class MetricsTable:
         lines.append(
             f"Median over {self.n_proteins} protein(s). {JS_NOTE} Section B: {self.subsets_note()}."
         )
+        lines += [f"- {note}" for note in self.left_out]
         return "\n".join(lines)
 
     def write_csv(self, path: Path) -> None:
@@ -250,7 +254,8 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
             100.0 * float(np.mean(np.array(cosines) > 0.5)) if cosines else np.nan
         )
         values["rmsf_global_r"][method] = _global_rmsf_r(out_dir, results, method)
-    notes = [f"{r['protein']}: {n}" for r in results for n in r.get("notes", [])]
+    left_out = _empty_set_notes(results, methods)
+    notes = [f"{r['protein']}: {n}" for r in results for n in r.get("notes", [])] + left_out
     for r in results:
         for method, scores in r["methods"].items():
             for key in ("msm_note", "exposure_note", "note"):
@@ -261,7 +266,36 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
                     f"{r['protein']} / {method}: time steps are not integer multiples; "
                     f"lags rounded to {scores.get('common_dt_ps')} ps frames"
                 )
-    return MetricsTable(methods, values, na_counts, len(results), notes, _run_settings(results))
+    return MetricsTable(
+        methods, values, na_counts, len(results), notes, _run_settings(results), left_out
+    )
+
+
+# Jaccard rows -> the per-protein key prefix of their set sizes.
+_JACCARD_SETS = {
+    "weak_contacts_jaccard": "weak_contacts",
+    "transient_contacts_jaccard": "transient_contacts",
+    "exposed_jaccard": "exposed",
+}
+
+
+def _empty_set_notes(results: list[dict], methods: list[str]) -> list[str]:
+    """Per Jaccard row and method, how many proteins were left out because both sets were
+    empty (Jaccard undefined, AlphaFlow's NaN)."""
+    labels = {s.key: s.label for s in METRICS}
+    notes = []
+    for key, prefix in _JACCARD_SETS.items():
+        for method in methods:
+            scored = [r["methods"][method] for r in results if method in r["methods"]]
+            empty = sum(
+                1 for s in scored if s.get(f"{prefix}_n_md") == 0 and s.get(f"{prefix}_n") == 0
+            )
+            if empty:
+                notes.append(
+                    f"{labels[key]} / {method}: {empty} of {len(scored)} protein(s) left out of "
+                    "the median (both sets empty, Jaccard undefined)"
+                )
+    return notes
 
 
 def _run_settings(results: list[dict]) -> dict:
