@@ -4,7 +4,7 @@ import pytest
 from starmd.evaluate import ensemble
 from starmd.evaluate.protein import ProteinJob, evaluate_protein
 from starmd.evaluate.report import aggregate
-from starmd.evaluate.trajectories import discover_proteins
+from starmd.evaluate.trajectories import discover_proteins, load_ensemble, load_heavy_topology
 
 from .conftest import make_generated, make_reference
 
@@ -74,3 +74,21 @@ def test_report_states_the_subset_size_and_seed_used(villin_files, tmp_path):
     text = table.to_markdown()
     assert "25-frame" in text and "seed 7" in text
     assert "250-frame" not in text and "seed 0" not in text
+
+
+def test_md_derived_validity_limits_come_from_the_replicas_other_than_the_oracle(
+    villin_files, tmp_path
+):
+    reference, _ = villin_files
+    job = ProteinJob("villin", reference, baselines=("replica",), out_dir=tmp_path, plots=False)
+    scores = evaluate_protein(job)["methods"]
+    ensemble_md = load_ensemble(reference, "reference")
+    topology, initial = load_heavy_topology(reference.pdb)
+    ca = topology.select("name CA")
+    replica1 = ensemble_md.replicas[0][:, ca]
+    longest = np.linalg.norm(replica1[:, 1:] - replica1[:, :-1], axis=2).max(axis=1)
+    limit = scores["md_reference"]["md99_ca_break_a"]
+    assert np.isclose(limit, np.percentile(longest, 99.0), atol=1e-4)
+    assert scores["md_reference"]["validity_ca_pct_md99"] >= 97.0  # replica 1 set the limits
+    for key in ("validity_pct", "validity_pct_ca419", "validity_pct_md99"):
+        assert 0.0 <= scores["md_replica"][key] <= 100.0

@@ -25,7 +25,15 @@ from starmd.evaluate.trajectories import (
     load_heavy_topology,
     match_atoms,
 )
-from starmd.evaluate.validity import check_validity, plan_validity, validity_summary
+from starmd.evaluate.validity import (
+    CA_BREAK_CONFDIFF,
+    ValidityThresholds,
+    check_validity,
+    judge,
+    plan_validity,
+    thresholds_from_md,
+    validity_summary,
+)
 from starmd.structure.superpose import superpose
 
 REFERENCE = "md_reference"
@@ -70,16 +78,22 @@ class ReferenceCache:
     Args:
         reference: the reference replicas.
         initial: ``(N, 3)`` Angstrom, the initial structure (reference PDB), same atoms.
+        held_out: index of the replica scored as the oracle; the MD-derived validity thresholds
+            come from the other replicas so that the oracle is judged by limits it did not set.
     """
 
-    def __init__(self, reference: Ensemble, initial: np.ndarray) -> None:
+    def __init__(
+        self, reference: Ensemble, initial: np.ndarray, held_out: int | None = None
+    ) -> None:
         self.reference = reference
         self.initial = initial
+        self.held_out = held_out
         self._cache: dict[bytes, dict] = {}
 
     def view(self, ref_idx: np.ndarray) -> dict:
         """Reference data restricted to the atoms ``ref_idx``: ``topology``, ``initial``,
-        ``ca``, superposed ``replicas``, validity ``plan`` and per-replica ``checks``."""
+        ``ca``, superposed ``replicas``, validity ``plan``, per-replica ``checks`` and the
+        ``md_thresholds`` derived from the non-held-out replicas."""
         key = ref_idx.tobytes()
         if key not in self._cache:
             topology = self.reference.topology.subset(ref_idx)
@@ -87,15 +101,45 @@ class ReferenceCache:
             ca = topology.select("name CA")
             replicas = [superpose(r[:, ref_idx], initial, ca) for r in self.reference.replicas]
             plan = plan_validity(topology)
+            checks = [check_validity(r, plan) for r in replicas]
+            own = [c for i, c in enumerate(checks) if i != self.held_out]
             self._cache[key] = {
                 "topology": topology,
                 "initial": initial,
                 "ca": ca,
                 "replicas": replicas,
                 "plan": plan,
-                "checks": [check_validity(r, plan) for r in replicas],
+                "checks": checks,
+                "md_thresholds": thresholds_from_md(_pooled(own)),
             }
         return self._cache[key]
+
+
+def _pooled(checks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-frame check arrays of several trajectories, concatenated."""
+    return {k: np.concatenate([c[k] for c in checks]) for k in checks[0]}
+
+
+def validity_scores(checks: dict[str, np.ndarray], md_thresholds: ValidityThresholds) -> dict:
+    """Validity percentages under the three conventions the table shows side by side.
+
+    Headline (``validity_*_pct``), ConfDiff/MDGen's 4.19 A CA break (``*_ca419``) and thresholds
+    at the reference MD's 99th percentile (``*_md99``), plus those thresholds themselves
+    (``md99_*``: Angstrom, outlier limits in %).
+    """
+    out = validity_summary(checks)
+    out |= validity_summary(judge(checks, CA_BREAK_CONFDIFF), "_ca419")
+    out |= validity_summary(judge(checks, md_thresholds), "_md99")
+    t = md_thresholds
+    out |= {
+        "md99_ca_clash_a": t.ca_clash_a,
+        "md99_ca_break_a": t.ca_break_a,
+        "md99_clash_overlap_a": t.clash_overlap_a,
+        "md99_peptide_break_a": t.peptide_break_a,
+        "md99_rama_outlier_pct": 100.0 * t.rama_outlier_max,
+        "md99_rotamer_outlier_pct": 100.0 * t.rotamer_outlier_max,
+    }
+    return out
 
 
 def _clean(frames: np.ndarray, exploded: np.ndarray | None = None) -> np.ndarray:
@@ -167,7 +211,7 @@ def score_method(
         "dt_ps": method.dt_ps,
         "usable_frames": int(len(gen_all)),
     }
-    out |= validity_summary({k: np.concatenate([c[k] for c in gen_checks]) for k in gen_checks[0]})
+    out |= validity_scores(_pooled(gen_checks), ref["md_thresholds"])
     out |= health_summary(series)
     arrays: dict[str, np.ndarray] = {
         f"health_{k}_R{i + 1}": v for i, s in enumerate(series) for k, v in s.items()
@@ -371,7 +415,7 @@ def _reference_properties(
     ca = ref["ca"]
     atlas = [r for i, r in enumerate(ref["replicas"]) if i != held_out]
     atlas_all = _clean(np.concatenate(atlas))
-    out = validity_summary(ref["checks"][0])
+    out = validity_scores(ref["checks"][0], ref["md_thresholds"])
     series = [
         health_series(r, ref["initial"], ca, cache.reference.dt_ps, c)
         for r, c in zip(ref["replicas"], ref["checks"], strict=True)
@@ -458,7 +502,7 @@ def evaluate_protein(job: ProteinJob) -> dict:
     reference = load_ensemble(job.reference, "reference")
     _, initial = load_heavy_topology(job.reference.pdb)
     methods, held_out, notes = build_methods(job, reference, initial)
-    cache = ReferenceCache(reference, initial)
+    cache = ReferenceCache(reference, initial, held_out)
     results: dict = {
         "protein": job.name,
         "notes": notes,
