@@ -92,3 +92,16 @@ def test_md_derived_validity_limits_come_from_the_replicas_other_than_the_oracle
     assert scores["md_reference"]["validity_ca_pct_md99"] >= 97.0  # replica 1 set the limits
     for key in ("validity_pct", "validity_pct_ca419", "validity_pct_md99"):
         assert 0.0 <= scores["md_replica"][key] <= 100.0
+
+
+def test_local_geometry_rows_show_the_reference_md_own_value_beside_each_method(
+    villin_files, tmp_path
+):
+    _scores(villin_files, tmp_path, frames=25, seed=0)
+    table = aggregate(tmp_path)
+    for key in ("geo_c_n_mean", "geo_ca_ca_sd", "geo_clash_frames_pct", "bioemu_valid_pct"):
+        assert np.isfinite(table.values[key]["md_reference"]), key
+        assert np.isfinite(table.values[key]["model"]), key
+    # the synthetic MD deforms villin by a few percent: its peptide bonds stay near 1.33 A
+    assert 1.25 < table.values["geo_c_n_mean"]["md_reference"] < 1.42
+    assert "| C(i)-N(i+1) mean (A) |" in table.to_markdown()

@@ -18,6 +18,12 @@ from starmd.evaluate.baselines import anm_ensemble, static_ensemble
 from starmd.evaluate.features import sincos, torsions_of
 from starmd.evaluate.geometry import fit_pca, radius_of_gyration, rmsf
 from starmd.evaluate.health import health_series, health_summary
+from starmd.evaluate.local_geometry import (
+    geometry_samples,
+    geometry_summary,
+    measure_geometry,
+    plan_geometry,
+)
 from starmd.evaluate.trajectories import (
     Ensemble,
     ProteinFiles,
@@ -109,6 +115,7 @@ class ReferenceCache:
                 "ca": ca,
                 "replicas": replicas,
                 "plan": plan,
+                "geometry_plan": plan_geometry(topology, plan),
                 "checks": checks,
                 "md_thresholds": thresholds_from_md(_pooled(own)),
             }
@@ -118,6 +125,16 @@ class ReferenceCache:
 def _pooled(checks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per-frame check arrays of several trajectories, concatenated."""
     return {k: np.concatenate([c[k] for c in checks]) for k in checks[0]}
+
+
+def _local_geometry(
+    replicas: list[np.ndarray], checks: list[dict[str, np.ndarray]], ref: dict, seed: int
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Section E scalars and histogram samples of trajectories in the view ``ref``'s atoms."""
+    measures = measure_geometry(np.concatenate(replicas), ref["geometry_plan"])
+    pooled = _pooled(checks)
+    rama = pooled["rama_outlier_fraction"][pooled["finite"]]
+    return geometry_summary(measures, rama), geometry_samples(measures, seed)
 
 
 def validity_scores(checks: dict[str, np.ndarray], md_thresholds: ValidityThresholds) -> dict:
@@ -212,11 +229,14 @@ def score_method(
         "usable_frames": int(len(gen_all)),
     }
     out |= validity_scores(_pooled(gen_checks), ref["md_thresholds"])
+    geometry, geometry_arrays = _local_geometry(gen, gen_checks, ref, job.seed)
+    out |= geometry
     out |= health_summary(series)
     arrays: dict[str, np.ndarray] = {
         f"health_{k}_R{i + 1}": v for i, s in enumerate(series) for k, v in s.items()
     }
     arrays["rg_gen"] = np.concatenate([s["radius_of_gyration"] for s in series])
+    arrays |= geometry_arrays
     if len(gen_all) == 0:
         out["note"] = "no finite frame to score"
         return out, arrays
@@ -416,6 +436,10 @@ def _reference_properties(
     atlas = [r for i, r in enumerate(ref["replicas"]) if i != held_out]
     atlas_all = _clean(np.concatenate(atlas))
     out = validity_scores(ref["checks"][0], ref["md_thresholds"])
+    geometry, geometry_arrays = _local_geometry(
+        ref["replicas"][:1], ref["checks"][:1], ref, job.seed
+    )
+    out |= geometry
     series = [
         health_series(r, ref["initial"], ca, cache.reference.dt_ps, c)
         for r, c in zip(ref["replicas"], ref["checks"], strict=True)
@@ -430,7 +454,7 @@ def _reference_properties(
         "n_replicas": len(cache.reference.replicas),
     }
     arrays = {f"health_{k}_R{i + 1}": v for i, s in enumerate(series) for k, v in s.items()}
-    return out, arrays
+    return out, arrays | geometry_arrays
 
 
 def build_methods(

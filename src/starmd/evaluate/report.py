@@ -32,6 +32,7 @@ SECTION_A = "A. STAR-MD paper (reference: MD replica 1)"
 SECTION_B = "B. ATLAS ensemble (reference: MD replicas, oracle replica held out)"
 SECTION_C = "C. MDGen dynamics (reference: MD replicas, matching physical lag)"
 SECTION_D = "D. Long-horizon health"
+SECTION_E = "E. Local geometry (every peptide bond of every frame; MD column: replica 1)"
 
 SECTION_NOTES = {
     SECTION_A: "PCA of the reference replica's CA coordinates (superposed on the initial "
@@ -49,6 +50,11 @@ SECTION_NOTES = {
     SECTION_C: "Torsion histograms 100 bins on [-pi, pi]; tICA on the MD's torsion (sin, cos) "
     "features; k-means 100 / MSM / PCCA+ 10 states (deeptime); decorrelation at 1/e.",
     SECTION_D: "Every frame kept; NaN frames and exploded frames (Rg > 3x initial) counted.",
+    SECTION_E: "Mean and standard deviation over all bonds of all finite frames; omega "
+    "non-trans = |omega| < 150 deg; clashes as in section A (vdW overlap > 0.4 A, 0.7 A for "
+    "N/O pairs, residues two or more apart); BioEmu's filter: every consecutive CA-CA < 4.5 A, "
+    "every C(i)-N(i+1) < 2.0 A, no two atoms of different residues closer than 1.0 A. "
+    "ConfDiff/MDGen's CA break (4.19 A) is in section A.",
 }
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -106,7 +112,27 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("rg_mean", SECTION_D, "mean Rg (A)"),
     MetricSpec("validity_first_decile_pct", SECTION_D, "validity first 10% of time (%)", "higher"),
     MetricSpec("validity_last_decile_pct", SECTION_D, "validity last 10% of time (%)", "higher"),
+    MetricSpec("geo_c_n_mean", SECTION_E, "C(i)-N(i+1) mean (A)"),
+    MetricSpec("geo_c_n_sd", SECTION_E, "C(i)-N(i+1) sd (A)"),
+    MetricSpec("geo_c_n_long_pct", SECTION_E, "C(i)-N(i+1) > 1.5 A (% of bonds)", "lower"),
+    MetricSpec("geo_n_ca_mean", SECTION_E, "N-CA mean (A)"),
+    MetricSpec("geo_n_ca_sd", SECTION_E, "N-CA sd (A)"),
+    MetricSpec("geo_ca_c_mean", SECTION_E, "CA-C mean (A)"),
+    MetricSpec("geo_ca_c_sd", SECTION_E, "CA-C sd (A)"),
+    MetricSpec("geo_ca_c_n_mean", SECTION_E, "CA-C-N angle mean (deg)"),
+    MetricSpec("geo_ca_c_n_sd", SECTION_E, "CA-C-N angle sd (deg)"),
+    MetricSpec("geo_c_n_ca_mean", SECTION_E, "C-N-CA angle mean (deg)"),
+    MetricSpec("geo_c_n_ca_sd", SECTION_E, "C-N-CA angle sd (deg)"),
+    MetricSpec("geo_omega_nontrans_pct", SECTION_E, "omega non-trans (% of bonds)", "lower"),
+    MetricSpec("geo_ca_ca_mean", SECTION_E, "CA(i)-CA(i+1) mean (A)"),
+    MetricSpec("geo_ca_ca_sd", SECTION_E, "CA(i)-CA(i+1) sd (A)"),
+    MetricSpec("geo_rama_outlier_pct", SECTION_E, "Ramachandran outliers per frame (%)", "lower"),
+    MetricSpec("geo_clash_pairs", SECTION_E, "heavy-atom clashes per frame", "lower"),
+    MetricSpec("geo_clash_frames_pct", SECTION_E, "frames with a heavy-atom clash (%)", "lower"),
+    MetricSpec("bioemu_valid_pct", SECTION_E, "BioEmu filter: frames passing (%)", "higher"),
 )
+
+_GEOMETRY_KEYS = {s.key for s in METRICS if s.section == SECTION_E}
 
 # md_reference properties shown in the MD column: the reference's own value of these metrics.
 _REFERENCE_KEYS = {
@@ -118,6 +144,7 @@ _REFERENCE_KEYS = {
     "validity_first_decile_pct", "validity_last_decile_pct",
 }  # fmt: skip
 # Properties of the reference alone (the MD-derived validity limits): blank in other columns.
+_REFERENCE_KEYS |= _GEOMETRY_KEYS
 _REFERENCE_ONLY = {k for k in _REFERENCE_KEYS if k.startswith("md99_")}
 _MEDIAN_KEYS = {s.key for s in METRICS} - {
     "pairwise_rmsd_r",
