@@ -137,15 +137,17 @@ def atom_contacts(
     can_clash = (
         far[:, None, None] & real & ~(disulfide[a_i][:, :, None] & disulfide[a_j][:, None, :])
     )
+    # Padding and exempt pairs are pushed out of reach once, not masked in every frame.
+    limit = torch.where(can_clash, limit, -float("inf")).to(positions.dtype)
+    padding = torch.where(real, 0.0, float("inf")).to(positions.dtype)
     per_frame = max(1, _PAIR_BUDGET // max(1, real.numel()))
     for start in range(0, t, per_frame):
         block = positions[start : start + per_frame]
         d = torch.cdist(block[:, a_i], block[:, a_j])  # (t, P, A, A)
-        d = torch.where(real[None], d, torch.full_like(d, float("inf")))
-        closest = d.amin(dim=(1, 2, 3)).clamp(max=CONTACT_SEARCH_A)
-        overlap = torch.where(can_clash[None], limit[None] - d, -float("inf"))
+        overlap = (limit - d).flatten(1)
         frames = slice(start, start + len(block))
-        out["min_interresidue_a"][frames] = closest
-        out["max_overlap_a"][frames] = overlap.amax(dim=(1, 2, 3)).clamp(min=0.0)
-        out["clash_pairs"][frames] = (overlap > clash_overlap_a).sum(dim=(1, 2, 3))
+        closest = (d + padding).flatten(1).amin(dim=1)
+        out["min_interresidue_a"][frames] = closest.clamp(max=CONTACT_SEARCH_A)
+        out["max_overlap_a"][frames] = overlap.amax(dim=1).clamp(min=0.0)
+        out["clash_pairs"][frames] = (overlap > clash_overlap_a).sum(dim=1)
     return out
