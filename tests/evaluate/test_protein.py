@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from starmd.evaluate import ensemble
+from starmd.evaluate import ensemble, protein
 from starmd.evaluate.protein import ProteinJob, evaluate_protein
 from starmd.evaluate.report import aggregate
 from starmd.evaluate.trajectories import discover_proteins, load_ensemble, load_heavy_topology
@@ -105,3 +105,19 @@ def test_local_geometry_rows_show_the_reference_md_own_value_beside_each_method(
     # the synthetic MD deforms villin by a few percent: its peptide bonds stay near 1.33 A
     assert 1.25 < table.values["geo_c_n_mean"]["md_reference"] < 1.42
     assert "| C(i)-N(i+1) mean (A) |" in table.to_markdown()
+
+
+def test_local_geometry_of_a_long_trajectory_uses_evenly_spaced_frames(
+    villin_files, tmp_path, monkeypatch
+):
+    measured = []
+    original = protein.measure_geometry
+
+    def recording(frames, plan):
+        measured.append(len(frames))
+        return original(frames, plan)
+
+    monkeypatch.setattr(protein, "GEOMETRY_FRAMES", 7)
+    monkeypatch.setattr(protein, "measure_geometry", recording)
+    _scores(villin_files, tmp_path, frames=25, seed=0)
+    assert measured == [7, 7]  # md_reference (replica 1: 80 frames), model (60 frames)

@@ -50,7 +50,8 @@ SECTION_NOTES = {
     SECTION_C: "Torsion histograms 100 bins on [-pi, pi]; tICA on the MD's torsion (sin, cos) "
     "features; k-means 100 / MSM / PCCA+ 10 states (deeptime); decorrelation at 1/e.",
     SECTION_D: "Every frame kept; NaN frames and exploded frames (Rg > 3x initial) counted.",
-    SECTION_E: "Mean and standard deviation over all bonds of all finite frames; omega "
+    SECTION_E: "Mean and standard deviation over all bonds of the finite frames (at most 2,000 "
+    "evenly spaced frames per method); omega "
     "non-trans = |omega| < 150 deg; clashes as in section A (vdW overlap > 0.4 A, 0.7 A for "
     "N/O pairs, residues two or more apart); BioEmu's filter: every consecutive CA-CA < 4.5 A, "
     "every C(i)-N(i+1) < 2.0 A, no two atoms of different residues closer than 1.0 A. "
