@@ -44,6 +44,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from starmd.evaluate.geometry import dihedrals
+from starmd.structure.local_geometry import CLASH_OVERLAP_A, POLAR_ALLOWANCE_A, VDW_RADIUS_A
 from starmd.structure.superpose import chunks
 
 CA_CLASH_A = 3.0
@@ -54,13 +55,10 @@ CA_BREAK_CONFDIFF_A = 4.19
 CA_SEARCH_A = 8.0
 MD_PERCENTILE = 99.0
 PEPTIDE_BREAK_A = 2.0
-CLASH_OVERLAP_A = 0.4
-POLAR_CLASH_OVERLAP_A = 0.7
 RAMA_OUTLIER_MAX = 0.0412
 ROTAMER_OUTLIER_MAX = 0.0705
 STAGGERED_TOLERANCE_DEG = 40.0
 
-VDW_RADIUS_A = {"C": 1.70, "N": 1.55, "O": 1.52, "S": 1.80, "SE": 1.90}
 _JANIN_EXCLUDED = {"ALA", "CYS", "GLY", "PRO", "SER", "THR", "VAL"}
 _CHI1_ONLY = {"CYS", "SER", "THR", "VAL"}
 
@@ -240,7 +238,7 @@ def _frame_close_contacts(x: np.ndarray, plan: ValidityPlan) -> tuple[float, flo
         )
         far &= ~(plan.atom_is_sg[i] & plan.atom_is_sg[j])
         polar = plan.atom_polar[i] & plan.atom_polar[j]
-        allowance = np.where(polar, POLAR_CLASH_OVERLAP_A - CLASH_OVERLAP_A, 0.0)
+        allowance = np.where(polar, POLAR_ALLOWANCE_A, 0.0)
         distance = np.linalg.norm(x[i] - x[j], axis=1)
         excess = plan.atom_radius[i] + plan.atom_radius[j] - distance - allowance
         if far.any():

@@ -24,6 +24,8 @@ from starmd.structure.geometry import dihedral
 
 # Bondi van der Waals radii (Angstrom) of the heavy elements of proteins.
 VDW_RADIUS_A = {"C": 1.70, "N": 1.55, "O": 1.52, "S": 1.80, "SE": 1.90}
+# MolProbity's clash: atoms overlapping by more than this (Angstrom).
+CLASH_OVERLAP_A = 0.4
 # Extra overlap allowed between two N/O atoms (hydrogen-bonded donor and acceptor sit at
 # 2.6-3.0 A, closer than their radii allow once hydrogens are stripped).
 POLAR_ALLOWANCE_A = 0.3
@@ -90,7 +92,7 @@ def atom_contacts(
     radius: torch.Tensor,
     polar: torch.Tensor,
     disulfide: torch.Tensor,
-    clash_overlap_a: float = 0.4,
+    clash_overlap_a: float = CLASH_OVERLAP_A,
     min_separation: int = 2,
 ) -> dict[str, torch.Tensor]:
     """Per-frame van der Waals overlaps and closest approach between residues.
