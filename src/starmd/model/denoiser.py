@@ -24,6 +24,7 @@ Three entry points share one trunk:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -44,9 +45,9 @@ from starmd.model.ipa import InvariantPointAttention
 from starmd.model.joint_attention import (
     AttentionContext,
     CacheContext,
+    GroupRotary,
     JointSpatioTemporalAttention,
     MaskedContext,
-    rotary_angles,
 )
 from starmd.model.kv_cache import KVCache
 from starmd.model.masks import training_attention_mask, training_block_mask
@@ -59,6 +60,29 @@ def masked_centroid(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``points (..., L, 3)`` over ``mask (..., L)`` -> ``(..., 3)``."""
     weights = mask.to(points.dtype)[..., None]
     return (points * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
+
+
+@dataclass(frozen=True)
+class ProteinFeatures:
+    """What the trunk derives from :class:`ProteinConditioning` alone (the same for every frame).
+
+    Attributes:
+        neighbours: pair partners ``(B, L, k)`` (None: all pairs; see ``pair_neighbours``).
+        protein_pair: frame-independent pair features ``(B, L, L | k, c_z)``.
+        residue: residue type embedding and prior single term, each ``(B, 1, L, c_s)`` (the
+            prior None without one).
+        dt_embedding: the log dt part of the adaLN conditioning ``(B, 1, c_cond)``.
+        reference: ``(B, 3)`` Angstrom, the initial structure's centroid, origin of the joint
+            attention's global points.
+        rotary: the rotary tables' residue part.
+    """
+
+    neighbours: torch.Tensor | None
+    protein_pair: torch.Tensor
+    residue: tuple[torch.Tensor, torch.Tensor | None]
+    dt_embedding: torch.Tensor
+    reference: torch.Tensor
+    rotary: GroupRotary
 
 
 class Transition(nn.Module):
@@ -196,13 +220,15 @@ class DenoiserBlock(nn.Module):
         """
         cfg = self.config
         b, g, l, _ = s.shape
-        mods = self.modulation(nn.functional.silu(cond_emb))[:, :, None]  # (B, G, 1, 18 c_s)
-        mods = mods.chunk(3 * self.n_sublayers, dim=-1)
+        mods = self.modulation(nn.functional.silu(cond_emb))  # (B, G, 18 c_s)
+        # (shift, 1 + scale, gate) of each sublayer, each (B, G, 1, c_s); 1 + scale at once
+        shift, scale, gate = mods.view(b, g, 1, self.n_sublayers, 3, -1).unbind(-2)
+        shifts, scales, gates = shift.unbind(-2), (1 + scale).unbind(-2), gate.unbind(-2)
         token_mask = residue_mask[:, None, :, None].to(s.dtype)
 
         def residual(x: torch.Tensor, index: int, fn) -> torch.Tensor:
-            shift, scale, gate = mods[3 * index : 3 * index + 3]
-            return x + gate * fn(self.norm(x) * (1 + scale) + shift)
+            modulated = self.norm(x) * scales[index] + shifts[index]
+            return x + gates[index] * fn(modulated)
 
         # 1. per-frame IPA, coordinates centred on each frame's centroid.
         frame_mask = residue_mask[:, None].expand(b, g, l)
@@ -377,13 +403,20 @@ class StarDenoiser(nn.Module):
 
     def _protein_features(
         self, cond: ProteinConditioning, context: AttentionContext
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Pair neighbours and frame-independent pair features of ``cond``: in a rollout
-        computed once per cache and conditioning object (:meth:`KVCache.memo`)."""
+    ) -> ProteinFeatures:
+        """The frame-independent features of ``cond``: in a rollout computed once per cache and
+        conditioning object (:meth:`KVCache.memo`)."""
 
-        def compute() -> tuple[torch.Tensor | None, torch.Tensor]:
+        def compute() -> ProteinFeatures:
             neighbours = self.pair_neighbours(cond)
-            return neighbours, self.pair_embedding.protein_pair(cond, neighbours)
+            return ProteinFeatures(
+                neighbours=neighbours,
+                protein_pair=self.pair_embedding.protein_pair(cond, neighbours),
+                residue=self.single_embedding.residue_features(cond),
+                dt_embedding=self.conditioning.embed_dt(cond.dt_ps),
+                reference=masked_centroid(cond.init_frames.trans, cond.residue_mask),
+                rotary=GroupRotary(self.config, cond.residue_index),
+            )
 
         if isinstance(context, CacheContext) and not torch.is_grad_enabled():
             return context.cache.memo(cond, compute)
@@ -408,7 +441,6 @@ class StarDenoiser(nn.Module):
         cond.validate()
         tokens.validate(cond)
         self._check_prior(cond)
-        b, g, l = tokens.frames.shape
         residue_mask = cond.residue_mask
 
         reference_frames = tokens.reference_frames
@@ -421,17 +453,16 @@ class StarDenoiser(nn.Module):
             ],
             dim=-1,
         )
-        s = self.single_embedding(cond, tokens) + self.reference_embedding(pose)
+        features = self._protein_features(cond, context)
+        neighbours = features.neighbours
+        s = self.single_embedding(cond, tokens, features.residue) + self.reference_embedding(pose)
         s = s * residue_mask[:, None, :, None]
-        neighbours, protein_pair = self._protein_features(cond, context)
-        z = self.pair_embedding(protein_pair, tokens.frames, neighbours)
-        cond_emb = self.conditioning(tokens.tau, cond.dt_ps)
-        reference = masked_centroid(cond.init_frames.trans, residue_mask)
-        rope = rotary_angles(
-            self.config,
-            cond.residue_index[:, None].expand(b, g, l).reshape(b, g * l),
-            tokens.time_ps[:, :, None].expand(b, g, l).reshape(b, g * l),
-        )
+        z = self.pair_embedding(features.protein_pair, tokens.frames, neighbours)
+        cond_emb = self.conditioning(tokens.tau, cond.dt_ps, features.dt_embedding)
+        reference = features.reference
+        # cast once here, not in every layer (under autocast each layer casts to its own dtype)
+        autocast = torch.is_autocast_enabled(s.device.type)
+        rope = features.rotary(tokens.time_ps, torch.float64 if autocast else s.dtype)
 
         frames = tokens.frames
         per_block: list[Rigid] = []
