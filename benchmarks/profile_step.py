@@ -14,7 +14,8 @@ Reported per frame:
   independent for a given torch version;
 * self CPU time per operation class (matmul, attention, elementwise, ...) from the profiler,
   which adds its own overhead per operation: use it for shares, not absolute times;
-* wall time per frame without the profiler (median of ``--repeats`` runs of ``--frames``).
+* wall time per frame without the profiler (median of ``--repeats`` runs of ``--frames``);
+  ``--wall-only`` prints it with the process CPU time per frame, for interleaved A/B runs.
 
 Usage::
 
@@ -135,17 +136,20 @@ def top_level_operations(prof) -> list:
     return ops
 
 
-def wall_ms_per_frame(model: str, structure: Path, args: argparse.Namespace) -> float:
-    """Median wall time per frame (ms) of ``--repeats`` runs of ``--frames``, no profiler."""
+def wall_ms_per_frame(model: str, structure: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """Median wall and process CPU time per frame (ms) of ``--repeats`` runs of ``--frames``,
+    no profiler. On a loaded machine the CPU time is the steadier figure (it leaves out the
+    time the process waits for a core)."""
     rollout, _, _ = make_rollout(model, structure, args.replicas, args.seed)
     states = rollout.states(args.warmup + args.frames * args.repeats + 1)
     run_frames(rollout, states, args.warmup)
-    walls = []
+    walls, cpus = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run_frames(rollout, states, args.frames)
         walls.append((time.perf_counter() - start) / args.frames)
-    return 1000 * statistics.median(walls)
+        cpus.append((time.process_time() - start_cpu) / args.frames)
+    return 1000 * statistics.median(walls), 1000 * statistics.median(cpus)
 
 
 def profile_model(model: str, structure: Path, args: argparse.Namespace) -> dict:
@@ -246,7 +250,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.wall_only:
         for model in args.models.split(","):
-            print(f"{model} {wall_ms_per_frame(model, args.structure, args):.2f} ms/frame")
+            wall, cpu = wall_ms_per_frame(model, args.structure, args)
+            print(f"{model} {wall:.2f} ms/frame wall, {cpu:.2f} ms/frame CPU")
         return
     results = [profile_model(m, args.structure, args) for m in args.models.split(",")]
     table = markdown(results, args)

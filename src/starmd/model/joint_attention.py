@@ -24,6 +24,7 @@ a multiple of 8 so that fused SDPA kernels apply.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Protocol
@@ -140,12 +141,27 @@ class AttentionContext(Protocol):
         """Current tokens' ``q, k (B, H, T, dk)``, ``v (B, H, T, dv)`` -> ``(B, H, T, dv)``."""
         ...
 
+    def restrict(self, near: torch.Tensor) -> AttentionContext:
+        """The same context where a token sees, in frames other than its own, only the residues
+        ``near (B, L, L)`` (bool, ``[query residue, key residue]``) allows."""
+        ...
+
 
 class MaskedContext:
     """Training layout: all tokens in one call, visibility from a dense or block mask."""
 
     def __init__(self, mask: torch.Tensor | BlockMask | None) -> None:
         self.mask = mask
+
+    def restrict(self, near: torch.Tensor) -> MaskedContext:
+        if not isinstance(self.mask, torch.Tensor):
+            raise ValueError("attention restricted to neighbours needs a dense mask (sdpa)")
+        b, l, _ = near.shape
+        groups = self.mask.shape[-1] // l
+        group = torch.arange(groups, device=near.device).repeat_interleave(l)
+        own_frame = group[:, None] == group[None, :]  # (N, N)
+        allowed = own_frame | near.repeat(1, groups, groups)  # (B, N, N)
+        return MaskedContext(self.mask & allowed[:, None])
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if isinstance(self.mask, BlockMask):
@@ -164,6 +180,18 @@ class CacheContext:
     def __init__(self, cache: KVCache, slot: int | list[int]) -> None:
         self.cache, self.slot = cache, slot
         self.num_slots, self.key_mask = cache.visibility(slot)
+
+    def restrict(self, near: torch.Tensor) -> CacheContext:
+        b, l, _ = near.shape
+        slots = [self.slot] if isinstance(self.slot, int) else self.slot
+        g, n = len(slots), self.num_slots
+        key_slot = torch.arange(n, device=near.device).repeat_interleave(l)  # (S L,)
+        query_slot = torch.tensor(slots, device=near.device).repeat_interleave(l)  # (G L,)
+        own_frame = query_slot[:, None] == key_slot[None, :]  # (G L, S L)
+        allowed = (own_frame | near.repeat(1, g, n))[:, None]  # (B, 1, G L, S L)
+        restricted = copy.copy(self)
+        restricted.key_mask = allowed if self.key_mask is None else allowed & self.key_mask
+        return restricted
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.write(layer, self.slot, k, v)
