@@ -206,6 +206,7 @@ class DenoiserBlock(nn.Module):
         context: AttentionContext,
         first_layer: int,
         neighbours: torch.Tensor | None = None,
+        keep: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Rigid]:
         """One block.
 
@@ -217,9 +218,12 @@ class DenoiserBlock(nn.Module):
             reference: ``(B, 3)`` Angstrom, origin of the joint attention's global points.
             rope: rotary cos/sin for the ``G*L`` tokens; context: attention visibility.
             first_layer: cache index of this block's first attention layer.
+            keep: only the last ``keep`` groups' outputs are wanted (a block without pair
+                update only): the others still give the keys/values of every attention layer,
+                but skip the last layer's queries and everything after it.
 
         Returns:
-            updated ``s``, ``z`` (None after the last block) and frames.
+            updated ``s``, ``z`` (None after the last block) and frames, of the kept groups.
         """
         cfg = self.config
         b, g, l, _ = s.shape
@@ -261,16 +265,30 @@ class DenoiserBlock(nn.Module):
         for i, (attention, transition) in enumerate(
             zip(self.attention, self.attention_transition, strict=True)
         ):
+            last = i + 1 == ATTENTION_LAYERS_PER_BLOCK
+            out_groups = keep if keep is not None and last else g
 
-            def attend(x: torch.Tensor, attention=attention, layer=first_layer + i) -> torch.Tensor:
-                out = attention(x.reshape(b, g * l, -1), joint_frames, rope, context, layer)
-                return out.view(b, g, l, -1)
+            def attend(
+                x: torch.Tensor, attention=attention, layer=first_layer + i, out_groups=out_groups
+            ) -> torch.Tensor:
+                x = x.reshape(b, g * l, -1)
+                out = attention(x, joint_frames, rope, context, layer, queries=out_groups * l)
+                return out.view(b, out_groups, l, -1)
 
-            s = residual(s, 2 + 2 * i, attend)
+            if out_groups == g:
+                s = residual(s, 2 + 2 * i, attend)
+            else:  # the dropped groups' outputs are not wanted: residual of the kept ones
+                drop = g - out_groups
+                modulated = self.norm(s) * scales[2 + 2 * i] + shifts[2 + 2 * i]
+                s = s[:, drop:] + gates[2 + 2 * i][:, drop:] * attend(modulated)
+                shifts, scales, gates = ([m[:, drop:] for m in x] for x in (shifts, scales, gates))
+                frames = frames[:, drop:]
             s = residual(s, 3 + 2 * i, transition)
         s = s * token_mask
 
         # 3. pair and rigid updates.
+        if keep is not None and self.pair_update is not None:
+            raise ValueError("keep needs a block without pair update (the last one)")
         z_out = z + self.pair_update(s, neighbours) if self.pair_update is not None else None
         # Frames are composed in full precision even under autocast (errors would accumulate).
         with torch.autocast(device_type=s.device.type, enabled=False):
@@ -361,9 +379,10 @@ class StarDenoiser(nn.Module):
         (small proteins on CPU). Returns the noisy group's prediction.
         """
         slots = self._open_slot(cache, cond, clean, count=2)
-        out = self._trunk(cond, FrameTokens.cat([clean, noisy]), CacheContext(cache, slots))
+        tokens = FrameTokens.cat([clean, noisy])
+        out = self._trunk(cond, tokens, CacheContext(cache, slots), keep=1)
         cache.commit(slots[0])
-        return out[1:]
+        return out
 
     @torch.inference_mode()
     def denoise(
@@ -452,9 +471,14 @@ class StarDenoiser(nn.Module):
                 raise StarmdInputError(f"{name} given but the model has no {name} input (width 0)")
 
     def _trunk(
-        self, cond: ProteinConditioning, tokens: FrameTokens, context: AttentionContext
+        self,
+        cond: ProteinConditioning,
+        tokens: FrameTokens,
+        context: AttentionContext,
+        keep: int | None = None,
     ) -> DenoiserOutput:
-        """Run all blocks over ``G`` groups of tokens with the given attention context."""
+        """Run all blocks over ``G`` groups of tokens with the given attention context; with
+        ``keep``, predict only the last ``keep`` groups (the others give keys/values only)."""
         cond.validate()
         tokens.validate(cond)
         self._check_prior(cond)
@@ -485,6 +509,7 @@ class StarDenoiser(nn.Module):
 
         frames = tokens.frames
         per_block: list[Rigid] = []
+        last_block = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             s, z, frames = block(
                 s,
@@ -497,10 +522,15 @@ class StarDenoiser(nn.Module):
                 context,
                 first_layer=ATTENTION_LAYERS_PER_BLOCK * i,
                 neighbours=neighbours,
+                keep=keep if i == last_block else None,
             )
             per_block.append(frames)
             if self.config.stop_rotation_gradient:
                 frames = Rigid(frames.rots.detach(), frames.trans)
+        if keep is not None:
+            g = tokens.num_groups
+            per_block = [f[:, g - keep :] for f in per_block[:-1]] + per_block[-1:]
+            reference_frames = reference_frames[:, g - keep :]
         raw, unit = self.torsion_head(s)
         update = self.reference_update(s)
         with torch.autocast(device_type=s.device.type, enabled=False):

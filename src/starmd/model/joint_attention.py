@@ -138,7 +138,8 @@ class AttentionContext(Protocol):
     """Where keys/values come from and which are visible: training mask or rollout cache."""
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Current tokens' ``q, k (B, H, T, dk)``, ``v (B, H, T, dv)`` -> ``(B, H, T, dv)``."""
+        """Current tokens' ``q (B, H, Tq, dk)``, ``k (B, H, T, dk)``, ``v (B, H, T, dv)`` ->
+        ``(B, H, Tq, dv)``; ``Tq < T``: queries of the last ``Tq`` tokens only (rollout)."""
         ...
 
     def restrict(self, near: torch.Tensor) -> AttentionContext:
@@ -196,7 +197,10 @@ class CacheContext:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.write(layer, self.slot, k, v)
         keys, values = self.cache.layer(layer, self.num_slots)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.key_mask, scale=1.0)
+        mask = self.key_mask
+        if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only
+            mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)
 
 
 class JointSpatioTemporalAttention(nn.Module):
@@ -255,12 +259,17 @@ class JointSpatioTemporalAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         context: AttentionContext,
         layer: int,
+        queries: int | None = None,
     ) -> torch.Tensor:
-        """``s (B, T, c_s)`` -> ``(B, T, c_s)``; ``layer`` indexes the cache."""
+        """``s (B, T, c_s)`` -> ``(B, T, c_s)``; ``layer`` indexes the cache. With ``queries``
+        only the last ``queries`` tokens' outputs ``(B, queries, c_s)`` (every token still
+        gives keys and values)."""
         cfg = self.config
         b, t, _ = s.shape
         h, c, pv = cfg.n_heads, cfg.c_head, cfg.n_v_points
         q, k, v = self.project(s, frames, rope)
+        if queries is not None and queries < t:
+            q, frames, t = q[:, :, t - queries :], frames[:, t - queries :], queries
         o = context.attend(layer, q, k, v).transpose(1, 2)  # (B, T, H, value_dim)
         o_scalar = o[..., :c].reshape(b, t, h * c)
         o_pts = o[..., c : c + 3 * pv].reshape(b, t, h * pv, 3)
