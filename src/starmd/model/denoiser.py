@@ -225,6 +225,8 @@ class DenoiserBlock(nn.Module):
         Returns:
             updated ``s``, ``z`` (None after the last block) and frames, of the kept groups.
         """
+        if keep is not None and self.pair_update is not None:
+            raise ValueError("keep needs a block without pair update (the last one)")
         cfg = self.config
         b, g, l, _ = s.shape
         mods = self.modulation(nn.functional.silu(cond_emb))  # (B, G, 18 c_s)
@@ -287,8 +289,6 @@ class DenoiserBlock(nn.Module):
         s = s * token_mask
 
         # 3. pair and rigid updates.
-        if keep is not None and self.pair_update is not None:
-            raise ValueError("keep needs a block without pair update (the last one)")
         z_out = z + self.pair_update(s, neighbours) if self.pair_update is not None else None
         # Frames are composed in full precision even under autocast (errors would accumulate).
         with torch.autocast(device_type=s.device.type, enabled=False):
