@@ -46,6 +46,12 @@ class DenoiserConfig:
             preset's value equals its configs' training crop (64 for tiny/small, 256 for base),
             so a model never meets more partners than it learned with, and proteins up to the
             crop size see every pair, as before this option. ``None``: always all pairs.
+        attention_neighbours: restrict the joint attention across frames: a token sees, in every
+            other frame it may see, only its ``attention_neighbours`` nearest residues (C-alpha
+            distance in the input structure, itself included), and every residue of its own
+            frame. ``None`` (default, the paper's joint attention): every residue of every
+            visible frame. Implemented as a key mask on the same attention call, so it changes
+            what is attended, not yet the cost; an untrained option (no bundled model uses it).
     """
 
     c_s: int = 128
@@ -75,6 +81,7 @@ class DenoiserConfig:
     stop_rotation_gradient: bool = True
     trans_scale: float = 0.1
     pair_neighbours: int | None = 64
+    attention_neighbours: int | None = None
 
     def __post_init__(self) -> None:
         if self.rope_residue_dims % 2 or self.rope_time_dims % 2:
@@ -88,6 +95,10 @@ class DenoiserConfig:
             raise ValueError("n_blocks must be >= 1")
         if self.pair_neighbours is not None and self.pair_neighbours < 1:
             raise ValueError(f"pair_neighbours must be >= 1 or None, got {self.pair_neighbours}")
+        if self.attention_neighbours is not None and self.attention_neighbours < 1:
+            raise ValueError(
+                f"attention_neighbours must be >= 1 or None, got {self.attention_neighbours}"
+            )
 
     @classmethod
     def tiny(cls, **overrides: object) -> DenoiserConfig:

@@ -24,6 +24,7 @@ Three entry points share one trunk:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -44,9 +45,9 @@ from starmd.model.ipa import InvariantPointAttention
 from starmd.model.joint_attention import (
     AttentionContext,
     CacheContext,
+    GroupRotary,
     JointSpatioTemporalAttention,
     MaskedContext,
-    rotary_angles,
 )
 from starmd.model.kv_cache import KVCache
 from starmd.model.masks import training_attention_mask, training_block_mask
@@ -59,6 +60,32 @@ def masked_centroid(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``points (..., L, 3)`` over ``mask (..., L)`` -> ``(..., 3)``."""
     weights = mask.to(points.dtype)[..., None]
     return (points * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
+
+
+@dataclass(frozen=True)
+class ProteinFeatures:
+    """What the trunk derives from :class:`ProteinConditioning` alone (the same for every frame).
+
+    Attributes:
+        neighbours: pair partners ``(B, L, k)`` (None: all pairs; see ``pair_neighbours``).
+        protein_pair: frame-independent pair features ``(B, L, L | k, c_z)``.
+        residue: residue type embedding and prior single term, each ``(B, 1, L, c_s)`` (the
+            prior None without one).
+        dt_embedding: the log dt part of the adaLN conditioning ``(B, 1, c_cond)``.
+        reference: ``(B, 3)`` Angstrom, the initial structure's centroid, origin of the joint
+            attention's global points.
+        rotary: the rotary tables' residue part.
+        attention_near: ``(B, L, L)`` bool, the residues a token sees in other frames (None:
+            all; see ``DenoiserConfig.attention_neighbours``).
+    """
+
+    neighbours: torch.Tensor | None
+    protein_pair: torch.Tensor
+    residue: tuple[torch.Tensor, torch.Tensor | None]
+    dt_embedding: torch.Tensor
+    reference: torch.Tensor
+    rotary: GroupRotary
+    attention_near: torch.Tensor | None = None
 
 
 class Transition(nn.Module):
@@ -179,6 +206,7 @@ class DenoiserBlock(nn.Module):
         context: AttentionContext,
         first_layer: int,
         neighbours: torch.Tensor | None = None,
+        keep: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Rigid]:
         """One block.
 
@@ -190,19 +218,26 @@ class DenoiserBlock(nn.Module):
             reference: ``(B, 3)`` Angstrom, origin of the joint attention's global points.
             rope: rotary cos/sin for the ``G*L`` tokens; context: attention visibility.
             first_layer: cache index of this block's first attention layer.
+            keep: only the last ``keep`` groups' outputs are wanted (a block without pair
+                update only): the others still give the keys/values of every attention layer,
+                but skip the last layer's queries and everything after it.
 
         Returns:
-            updated ``s``, ``z`` (None after the last block) and frames.
+            updated ``s``, ``z`` (None after the last block) and frames, of the kept groups.
         """
+        if keep is not None and self.pair_update is not None:
+            raise ValueError("keep needs a block without pair update (the last one)")
         cfg = self.config
         b, g, l, _ = s.shape
-        mods = self.modulation(nn.functional.silu(cond_emb))[:, :, None]  # (B, G, 1, 18 c_s)
-        mods = mods.chunk(3 * self.n_sublayers, dim=-1)
+        mods = self.modulation(nn.functional.silu(cond_emb))  # (B, G, 18 c_s)
+        # (shift, 1 + scale, gate) of each sublayer, each (B, G, 1, c_s); 1 + scale at once
+        shift, scale, gate = mods.view(b, g, 1, self.n_sublayers, 3, -1).unbind(-2)
+        shifts, scales, gates = shift.unbind(-2), (1 + scale).unbind(-2), gate.unbind(-2)
         token_mask = residue_mask[:, None, :, None].to(s.dtype)
 
         def residual(x: torch.Tensor, index: int, fn) -> torch.Tensor:
-            shift, scale, gate = mods[3 * index : 3 * index + 3]
-            return x + gate * fn(self.norm(x) * (1 + scale) + shift)
+            modulated = self.norm(x) * scales[index] + shifts[index]
+            return x + gates[index] * fn(modulated)
 
         # 1. per-frame IPA, coordinates centred on each frame's centroid.
         frame_mask = residue_mask[:, None].expand(b, g, l)
@@ -232,12 +267,24 @@ class DenoiserBlock(nn.Module):
         for i, (attention, transition) in enumerate(
             zip(self.attention, self.attention_transition, strict=True)
         ):
+            last = i + 1 == ATTENTION_LAYERS_PER_BLOCK
+            out_groups = keep if keep is not None and last else g
 
-            def attend(x: torch.Tensor, attention=attention, layer=first_layer + i) -> torch.Tensor:
-                out = attention(x.reshape(b, g * l, -1), joint_frames, rope, context, layer)
-                return out.view(b, g, l, -1)
+            def attend(
+                x: torch.Tensor, attention=attention, layer=first_layer + i, out_groups=out_groups
+            ) -> torch.Tensor:
+                x = x.reshape(b, g * l, -1)
+                out = attention(x, joint_frames, rope, context, layer, queries=out_groups * l)
+                return out.view(b, out_groups, l, -1)
 
-            s = residual(s, 2 + 2 * i, attend)
+            if out_groups == g:
+                s = residual(s, 2 + 2 * i, attend)
+            else:  # the dropped groups' outputs are not wanted: residual of the kept ones
+                drop = g - out_groups
+                modulated = self.norm(s) * scales[2 + 2 * i] + shifts[2 + 2 * i]
+                s = s[:, drop:] + gates[2 + 2 * i][:, drop:] * attend(modulated)
+                shifts, scales, gates = ([m[:, drop:] for m in x] for x in (shifts, scales, gates))
+                frames = frames[:, drop:]
             s = residual(s, 3 + 2 * i, transition)
         s = s * token_mask
 
@@ -332,9 +379,10 @@ class StarDenoiser(nn.Module):
         (small proteins on CPU). Returns the noisy group's prediction.
         """
         slots = self._open_slot(cache, cond, clean, count=2)
-        out = self._trunk(cond, FrameTokens.cat([clean, noisy]), CacheContext(cache, slots))
+        tokens = FrameTokens.cat([clean, noisy])
+        out = self._trunk(cond, tokens, CacheContext(cache, slots), keep=1)
         cache.commit(slots[0])
-        return out[1:]
+        return out
 
     @torch.inference_mode()
     def denoise(
@@ -375,15 +423,36 @@ class StarDenoiser(nn.Module):
             cond.init_frames.trans, cond.residue_mask, self.config.pair_neighbours
         )
 
+    def attention_near(self, cond: ProteinConditioning) -> torch.Tensor | None:
+        """``(B, L, L)`` bool: which residues a token sees in frames other than its own, its
+        ``config.attention_neighbours`` nearest in the input structure; None when unrestricted
+        (the option off, or ``L`` not above it)."""
+        near = nearest_neighbours(
+            cond.init_frames.trans, cond.residue_mask, self.config.attention_neighbours
+        )
+        if near is None:
+            return None
+        b, l, _ = near.shape
+        allowed = torch.zeros(b, l, l, dtype=torch.bool, device=near.device)
+        return allowed.scatter_(-1, near, True)
+
     def _protein_features(
         self, cond: ProteinConditioning, context: AttentionContext
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Pair neighbours and frame-independent pair features of ``cond``: in a rollout
-        computed once per cache and conditioning object (:meth:`KVCache.memo`)."""
+    ) -> ProteinFeatures:
+        """The frame-independent features of ``cond``: in a rollout computed once per cache and
+        conditioning object (:meth:`KVCache.memo`)."""
 
-        def compute() -> tuple[torch.Tensor | None, torch.Tensor]:
+        def compute() -> ProteinFeatures:
             neighbours = self.pair_neighbours(cond)
-            return neighbours, self.pair_embedding.protein_pair(cond, neighbours)
+            return ProteinFeatures(
+                neighbours=neighbours,
+                protein_pair=self.pair_embedding.protein_pair(cond, neighbours),
+                residue=self.single_embedding.residue_features(cond),
+                dt_embedding=self.conditioning.embed_dt(cond.dt_ps),
+                reference=masked_centroid(cond.init_frames.trans, cond.residue_mask),
+                rotary=GroupRotary(self.config, cond.residue_index),
+                attention_near=self.attention_near(cond),
+            )
 
         if isinstance(context, CacheContext) and not torch.is_grad_enabled():
             return context.cache.memo(cond, compute)
@@ -402,13 +471,17 @@ class StarDenoiser(nn.Module):
                 raise StarmdInputError(f"{name} given but the model has no {name} input (width 0)")
 
     def _trunk(
-        self, cond: ProteinConditioning, tokens: FrameTokens, context: AttentionContext
+        self,
+        cond: ProteinConditioning,
+        tokens: FrameTokens,
+        context: AttentionContext,
+        keep: int | None = None,
     ) -> DenoiserOutput:
-        """Run all blocks over ``G`` groups of tokens with the given attention context."""
+        """Run all blocks over ``G`` groups of tokens with the given attention context; with
+        ``keep``, predict only the last ``keep`` groups (the others give keys/values only)."""
         cond.validate()
         tokens.validate(cond)
         self._check_prior(cond)
-        b, g, l = tokens.frames.shape
         residue_mask = cond.residue_mask
 
         reference_frames = tokens.reference_frames
@@ -421,20 +494,22 @@ class StarDenoiser(nn.Module):
             ],
             dim=-1,
         )
-        s = self.single_embedding(cond, tokens) + self.reference_embedding(pose)
+        features = self._protein_features(cond, context)
+        if features.attention_near is not None:
+            context = context.restrict(features.attention_near)
+        neighbours = features.neighbours
+        s = self.single_embedding(cond, tokens, features.residue) + self.reference_embedding(pose)
         s = s * residue_mask[:, None, :, None]
-        neighbours, protein_pair = self._protein_features(cond, context)
-        z = self.pair_embedding(protein_pair, tokens.frames, neighbours)
-        cond_emb = self.conditioning(tokens.tau, cond.dt_ps)
-        reference = masked_centroid(cond.init_frames.trans, residue_mask)
-        rope = rotary_angles(
-            self.config,
-            cond.residue_index[:, None].expand(b, g, l).reshape(b, g * l),
-            tokens.time_ps[:, :, None].expand(b, g, l).reshape(b, g * l),
-        )
+        z = self.pair_embedding(features.protein_pair, tokens.frames, neighbours)
+        cond_emb = self.conditioning(tokens.tau, cond.dt_ps, features.dt_embedding)
+        reference = features.reference
+        # cast once here, not in every layer (under autocast each layer casts to its own dtype)
+        autocast = torch.is_autocast_enabled(s.device.type)
+        rope = features.rotary(tokens.time_ps, torch.float64 if autocast else s.dtype)
 
         frames = tokens.frames
         per_block: list[Rigid] = []
+        last_block = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             s, z, frames = block(
                 s,
@@ -447,10 +522,15 @@ class StarDenoiser(nn.Module):
                 context,
                 first_layer=ATTENTION_LAYERS_PER_BLOCK * i,
                 neighbours=neighbours,
+                keep=keep if i == last_block else None,
             )
             per_block.append(frames)
             if self.config.stop_rotation_gradient:
                 frames = Rigid(frames.rots.detach(), frames.trans)
+        if keep is not None:
+            g = tokens.num_groups
+            per_block = [f[:, g - keep :] for f in per_block[:-1]] + per_block[-1:]
+            reference_frames = reference_frames[:, g - keep :]
         raw, unit = self.torsion_head(s)
         update = self.reference_update(s)
         with torch.autocast(device_type=s.device.type, enabled=False):

@@ -101,12 +101,22 @@ class ConditioningEmbedding(nn.Module):
             nn.Linear(2 * self.n_fourier, c_cond), nn.SiLU(), nn.Linear(c_cond, c_cond)
         )
 
-    def forward(self, tau: torch.Tensor, dt_ps: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tau: torch.Tensor, dt_ps: torch.Tensor, dt_embedding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``dt_embedding``: :meth:`embed_dt` of ``dt_ps``, if already known (it is fixed for a
+        rollout)."""
         tau_feat = fourier_features(tau, self.n_fourier, 0.05, 8.0)
+        if dt_embedding is None:
+            dt_embedding = self.embed_dt(dt_ps)
+        return self.tau_mlp(tau_feat) + dt_embedding
+
+    def embed_dt(self, dt_ps: torch.Tensor) -> torch.Tensor:
+        """The log dt part ``(B, 1, c_cond)`` of ``dt_ps (B,)``."""
         # log10(dt / 1 ps) spans about -2..5 for dt in 0.01 ps..100 ns.
         log_dt = torch.log10(dt_ps.clamp_min(1e-6))
         dt_feat = fourier_features(log_dt, self.n_fourier, 0.5, 40.0)
-        return self.tau_mlp(tau_feat) + self.dt_mlp(dt_feat)[:, None, :]
+        return self.dt_mlp(dt_feat)[:, None, :]
 
 
 class SingleEmbedding(nn.Module):
@@ -127,16 +137,32 @@ class SingleEmbedding(nn.Module):
             else None
         )
 
-    def forward(self, cond: ProteinConditioning, tokens: FrameTokens) -> torch.Tensor:
+    def forward(
+        self,
+        cond: ProteinConditioning,
+        tokens: FrameTokens,
+        residue: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """``residue``: :meth:`residue_features` of ``cond``, if already known."""
+        aatype, prior = self.residue_features(cond) if residue is None else residue
         mask = cond.torsion_mask.to(tokens.torsions.dtype)[:, None]  # (B, 1, L, 7)
         angles = tokens.torsions
         feats = torch.cat(
             [angles.sin() * mask, angles.cos() * mask, mask.expand_as(angles)], dim=-1
         )
-        s = self.torsion(feats) + self.aatype(cond.aatype)[:, None]
-        if self.prior is not None:
-            s = s + self.prior(cond.prior_single)[:, None]
+        s = self.torsion(feats) + aatype
+        if prior is not None:
+            s = s + prior
         return s
+
+    def residue_features(
+        self, cond: ProteinConditioning
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frame-independent terms ``(B, 1, L, c_s)``: residue type embedding and, when the
+        model has one, the prior single features' projection (else None)."""
+        aatype = self.aatype(cond.aatype)[:, None]
+        prior = None if self.prior is None else self.prior(cond.prior_single)[:, None]
+        return aatype, prior
 
 
 class PairEmbedding(nn.Module):

@@ -24,6 +24,7 @@ a multiple of 8 so that fused SDPA kernels apply.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Protocol
@@ -43,6 +44,25 @@ def _round_up(n: int, multiple: int = 8) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
+def rotary_frequencies(
+    config: DenoiserConfig, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Angular frequencies in float64: per unit of residue index ``(rope_residue_dims / 2,)``
+    and per ns of physical time ``(rope_time_dims / 2,)``."""
+    n_res, n_time = config.rope_residue_dims // 2, config.rope_time_dims // 2
+    res_freq = config.rope_residue_base ** (
+        -torch.arange(n_res, dtype=torch.float64, device=device) / max(n_res, 1)
+    )
+    periods_ns = torch.logspace(
+        math.log10(config.rope_time_min_ns),
+        math.log10(config.rope_time_max_ns),
+        n_time,
+        dtype=torch.float64,
+        device=device,
+    )
+    return res_freq, 2 * math.pi / periods_ns
+
+
 def rotary_angles(
     config: DenoiserConfig, residue_index: torch.Tensor, time_ps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,31 +75,50 @@ def rotary_angles(
     Angles are formed in float64 and reduced mod 2 pi before the cast, so that large times
     (microsecond rollouts) keep their short-period components exact.
     """
-    n_res, n_time = config.rope_residue_dims // 2, config.rope_time_dims // 2
-    dev = residue_index.device
-    res_freq = config.rope_residue_base ** (
-        -torch.arange(n_res, dtype=torch.float64, device=dev) / max(n_res, 1)
+    res_freq, time_freq = rotary_frequencies(config, residue_index.device)
+    return _cos_sin(
+        residue_index.to(torch.float64)[..., None] * res_freq,
+        (time_ps.to(torch.float64) / 1000.0)[..., None] * time_freq,
     )
-    periods_ns = torch.logspace(
-        math.log10(config.rope_time_min_ns),
-        math.log10(config.rope_time_max_ns),
-        n_time,
-        dtype=torch.float64,
-        device=dev,
-    )
-    time_freq = 2 * math.pi / periods_ns
-    angles = torch.cat(
-        [
-            residue_index.to(torch.float64)[..., None] * res_freq,
-            (time_ps.to(torch.float64) / 1000.0)[..., None] * time_freq,
-        ],
-        dim=-1,
-    ).remainder(2 * math.pi)
+
+
+class GroupRotary:
+    """:func:`rotary_angles` for group-major tokens (``G`` frames of the same ``L`` residues),
+    with the frame-independent residue part computed once: a rollout builds one per protein.
+
+    Args:
+        residue_index: ``(B, L)``.
+    """
+
+    def __init__(self, config: DenoiserConfig, residue_index: torch.Tensor) -> None:
+        res_freq, self.time_freq = rotary_frequencies(config, residue_index.device)
+        self.residue_angles = residue_index.to(torch.float64)[:, None, :, None] * res_freq
+
+    def __call__(
+        self, time_ps: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary cos/sin ``(B, 1, G L, n)`` in ``dtype`` for frame times ``time_ps (B, G)``;
+        equal to :func:`rotary_angles` of the tokens' residue indices and times, cast."""
+        b, _, l, n_res = self.residue_angles.shape
+        g = time_ps.shape[1]
+        time_angles = (time_ps.to(torch.float64) / 1000.0)[:, :, None, None] * self.time_freq
+        cos, sin = _cos_sin(
+            self.residue_angles.expand(b, g, l, n_res).reshape(b, g * l, n_res),
+            time_angles.expand(b, g, l, -1).reshape(b, g * l, -1),
+        )
+        return cos.to(dtype), sin.to(dtype)
+
+
+def _cos_sin(
+    residue_angles: torch.Tensor, time_angles: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = torch.cat([residue_angles, time_angles], dim=-1).remainder(2 * math.pi)
     return angles.cos()[:, None], angles.sin()[:, None]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``2 * cos.shape[-1]`` dims of ``x (B, H, T, c)`` pairwise (half split)."""
+    """Rotate the first ``2 * cos.shape[-1]`` dims of ``x (..., B, H, T, c)`` pairwise (half
+    split) by the angles of ``cos, sin (B, 1, T, n)``."""
     half = cos.shape[-1]
     x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -99,7 +138,13 @@ class AttentionContext(Protocol):
     """Where keys/values come from and which are visible: training mask or rollout cache."""
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Current tokens' ``q, k (B, H, T, dk)``, ``v (B, H, T, dv)`` -> ``(B, H, T, dv)``."""
+        """Current tokens' ``q (B, H, Tq, dk)``, ``k (B, H, T, dk)``, ``v (B, H, T, dv)`` ->
+        ``(B, H, Tq, dv)``; ``Tq < T``: queries of the last ``Tq`` tokens only (rollout)."""
+        ...
+
+    def restrict(self, near: torch.Tensor) -> AttentionContext:
+        """The same context where a token sees, in frames other than its own, only the residues
+        ``near (B, L, L)`` (bool, ``[query residue, key residue]``) allows."""
         ...
 
 
@@ -108,6 +153,16 @@ class MaskedContext:
 
     def __init__(self, mask: torch.Tensor | BlockMask | None) -> None:
         self.mask = mask
+
+    def restrict(self, near: torch.Tensor) -> MaskedContext:
+        if not isinstance(self.mask, torch.Tensor):
+            raise ValueError("attention restricted to neighbours needs a dense mask (sdpa)")
+        b, l, _ = near.shape
+        groups = self.mask.shape[-1] // l
+        group = torch.arange(groups, device=near.device).repeat_interleave(l)
+        own_frame = group[:, None] == group[None, :]  # (N, N)
+        allowed = own_frame | near.repeat(1, groups, groups)  # (B, N, N)
+        return MaskedContext(self.mask & allowed[:, None])
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if isinstance(self.mask, BlockMask):
@@ -127,10 +182,25 @@ class CacheContext:
         self.cache, self.slot = cache, slot
         self.num_slots, self.key_mask = cache.visibility(slot)
 
+    def restrict(self, near: torch.Tensor) -> CacheContext:
+        b, l, _ = near.shape
+        slots = [self.slot] if isinstance(self.slot, int) else self.slot
+        g, n = len(slots), self.num_slots
+        key_slot = torch.arange(n, device=near.device).repeat_interleave(l)  # (S L,)
+        query_slot = torch.tensor(slots, device=near.device).repeat_interleave(l)  # (G L,)
+        own_frame = query_slot[:, None] == key_slot[None, :]  # (G L, S L)
+        allowed = (own_frame | near.repeat(1, g, n))[:, None]  # (B, 1, G L, S L)
+        restricted = copy.copy(self)
+        restricted.key_mask = allowed if self.key_mask is None else allowed & self.key_mask
+        return restricted
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.write(layer, self.slot, k, v)
         keys, values = self.cache.layer(layer, self.num_slots)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.key_mask, scale=1.0)
+        mask = self.key_mask
+        if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only
+            mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)
 
 
 class JointSpatioTemporalAttention(nn.Module):
@@ -163,8 +233,9 @@ class JointSpatioTemporalAttention(nn.Module):
         cfg = self.config
         b, t, _ = s.shape
         h, c, pq, pv = cfg.n_heads, cfg.c_head, cfg.n_qk_points, cfg.n_v_points
-        q, k, v = self.linear_qkv(s).view(b, t, 3, h, c).permute(2, 0, 3, 1, 4)  # (B, H, T, c)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        qkv = self.linear_qkv(s).view(b, t, 3, h, c).permute(2, 0, 3, 1, 4)  # (3, B, H, T, c)
+        q, k = apply_rotary(qkv[:2], *rope)  # both in one call: half the small operations
+        v = qkv[2]
 
         point_frames = frames.unsqueeze(-1)
         qk_pts = point_frames.apply(self.linear_qk_points(s).view(b, t, 2 * h * pq, 3))
@@ -188,12 +259,17 @@ class JointSpatioTemporalAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         context: AttentionContext,
         layer: int,
+        queries: int | None = None,
     ) -> torch.Tensor:
-        """``s (B, T, c_s)`` -> ``(B, T, c_s)``; ``layer`` indexes the cache."""
+        """``s (B, T, c_s)`` -> ``(B, T, c_s)``; ``layer`` indexes the cache. With ``queries``
+        only the last ``queries`` tokens' outputs ``(B, queries, c_s)`` (every token still
+        gives keys and values)."""
         cfg = self.config
         b, t, _ = s.shape
         h, c, pv = cfg.n_heads, cfg.c_head, cfg.n_v_points
         q, k, v = self.project(s, frames, rope)
+        if queries is not None and queries < t:
+            q, frames, t = q[:, :, t - queries :], frames[:, t - queries :], queries
         o = context.attend(layer, q, k, v).transpose(1, 2)  # (B, T, H, value_dim)
         o_scalar = o[..., :c].reshape(b, t, h * c)
         o_pts = o[..., c : c + 3 * pv].reshape(b, t, h * pv, 3)

@@ -44,6 +44,7 @@ class KVCache:
         self._residue_mask: torch.Tensor | None = None
         self._shape: tuple[int, ...] | None = None
         self._memo: tuple[object, object] | None = None
+        self._write_index: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     # inspection -----------------------------------------------------------------------------
     @property
@@ -129,11 +130,20 @@ class KVCache:
     ) -> None:
         """Store one group's keys ``(B, H, L, dk)`` and values ``(B, H, L, dv)`` in ``slot``
         (``G`` groups' ``(B, H, G L, d)`` in a list of ``G`` slots)."""
-        l = self.num_residues
-        slots = [slot] if isinstance(slot, int) else slot
-        for i, s in enumerate(slots):
-            self.keys[layer][:, :, s * l : (s + 1) * l] = keys[:, :, i * l : (i + 1) * l]
-            self.values[layer][:, :, s * l : (s + 1) * l] = values[:, :, i * l : (i + 1) * l]
+        index = self._token_index(slot)
+        self.keys[layer].index_copy_(2, index, keys)
+        self.values[layer].index_copy_(2, index, values)
+
+    def _token_index(self, slot: int | list[int]) -> torch.Tensor:
+        """Token positions ``(G L,)`` of the slots, in order; kept for the pass's other layers
+        (one copy per layer instead of one per slot and layer)."""
+        slots = (slot,) if isinstance(slot, int) else tuple(slot)
+        if self._write_index is None or self._write_index[0] != slots:
+            l = self.num_residues
+            offsets = torch.tensor(slots, device=self.keys[0].device)[:, None] * l
+            index = (offsets + torch.arange(l, device=offsets.device)).flatten()
+            self._write_index = (slots, index)
+        return self._write_index[1]
 
     def visibility(self, slot: int | list[int]) -> tuple[int, torch.Tensor | None]:
         """What query groups whose own keys sit in ``slot`` may see (the same for every layer).
