@@ -73,23 +73,30 @@ class ProgressView:
                 speed=event.ns_per_day,
             )
         elif self._show:
-            total_ns = event.frames_total * event.save_every_ps / 1000.0
-            eta_h = (
-                (total_ns - event.simulated_ns) / event.ns_per_day * 24.0
-                if event.ns_per_day > 0
-                else float("nan")
-            )
-            log.info(
-                "%s R%d: %d/%d frames, %.3f/%.3f ns, %.1f ns/day, ETA %.2f h",
-                event.name,
-                event.replica,
-                event.frames_done,
-                event.frames_total,
-                event.simulated_ns,
-                total_ns,
-                event.ns_per_day,
-                eta_h,
-            )
+            line = progress_line(event)
+            if line is not None:
+                log.info("%s", line)
+
+
+def progress_line(event: ReplicaProgress) -> str | None:
+    """One log line for a replica's progress, or None for a replica already past its target.
+
+    A replica that a longer earlier build took past this build's target has nothing to do and
+    is not logged (its "60/10 frames" with a negative ETA only cluttered the log); the ETA is
+    "-" until a speed has been measured.
+    """
+    if event.frames_done > event.frames_total:
+        return None
+    total_ns = event.frames_total * event.save_every_ps / 1000.0
+    eta = (
+        f"{(total_ns - event.simulated_ns) / event.ns_per_day * 24.0:.2f} h"
+        if event.ns_per_day > 0
+        else "-"
+    )
+    return (
+        f"{event.name} R{event.replica}: {event.frames_done}/{event.frames_total} frames, "
+        f"{event.simulated_ns:.3f}/{total_ns:.3f} ns, {event.ns_per_day:.1f} ns/day, ETA {eta}"
+    )
 
 
 def run_jobs(jobs: Sequence[ReplicaJob], workers: int = 1, show: bool = True) -> None:
