@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from starmd.evaluate import paper
+from starmd.evaluate import dynamics, paper
 from starmd.evaluate.baselines import anm_ensemble
 from starmd.evaluate.protein import ProteinJob, ReferenceCache, score_method
 from starmd.evaluate.trajectories import Ensemble
@@ -62,6 +62,13 @@ def hinge_process(n_frames: int, hinge: int, seed: int, switch: float = 0.04) ->
 
 @pytest.fixture(scope="module")
 def scored() -> dict[str, dict]:
+    # the MSM comparison is 3/4 of the scoring time and none of the scores checked here
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dynamics, "msm_comparison", lambda *args, **kwargs: {})
+        return _score_all()
+
+
+def _score_all() -> dict[str, dict]:
     villin = load_villin()
     top = villin.topology
     initial = villin.xyz[0].astype(np.float64) * 10.0
