@@ -26,12 +26,12 @@ import mdtraj
 import torch
 
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
+from starmd.modelfile import load_model
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
 from starmd.structure.io import load_structure
 from starmd.structure.rigid import Rigid
 from starmd.train.module import losses_vs_base
-from starmd.train.run import load_model
 
 
 def loss_table(loaded, data_dir: str, dts: list[float], samples: int) -> list[str]:
@@ -55,7 +55,7 @@ def one_step_table(loaded, md_dir: Path, taus: list[float]) -> list[str]:
     md = mdtraj.load(md_dir / f"{name}_prod_R1_fit.xtc", top=md_dir / f"{name}.pdb")
     dt = float(md.time[1] - md.time[0]) if md.n_frames > 1 else 10.0
     inputs = protein_input(protein, positions, dt, 1)
-    settings = RolloutSettings.for_model(loaded.config.diffusion, dt_ps=dt, steps=2)
+    settings = RolloutSettings(steps=2)
     rollout = Rollout(loaded, inputs, settings, seed=0)
     rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
     with tempfile.TemporaryDirectory() as tmp:

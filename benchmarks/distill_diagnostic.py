@@ -23,9 +23,9 @@ import torch
 
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
 from starmd.diffusion.sampler import reverse_loop, sampler_schedule
+from starmd.modelfile import load_model
 from starmd.train.distill import DistillModule
 from starmd.train.module import step_generator
-from starmd.train.run import load_model
 
 
 def ca_spread(trans: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ NAMES=($(python3 -c "from starmd.simulate.corpus import load_manifest; print(' '
 PIDS=()
 for g in $(seq 0 $((GROUPS_N - 1))); do
     ONLY=(); for i in "${!NAMES[@]}"; do [ $((i % GROUPS_N)) = "$g" ] && ONLY+=(--only "${NAMES[$i]}"); done
-    setsid python3 -m starmd.simulate.cli build --out corpus/md --ns "$NS" --step-ns "$STEP_NS" \
+    setsid python3 -m starmd.cli.simulate build --out corpus/md --ns "$NS" --step-ns "$STEP_NS" \
         --replicas 2 "${ONLY[@]}" --platform CUDA --threads 1 --workers 2 >"$LOG/md_$g.log" 2>&1 &
     PIDS+=($!)
 done

@@ -69,7 +69,7 @@ NAMES=$($PY -c "from starmd.simulate.corpus import load_manifest; print(' '.join
 GROUPS_=()
 for name in $NAMES; do
     # own session + process group: the replica worker processes are killed with it
-    setsid $PY -m starmd.simulate.cli build --out corpus/md --ns 20 --step-ns 20 --replicas 2 \
+    setsid $PY -m starmd.cli.simulate build --out corpus/md --ns 20 --step-ns 20 --replicas 2 \
         --only "$name" --platform "$PLATFORM" --threads 1 --workers 2 >"$LOG/md_$name.log" 2>&1 &
     GROUPS_+=($!)
 done

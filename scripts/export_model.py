@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from starmd.modelfile import load_model
 from starmd.train.module import StarMDModule
-from starmd.train.run import export_model, load_model
+from starmd.train.run import export_model
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def structures_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """An untrained tiny model with randomized gates, exported like a trained one."""
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
     from starmd.train.run import export_model
 

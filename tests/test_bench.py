@@ -6,9 +6,9 @@ import mdtraj
 import numpy as np
 
 from starmd.bench import synthetic_structure
-from starmd.sample.generate import GenerationSettings, bundled_model_path, with_model_defaults
-from starmd.train.config import TrainConfig
-from starmd.train.run import load_model
+from starmd.modelfile import bundled_model_path, load_model
+from starmd.modelfile.config import TrainConfig
+from starmd.sample.generate import GenerationSettings, with_model_defaults
 from tests.conftest import STRUCTURES
 from tests.test_cli import assert_one_line_error, run_cli
 

@@ -80,7 +80,7 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
     baseline adds about a minute; `make demo` runs it)."""
     import torch
 
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
     from starmd.train.run import export_model
 
@@ -128,7 +128,7 @@ def test_demo_with_a_missing_model_is_a_one_line_error(tmp_path, capsys, monkeyp
     assert_one_line_error(code, err, "nope.safetensors: model file not found")
     assert not (tmp_path / "demo").exists()
     # a bundled model's name is accepted; one that is not installed is the same kind of error
-    from starmd.sample.generate import BUNDLED_MODELS
+    from starmd.modelfile import BUNDLED_MODELS
 
     monkeypatch.setitem(BUNDLED_MODELS, "starmd-absent", "assets/models/absent.safetensors")
     code, _, err = run_cli(

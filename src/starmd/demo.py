@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from starmd.data.prepare import prepare
+from starmd.data.sources import atlas_replica_xtc
 from starmd.data.store import open_store
-from starmd.errors import StarmdCheckpointError, located
 from starmd.structure import geometry
 from starmd.structure.inspect import inspect_structure
 from starmd.structure.io import atomic_write, iter_trajectory, to_mdtraj
@@ -50,7 +50,7 @@ def _rebuild(md_dir: Path, data_dir: Path, out_dir: Path) -> dict:
     frames = torch.from_numpy(replica["frames"][...]).double()
     torsions = torch.from_numpy(replica["torsions"][...]).double()
     ((protein, original, times),) = list(
-        iter_trajectory(md_dir / f"{name}.pdb", md_dir / f"{name}_prod_R1_fit.xtc", chunk=10_000)
+        iter_trajectory(md_dir / f"{name}.pdb", md_dir / atlas_replica_xtc(name, 1), chunk=10_000)
     )
     aatype = torch.from_numpy(protein.aatype)
     oxt = torch.from_numpy(protein.oxt_mask)
@@ -83,19 +83,11 @@ def run_demo(
 ) -> dict:
     """Run the demo into ``out_dir``; returns the summary written to ``summary.json``."""
     from starmd.evaluate import evaluate
-    from starmd.sample.generate import (
-        BUNDLED_MODELS,
-        GenerationSettings,
-        bundled_model_path,
-        generate,
-        resolve_model,
-    )
+    from starmd.modelfile import bundled_model_path, installed_default_model, resolve_model
+    from starmd.sample.generate import GenerationSettings, generate
 
     out_dir = Path(out_dir)
-    if model is not None and str(model) in BUNDLED_MODELS and not Path(model).exists():
-        model = resolve_model(model)  # a bundled model's name (an error if not installed)
-    if model is not None and not Path(model).is_file():
-        raise StarmdCheckpointError(located(model, "model file not found"))
+    model_path = resolve_model(model) if model is not None else installed_default_model()
     md_dir = demo_md_dir()
     name = DEMO_PROTEIN
     topology = md_dir / f"{name}.pdb"
@@ -118,9 +110,8 @@ def run_demo(
         f"{summary['round_trip_heavy_atom_rmsd_A']['median']:.3f} A)"
     )
 
-    model_path = Path(model) if model is not None else bundled_model_path()
     gen_dir = None
-    if model_path.exists():
+    if model_path is not None:
         gen_dir = out_dir / "generated"
         settings = GenerationSettings(frames=frames, seed=seed, steps=steps)
         sidecar = generate(topology, gen_dir, settings, model=model_path, overwrite=True)
@@ -137,8 +128,8 @@ def run_demo(
         )
     else:
         log(
-            f"[4/5] no model at {model_path}: skipping generation (pass --model with one from "
-            "`starmd train`)"
+            f"[4/5] no model at {bundled_model_path()}: skipping generation (pass --model with "
+            "one from `starmd train`)"
         )
 
     table = evaluate(gen_dir, md_dir, out_dir / "report", baselines=baselines, progress=False)

@@ -178,9 +178,10 @@ def test_bad_parameters_raise():
 @pytest.fixture(scope="module")
 def tiny_untrained_model(tmp_path_factory):
     """An untrained tiny model: its zero-initialized frame update returns the base."""
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile import load_model
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
-    from starmd.train.run import export_model, load_model
+    from starmd.train.run import export_model
 
     torch.manual_seed(0)
     module = StarMDModule(TrainConfig.from_yaml(None, ["model.preset=tiny"]))
@@ -191,6 +192,7 @@ def test_untrained_sampler_keeps_the_chain_only_with_springs(tiny_untrained_mode
     """An untrained model predicts its posterior base, so its rollout samples the prior: with
     independent residues most CA-CA bonds leave 3.0-4.5 A within a few frames; with the elastic
     network they stay, also after many frames (the rest lengths stop a random walk)."""
+    import copy
     from dataclasses import replace
 
     from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
@@ -199,17 +201,16 @@ def test_untrained_sampler_keeps_the_chain_only_with_springs(tiny_untrained_mode
     protein, positions = load_structure(STRUCTURES / "1vii.pdb")
     bad = {}
     for stiff in (0.0, 1.0):
-        settings = RolloutSettings.for_model(
-            tiny_untrained_model.config.diffusion, dt_ps=10.0, steps=4, sampler="ddpm"
-        )
-        settings = replace(
-            settings,
+        config = copy.deepcopy(tiny_untrained_model.config)
+        config.diffusion = replace(
+            config.diffusion,
             reference_trans_spread=1.5,
             reference_bond_stiffness=100.0 * stiff,
             reference_contact_stiffness=2.0 * stiff,
         )
+        model = replace(tiny_untrained_model, config=config)
         inputs = protein_input(protein, positions, 10.0, 2)
-        rollout = Rollout(tiny_untrained_model, inputs, settings, seed=0)
+        rollout = Rollout(model, inputs, RolloutSettings(steps=4, sampler="ddpm"), seed=0)
         lengths = []
         for t, _, frames, _ in rollout.frames(25):
             if t > 0:

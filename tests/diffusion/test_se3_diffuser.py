@@ -6,7 +6,7 @@ import torch
 from starmd.diffusion.sampler import reverse_schedule, sample
 from starmd.diffusion.se3_diffuser import SE3TorusDiffuser
 from starmd.diffusion.so3 import random_rotations, rotation_angle
-from starmd.diffusion.torus_diffuser import wrap_angle
+from starmd.structure.geometry import wrap_angle
 from starmd.structure.rigid import Rigid, quat_to_rotmat
 
 B, T, L, K = 2, 3, 40, 7

@@ -6,10 +6,10 @@ from scipy import stats
 
 from starmd.diffusion.torus_diffuser import (
     TorusDiffuser,
-    wrap_angle,
     wrapped_normal_log_density,
     wrapped_normal_score,
 )
+from starmd.structure.geometry import wrap_angle
 
 
 @pytest.mark.parametrize("sigma", [0.05, 0.5, 1.5, math.pi])

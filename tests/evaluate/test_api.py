@@ -6,9 +6,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from starmd.cli.evaluate import evaluate_command
 from starmd.errors import StarmdInputError
 from starmd.evaluate import evaluate
-from starmd.evaluate.cli import evaluate_command
 from starmd.evaluate.protein import ProteinJob, ReferenceCache, score_method
 from starmd.evaluate.trajectories import (
     discover_proteins,

@@ -180,7 +180,7 @@ def test_presets_train_on_every_pair_of_their_crops():
     configs/ trains with all pairs, as before the option existed."""
     import yaml
 
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile.config import TrainConfig
 
     configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert configs

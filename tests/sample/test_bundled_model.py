@@ -10,8 +10,8 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
-from starmd.sample.generate import GenerationSettings, bundled_model_path, generate
-from starmd.train.run import load_model
+from starmd.modelfile import bundled_model_path, load_model
+from starmd.sample.generate import GenerationSettings, generate
 
 DEMO = Path(str(resources.files("starmd") / "assets" / "demo" / "2wqg" / "2wqg.pdb"))
 

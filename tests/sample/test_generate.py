@@ -12,11 +12,11 @@ import torch
 from starmd.cli import main
 from starmd.errors import StarmdCheckpointError, StarmdInputError
 from starmd.model import FrameTokens
+from starmd.modelfile import load_model
 from starmd.sample import generate as generate_module
 from starmd.sample.generate import GenerationSettings, generate
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
-from starmd.train.run import load_model
 from tests.conftest import STRUCTURES
 
 VILLIN = STRUCTURES / "1vii.pdb"
@@ -63,9 +63,7 @@ def test_cached_rollout_matches_full_forward(tiny_model_path):
     loaded = load_model(tiny_model_path)
     protein, positions = load_structure(VILLIN)
     inputs = protein_input(protein, positions, 100.0, replicas=1)
-    rollout = Rollout(
-        loaded, inputs, RolloutSettings(dt_ps=100.0, steps=2, context=None, sink=False), seed=0
-    )
+    rollout = Rollout(loaded, inputs, RolloutSettings(steps=2, context=None, sink=False), seed=0)
     clean, noisy, outputs = [], [], []
     model = loaded.model
     real = model.append_clean, model.denoise, model.append_and_denoise
@@ -174,7 +172,7 @@ def test_bad_models_and_memory_budget(tiny_model_path, tmp_path, monkeypatch):
 
 
 def test_models_are_found_by_bundled_name_or_path(tiny_model_path, tmp_path, monkeypatch):
-    from starmd.sample.generate import BUNDLED_MODELS, bundled_model_path, resolve_model
+    from starmd.modelfile import BUNDLED_MODELS, bundled_model_path, resolve_model
 
     assert resolve_model(None) == bundled_model_path()
     assert resolve_model("starmd-small") == bundled_model_path("starmd-small")
@@ -248,10 +246,11 @@ def test_flagged_frames_are_all_counted_even_when_the_list_is_capped(
 
 def test_sampling_does_not_import_the_training_stack():
     """Loading a model and building its diffuser must not import Lightning (2-3 s of start-up
-    that the time to the first frame would pay)."""
+    that the time to the first frame would pay), and sampling never imports ``starmd.train``."""
     code = (
-        "import sys; from starmd.sample.generate import bundled_model_path; "
-        "from starmd.train.run import load_model; load_model(bundled_model_path()).diffuser; "
-        "sys.exit(int('lightning' in sys.modules))"
+        "import sys; import starmd.sample.generate; "
+        "from starmd.modelfile import bundled_model_path, load_model; "
+        "load_model(bundled_model_path()).diffuser; "
+        "sys.exit(int('lightning' in sys.modules or 'starmd.train' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

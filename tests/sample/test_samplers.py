@@ -4,11 +4,12 @@ the deterministic ODE's many-step solution faster than DDIM at the same number o
 import pytest
 import torch
 
+from starmd.modelfile import load_model
+from starmd.modelfile.config import TrainConfig
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
-from starmd.train.config import TrainConfig
 from starmd.train.module import StarMDModule
-from starmd.train.run import export_model, load_model
+from starmd.train.run import export_model
 from tests.conftest import STRUCTURES
 
 
@@ -24,9 +25,7 @@ def _final(loaded, sampler: str, steps: int, rho: float = 3.0):
     protein, positions = load_structure(STRUCTURES / "1vii.pdb")
     inputs = protein_input(protein, positions, 100.0, 1, dtype=torch.float64)
     loaded.model.double()
-    settings = RolloutSettings(
-        dt_ps=100.0, steps=steps, sampler=sampler, context_noise=0.0, schedule_rho=rho
-    )
+    settings = RolloutSettings(steps=steps, sampler=sampler, context_noise=0.0, schedule_rho=rho)
     rollout = Rollout(loaded, inputs, settings, seed=3)
     rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
     return rollout.sample_frame(1)

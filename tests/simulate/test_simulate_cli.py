@@ -9,8 +9,8 @@ import typer
 from simulate_consts import NAME
 from typer.testing import CliRunner
 
+from starmd.cli.simulate import corpus_app, simulate_command
 from starmd.errors import StarmdInputError
-from starmd.simulate.cli import corpus_app, simulate_command
 
 app = typer.Typer()
 app.command("simulate")(simulate_command)
@@ -29,7 +29,7 @@ def test_help_texts_carry_an_example():
 
 def test_cli_module_does_not_import_openmm():
     code = (
-        "import sys, starmd.simulate.cli; "
+        "import sys, starmd.cli; "
         "print(any(m.startswith(('openmm', 'mdtraj', 'torch')) for m in sys.modules))"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -68,3 +68,15 @@ def test_simulate_command_raises_the_project_error_for_bad_platform(trpcage_pdb,
     )
     assert result.exit_code != 0
     assert isinstance(result.exception, StarmdInputError)
+
+
+def test_corpus_scripts_entry_still_starts_the_build_command():
+    """``python -m starmd.simulate.cli build`` (corpus/README.md, corpus/gpu_build.sh) reaches
+    the corpus command of ``starmd.cli.simulate``."""
+    output = subprocess.run(
+        [sys.executable, "-m", "starmd.simulate.cli", "build", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert output.returncode == 0 and "round-robin" in output.stdout

@@ -19,7 +19,7 @@ from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 
 from starmd.errors import StarmdSimulationError
 from starmd.simulate import atlas, check_frame, simulate
-from starmd.simulate.engine import ReplicaJob, run_replica
+from starmd.simulate.replica import ReplicaJob, run_replica
 
 TINY = dict(
     save_every_ps=SAVE_EVERY_PS,

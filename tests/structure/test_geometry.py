@@ -154,3 +154,18 @@ def test_rebuild_is_differentiable_and_batched():
     )
     assert batched.shape == (3, protein.n_residues, 15, 3)
     batched.sum().backward()
+
+
+def test_wrap_angle_maps_onto_the_half_open_interval_from_minus_pi():
+    import math
+
+    from starmd.structure.geometry import wrap_angle
+
+    angles = torch.tensor(
+        [-math.pi, math.pi, 3 * math.pi, 0.5, -0.5 - 2 * math.pi], dtype=torch.float64
+    )
+    wrapped = wrap_angle(angles)
+    assert ((wrapped >= -math.pi) & (wrapped < math.pi)).all()
+    torch.testing.assert_close(
+        wrapped, torch.tensor([-math.pi, -math.pi, -math.pi, 0.5, -0.5], dtype=torch.float64)
+    )

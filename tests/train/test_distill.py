@@ -9,10 +9,11 @@ import torch
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
 from starmd.diffusion import SE3TorusDiffuser, log_map, random_rotations
 from starmd.errors import StarmdInputError
+from starmd.modelfile import load_model
+from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
-from starmd.train.config import TrainConfig
 from starmd.train.module import step_generator
-from starmd.train.run import build_module, load_model
+from starmd.train.run import build_module
 from tests.train.conftest import TINY
 
 

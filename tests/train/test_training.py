@@ -10,9 +10,10 @@ import torch
 
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
 from starmd.errors import StarmdCheckpointError, StarmdInputError
-from starmd.train.config import TrainConfig
+from starmd.modelfile import load_model
+from starmd.modelfile.config import TrainConfig
 from starmd.train.module import StarMDModule, step_generator
-from starmd.train.run import load_model, train
+from starmd.train.run import train
 from tests.train.conftest import TINY
 
 
@@ -239,8 +240,8 @@ def test_masked_noisy_frames_do_not_count_in_the_loss():
     """compute_losses masks noisy frame 0 (no history, its 'previous' frame is the protein's
     start structure); a masked frame's prediction must not change any loss term."""
     from starmd.diffusion import SE3TorusDiffuser, random_rotations
+    from starmd.modelfile.config import LossSection
     from starmd.structure.rigid import Rigid
-    from starmd.train.config import LossSection
     from starmd.train.losses import denoising_losses
 
     g = torch.Generator().manual_seed(0)

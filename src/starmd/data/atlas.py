@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from starmd.data.sources import atlas_replica_xtc
 from starmd.errors import StarmdError, StarmdInputError
 
 DEFAULT_BASE_URL = "https://www.dsimb.inserm.fr/ATLAS/database/ATLAS"
@@ -31,7 +32,7 @@ class StarmdDownloadError(StarmdError):
 
 
 def entry_complete(folder: Path, name: str) -> bool:
-    return (folder / f"{name}.pdb").exists() and any(folder.glob(f"{name}_prod_R*_fit.xtc"))
+    return (folder / f"{name}.pdb").exists() and any(folder.glob(atlas_replica_xtc(name, "*")))
 
 
 def download_entry(
@@ -87,7 +88,9 @@ def download_entry(
             raise StarmdDownloadError(f"{url}: not a valid zip archive") from exc
         found = _find_entry_root(unpacked, name)
         if found is None:
-            raise StarmdDownloadError(f"{url}: archive lacks {name}.pdb and {name}_prod_R*_fit.xtc")
+            raise StarmdDownloadError(
+                f"{url}: archive lacks {name}.pdb and {atlas_replica_xtc(name, '*')}"
+            )
         if target.exists():
             shutil.rmtree(target)
         shutil.move(str(found), str(target))

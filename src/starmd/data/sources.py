@@ -17,8 +17,16 @@ from starmd.errors import StarmdInputError, located
 
 ATLAS_DT_PS = 10.0
 TRAJECTORY_GLOBS = ("*.xtc", "*.dcd", "*.trr", "*.nc")
-_ATLAS_REPLICA = re.compile(r"^(?P<name>.+)_prod_R(?P<replica>\d+)_fit\.xtc$")
+ATLAS_REPLICA = re.compile(r"^(?P<name>.+)_prod_R(?P<replica>\d+)_fit\.xtc$")
+"""A replica's trajectory file name in the ATLAS layout (groups ``name``, ``replica``)."""
 _GENERIC_REPLICA = re.compile(r"_R(?P<replica>\d+)$")
+
+
+def atlas_replica_xtc(name: str, replica: int | str) -> str:
+    """``{name}_prod_R{replica}_fit.xtc``: the file of replica ``replica`` (from 1) of protein
+    ``name`` in the ATLAS layout; ``"*"`` for either part makes a glob. The one definition of
+    the pattern (with :data:`ATLAS_REPLICA`), for every reader and writer of the layout."""
+    return f"{name}_prod_R{replica}_fit.xtc"
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,8 @@ def _sidecar_dt(folder: Path, name: str) -> float | None:
 
 def _sources_in_folder(folder: Path) -> list[TrajectorySource]:
     found = []
-    for xtc in sorted(folder.glob("*_prod_R*_fit.xtc")):
-        match = _ATLAS_REPLICA.match(xtc.name)
+    for xtc in sorted(folder.glob(atlas_replica_xtc("*", "*"))):
+        match = ATLAS_REPLICA.match(xtc.name)
         if match is None:
             continue
         name = match["name"]

@@ -1,7 +1,10 @@
 """Diffusion processes: VP-SDE on translations, IGSO3 on rotations, wrapped normal on torsions.
 
 One diffuser per manifold behind one interface (:class:`Diffuser`), combined with a shared
-diffusion time by :class:`SE3TorusDiffuser`; :func:`sample` is the generic reverse loop.
+diffusion time by :class:`SE3TorusDiffuser`; :func:`sample` is the generic reverse loop. A
+model's diffusion settings and the diffuser they build live in :mod:`.settings`; what a noisy
+frame is denoised against (previous frame, elastic prior, posterior base) in
+:mod:`.conditioning`, for training and rollout alike.
 """
 
 from starmd.diffusion.base import Diffuser
@@ -21,10 +24,10 @@ from starmd.diffusion.so3 import exp_map, log_map, random_rotations, rotation_an
 from starmd.diffusion.so3_diffuser import SO3Diffuser
 from starmd.diffusion.torus_diffuser import (
     TorusDiffuser,
-    wrap_angle,
     wrapped_normal_log_density,
     wrapped_normal_score,
 )
+from starmd.structure.geometry import wrap_angle  # the torus's wrapping, defined once
 
 __all__ = [
     "Diffuser",

@@ -81,3 +81,56 @@ def broadcast_time(tau: float | torch.Tensor, data: torch.Tensor, event_dims: in
             f"{tuple(batch_shape)} of data {tuple(data.shape)}"
         )
     return tau.reshape(*tau.shape, *([1] * event_dims))
+
+
+def standard_normal(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``z ~ N(0, I)`` of ``like``'s shape, dtype and device."""
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def euler_maruyama_noise(
+    g_sq: torch.Tensor,
+    dtau: torch.Tensor,
+    like: torch.Tensor,
+    generator: torch.Generator,
+    noise_scale: float = 1.0,
+) -> torch.Tensor:
+    """The noise of one Euler-Maruyama step of a reverse SDE with squared diffusion
+    coefficient ``g_sq``: ``noise_scale * sqrt(g^2 dtau) z``, ``z`` of ``like``'s shape."""
+    z = standard_normal(like, generator)
+    return noise_scale * torch.sqrt(g_sq * dtau) * z
+
+
+def variance_exploding_step(
+    g_sq: torch.Tensor,
+    score: torch.Tensor,
+    dtau: torch.Tensor,
+    generator: torch.Generator,
+    ode: bool,
+    noise_scale: float = 1.0,
+) -> torch.Tensor:
+    """The tangent-space increment of one reverse Euler-Maruyama step of a variance-exploding
+    process (no drift; SO(3) and the torus): ``g^2 s dtau + noise_scale g sqrt(dtau) z``, or
+    ``g^2 s dtau / 2`` for the probability-flow ODE."""
+    if ode:
+        return 0.5 * g_sq * score * dtau
+    return g_sq * score * dtau + euler_maruyama_noise(g_sq, dtau, score, generator, noise_scale)
+
+
+def posterior_noise(
+    std_next: torch.Tensor, sigma_eta: torch.Tensor, like: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two noise parts of a DDIM/DDPM posterior step to a time whose noise level is
+    ``std_next``: the weight ``sqrt(std_next^2 - sigma_eta^2)`` of the predicted noise ``eps``
+    and a fresh ``z ~ N(0, I)`` of ``like``'s shape (weighted by ``sigma_eta``)."""
+    z = standard_normal(like, generator)
+    return torch.sqrt((std_next**2 - sigma_eta**2).clamp(min=0.0)), z
+
+
+def variance_exploding_sigma_eta(
+    sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float
+) -> torch.Tensor:
+    """The fresh-noise level of a posterior step of a variance-exploding process from noise
+    ``sigma`` to ``sigma_next``: ``eta * sigma' * sqrt(1 - sigma'^2 / sigma^2)`` (``eta = 1``:
+    the exact Gaussian posterior, ``0``: deterministic DDIM)."""
+    return eta * sigma_next * torch.sqrt((1 - (sigma_next / sigma) ** 2).clamp(min=0.0))

@@ -41,7 +41,6 @@ parameter; sampling inverts the tabulated CDF by interpolation.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -427,12 +426,11 @@ def load_igso3_table(spec: IGSO3Spec, cache_dir: Path | None) -> IGSO3Table:
 
 
 def _save_atomically(table: IGSO3Table, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    """Write the cache atomically (concurrent processes never read a partial file); a cache
+    that cannot be written is only a warning."""
+    from starmd.structure.io import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(table.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: concurrent processes never read a partial file
+        atomic_write(path, lambda tmp: torch.save(table.state_dict(), tmp))
     except OSError as err:
         logger.warning("cannot write IGSO3 cache %s (%s); keeping it in memory only", path, err)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from starmd.diffusion.base import broadcast_time
+from starmd.diffusion.base import broadcast_time, euler_maruyama_noise, posterior_noise
 
 
 class R3Diffuser:
@@ -130,11 +130,9 @@ class R3Diffuser:
         if ode:
             y = y + (0.5 * beta * y + 0.5 * beta * score) * dtau_b
         else:
-            z = torch.randn(
-                x_tau.shape, generator=generator, dtype=x_tau.dtype, device=x_tau.device
-            )
+            noise = euler_maruyama_noise(beta, dtau_b, x_tau, generator, noise_scale)
             y = y + (0.5 * beta * y + beta * score) * dtau_b
-            y = y + noise_scale * torch.sqrt(beta * dtau_b) * z
+            y = y + noise
         return y / self.coordinate_scale
 
     def posterior_step(
@@ -166,8 +164,7 @@ class R3Diffuser:
         sigma_eta = eta * torch.sqrt(
             ((std_n / std) ** 2 * (1 - (alpha / alpha_n) ** 2)).clamp(min=0.0)
         )
-        z = torch.randn(x_tau.shape, generator=generator, dtype=x_tau.dtype, device=x_tau.device)
-        direction = torch.sqrt((std_n**2 - sigma_eta**2).clamp(min=0.0))
+        direction, z = posterior_noise(std_n, sigma_eta, x_tau, generator)
         return (alpha_n * y0 + direction * eps + sigma_eta * z) / scale
 
     def sample_prior(

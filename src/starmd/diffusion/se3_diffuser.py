@@ -25,6 +25,7 @@ from starmd.diffusion.elastic import TransPrior
 from starmd.diffusion.r3_diffuser import R3Diffuser
 from starmd.diffusion.so3_diffuser import SO3Diffuser
 from starmd.diffusion.torus_diffuser import TorusDiffuser
+from starmd.structure.geometry import wrap_angle
 from starmd.structure.rigid import Rigid
 
 
@@ -129,7 +130,6 @@ class SE3TorusDiffuser:
         states: exact for translations, the smallest such rotation vector and wrapped torsion
         difference for the other two (a draw that wound around is not recoverable)."""
         from starmd.diffusion.so3 import log_map
-        from starmd.diffusion.torus_diffuser import wrap_angle
 
         tau_t = torch.as_tensor(tau, dtype=frames.dtype, device=frames.device).expand(frames.shape)
         alpha, std = self.r3.marginal_params(tau_t)
@@ -316,7 +316,6 @@ class SE3TorusDiffuser:
         c_rot = ratio(tensor_sigma(self.so3.sigma))
         c_tors = ratio(tensor_sigma(self.torus.sigma))
         from starmd.diffusion.so3 import exp_map, log_map
-        from starmd.diffusion.torus_diffuser import wrap_angle
 
         trans = pred_frames.trans + c_trans * (pred_frames.trans - prev_pred_frames.trans)
         step = log_map(prev_pred_frames.rots.transpose(-1, -2) @ pred_frames.rots)

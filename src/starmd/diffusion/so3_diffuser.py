@@ -35,7 +35,12 @@ from pathlib import Path
 
 import torch
 
-from starmd.diffusion.base import broadcast_time
+from starmd.diffusion.base import (
+    broadcast_time,
+    posterior_noise,
+    variance_exploding_sigma_eta,
+    variance_exploding_step,
+)
 from starmd.diffusion.igso3 import (
     DEFAULT_CLOSED_FORM_BELOW,
     DEFAULT_SERIES_TERMS,
@@ -175,13 +180,7 @@ class SO3Diffuser:
         g_sq = self.diffusion_coefficient_sq(tau_b)[..., None]
         dtau_v = dtau_b[..., None]
         score = self.score(rot_tau, rot0_pred, tau_b)
-        if ode:
-            step = 0.5 * g_sq * score * dtau_v
-        else:
-            z = torch.randn(
-                score.shape, generator=generator, dtype=score.dtype, device=score.device
-            )
-            step = g_sq * score * dtau_v + noise_scale * torch.sqrt(g_sq * dtau_v) * z
+        step = variance_exploding_step(g_sq, score, dtau_v, generator, ode, noise_scale)
         return rot_tau @ exp_map(step)
 
     def posterior_step(
@@ -204,14 +203,8 @@ class SO3Diffuser:
         sigma = self.sigma(broadcast_time(tau, rot_tau, 2)[..., 0]).to(rot_tau.dtype)
         sigma_n = self.sigma(broadcast_time(tau_next, rot_tau, 2)[..., 0]).to(rot_tau.dtype)
         eps = log_map(rot0_pred.transpose(-1, -2) @ rot_tau) / sigma
-        sigma_eta = eta * sigma_n * torch.sqrt((1 - (sigma_n / sigma) ** 2).clamp(min=0.0))
-        z = torch.randn(
-            (*rot_tau.shape[:-2], 3),
-            generator=generator,
-            dtype=rot_tau.dtype,
-            device=rot_tau.device,
-        )
-        direction = torch.sqrt((sigma_n**2 - sigma_eta**2).clamp(min=0.0))
+        sigma_eta = variance_exploding_sigma_eta(sigma, sigma_n, eta)
+        direction, z = posterior_noise(sigma_n, sigma_eta, eps, generator)
         return rot0_pred @ exp_map(direction * eps + sigma_eta * z)
 
     def sample_prior(

@@ -28,14 +28,15 @@ from collections.abc import Sequence
 
 import torch
 
-from starmd.diffusion.base import broadcast_time
+from starmd.diffusion.base import (
+    broadcast_time,
+    posterior_noise,
+    variance_exploding_sigma_eta,
+    variance_exploding_step,
+)
+from starmd.structure.geometry import wrap_angle
 
 _SCALING_GRID = 601  # trapezoid nodes on z in [-12, 12] for the score RMS table
-
-
-def wrap_angle(x: torch.Tensor) -> torch.Tensor:
-    """Angles (radians) wrapped to ``[-pi, pi)``."""
-    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
 
 
 def _image_log_weights(d: torch.Tensor, sigma: torch.Tensor, num_wraps: int):
@@ -179,13 +180,7 @@ class TorusDiffuser:
         dtau_b = broadcast_time(dtau, x_tau, 1)
         g_sq = self.diffusion_coefficient_sq(tau_b)
         score = self.score(x_tau, x0_pred, tau_b[..., 0], mask)
-        if ode:
-            step = 0.5 * g_sq * score * dtau_b
-        else:
-            z = torch.randn(
-                x_tau.shape, generator=generator, dtype=x_tau.dtype, device=x_tau.device
-            )
-            step = g_sq * score * dtau_b + noise_scale * torch.sqrt(g_sq * dtau_b) * z
+        step = variance_exploding_step(g_sq, score, dtau_b, generator, ode, noise_scale)
         return torch.where(keep, wrap_angle(x_tau + step), x_tau)
 
     def posterior_step(
@@ -213,9 +208,8 @@ class TorusDiffuser:
         sigma = self.sigma(broadcast_time(tau, x_tau, 1)).to(x_tau.dtype)
         sigma_n = self.sigma(broadcast_time(tau_next, x_tau, 1)).to(x_tau.dtype)
         eps = wrap_angle(x_tau - x0_pred) / sigma
-        sigma_eta = eta * sigma_n * torch.sqrt((1 - (sigma_n / sigma) ** 2).clamp(min=0.0))
-        z = torch.randn(x_tau.shape, generator=generator, dtype=x_tau.dtype, device=x_tau.device)
-        direction = torch.sqrt((sigma_n**2 - sigma_eta**2).clamp(min=0.0))
+        sigma_eta = variance_exploding_sigma_eta(sigma, sigma_n, eta)
+        direction, z = posterior_noise(sigma_n, sigma_eta, x_tau, generator)
         return torch.where(keep, wrap_angle(x0_pred + direction * eps + sigma_eta * z), x_tau)
 
     def sample_prior(

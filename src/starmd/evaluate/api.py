@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from starmd.errors import StarmdInputError, located
@@ -160,17 +159,17 @@ def evaluate(
 
 
 def _run_jobs(jobs: list[ProteinJob], workers: int, progress: bool) -> None:
+    """Score every protein, ``workers`` at a time; the first failure stops the run."""
     from rich.progress import Progress
+
+    from starmd.workers import run_jobs
 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("evaluating proteins", total=len(jobs))
-        if workers == 1 or len(jobs) == 1:
-            for job in jobs:
-                evaluate_protein(job)
-                bar.advance(task)
-            return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(evaluate_protein, job) for job in jobs]
-            for future in as_completed(futures):
-                future.result()
-                bar.advance(task)
+        run_jobs(
+            evaluate_protein,
+            jobs,
+            workers,
+            on_failure="raise",
+            on_done=lambda job, result, error: bar.advance(task),
+        )

@@ -22,6 +22,7 @@ from pathlib import Path
 import mdtraj as md
 import numpy as np
 
+from starmd.data.sources import ATLAS_REPLICA, atlas_replica_xtc
 from starmd.errors import StarmdInputError, located
 from starmd.structure.residue_constants import RESIDUE_ALIASES, RESTYPE_3_TO_INDEX
 
@@ -84,23 +85,23 @@ class ProteinFiles:
     sidecar: Path | None
 
 
-def _replica_number(path: Path, pattern: re.Pattern[str]) -> int:
-    match = pattern.fullmatch(path.name)
-    return int(match.group(1)) if match else -1
+def _replica_number(file_name: str, name: str, kind: str) -> int | None:
+    """The replica of ``file_name`` if it is one of protein ``name``'s trajectories in the
+    ``kind`` layout (reference: ATLAS ``{name}_prod_R{i}_fit.xtc``; generated:
+    ``{name}_R{i}.xtc``), else None."""
+    if kind == "reference":
+        match = ATLAS_REPLICA.fullmatch(file_name)
+        return int(match["replica"]) if match and match["name"] == name else None
+    match = re.fullmatch(re.escape(name) + r"_R(\d+)\.xtc", file_name)
+    return int(match.group(1)) if match else None
 
 
 def _find_in_folder(folder: Path, name: str, kind: str) -> ProteinFiles | None:
     pdb = folder / f"{name}.pdb"
     if not pdb.is_file():
         return None
-    if kind == "reference":
-        pattern = re.compile(re.escape(name) + r"_prod_R(\d+)_fit\.xtc")
-    else:
-        pattern = re.compile(re.escape(name) + r"_R(\d+)\.xtc")
-    xtcs = sorted(
-        (p for p in folder.iterdir() if pattern.fullmatch(p.name)),
-        key=lambda p: _replica_number(p, pattern),
-    )
+    replicas = {p: _replica_number(p.name, name, kind) for p in folder.iterdir()}
+    xtcs = sorted((p for p, r in replicas.items() if r is not None), key=lambda p: replicas[p])
     sidecar = folder / f"{name}.json"
     return ProteinFiles(name, pdb, tuple(xtcs), sidecar if sidecar.is_file() else None)
 
@@ -131,7 +132,7 @@ def discover_proteins(folder: str | Path, kind: str = "generated") -> dict[str, 
         if files is not None and files.xtcs:
             found[name] = files
     if not found:
-        expected = "{name}_prod_R1_fit.xtc" if kind == "reference" else "{name}_R1.xtc"
+        expected = atlas_replica_xtc("{name}", 1) if kind == "reference" else "{name}_R1.xtc"
         raise StarmdInputError(
             located(folder, f"no {kind} trajectories found (expected {{name}}.pdb + {expected})")
         )

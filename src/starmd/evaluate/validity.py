@@ -38,10 +38,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from starmd.evaluate.geometry import dihedrals
+from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A
 from starmd.structure.superpose import chunks
 
-CA_CLASH_A = 3.0
-CA_BREAK_A = 4.5
 PEPTIDE_BREAK_A = 2.0
 CLASH_OVERLAP_A = 0.4
 POLAR_CLASH_OVERLAP_A = 0.7

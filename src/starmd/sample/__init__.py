@@ -1,1 +1,2 @@
-"""Sampling: autoregressive rollout with a KV cache and the ``generate`` workflow."""
+"""Sampling: autoregressive rollout with a KV cache, the ``generate`` workflow and its trajectory
+writer; models are loaded through :mod:`starmd.modelfile`."""

@@ -3,75 +3,38 @@
 Outputs in ``out_dir``: ``{name}.pdb`` (heavy-atom topology: real residue names, chain ids and
 numbers; frame 0), ``{name}_R{i}.xtc`` (i = 1..replicas, time stamps in ps, every frame
 superposed on frame 0 by CA) and ``{name}.json`` (model, settings, seed, wall time, speed,
-health counts, flagged frames).
-
-Frames are written in chunks: each chunk is encoded as XTC and appended to the replica's file
-(XTC frames are self-contained, so concatenation is a valid XTC), then ``{name}.progress.json``
-records the committed frames and byte lengths, atomically. An interrupted run therefore leaves
-valid, shorter trajectories, and ``resume=True`` truncates to the last commit, re-encodes the
-cached history from the written frames and continues with the same random sequence.
+health counts, flagged frames). The files are written in committed chunks by
+:mod:`starmd.sample.writer`, so an interrupted run leaves valid, shorter trajectories and
+``resume=True`` continues it with the same random sequence.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from starmd import __version__
 from starmd.diffusion.sampler import SAMPLERS
 from starmd.errors import StarmdInputError, located
-from starmd.sample.rollout import ProteinInput, Rollout, RolloutSettings, protein_input
+from starmd.modelfile import LoadedModel, load_model, resolve_model
+from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
+from starmd.sample.writer import TrajectoryWriter, open_outputs, restore_history
 from starmd.structure import geometry
 from starmd.structure.checks import ca_health
-from starmd.structure.io import (
-    NM_TO_ANGSTROM,
-    atomic_write,
-    build_topology,
-    load_structure,
-)
+from starmd.structure.io import load_structure, write_atomically
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
-from starmd.structure.superpose import superpose
-from starmd.train.run import LoadedModel, load_model
 
-BUNDLED_MODELS = {
-    "starmd-small": "assets/models/starmd-small.safetensors",
-    "starmd-small-fast": "assets/models/starmd-small-fast.safetensors",
-}
-"""Models shipped in the package, by the name ``--model`` accepts (docs/model_card.md)."""
-DEFAULT_MODEL = "starmd-small"
 MAX_FLAGGED = 200
 ATOM_BATCH = 16
 """Frames whose heavy atoms are rebuilt in one call (0.13 vs 0.59 ms per frame for 48 residues
 at 10 vs 1); bounded so that large proteins keep flat memory."""
-
-
-def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
-    return Path(str(resources.files("starmd") / BUNDLED_MODELS[name]))
-
-
-def resolve_model(model: str | Path | None) -> Path:
-    """The model file of ``--model``: None = the bundled default, a bundled model's name
-    (``starmd-small``, ``starmd-small-fast``), or a path."""
-    if model is not None and (str(model) not in BUNDLED_MODELS or Path(model).exists()):
-        return Path(model)
-    name = DEFAULT_MODEL if model is None else str(model)
-    path = bundled_model_path(name)
-    if not path.exists():
-        raise StarmdInputError(
-            f"the bundled model {name} is not installed; pass --model RUN/model.safetensors"
-        )
-    return path
 
 
 def resolve_device(device: str) -> torch.device:
@@ -138,74 +101,6 @@ def _input_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _xtc_bytes(xyz_nm: np.ndarray, time_ps: np.ndarray, first_step: int) -> bytes:
-    from mdtraj.formats import XTCTrajectoryFile
-
-    fd, tmp = tempfile.mkstemp(suffix=".xtc")
-    os.close(fd)
-    try:
-        with XTCTrajectoryFile(tmp, "w") as fh:
-            steps = np.arange(first_step, first_step + len(xyz_nm), dtype=np.int32)
-            fh.write(xyz_nm.astype(np.float32), time=time_ps.astype(np.float32), step=steps)
-        return Path(tmp).read_bytes()
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-class _Writer:
-    """Buffers frames per replica and commits chunks to the XTC files + progress file."""
-
-    def __init__(
-        self,
-        out_dir: Path,
-        name: str,
-        protein: Protein,
-        atom_mask: np.ndarray,
-        replicas: int,
-        progress_state: dict,
-    ):
-        self.out_dir = out_dir
-        self.name = name
-        self.atom_mask = atom_mask
-        self.topology, self.slots = build_topology(protein, atom_mask)
-        self.ca_columns = np.flatnonzero(self.slots[:, 1] == 1)
-        self.reference: np.ndarray | None = None
-        self.buffers: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(replicas)]
-        self.state = progress_state
-        self.progress_path = out_dir / f"{name}.progress.json"
-
-    def path(self, replica: int) -> Path:
-        return self.out_dir / f"{self.name}_R{replica + 1}.xtc"
-
-    def xyz_nm(self, positions: np.ndarray) -> np.ndarray:
-        """``(L, 15, 3)`` Angstrom -> ``(n_atoms, 3)`` nm, superposed on frame 0 by CA."""
-        xyz = positions[self.slots[:, 0], self.slots[:, 1]] / NM_TO_ANGSTROM
-        if self.reference is None:
-            self.reference = xyz
-            return xyz
-        return superpose(xyz[None], self.reference, self.ca_columns)[0]
-
-    def add(self, replica: int, t: int, positions: np.ndarray) -> None:
-        self.buffers[replica].append((t, self.xyz_nm(positions)))
-
-    def commit(self, dt_ps: float) -> None:
-        for r, buffer in enumerate(self.buffers):
-            if not buffer:
-                continue
-            steps = np.array([t for t, _ in buffer])
-            data = _xtc_bytes(np.stack([x for _, x in buffer]), steps * dt_ps, int(steps[0]))
-            path = self.path(r)
-            with open(path, "ab") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.state["replicas"][r]["frames"] = int(steps[-1]) + 1
-            self.state["replicas"][r]["bytes"] = path.stat().st_size
-            buffer.clear()
-        text = json.dumps(self.state, indent=1)
-        atomic_write(self.progress_path, lambda tmp: Path(tmp).write_text(text))
-
-
 def generate(
     structure: str | Path,
     out_dir: str | Path,
@@ -223,118 +118,56 @@ def generate(
     after every frame with ``frame``, ``frames``, ``elapsed_s``, ``flagged``.
     """
     t_start = time.perf_counter()
-    structure = Path(structure)
-    out_dir = Path(out_dir)
+    structure, out_dir = Path(structure), Path(out_dir)
     _validate(settings)
     protein, positions = load_structure(structure, settings.chains or None)
-    name = protein.name
     model_path = resolve_model(model)
     torch_device = resolve_device(device)
     loaded = load_model(model_path, torch_device)
     settings = with_model_defaults(settings, loaded.config)
     _validate(settings)
-    context = settings.context if settings.context is not None else settings.frames
-    need = estimate_step_bytes(loaded, protein.n_residues, settings.replicas, context)
-    have = available_memory_bytes(torch_device)
-    if need > 0.8 * have:
-        raise StarmdInputError(
-            located(
-                structure,
-                f"{protein.n_residues} residues x {settings.replicas} replicas "
-                f"need about {need / 2**30:.1f} GiB per step, more than the "
-                f"{have / 2**30:.1f} GiB available; use fewer replicas or residues (--chain)",
-            )
-        )
+    _check_memory(structure, protein, loaded, settings, torch_device)
     time_to_model = time.perf_counter() - t_start
 
-    rollout_settings = RolloutSettings.for_model(
-        loaded.config.diffusion,
-        dt_ps=settings.dt_ps,
-        steps=settings.steps,
-        context=settings.context,
-        sink=settings.sink,
-        sampler=settings.sampler,
-        schedule_rho=settings.schedule_rho,
-    )
     inputs = protein_input(
         protein, positions, settings.dt_ps, settings.replicas, device=torch_device
     )
-    rollout = Rollout(loaded, inputs, rollout_settings, seed=settings.seed)
-    atom_mask = geometry.rebuilt_atom_mask(
-        torch.from_numpy(protein.aatype), torch.from_numpy(protein.oxt_mask)
-    ).numpy()
+    rollout = Rollout(loaded, inputs, _rollout_settings(settings), seed=settings.seed)
     identity = {
         "structure_sha256": _input_digest(structure),
         "model": str(model_path),
         "settings": asdict(settings),
     }
-    state = _open_outputs(out_dir, name, settings.replicas, identity, resume, overwrite)
-    writer = _Writer(out_dir, name, protein, atom_mask, settings.replicas, state)
+    name = protein.name
+    state = open_outputs(out_dir, name, settings.replicas, identity, resume, overwrite)
+    atom_mask = geometry.rebuilt_atom_mask(
+        torch.from_numpy(protein.aatype), torch.from_numpy(protein.oxt_mask)
+    ).numpy()
+    writer = TrajectoryWriter(out_dir, name, protein, atom_mask, settings.replicas, state)
     start = min(r["frames"] for r in state["replicas"])
-    health = state.setdefault(
-        "health",
-        [
-            {"nan_frames": 0, "break_frames": 0, "clash_frames": 0, "stopped_at": None}
-            for _ in range(settings.replicas)
-        ],
-    )
-    flagged: list = state.setdefault("flagged", [])
-    state.setdefault("n_flagged", len(flagged))  # progress files written before the count
+    screen = _HealthScreen(state, settings.replicas, settings.stop_on_failure)
     if start == 0:
-        frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
-        pdb = writer.topology
-        import mdtraj
-
-        xyz0 = writer.xyz_nm(frame0)
-        traj0 = mdtraj.Trajectory(xyz0[None].astype(np.float32), pdb)
-        atomic_write(out_dir / f"{name}.pdb", lambda tmp: traj0.save_pdb(tmp))
+        writer.write_topology(
+            rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
+        )
     else:
-        _restore_history(rollout, writer, protein, start, settings)
+        restore_history(rollout, writer, protein, start, settings.replicas, settings.context)
 
     linked = torch.from_numpy(protein.linked_prev).to(torch_device)
     t_loop = time.perf_counter()
     frames_done = 0
     input_frames = 1 if start == 0 else 0  # frame 0 is written, not generated: no speed credit
-    pending: list[tuple[int, Rigid, torch.Tensor, list[int]]] = []  # frames awaiting atoms
-
-    def write_pending() -> None:
-        """Rebuild the pending frames' atoms in one call (cheaper than frame by frame) and
-        hand them to the writer."""
-        if not pending:
-            return
-        frames = Rigid.stack([p[1] for p in pending], dim=0)
-        atoms = rollout.atoms(frames, torch.stack([p[2] for p in pending])).cpu().numpy()
-        for i, (t, _, _, replicas) in enumerate(pending):
-            for r in replicas:
-                writer.add(r, t, atoms[i, r])
-        pending.clear()
-
+    pending = _PendingAtoms(rollout, writer)
     for t, frames, torsions in rollout.states(settings.frames):
         if t < start:
             continue
-        checks = ca_health(frames.trans.float(), linked)  # CA = frame origin
-        keep = []
-        for r in range(settings.replicas):
-            if health[r]["stopped_at"] is not None:
-                continue
-            problems = [k for k in ("nan", "breaks", "clashes") if bool(checks[k][r])]
-            if problems:
-                health[r]["nan_frames"] += int("nan" in problems)
-                health[r]["break_frames"] += int("breaks" in problems)
-                health[r]["clash_frames"] += int("clashes" in problems)
-                state["n_flagged"] += 1
-                if len(flagged) < MAX_FLAGGED:  # the first ones listed, all of them counted
-                    flagged.append({"replica": r + 1, "frame": t, "problems": problems})
-                if settings.stop_on_failure:
-                    health[r]["stopped_at"] = t
-                    continue
-            keep.append(r)
-        pending.append((t, frames, torsions, keep))
+        keep = screen(t, ca_health(frames.trans.float(), linked))  # CA = frame origin
+        pending.add(t, frames, torsions, keep)
         frames_done += 1
-        if len(pending) >= ATOM_BATCH:
-            write_pending()
+        if len(pending.frames) >= ATOM_BATCH:
+            pending.write()
         if (t + 1) % settings.chunk == 0 or t + 1 == settings.frames:
-            write_pending()
+            pending.write()
             writer.commit(settings.dt_ps)
         if progress:
             progress(
@@ -347,9 +180,9 @@ def generate(
                     "new_frames": max(0, frames_done - input_frames),
                 }
             )
-        if all(h["stopped_at"] is not None for h in health):
+        if screen.all_stopped:
             break
-    write_pending()
+    pending.write()
     writer.commit(settings.dt_ps)
     loop_s = time.perf_counter() - t_loop
     generated = (frames_done - input_frames) * settings.replicas
@@ -376,15 +209,114 @@ def generate(
         "simulated_ns_per_wall_s": round(generated * settings.dt_ps / 1000 / loop_s, 6)
         if loop_s > 0
         else None,
-        "health": health,
+        "health": screen.health,
         "flagged_count": state["n_flagged"],
-        "flagged_frames": flagged,
+        "flagged_frames": screen.flagged,
         "resumed_from_frame": start if start > 0 else None,
     }
-    text = json.dumps(sidecar, indent=2)
-    atomic_write(out_dir / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
+    write_atomically(out_dir / f"{name}.json", json.dumps(sidecar, indent=2))
     (out_dir / f"{name}.progress.json").unlink(missing_ok=True)
     return sidecar
+
+
+def _rollout_settings(settings: GenerationSettings) -> RolloutSettings:
+    return RolloutSettings(
+        steps=settings.steps,
+        context=settings.context,
+        sink=settings.sink,
+        sampler=settings.sampler,
+        schedule_rho=settings.schedule_rho,
+    )
+
+
+def _check_memory(
+    structure: Path,
+    protein: Protein,
+    loaded: LoadedModel,
+    settings: GenerationSettings,
+    device: torch.device,
+) -> None:
+    """Refuse a run whose denoising step would not fit in the device's free memory."""
+    context = settings.context if settings.context is not None else settings.frames
+    need = estimate_step_bytes(loaded, protein.n_residues, settings.replicas, context)
+    have = available_memory_bytes(device)
+    if need > 0.8 * have:
+        raise StarmdInputError(
+            located(
+                structure,
+                f"{protein.n_residues} residues x {settings.replicas} replicas "
+                f"need about {need / 2**30:.1f} GiB per step, more than the "
+                f"{have / 2**30:.1f} GiB available; use fewer replicas or residues (--chain)",
+            )
+        )
+
+
+class _HealthScreen:
+    """Per-replica health counts of the generated frames (kept in the resume record, so a
+    resumed run continues them): NaN frames, CA-CA breaks, clashes, the first
+    :data:`MAX_FLAGGED` flagged frames listed and all of them counted."""
+
+    def __init__(self, state: dict, replicas: int, stop_on_failure: bool):
+        self.state = state
+        self.stop_on_failure = stop_on_failure
+        self.health = state.setdefault(
+            "health",
+            [
+                {"nan_frames": 0, "break_frames": 0, "clash_frames": 0, "stopped_at": None}
+                for _ in range(replicas)
+            ],
+        )
+        self.flagged: list = state.setdefault("flagged", [])
+        state.setdefault("n_flagged", len(self.flagged))  # records written before the count
+
+    @property
+    def all_stopped(self) -> bool:
+        return all(h["stopped_at"] is not None for h in self.health)
+
+    def __call__(self, t: int, checks: dict[str, torch.Tensor]) -> list[int]:
+        """Count frame ``t``'s problems (``checks``: per-replica bools of
+        :func:`~starmd.structure.checks.ca_health`); returns the replicas to write."""
+        keep = []
+        for r, health in enumerate(self.health):
+            if health["stopped_at"] is not None:
+                continue
+            problems = [k for k in ("nan", "breaks", "clashes") if bool(checks[k][r])]
+            if problems:
+                health["nan_frames"] += int("nan" in problems)
+                health["break_frames"] += int("breaks" in problems)
+                health["clash_frames"] += int("clashes" in problems)
+                self.state["n_flagged"] += 1
+                if len(self.flagged) < MAX_FLAGGED:
+                    self.flagged.append({"replica": r + 1, "frame": t, "problems": problems})
+                if self.stop_on_failure:
+                    health["stopped_at"] = t
+                    continue
+            keep.append(r)
+        return keep
+
+
+class _PendingAtoms:
+    """Frames awaiting their heavy atoms: rebuilt in one call for many frames (cheaper than
+    frame by frame), then handed to the writer."""
+
+    def __init__(self, rollout: Rollout, writer: TrajectoryWriter):
+        self.rollout = rollout
+        self.writer = writer
+        self.frames: list[tuple[int, Rigid, torch.Tensor, list[int]]] = []
+
+    def add(self, t: int, frames: Rigid, torsions: torch.Tensor, replicas: list[int]) -> None:
+        self.frames.append((t, frames, torsions, replicas))
+
+    def write(self) -> None:
+        if not self.frames:
+            return
+        frames = Rigid.stack([p[1] for p in self.frames], dim=0)
+        torsions = torch.stack([p[2] for p in self.frames])
+        atoms = self.rollout.atoms(frames, torsions).cpu().numpy()
+        for i, (t, _, _, replicas) in enumerate(self.frames):
+            for r in replicas:
+                self.writer.add(r, t, atoms[i, r])
+        self.frames.clear()
 
 
 def generate_job(
@@ -397,7 +329,7 @@ def generate_job(
     overwrite: bool,
     threads: int | None = None,
 ) -> dict:
-    """One protein of a list (:mod:`starmd.fanout`): generate into ``out_root/{job.name}``.
+    """One protein of a list (:mod:`starmd.cli.lists`): generate into ``out_root/{job.name}``.
 
     With ``resume``, a rerun (e.g. a requeued array task) continues an interrupted protein,
     skips a finished one (returning its sidecar) and starts the others afresh. ``threads``
@@ -459,73 +391,3 @@ def _validate(settings: GenerationSettings) -> None:
         raise StarmdInputError(f"--schedule-rho must be > 0, got {settings.schedule_rho}")
     if settings.chunk < 1:
         raise StarmdInputError(f"chunk must be >= 1, got {settings.chunk}")
-
-
-def _open_outputs(
-    out_dir: Path, name: str, replicas: int, identity: dict, resume: bool, overwrite: bool
-) -> dict:
-    progress_path = out_dir / f"{name}.progress.json"
-    existing = [out_dir / f"{name}_R{r + 1}.xtc" for r in range(replicas)]
-    if resume and progress_path.exists():
-        state = json.loads(progress_path.read_text())
-        if state.get("identity") != identity:
-            raise StarmdInputError(
-                located(
-                    progress_path,
-                    "was written with other settings, model or structure; cannot resume",
-                )
-            )
-        for r, path in enumerate(existing):
-            committed = state["replicas"][r]["bytes"]
-            with open(path, "r+b") as fh:
-                fh.truncate(committed)
-        return state
-    if resume:
-        raise StarmdInputError(located(progress_path, "nothing to resume (no progress file)"))
-    if any(p.exists() for p in existing) and not overwrite:
-        raise StarmdInputError(located(existing[0], "exists; pass --overwrite or --resume"))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for path in existing:
-            path.write_bytes(b"")
-    except OSError as exc:
-        raise StarmdInputError(located(out_dir, f"cannot write output ({exc.strerror})")) from exc
-    return {"identity": identity, "replicas": [{"frames": 0, "bytes": 0} for _ in range(replicas)]}
-
-
-def _restore_history(
-    rollout: Rollout, writer: _Writer, protein: Protein, start: int, settings: GenerationSettings
-) -> None:
-    """Re-encode the cached history (frame 0 and the last ``context`` frames) from the files."""
-    import mdtraj
-
-    if any(r["frames"] != start for r in writer.state["replicas"]):
-        raise StarmdInputError("replicas were stopped at different frames; resume not possible")
-    inputs: ProteinInput = rollout.inputs
-    frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
-    writer.xyz_nm(frame0)  # sets the superposition reference
-    rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
-    context = settings.context if settings.context is not None else start
-    first = max(1, start - context)
-    positions = []
-    for r in range(settings.replicas):
-        traj = mdtraj.load(str(writer.path(r)), top=writer.topology)
-        xyz = traj.xyz[first:start] * NM_TO_ANGSTROM
-        pos = np.zeros((len(xyz), *inputs.cond.aatype.shape[1:], 15, 3))
-        pos[:, writer.slots[:, 0], writer.slots[:, 1]] = xyz
-        positions.append(pos)
-    stacked = torch.from_numpy(np.stack(positions, 1))  # (T, B, L, 15, 3)
-    cond = inputs.cond
-    aatype = torch.from_numpy(protein.aatype)
-    atom_mask = torch.from_numpy(writer.atom_mask)
-    linked = torch.from_numpy(protein.linked_prev)
-    dtype, device = inputs.init_torsions.dtype, inputs.init_torsions.device
-    for k, t in enumerate(range(first, start)):
-        pos = stacked[k] - inputs.centre.double().cpu()[:, None, None]
-        frames = geometry.atoms_to_frames(pos)
-        torsions, _ = geometry.atoms_to_torsions(pos, aatype, atom_mask, linked)
-        rollout.push_clean(
-            t,
-            Rigid(frames.rots.to(device, dtype), frames.trans.to(device, dtype)),
-            torch.where(cond.torsion_mask, torsions.to(device, dtype), 0.0),
-        )

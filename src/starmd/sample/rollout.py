@@ -22,27 +22,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
+from starmd.diffusion.conditioning import FrameConditioner, PreviousFrame
 from starmd.diffusion.sampler import reverse_loop, sampler_schedule
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
+from starmd.modelfile import LoadedModel
 from starmd.structure import geometry
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
-from starmd.train.run import LoadedModel
 
 
 @dataclass(frozen=True)
 class RolloutSettings:
-    """How a trajectory is generated.
+    """How a trajectory is sampled; everything diffusion-side (noise schedules, ``tau_min``, the
+    prior of the posterior base) comes from the model's own ``DiffusionSection``, and the time
+    step from :class:`ProteinInput`.
 
     Attributes:
-        dt_ps: physical time between frames (ps).
         steps: reverse-diffusion steps per frame (the speed/quality knob).
         context: clean frames kept in the KV cache (None = full history, the paper's mode).
         sink: always keep frame 0 (the input structure) in the cache.
-        context_noise: contextual-noise level ``tau_ctx`` of cached frames (training draws
-            ``U[0, context_noise_max]``; rollout uses this fixed value).
         sampler: ``"ddpm"`` (exact Gaussian-posterior ancestral steps; default), ``"ddim"``
             (its deterministic version), ``"sde"`` (Euler-Maruyama of the reverse SDE, as in the
             paper; needs many steps: with few, its last steps inject more noise than the
@@ -55,57 +54,38 @@ class RolloutSettings:
         schedule_rho: spacing of the diffusion times (``reverse_schedule``): 1 = linear in tau,
             3 (default) = more steps at low noise. Against a converged solution of the same ODE
             (Gaussian-base model, 1VII) dpm2 at 9 steps errs 0.018 with rho 3 vs 0.73 linear.
-        tau_min: last diffusion time of the schedule.
-        reference_trans_spread, reference_rot_spread: prior spreads of the posterior base
-            (must match training; taken from the model's config by ``generate``).
-        reference_bond_stiffness, reference_contact_stiffness, reference_contact_cutoff: the
-            elastic-network translation prior of the base (:mod:`starmd.diffusion.elastic`;
-            both stiffnesses 0: independent residues); must match training.
+        context_noise: contextual-noise level ``tau_ctx`` of cached frames; None (default) =
+            the model's ``rollout_context_noise`` (half the training maximum).
     """
 
-    dt_ps: float = 1000.0
     steps: int = 20
     context: int | None = 7
     sink: bool = True
-    context_noise: float = 0.05
     sampler: str = "ddpm"
     noise_scale: float = 1.0
-    tau_min: float = 0.002
     schedule_rho: float = 3.0
-    reference_trans_spread: float = 1.0
-    reference_rot_spread: float = 0.2
-    reference_bond_stiffness: float = 0.0
-    reference_contact_stiffness: float = 0.0
-    reference_contact_cutoff: float = 10.0
-    reference_contact_restoring: float = 0.0
-
-    @classmethod
-    def for_model(cls, diffusion, **settings) -> RolloutSettings:
-        """Settings whose diffusion-side values (``tau_min``, context noise at half the
-        training maximum, the posterior base's prior) match a model's ``DiffusionSection``;
-        ``settings`` gives the rest (``dt_ps``, ``steps``, ...)."""
-        return cls(
-            tau_min=diffusion.tau_min,
-            context_noise=diffusion.context_noise_max / 2,
-            reference_trans_spread=diffusion.reference_trans_spread,
-            reference_rot_spread=diffusion.reference_rot_spread,
-            reference_bond_stiffness=diffusion.reference_bond_stiffness,
-            reference_contact_stiffness=diffusion.reference_contact_stiffness,
-            reference_contact_cutoff=diffusion.reference_contact_cutoff,
-            reference_contact_restoring=diffusion.reference_contact_restoring,
-            **settings,
-        )
+    context_noise: float | None = None
 
 
 @dataclass(frozen=True)
 class ProteinInput:
     """What the model conditions on, for ``replicas`` copies of one protein (batch dim B)."""
 
-    cond: ProteinConditioning
+    cond: ProteinConditioning  # its dt_ps (B,) is the time step seen by adaLN
+    dt_ps: float  # the same time step, for the frames' time stamps (rotary time code)
     centre: torch.Tensor  # (B, 3) Angstrom, subtracted from all translations
     init_frames: Rigid  # (B, L), centred
     init_torsions: torch.Tensor  # (B, L, 7)
     oxt_mask: torch.Tensor  # (L,)
+
+    def __post_init__(self) -> None:
+        """The time step's two views (adaLN's tensor, the time stamps' float) must agree."""
+        expected = torch.full_like(self.cond.dt_ps, self.dt_ps)
+        if not torch.allclose(self.cond.dt_ps, expected):
+            raise ValueError(
+                f"time step {self.dt_ps} ps disagrees with the conditioning's "
+                f"{self.cond.dt_ps.tolist()} ps"
+            )
 
 
 def protein_input(
@@ -143,6 +123,7 @@ def protein_input(
     )
     return ProteinInput(
         cond,
+        float(dt_ps),
         centre,
         frames,
         batch(torsions).to(dtype),
@@ -170,19 +151,26 @@ class Rollout:
         settings: RolloutSettings,
         seed: int = 0,
     ):
+        diffusion = loaded.config.diffusion
         self.model = loaded.model
         self.diffuser = loaded.diffuser
+        self.conditioner = FrameConditioner(diffusion, self.diffuser)
         self.inputs = inputs
         self.settings = settings
         self.seed = seed
+        self.context_noise = (
+            diffusion.rollout_context_noise
+            if settings.context_noise is None
+            else settings.context_noise
+        )
         self.cache = self.model.new_cache(window=settings.context, sink=settings.sink)
         self.schedule = sampler_schedule(
-            settings.sampler, settings.steps, settings.tau_min, rho=settings.schedule_rho
+            settings.sampler, settings.steps, diffusion.tau_min, rho=settings.schedule_rho
         )
         self.next_frame = 0
         self.pending: FrameTokens | None = None  # a clean frame not yet encoded into the cache
-        self.previous: Rigid | None = None  # last cached clean frame (with contextual noise)
-        self.previous_prior: TransPrior | None = None  # translation prior around it
+        # the last cached clean frame (with contextual noise) and the prior around it
+        self.previous: PreviousFrame | None = None
 
     @property
     def device(self) -> torch.device:
@@ -202,7 +190,7 @@ class Rollout:
             frames=frames.unsqueeze(1),
             torsions=torsions[:, None],
             tau=torch.full((b, 1), float(tau), dtype=dtype, device=self.device),
-            time_ps=torch.full((b, 1), t * self.settings.dt_ps, dtype=dtype, device=self.device),
+            time_ps=torch.full((b, 1), t * self.inputs.dt_ps, dtype=dtype, device=self.device),
             reference=None if reference is None else reference.unsqueeze(1),
         )
 
@@ -217,13 +205,19 @@ class Rollout:
         """As :meth:`push_clean`, but the cache append waits for the next network pass (the
         first denoising step of frame ``t + 1``) or :meth:`flush`."""
         self.flush()
-        tau = self.settings.context_noise
+        tau = self.context_noise
         generator = frame_generator(self.seed + 1, t, self.device)
         mask = self.inputs.cond.torsion_mask
         noisy_frames, noisy_torsions = self.diffuser.corrupt(frames, torsions, mask, tau, generator)
         self.pending = self._tokens(noisy_frames, noisy_torsions, tau, t)
-        self.previous = noisy_frames
-        self.previous_prior = self._trans_prior(noisy_frames)
+        cond = self.inputs.cond
+        self.previous = self.conditioner.previous_frame(
+            noisy_frames,
+            cond.init_frames.trans,
+            cond.residue_mask,
+            cond.residue_index,
+            cond.chain_index,
+        )
         self.next_frame = t + 1
 
     @torch.inference_mode()
@@ -232,24 +226,6 @@ class Rollout:
         if self.pending is not None:
             self.model.append_clean(self.cache, self.inputs.cond, self.pending)
             self.pending = None
-
-    def _trans_prior(self, previous: Rigid) -> TransPrior | None:
-        """The elastic translation prior around ``previous`` (None: independent residues)."""
-        s = self.settings
-        if s.reference_bond_stiffness <= 0 and s.reference_contact_stiffness <= 0:
-            return None
-        cond = self.inputs.cond
-        return elastic_prior(
-            previous.trans,
-            cond.init_frames.trans,
-            cond.residue_mask,
-            bonded_pairs(cond.residue_index, cond.chain_index),
-            s.reference_trans_spread,
-            s.reference_bond_stiffness,
-            s.reference_contact_stiffness,
-            s.reference_contact_cutoff,
-            s.reference_contact_restoring,
-        )
 
     @torch.inference_mode()
     def sample_frame(self, t: int) -> tuple[Rigid, torch.Tensor]:
@@ -296,14 +272,7 @@ class Rollout:
     def reference_base(self, frames: Rigid, tau: float) -> Rigid:
         """The posterior base (what the prediction updates) of a state at noise ``tau``, around
         the last cached frame."""
-        return self.diffuser.posterior_base(
-            frames,
-            self.previous,
-            tau,
-            self.settings.reference_trans_spread,
-            self.settings.reference_rot_spread,
-            self.previous_prior,
-        )
+        return self.conditioner.posterior_base(frames, self.previous, tau)
 
     def atoms(self, frames: Rigid, torsions: torch.Tensor) -> torch.Tensor:
         """Heavy atoms ``(..., B, L, 15, 3)`` of frames ``(..., B, L)`` in the input's

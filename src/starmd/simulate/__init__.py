@@ -3,10 +3,12 @@
 ``simulate`` cleans a structure with PDBFixer, runs minimization, equilibration and production
 replicas (resumable from portable XML states) and writes the ATLAS layout that
 ``starmd prepare`` reads: ``{name}.pdb``, ``{name}_prod_R{i}_fit.xtc``, ``{name}.json``.
-OpenMM is imported lazily, inside the functions.
+OpenMM is imported lazily, inside the functions, and so is :mod:`starmd.structure.io` (which
+brings torch): a replica's worker process starts without either.
 """
 
-from starmd.simulate.engine import ReplicaProgress, check_frame, simulate
+from starmd.simulate.engine import simulate
 from starmd.simulate.protocols import PROTOCOLS, Protocol, get_protocol
+from starmd.simulate.replica import ReplicaProgress, check_frame
 
 __all__ = ["PROTOCOLS", "Protocol", "ReplicaProgress", "check_frame", "get_protocol", "simulate"]

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from starmd.data.sources import atlas_replica_xtc
 
 
 def topology_pdb(out_dir: Path, name: str) -> Path:
@@ -37,7 +39,7 @@ def topology_pdb(out_dir: Path, name: str) -> Path:
 
 def replica_xtc(out_dir: Path, name: str, replica: int) -> Path:
     """Path of replica ``replica``'s (1-based) fitted trajectory."""
-    return out_dir / f"{name}_prod_R{replica}_fit.xtc"
+    return out_dir / atlas_replica_xtc(name, replica)
 
 
 def metadata_json(out_dir: Path, name: str) -> Path:
@@ -101,26 +103,11 @@ def exclusive(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomically write ``data`` as indented JSON."""
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    from starmd.structure.io import write_atomically
+
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n", durable=True)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -130,24 +117,71 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def append_bytes(path: Path, valid_length: int, payload: bytes) -> int:
-    """Truncate ``path`` to ``valid_length`` bytes, append ``payload`` and fsync.
-
-    Returns:
-        The new length of the file in bytes.
-    """
-    mode = "r+b" if path.exists() else "w+b"
-    with open(path, mode) as handle:
-        handle.truncate(valid_length)
-        handle.seek(valid_length)
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return valid_length + len(payload)
-
-
 def truncate_to(path: Path, valid_length: int) -> None:
     """Cut ``path`` back to ``valid_length`` bytes (drop frames appended after the last state)."""
     if path.exists() and path.stat().st_size != valid_length:
         with open(path, "r+b") as handle:
             handle.truncate(valid_length)
+
+
+def write_metadata(
+    out_dir: Path,
+    name: str,
+    *,
+    setup: dict[str, Any] | None = None,
+    wall_s_this_call: float | None = None,
+) -> dict[str, Any]:
+    """Assemble ``{name}.json`` from the setup record and every replica's progress record."""
+    setup = setup or read_json(setup_json(out_dir, name)) or {}
+    proto = setup.get("protocol", {})
+    replicas = []
+    save_every_ps = None
+    for path in sorted(state_dir(out_dir).glob(f"{name}_R*.json")):
+        record = read_json(path)
+        if record is None:
+            continue
+        save_every_ps = record["save_every_ps"]
+        replicas.append(
+            {
+                "replica": record["replica"],
+                "trajectory": replica_xtc(out_dir, name, record["replica"]).name,
+                "seed": record["seed"],
+                "frames": record["frames_done"],
+                "simulated_ns": record["time_ps"] / 1000.0,
+                "wall_s": round(record["wall_s"], 1),
+                "ns_per_day": round(record["ns_per_day"], 2),
+                "platform": record["platform"],
+                "resumes": record["resumes"],
+            }
+        )
+    replicas.sort(key=lambda r: r["replica"])
+    speeds = [r["ns_per_day"] for r in replicas if r["ns_per_day"] > 0]
+    metadata = {
+        "name": name,
+        "topology": topology_pdb(out_dir, name).name,
+        "structure": setup.get("structure"),
+        "structure_sha256": setup.get("structure_sha256"),
+        "protocol": proto.get("name"),
+        "force_field": proto.get("force_field"),
+        "solvent": proto.get("solvent"),
+        "nonbonded_cutoff_nm": proto.get("nonbonded_cutoff_nm"),
+        "temperature_k": proto.get("temperature_k"),
+        "step_fs": proto.get("step_fs"),
+        "hydrogen_mass_amu": proto.get("hydrogen_mass_amu"),
+        "friction_per_ps": proto.get("friction_per_ps"),
+        "pressure_bar": proto.get("pressure_bar"),
+        "save_every_ps": save_every_ps,
+        "time_unit": "ps",
+        "n_residues": setup.get("n_residues"),
+        "n_atoms_system": setup.get("n_atoms_system"),
+        "n_atoms_trajectory": setup.get("n_atoms_heavy_protein"),
+        "openmm_version": setup.get("openmm_version"),
+        "replicas": replicas,
+        "total_simulated_ns": sum(r["simulated_ns"] for r in replicas),
+        "total_wall_s": round(sum(r["wall_s"] for r in replicas), 1),
+        "ns_per_day": round(float(np.mean(speeds)), 2) if speeds else None,
+    }
+    if wall_s_this_call is not None:
+        metadata["wall_s_last_call"] = round(wall_s_this_call, 1)
+    write_json(metadata_json(out_dir, name), metadata)
+    return metadata

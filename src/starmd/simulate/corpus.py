@@ -215,6 +215,7 @@ def write_corpus_index(out_dir: Path, entries: Sequence[CorpusEntry]) -> Path:
     Columns: name, split, fold_class, residues, replica, frames, simulated_ns, ns_per_day.
     """
     from starmd.simulate import atlas
+    from starmd.structure.io import write_atomically
 
     lines = ["name,split,fold_class,residues,replica,frames,simulated_ns,ns_per_day"]
     for entry in entries:
@@ -225,5 +226,5 @@ def write_corpus_index(out_dir: Path, entries: Sequence[CorpusEntry]) -> Path:
                 f"{rep['replica']},{rep['frames']},{rep['simulated_ns']:.3f},{rep['ns_per_day']}"
             )
     path = out_dir / "index.csv"
-    atlas.write_atomic(path, "\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n", durable=True)
     return path

@@ -4,10 +4,10 @@
 two steps whose results are saved under ``{out_dir}/state`` (see :mod:`starmd.simulate.atlas`):
 
 1. setup (once per folder): PDBFixer cleaning, system building, energy minimization;
-2. one replica (independently, possibly in parallel processes): velocities from the replica's
-   seed, equilibration, then production in chunks; after each chunk the frames are appended to
-   the replica's XTC and a portable XML state is saved, so a killed run continues exactly where
-   its last chunk ended.
+2. one replica (independently, possibly in parallel processes; :mod:`starmd.simulate.replica`):
+   velocities from the replica's seed, equilibration, then production in chunks; after each
+   chunk the frames are appended to the replica's XTC and a portable XML state is saved, so a
+   killed run continues exactly where its last chunk ended.
 """
 
 from __future__ import annotations
@@ -16,50 +16,14 @@ import gzip
 import hashlib
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from starmd.errors import StarmdInputError, StarmdSimulationError
+from starmd.errors import StarmdInputError
 from starmd.simulate import atlas
-from starmd.simulate.protocols import Protocol, build_system, get_protocol, make_integrator
-
-MAX_BOND_NM = 0.35
-"""A covalent heavy-atom bond longer than this (nm) means the coordinates have exploded."""
-
-ProgressCallback = Callable[["ReplicaProgress"], None]
-
-
-@dataclass(frozen=True)
-class ReplicaProgress:
-    """Progress of one replica, reported after equilibration and after every chunk.
-
-    Attributes:
-        name: protein name.
-        replica: replica index, from 1.
-        frames_done: production frames written so far.
-        frames_total: production frames requested.
-        save_every_ps: time between frames, ps.
-        ns_per_day: production speed, simulated ns over production wall time, ns/day
-            (0 before any chunk).
-        done: whether the replica has reached ``frames_total``.
-    """
-
-    name: str
-    replica: int
-    frames_done: int
-    frames_total: int
-    save_every_ps: float
-    ns_per_day: float
-    done: bool
-
-    @property
-    def simulated_ns(self) -> float:
-        """Production time simulated so far, ns."""
-        return self.frames_done * self.save_every_ps / 1000.0
+from starmd.simulate.progress import run_jobs
+from starmd.simulate.protocols import Protocol, build_system, get_protocol
+from starmd.simulate.replica import AMINO_ACIDS, ReplicaJob, first_line, heavy_protein_atoms
 
 
 def replica_seed(seed: int, replica: int) -> int:
@@ -151,13 +115,12 @@ def simulate(
         )
         for i in range(1, replicas + 1)
     ]
-    from starmd.simulate.progress import run_jobs
 
     started = time.time()
     try:
         run_jobs(jobs, workers=workers, show=progress)
     finally:
-        write_metadata(out_dir, name, setup=setup, wall_s_this_call=time.time() - started)
+        atlas.write_metadata(out_dir, name, setup=setup, wall_s_this_call=time.time() - started)
     return atlas.read_json(atlas.metadata_json(out_dir, name)) or {}
 
 
@@ -205,6 +168,8 @@ def prepare_system(
         StarmdInputError: the structure cannot be cleaned or parametrized, or ``out_dir``
             already holds a run with another protocol.
     """
+    from starmd.structure.io import write_atomically
+
     structure_path = Path(structure_path)
     setup_path = atlas.setup_json(out_dir, name)
     existing = atlas.read_json(setup_path)
@@ -229,7 +194,7 @@ def prepare_system(
         system, topology, positions = build_system(proto, topology, positions)
     except Exception as err:
         raise StarmdInputError(
-            f"{structure_path}: force field cannot parametrize it ({_first_line(err)})"
+            f"{structure_path}: force field cannot parametrize it ({first_line(err)})"
         ) from None
     platform_obj, properties = platform or (openmm.Platform.getPlatformByName("CPU"), {})
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform_obj, properties)
@@ -242,14 +207,19 @@ def prepare_system(
     minimized = state.getPositions(asNumpy=True)
 
     atlas.state_dir(out_dir).mkdir(parents=True, exist_ok=True)
-    atlas.write_atomic(
+    write_atomically(
         atlas.system_xml(out_dir, name),
         gzip.compress(openmm.XmlSerializer.serialize(system).encode(), mtime=0),
+        durable=True,
     )
-    atlas.write_atomic(atlas.full_pdb(out_dir, name), _pdb_text(app, topology, minimized))
+    write_atomically(
+        atlas.full_pdb(out_dir, name), _pdb_text(app, topology, minimized), durable=True
+    )
     heavy = heavy_protein_atoms(topology)
     heavy_top, heavy_pos = _subset(app, topology, minimized, heavy)
-    atlas.write_atomic(atlas.topology_pdb(out_dir, name), _pdb_text(app, heavy_top, heavy_pos))
+    write_atomically(
+        atlas.topology_pdb(out_dir, name), _pdb_text(app, heavy_top, heavy_pos), durable=True
+    )
     record = {
         "name": name,
         "structure": str(structure_path),
@@ -257,7 +227,7 @@ def prepare_system(
         "protocol": proto.to_json(),
         "n_atoms_system": system.getNumParticles(),
         "n_atoms_heavy_protein": len(heavy),
-        "n_residues": sum(1 for r in topology.residues() if r.name in _AMINO),
+        "n_residues": sum(1 for r in topology.residues() if r.name in AMINO_ACIDS),
         "minimized_energy_kj_mol": energy,
         "openmm_version": openmm.version.version,
     }
@@ -276,21 +246,6 @@ def _check_save_interval(out_dir: Path, name: str, save_every_ps: float) -> None
             )
 
 
-_AMINO = frozenset(
-    "ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL "
-    "HID HIE HIP CYX ASH GLH LYN".split()
-)
-
-
-def heavy_protein_atoms(topology: Any) -> list[int]:
-    """Indices of the heavy atoms of amino-acid residues in an OpenMM topology."""
-    return [
-        atom.index
-        for atom in topology.atoms()
-        if atom.residue.name in _AMINO and atom.element is not None and atom.element.symbol != "H"
-    ]
-
-
 def _subset(app: Any, topology: Any, positions: Any, indices: list[int]) -> tuple[Any, Any]:
     """Topology and positions restricted to ``indices`` (residue names/numbers preserved)."""
     modeller = app.Modeller(topology, positions)
@@ -305,349 +260,3 @@ def _pdb_text(app: Any, topology: Any, positions: Any) -> str:
     buffer = io.StringIO()
     app.PDBFile.writeFile(topology, positions, buffer, keepIds=True)
     return buffer.getvalue()
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-@dataclass(frozen=True)
-class ReplicaJob:
-    """Everything a (possibly separate) process needs to run one replica; picklable."""
-
-    out_dir: str
-    name: str
-    replica: int
-    seed: int
-    n_frames: int
-    save_every_ps: float
-    equilibrate_ps: float
-    chunk_frames: int
-    platform: str
-    threads: int | None
-
-
-def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run one replica (see :func:`_run_replica`) while holding its lock file.
-
-    Raises:
-        StarmdSimulationError: another process is running the same replica, or the run failed.
-    """
-    out_dir = Path(job.out_dir)
-    with atlas.exclusive(atlas.replica_lock(out_dir, job.name, job.replica)) as acquired:
-        if not acquired:
-            raise StarmdSimulationError(
-                f"{out_dir}: replica {job.replica} of {job.name} is being run by another process"
-            )
-        return _run_replica(job, on_progress)
-
-
-def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[str, Any]:
-    """Equilibrate (unless resuming) and grow one replica to ``job.n_frames`` frames.
-
-    After each chunk of ``job.chunk_frames`` frames: the frames (protein heavy atoms, CA
-    superposed on ``{name}.pdb``) are appended to the replica XTC, the OpenMM state is saved as
-    portable XML, and the progress record is updated, in that order.
-
-    Returns:
-        The replica's progress record.
-
-    Raises:
-        StarmdSimulationError: NaN energy or exploding coordinates (names replica and step);
-            frames of completed chunks stay on disk.
-    """
-    import mdtraj
-    import openmm
-    import openmm.app as app
-    import openmm.unit as unit
-
-    from starmd.simulate.platforms import select_platform
-
-    out_dir = Path(job.out_dir)
-    setup = atlas.read_json(atlas.setup_json(out_dir, job.name))
-    if setup is None:
-        raise StarmdSimulationError(f"{out_dir}: no system setup found (run simulate first)")
-    proto = get_protocol(setup["protocol"]["name"])
-    steps_per_frame = round(job.save_every_ps / proto.step_ps)
-    system = openmm.XmlSerializer.deserialize(
-        gzip.decompress(atlas.system_xml(out_dir, job.name).read_bytes()).decode()
-    )
-    full = app.PDBFile(str(atlas.full_pdb(out_dir, job.name)))
-    heavy = np.array(heavy_protein_atoms(full.topology))
-    reference = mdtraj.load(str(atlas.topology_pdb(out_dir, job.name)))
-    ca = reference.topology.select("name CA")
-    bonds = _heavy_bonds(full.topology, heavy)
-
-    xtc_path = atlas.replica_xtc(out_dir, job.name, job.replica)
-    progress_path = atlas.replica_progress_json(out_dir, job.name, job.replica)
-    state_path = atlas.replica_state_xml(out_dir, job.name, job.replica)
-    record = atlas.read_json(progress_path)
-    if record is not None and record["frames_done"] >= job.n_frames:
-        _report(on_progress, job, record["frames_done"], record["ns_per_day"])
-        return record
-
-    platform, properties = select_platform(job.platform, job.threads)
-    integrator = make_integrator(proto, job.seed + (0 if record is None else record["resumes"] + 1))
-    context = openmm.Context(system, integrator, platform, properties)
-    if record is None or not state_path.is_file():
-        context.setPositions(full.positions)
-        context.setVelocitiesToTemperature(proto.temperature_k * unit.kelvin, job.seed)
-        equilibrate_steps = round(job.equilibrate_ps / proto.step_ps)
-        _advance(integrator, equilibrate_steps, job, step=0, where="equilibration")
-        _check_state(context, bonds, job, step=equilibrate_steps, where="equilibration")
-        context.setTime(0.0)
-        context.setStepCount(0)
-        record = {
-            "replica": job.replica,
-            "seed": job.seed,
-            "save_every_ps": job.save_every_ps,
-            "frames_done": 0,
-            "xtc_bytes": 0,
-            "time_ps": 0.0,
-            "step": 0,
-            "equilibrate_ps": job.equilibrate_ps,
-            "wall_s": 0.0,
-            "ns_per_day": 0.0,
-            "platform": platform.getName(),
-            "resumes": 0,
-        }
-        atlas.truncate_to(xtc_path, 0)
-        _save_chunk(context, record, state_path, progress_path)
-    else:
-        context.setState(openmm.XmlSerializer.deserialize(state_path.read_text()))
-        atlas.truncate_to(xtc_path, record["xtc_bytes"])
-        record = {**record, "resumes": record["resumes"] + 1, "platform": platform.getName()}
-
-    _report(on_progress, job, record["frames_done"], record["ns_per_day"])
-    while record["frames_done"] < job.n_frames:
-        started = time.time()
-        n_chunk = min(job.chunk_frames, job.n_frames - record["frames_done"])
-        frames = np.empty((n_chunk, len(heavy), 3), dtype=np.float32)
-        for k in range(n_chunk):
-            step = record["step"] + (k + 1) * steps_per_frame
-            _advance(integrator, steps_per_frame, job, step=step, where="production")
-            frames[k] = _check_state(context, bonds, job, step=step, where="production")[heavy]
-        first = record["frames_done"] + 1
-        numbers = np.arange(first, first + n_chunk)
-        payload = _xtc_bytes(
-            mdtraj, frames, reference, ca, numbers * job.save_every_ps, numbers * steps_per_frame
-        )
-        elapsed = time.time() - started
-        xtc_bytes = atlas.append_bytes(xtc_path, record["xtc_bytes"], payload)
-        time_ps = float(numbers[-1] * job.save_every_ps)
-        wall_s = record["wall_s"] + elapsed
-        record = {
-            **record,
-            "frames_done": record["frames_done"] + n_chunk,
-            "xtc_bytes": xtc_bytes,
-            "time_ps": time_ps,
-            "step": int(numbers[-1] * steps_per_frame),
-            "wall_s": wall_s,
-            "ns_per_day": time_ps / 1000.0 / wall_s * 86400.0,
-        }
-        _save_chunk(context, record, state_path, progress_path)
-        write_metadata(out_dir, job.name)
-        _report(on_progress, job, record["frames_done"], record["ns_per_day"])
-    return record
-
-
-def _advance(integrator: Any, steps: int, job: ReplicaJob, *, step: int, where: str) -> None:
-    """Integrate ``steps`` steps; OpenMM's own NaN detection becomes a StarmdSimulationError."""
-    import openmm
-
-    if steps <= 0:
-        return
-    try:
-        integrator.step(steps)
-    except openmm.OpenMMException as err:
-        raise StarmdSimulationError(
-            f"{job.name} replica {job.replica}: {_first_line(err).rstrip('.')} before {where} "
-            f"step {step}; frames of completed chunks are kept"
-        ) from None
-
-
-def _report(callback: ProgressCallback | None, job: ReplicaJob, frames: int, speed: float) -> None:
-    if callback is not None:
-        callback(
-            ReplicaProgress(
-                name=job.name,
-                replica=job.replica,
-                frames_done=frames,
-                frames_total=job.n_frames,
-                save_every_ps=job.save_every_ps,
-                ns_per_day=speed,
-                done=frames >= job.n_frames,
-            )
-        )
-
-
-def _save_chunk(
-    context: Any, record: dict[str, Any], state_path: Path, progress_path: Path
-) -> None:
-    """Save the portable state, then the progress record that points into the XTC."""
-    import openmm
-
-    state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
-    atlas.write_atomic(state_path, openmm.XmlSerializer.serialize(state))
-    atlas.write_json(progress_path, record)
-
-
-def _heavy_bonds(topology: Any, heavy: np.ndarray) -> np.ndarray:
-    """Bonds between heavy protein atoms, as an (n_bonds, 2) array of atom indices."""
-    heavy_set = set(heavy.tolist())
-    pairs = [
-        (b[0].index, b[1].index)
-        for b in topology.bonds()
-        if b[0].index in heavy_set and b[1].index in heavy_set
-    ]
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-def _check_state(
-    context: Any, bonds: np.ndarray, job: ReplicaJob, *, step: int, where: str
-) -> np.ndarray:
-    """Positions (nm, (N, 3)) of the context, after checking energy and geometry are sane.
-
-    Raises:
-        StarmdSimulationError: potential energy not finite, a coordinate not finite, or a
-            covalent heavy-atom bond stretched beyond :data:`MAX_BOND_NM`.
-    """
-    import openmm.unit as unit
-
-    state = context.getState(getPositions=True, getEnergy=True)
-    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-    check_frame(
-        energy, positions, bonds, name=job.name, replica=job.replica, step=step, where=where
-    )
-    return positions
-
-
-def check_frame(
-    energy_kj_mol: float,
-    positions_nm: np.ndarray,
-    bonds: np.ndarray,
-    *,
-    name: str,
-    replica: int,
-    step: int,
-    where: str = "production",
-) -> None:
-    """Raise :class:`StarmdSimulationError` if a frame is not physical.
-
-    Args:
-        energy_kj_mol: potential energy, kJ/mol.
-        positions_nm: coordinates, nm, shape (N, 3).
-        bonds: (n_bonds, 2) atom index pairs whose length must stay below ``MAX_BOND_NM``.
-        name, replica, step, where: used in the message.
-    """
-    problem = None
-    if not math.isfinite(energy_kj_mol):
-        problem = f"potential energy is {energy_kj_mol}"
-    elif not np.isfinite(positions_nm).all():
-        problem = "coordinates are not finite"
-    elif len(bonds):
-        lengths = np.linalg.norm(positions_nm[bonds[:, 0]] - positions_nm[bonds[:, 1]], axis=1)
-        worst = int(np.argmax(lengths))
-        if lengths[worst] > MAX_BOND_NM:
-            problem = (
-                f"coordinates exploded (bond {bonds[worst, 0]}-{bonds[worst, 1]} is "
-                f"{lengths[worst]:.2f} nm)"
-            )
-    if problem is not None:
-        raise StarmdSimulationError(
-            f"{name} replica {replica}: {problem} at {where} step {step}; "
-            "frames of completed chunks are kept"
-        )
-
-
-def _xtc_bytes(
-    mdtraj: Any,
-    frames_nm: np.ndarray,
-    reference: Any,
-    ca: np.ndarray,
-    times_ps: np.ndarray,
-    steps: np.ndarray,
-) -> bytes:
-    """Encode frames as XTC after superposing them on ``reference`` by the CA atoms."""
-    import os
-    import tempfile
-
-    traj = mdtraj.Trajectory(frames_nm, reference.topology)
-    traj.superpose(reference, atom_indices=ca)
-    fd, tmp = tempfile.mkstemp(suffix=".xtc")
-    os.close(fd)
-    try:
-        with mdtraj.formats.XTCTrajectoryFile(tmp, "w") as handle:
-            handle.write(
-                traj.xyz.astype(np.float32),
-                time=times_ps.astype(np.float32),
-                step=steps.astype(np.int32),
-            )
-        return Path(tmp).read_bytes()
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def write_metadata(
-    out_dir: Path,
-    name: str,
-    *,
-    setup: dict[str, Any] | None = None,
-    wall_s_this_call: float | None = None,
-) -> dict[str, Any]:
-    """Assemble ``{name}.json`` from the setup record and every replica's progress record."""
-    setup = setup or atlas.read_json(atlas.setup_json(out_dir, name)) or {}
-    proto = setup.get("protocol", {})
-    replicas = []
-    save_every_ps = None
-    for path in sorted(atlas.state_dir(out_dir).glob(f"{name}_R*.json")):
-        record = atlas.read_json(path)
-        if record is None:
-            continue
-        save_every_ps = record["save_every_ps"]
-        replicas.append(
-            {
-                "replica": record["replica"],
-                "trajectory": atlas.replica_xtc(out_dir, name, record["replica"]).name,
-                "seed": record["seed"],
-                "frames": record["frames_done"],
-                "simulated_ns": record["time_ps"] / 1000.0,
-                "wall_s": round(record["wall_s"], 1),
-                "ns_per_day": round(record["ns_per_day"], 2),
-                "platform": record["platform"],
-                "resumes": record["resumes"],
-            }
-        )
-    replicas.sort(key=lambda r: r["replica"])
-    speeds = [r["ns_per_day"] for r in replicas if r["ns_per_day"] > 0]
-    metadata = {
-        "name": name,
-        "topology": atlas.topology_pdb(out_dir, name).name,
-        "structure": setup.get("structure"),
-        "structure_sha256": setup.get("structure_sha256"),
-        "protocol": proto.get("name"),
-        "force_field": proto.get("force_field"),
-        "solvent": proto.get("solvent"),
-        "nonbonded_cutoff_nm": proto.get("nonbonded_cutoff_nm"),
-        "temperature_k": proto.get("temperature_k"),
-        "step_fs": proto.get("step_fs"),
-        "hydrogen_mass_amu": proto.get("hydrogen_mass_amu"),
-        "friction_per_ps": proto.get("friction_per_ps"),
-        "pressure_bar": proto.get("pressure_bar"),
-        "save_every_ps": save_every_ps,
-        "time_unit": "ps",
-        "n_residues": setup.get("n_residues"),
-        "n_atoms_system": setup.get("n_atoms_system"),
-        "n_atoms_trajectory": setup.get("n_atoms_heavy_protein"),
-        "openmm_version": setup.get("openmm_version"),
-        "replicas": replicas,
-        "total_simulated_ns": sum(r["simulated_ns"] for r in replicas),
-        "total_wall_s": round(sum(r["wall_s"] for r in replicas), 1),
-        "ns_per_day": round(float(np.mean(speeds)), 2) if speeds else None,
-    }
-    if wall_s_this_call is not None:
-        metadata["wall_s_last_call"] = round(wall_s_this_call, 1)
-    atlas.write_json(atlas.metadata_json(out_dir, name), metadata)
-    return metadata

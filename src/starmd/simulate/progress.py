@@ -11,10 +11,11 @@ import multiprocessing
 import queue
 import sys
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from functools import partial
 from typing import Any
 
-from starmd.simulate.engine import ReplicaJob, ReplicaProgress, run_replica
+from starmd.simulate.replica import ReplicaJob, ReplicaProgress, run_replica
+from starmd.workers import run_jobs as run_in_workers
 
 log = logging.getLogger("starmd.simulate")
 
@@ -95,28 +96,23 @@ def run_jobs(jobs: Sequence[ReplicaJob], workers: int = 1, show: bool = True) ->
     """Run every replica job, ``workers`` at a time in separate processes (1: in-process).
 
     The first failing replica's exception is raised after the others were cancelled or
-    finished; completed chunks of every replica stay on disk.
+    finished (:func:`starmd.workers.run_jobs`, rule ``"raise"``); completed chunks of every
+    replica stay on disk.
     """
     with ProgressView(jobs, show) as view:
         if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                run_replica(job, view.update)
+            run_in_workers(partial(run_replica, on_progress=view.update), jobs, on_failure="raise")
             return
         context = multiprocessing.get_context("spawn")
         with context.Manager() as manager:
             events = manager.Queue()
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = [pool.submit(_run_in_worker, job, events) for job in jobs]
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                    _drain(events, view)
-                    failed = [f for f in done if f.exception() is not None]
-                    if failed:
-                        for future in pending:
-                            future.cancel()
-                        raise failed[0].exception()  # type: ignore[misc]
-                _drain(events, view)
+            run_in_workers(
+                partial(_run_in_worker, events=events),
+                jobs,
+                workers,
+                on_failure="raise",
+                poll=lambda: _drain(events, view),
+            )
 
 
 def _run_in_worker(job: ReplicaJob, events: Any) -> None:

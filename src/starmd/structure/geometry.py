@@ -165,7 +165,7 @@ def atoms_to_torsions(
     phi = dihedral(prev_c, n, ca, c)
     psi_bonded = dihedral(n, ca, c, next_n)
     psi_oxt = dihedral(n, ca, c, positions[..., rc.OXT_SLOT, :])
-    psi_from_o = _wrap(dihedral(n, ca, c, o) - math.pi)
+    psi_from_o = wrap_angle(dihedral(n, ca, c, o) - math.pi)
     has_oxt = atom_mask[..., rc.OXT_SLOT]
     psi = torch.where(linked_next, psi_bonded, torch.where(has_oxt, psi_oxt, psi_from_o))
 
@@ -179,8 +179,9 @@ def atoms_to_torsions(
     return torch.where(mask, torsions, torch.zeros_like(torsions)), mask
 
 
-def _wrap(angle: torch.Tensor) -> torch.Tensor:
-    """Wrap angles to (-pi, pi]."""
+def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
+    """Angles (radians) wrapped to ``[-pi, pi)``: the one angle wrapping of starmd (torsions,
+    the torus diffusion)."""
     return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
@@ -263,4 +264,4 @@ def rebuilt_atom_mask(aatype: torch.Tensor, oxt_mask: torch.Tensor | None = None
 def alternative_torsions(torsions: torch.Tensor, aatype: torch.Tensor) -> torch.Tensor:
     """Torsions with pi added to the pi-periodic chis (the same structure, atoms renamed)."""
     shift = chi_pi_periodic(aatype).to(torsions.dtype) * math.pi
-    return _wrap(torsions + shift)
+    return wrap_angle(torsions + shift)

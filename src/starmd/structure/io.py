@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -321,12 +321,15 @@ def _current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], object], durable: bool = False) -> Path:
     """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves half a file.
 
-    The temporary file is created beside the target (same file system) with the same suffix, so
-    format detection by extension still works; the result gets the permissions of a normally
-    created file (``0666`` minus the umask), not ``mkstemp``'s private ``0600``.
+    The one atomic writer of every starmd output. The temporary file is created beside the
+    target (same file system) with the same suffix, so format detection by extension still
+    works; the result gets the permissions of a normally created file (``0666`` minus the
+    umask), not ``mkstemp``'s private ``0600``. ``durable`` forces the bytes to disk before the
+    move (what a resumable run's state needs: after a power cut the move is only as good as the
+    data behind it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -334,12 +337,55 @@ def atomic_write(path: str | Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_atomically(path: str | Path, data: bytes | str, durable: bool = False) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` through :func:`atomic_write`."""
+    payload = data.encode() if isinstance(data, str) else data
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload), durable=durable)
+
+
+def append_bytes(path: str | Path, valid_length: int, payload: bytes) -> int:
+    """Truncate ``path`` to ``valid_length`` bytes (dropping whatever an interrupted run wrote
+    after its last commit), append ``payload`` and fsync; returns the new length in bytes."""
+    path = Path(path)
+    mode = "r+b" if path.exists() else "w+b"
+    with open(path, mode) as handle:
+        handle.truncate(valid_length)
+        handle.seek(valid_length)
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return valid_length + len(payload)
+
+
+def xtc_bytes(xyz_nm: np.ndarray, time_ps: np.ndarray, steps: np.ndarray) -> bytes:
+    """Frames ``(T, N, 3)`` (nm) with their time stamps ``(T,)`` (ps) and step numbers ``(T,)``
+    encoded as XTC. XTC frames are self-contained, so these bytes appended to an XTC file make
+    a valid, longer XTC: the one trajectory encoder of ``generate`` and ``simulate``."""
+    from mdtraj.formats import XTCTrajectoryFile
+
+    fd, tmp = tempfile.mkstemp(suffix=".xtc")
+    os.close(fd)
+    try:
+        with XTCTrajectoryFile(tmp, "w") as handle:
+            handle.write(
+                np.asarray(xyz_nm, dtype=np.float32),
+                time=np.asarray(time_ps, dtype=np.float32),
+                step=np.asarray(steps, dtype=np.int32),
+            )
+        return Path(tmp).read_bytes()
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def save_structure(

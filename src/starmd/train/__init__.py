@@ -1,1 +1,2 @@
-"""Training: config, batches -> losses, LightningModule/DataModule, run and model export."""
+"""Training: batches -> losses, LightningModule/DataModule, distillation, run and model export
+(the config and the model file itself: :mod:`starmd.modelfile`)."""

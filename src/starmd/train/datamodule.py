@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
 from starmd.data.store import read_index
-from starmd.train.config import DataSection
+from starmd.modelfile.config import DataSection
 
 
 class WindowDataModule(L.LightningDataModule):

@@ -21,8 +21,8 @@ import torch
 from starmd.diffusion.sampler import SAMPLERS, PredictFn, reverse_loop, reverse_schedule
 from starmd.errors import StarmdInputError
 from starmd.model import StarDenoiser
+from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
-from starmd.train.config import TrainConfig
 from starmd.train.module import StarMDModule, WindowContext
 
 

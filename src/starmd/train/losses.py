@@ -1,6 +1,6 @@
 """Training losses of the denoiser's clean-frame predictions; all masked, all per noisy frame.
 
-Weights and the low-noise cut-off come from :class:`starmd.train.config.LossSection` (STAR-MD
+Weights and the low-noise cut-off come from :class:`starmd.modelfile.config.LossSection` (STAR-MD
 paper's weights as a starting point): rotation score, translation, torsion, backbone FAPE,
 all-atom FAPE, and at low noise only an atom-coordinate and a local distance-map loss.
 Lengths inside the losses are nanometres (Angstrom x 0.1) so terms are O(1).
@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from starmd.diffusion import NoisyState, SE3TorusDiffuser
+from starmd.modelfile.config import LossSection
 from starmd.structure import geometry
 from starmd.structure.rigid import Rigid
-from starmd.train.config import LossSection
 
 NM = 0.1  # Angstrom -> nm
 

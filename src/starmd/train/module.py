@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from starmd.diffusion.elastic import TransPrior, bonded_pairs, elastic_prior
+from starmd.diffusion.conditioning import FrameConditioner, PreviousFrame
 from starmd.diffusion.se3_diffuser import NoisyState
+from starmd.diffusion.settings import build_diffuser
 from starmd.model import FrameTokens, ProteinConditioning, StarDenoiser
+from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
 from starmd.train.batch import CleanWindow, clean_window_from_batch, conditioning_from_batch
-from starmd.train.config import TrainConfig, build_diffuser
 from starmd.train.losses import denoising_losses
 
 
@@ -39,8 +40,7 @@ class WindowContext:
     window: CleanWindow
     context: NoisyState
     tau_ctx: torch.Tensor
-    previous: Rigid
-    trans_prior: TransPrior | None
+    previous: PreviousFrame
     torsion_mask: torch.Tensor
 
     @property
@@ -67,6 +67,7 @@ class StarMDModule(L.LightningModule):
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = build_denoiser(config)
         self.diffuser = build_diffuser(config.diffusion)
+        self.conditioner = FrameConditioner(config.diffusion, self.diffuser)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self._step_start: float | None = None
 
@@ -107,21 +108,14 @@ class StarMDModule(L.LightningModule):
         )
         # noisy frame t is predicted as an update of the Gaussian posterior base built from its
         # noisy state and clean frame t-1 (frame 0: the initial structure)
-        previous = Rigid.cat([cond.init_frames.unsqueeze(1), context.frames[:, :-1]], dim=1)
-        trans_prior = None
-        if diffusion.elastic_reference:
-            trans_prior = elastic_prior(
-                previous.trans,
-                cond.init_frames.trans[:, None],
-                cond.residue_mask[:, None],
-                bonded_pairs(cond.residue_index, cond.chain_index)[:, None],
-                diffusion.reference_trans_spread,
-                diffusion.reference_bond_stiffness,
-                diffusion.reference_contact_stiffness,
-                diffusion.reference_contact_cutoff,
-                diffusion.reference_contact_restoring,
-            )
-        return WindowContext(cond, window, context, tau_ctx, previous, trans_prior, torsion_mask)
+        previous = self.conditioner.previous_frame(
+            Rigid.cat([cond.init_frames.unsqueeze(1), context.frames[:, :-1]], dim=1),
+            cond.init_frames.trans[:, None],
+            cond.residue_mask[:, None],
+            cond.residue_index[:, None],
+            cond.chain_index[:, None],
+        )
+        return WindowContext(cond, window, context, tau_ctx, previous, torsion_mask)
 
     def denoise_window(
         self,
@@ -133,15 +127,7 @@ class StarMDModule(L.LightningModule):
     ):
         """One block-causal pass: every noisy frame ``(B, K, L)`` at its ``tau`` ``(B, K)``
         attends to the clean context up to its own time; returns the noisy frames' outputs."""
-        diffusion = self.config.diffusion
-        base = self.diffuser.posterior_base(
-            frames,
-            ctx.previous,
-            tau[..., None],
-            diffusion.reference_trans_spread,
-            diffusion.reference_rot_spread,
-            ctx.trans_prior,
-        )
+        base = self.conditioner.posterior_base(frames, ctx.previous, tau[..., None])
         time_ps = ctx.window.time_ps
         out = model(
             ctx.cond,

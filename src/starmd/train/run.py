@@ -1,4 +1,4 @@
-"""``starmd train``: build the Lightning Trainer, run, export the EMA weights; load models back.
+"""``starmd train``: build the Lightning Trainer, run, export the EMA weights as a model file.
 
 Outputs in the run folder::
 
@@ -11,31 +11,13 @@ Outputs in the run folder::
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from starmd.errors import StarmdCheckpointError, StarmdInputError, located
-from starmd.model import StarDenoiser
-from starmd.train.config import TrainConfig, build_diffuser
-
-FORMAT = "starmd-model-1"
-
-
-@dataclass
-class LoadedModel:
-    """A denoiser ready for sampling, with the diffusion it was trained with."""
-
-    model: StarDenoiser
-    config: TrainConfig
-    source: str
-
-    @property
-    def diffuser(self):
-        return build_diffuser(self.config.diffusion)
+from starmd.modelfile import load_model, resolve_model, save_model
+from starmd.modelfile.config import TrainConfig
 
 
 def train(
@@ -52,8 +34,9 @@ def train(
 
     ``resume``: a ``.ckpt`` to continue from exactly (``"last"`` = the run's last checkpoint).
     ``callbacks``: extra Lightning callbacks; ``fast_dev_run``: one batch of each loop (smoke).
-    ``init``: start the weights (and their EMA) from a model file (fresh optimizer), e.g. to
-    continue a GPU run on a CPU from its exported ``model.safetensors``.
+    ``init``: start the weights (and their EMA) from a model file or a bundled model's name
+    (fresh optimizer), e.g. to continue a GPU run on a CPU from its exported
+    ``model.safetensors``.
     """
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -65,6 +48,8 @@ def train(
 
     out_dir = Path(out_dir)
     read_index(data_dir)  # clear error early if this is not a dataset
+    if init is not None:
+        init = resolve_model(init)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -81,7 +66,7 @@ def train(
     if init is None and config.distill.teacher is not None:
         init = config.distill.teacher  # a student starts as its teacher
     if init is not None:
-        weights = load_model(init).model.state_dict()
+        weights = load_model(resolve_model(init)).model.state_dict()
         try:
             module.model.load_state_dict(weights)
             module.ema.load_state_dict(weights)
@@ -169,12 +154,13 @@ def build_module(config: TrainConfig):
         return StarMDModule(config)
     from starmd.train.distill import DistillModule
 
+    teacher_path = resolve_model(teacher_path)
     teacher = load_model(teacher_path)
     if teacher.config.diffusion != config.diffusion:
         raise StarmdInputError(
             located(teacher_path, "the teacher's diffusion section differs from the config's")
         )
-    if teacher.config.model.denoiser(teacher_path) != config.model.denoiser():
+    if teacher.config.model.denoiser(str(teacher_path)) != config.model.denoiser():
         raise StarmdInputError(
             located(teacher_path, "the teacher's network differs from the config's model section")
         )
@@ -182,53 +168,5 @@ def build_module(config: TrainConfig):
 
 
 def export_model(module, path: str | Path) -> Path:
-    """Write the EMA weights and the config as one safetensors file (atomic)."""
-    from safetensors.torch import save_file
-
-    from starmd.structure.io import atomic_write
-
-    state = {k: v.detach().cpu().contiguous() for k, v in module.ema.state_dict().items()}
-    metadata = {"format": FORMAT, "config": json.dumps(module.config.to_dict())}
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load ``model.safetensors`` (exported) or a Lightning ``.ckpt`` (its EMA weights).
-
-    Raises:
-        StarmdCheckpointError: missing, corrupt or incompatible file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise StarmdCheckpointError(located(path, "model file not found"))
-    try:
-        if path.suffix == ".ckpt":
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            config = TrainConfig.from_dict(ckpt["hyper_parameters"]["config"], str(path))
-            state = {
-                k[len("ema.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("ema.")
-            }
-        else:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as fh:
-                metadata = fh.metadata() or {}
-                if metadata.get("format") != FORMAT:
-                    raise StarmdCheckpointError(
-                        located(path, f"not a starmd model (format {metadata.get('format')!r})")
-                    )
-                config = TrainConfig.from_dict(json.loads(metadata["config"]), str(path))
-                state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except StarmdCheckpointError:
-        raise
-    except Exception as exc:
-        raise StarmdCheckpointError(located(path, f"unreadable model file ({exc})")) from exc
-    model = StarDenoiser(config.model.denoiser(str(path)))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise StarmdCheckpointError(
-            located(path, f"weights do not match the model configuration ({first})")
-        ) from exc
-    return LoadedModel(model.to(device).eval(), config, str(path))
+    """Write a training module's EMA weights and config as one model file (atomic)."""
+    return save_model(module.ema, module.config, path)

@@ -19,7 +19,7 @@ def measure(preset: str, window: int, crop: int, batch: int, steps: int, device:
     from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
     from starmd.data.prepare import prepare
     from starmd.model import count_parameters
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule, step_generator
 
     md = Path(str(resources.files("starmd") / "assets" / "demo" / "1am7"))

@@ -9,20 +9,18 @@
 Each protein's output goes to ``OUT/{name}/``. ``--shard i/n`` keeps the proteins at positions
 ``i, i + n, i + 2n, ...`` (``i`` counts from 0, as ``$SLURM_ARRAY_TASK_ID`` does for
 ``--array=0-(n-1)``), so n array tasks together cover the list exactly once; ``--workers k`` runs
-k proteins at a time on this machine. A protein that fails does not stop the others; the
-command then ends with one error line naming every failed protein.
+k proteins at a time on this machine (:func:`starmd.workers.run_jobs` with the ``"record"``
+rule). A protein that fails does not stop the others; the command then ends with one error line
+naming every failed protein (:func:`check_failures`).
 """
 
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from starmd.errors import StarmdError, StarmdInputError, located
 
@@ -108,52 +106,6 @@ def shard(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
     return list(jobs[index::count])
 
 
-def run_jobs(
-    jobs: Sequence[Job],
-    task: Callable[[Job], Any],
-    workers: int = 1,
-    on_done: Callable[[Job, Any, str | None], None] | None = None,
-) -> dict[str, str]:
-    """Run ``task(job)`` for every job, ``workers`` at a time (processes when > 1).
-
-    ``task`` must be a picklable top-level function for ``workers > 1``. A job that raises a
-    :class:`StarmdError` is recorded and the others continue; any other exception propagates.
-    ``on_done(job, result, error)`` is called as each job finishes.
-
-    Returns:
-        name -> error message of the jobs that failed (empty when all succeeded).
-    """
-    if workers < 1:
-        raise StarmdInputError(f"--workers {workers}: need at least 1")
-    failures: dict[str, str] = {}
-
-    def finish(job: Job, result: Any, error: str | None) -> None:
-        if error is not None:
-            failures[job.name] = error
-        if on_done is not None:
-            on_done(job, result, error)
-
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            try:
-                finish(job, task(job), None)
-            except StarmdError as err:
-                finish(job, None, str(err))
-        return failures
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: dict[Future, Job] = {pool.submit(task, job): job for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                try:
-                    finish(job, future.result(), None)
-                except StarmdError as err:
-                    finish(job, None, str(err))
-    return failures
-
-
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask: a SLURM allocation, taskset), else all."""
     try:
@@ -182,8 +134,9 @@ def busy_cpu_warning(threads: int, load: float | None = None) -> str | None:
     )
 
 
-def check_failures(failures: dict[str, str], total: int) -> None:
-    """Raise one :class:`StarmdError` naming every failed protein and its error (if any)."""
+def check_failures(failures: Sequence[tuple[Job, str]], total: int) -> None:
+    """Raise one :class:`StarmdError` naming every failed protein and its error (if any);
+    ``failures`` as :func:`starmd.workers.run_jobs` returns them."""
     if failures:
-        listed = "; ".join(f"{name}: {error}" for name, error in failures.items())
+        listed = "; ".join(f"{job.name}: {error}" for job, error in failures)
         raise StarmdError(f"{len(failures)} of {total} proteins failed: {listed}")

@@ -6,7 +6,7 @@ import mdtraj
 import pytest
 import torch
 
-from starmd import fanout
+from starmd.cli import lists
 from starmd.errors import StarmdInputError, StarmdSimulationError
 from tests.conftest import STRUCTURES
 from tests.test_cli import assert_one_line_error, run_cli
@@ -19,15 +19,15 @@ def _csv(tmp_path, rows):
 
 
 def test_folder_and_csv_lists(tmp_path):
-    jobs = fanout.read_jobs(STRUCTURES)
+    jobs = lists.read_jobs(STRUCTURES)
     assert [j.name for j in jobs] == sorted(j.name for j in jobs)
     assert {"1ubi", "1vii", "3u7t"} <= {j.name for j in jobs}  # .pdb and .cif alike
     csv_path = _csv(tmp_path, [("ubq", str(STRUCTURES / "1ubi.pdb")), ("hp36", "hp.pdb")])
     (tmp_path / "hp.pdb").write_text((STRUCTURES / "1vii.pdb").read_text())
-    jobs = fanout.read_jobs(csv_path)
+    jobs = lists.read_jobs(csv_path)
     assert [(j.name, j.structure.name) for j in jobs] == [("ubq", "1ubi.pdb"), ("hp36", "hp.pdb")]
-    assert fanout.is_list(csv_path) and fanout.is_list(tmp_path)
-    assert not fanout.is_list(STRUCTURES / "1ubi.pdb")
+    assert lists.is_list(csv_path) and lists.is_list(tmp_path)
+    assert not lists.is_list(STRUCTURES / "1ubi.pdb")
 
 
 @pytest.mark.parametrize(
@@ -40,46 +40,29 @@ def test_folder_and_csv_lists(tmp_path):
 )
 def test_bad_lists(tmp_path, rows, message):
     with pytest.raises(StarmdInputError, match=message):
-        fanout.read_jobs(_csv(tmp_path, rows))
+        lists.read_jobs(_csv(tmp_path, rows))
 
 
 def test_bad_list_sources(tmp_path):
     (tmp_path / "bad.csv").write_text("id,file\n1,2\n")
     with pytest.raises(StarmdInputError, match="columns name,structure"):
-        fanout.read_jobs(tmp_path / "bad.csv")
+        lists.read_jobs(tmp_path / "bad.csv")
     (tmp_path / "empty").mkdir()
     with pytest.raises(StarmdInputError, match="no structure files"):
-        fanout.read_jobs(tmp_path / "empty")
+        lists.read_jobs(tmp_path / "empty")
 
 
 def test_shards_cover_the_list_exactly_once():
-    jobs = [fanout.Job(f"p{i}", STRUCTURES / "1ubi.pdb") for i in range(11)]
+    jobs = [lists.Job(f"p{i}", STRUCTURES / "1ubi.pdb") for i in range(11)]
     for n in (1, 2, 3, 4, 11, 12):
-        parts = [fanout.shard(jobs, i, n) for i in range(n)]
+        parts = [lists.shard(jobs, i, n) for i in range(n)]
         names = [j.name for part in parts for j in part]
         assert sorted(names) == sorted(j.name for j in jobs)
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert fanout.parse_shard("2/4") == (2, 4) and fanout.parse_shard(None) == (0, 1)
+    assert lists.parse_shard("2/4") == (2, 4) and lists.parse_shard(None) == (0, 1)
     for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(StarmdInputError, match="--shard"):
-            fanout.parse_shard(bad)
-
-
-def _fail_on_b(job):
-    if job.name == "b":
-        raise StarmdSimulationError("b exploded")
-    return job.name.upper()
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_failing_protein_does_not_stop_the_others(workers):
-    jobs = [fanout.Job(n, STRUCTURES / "1ubi.pdb") for n in ("a", "b", "c")]
-    seen = {}
-    failures = fanout.run_jobs(
-        jobs, _fail_on_b, workers=workers, on_done=lambda j, r, e: seen.update({j.name: r})
-    )
-    assert failures == {"b": "b exploded"}
-    assert seen == {"a": "A", "b": None, "c": "C"}
+            lists.parse_shard(bad)
 
 
 def _generate_two(tmp_path, model, frames: int) -> tuple:
@@ -140,7 +123,7 @@ def test_parallel_workers_share_the_cores(tiny_model_path, tmp_path, capsys):
     out, base = _generate_two(tmp_path, tiny_model_path, frames=2)
     code, stdout, _ = run_cli([*base, "--workers", "2"], capsys)
     assert code == 0 and "2 of 2 proteins" in stdout
-    share = max(1, fanout.usable_cpus() // 2)
+    share = max(1, lists.usable_cpus() // 2)
     for name, stem in (("hp36", "1vii"), ("ubq", "1ubi")):
         assert json.loads((out / name / f"{stem}.json").read_text())["threads"] == share
     single = tmp_path / "single"
@@ -155,8 +138,8 @@ def test_parallel_workers_share_the_cores(tiny_model_path, tmp_path, capsys):
 
 
 def test_busy_cpus_are_warned_about(monkeypatch):
-    monkeypatch.setattr(fanout, "usable_cpus", lambda: 2)
-    warning = fanout.busy_cpu_warning(2, load=1.0)
+    monkeypatch.setattr(lists, "usable_cpus", lambda: 2)
+    warning = lists.busy_cpu_warning(2, load=1.0)
     assert warning and "--threads 1" in warning and "1 of 2 CPUs" in warning
-    assert fanout.busy_cpu_warning(2, load=0.2) is None  # a free machine
-    assert fanout.busy_cpu_warning(1, load=5.0) is None  # one thread cannot wait on another
+    assert lists.busy_cpu_warning(2, load=0.2) is None  # a free machine
+    assert lists.busy_cpu_warning(1, load=5.0) is None  # one thread cannot wait on another

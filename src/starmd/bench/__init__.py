@@ -16,20 +16,18 @@ Sections (each a list of rows in ``bench.json`` and a table in ``bench.md``):
   of generated trajectories vs the number of denoising steps.
 - ``train``: training throughput (frames and tokens per second) per preset.
 
-Without a trained model (none bundled, no ``--model``) the timing sections use a randomly
-initialised model of the bundled configuration (same cost, meaningless output) and say so; the
-quality section needs a trained model and is skipped otherwise.
+The child process of each generation run is :mod:`starmd.bench.child`, the tables
+:mod:`starmd.bench.report`. Without a trained model (none bundled, no ``--model``) the timing
+sections use a randomly initialised model of the bundled configuration (same cost,
+meaningless output) and say so; the quality section needs a trained model and is skipped
+otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -39,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from starmd.errors import StarmdError, StarmdInputError
-
-SECTIONS = ("speed", "memory", "scaling", "quality", "train")
+from starmd.bench.child import run_child
+from starmd.bench.report import SECTIONS, machine_info, markdown
+from starmd.errors import StarmdInputError
 
 
 @dataclass
@@ -83,37 +81,6 @@ class BenchSettings:
             self.train_presets = ("tiny",)
 
 
-def machine_info(device: str) -> dict[str, Any]:
-    """CPU model, cores, memory, torch version and accelerator of this machine."""
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-    }
-    try:
-        import openmm
-
-        info["openmm"] = openmm.__version__
-    except ImportError:
-        pass
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def default_structure() -> Path:
     """A ~50-residue test protein of the bundled corpus (never trained on)."""
     from starmd.simulate.corpus import load_manifest
@@ -125,80 +92,11 @@ def default_structure() -> Path:
 
 def untrained_model(path: Path, preset: str = "small") -> Path:
     """A randomly initialised model file of ``preset`` (timing only: same cost as trained)."""
-    from starmd.train.config import TrainConfig
+    from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
     from starmd.train.run import export_model
 
     return export_model(StarMDModule(TrainConfig.from_yaml(None, [f"model.preset={preset}"])), path)
-
-
-def run_child(payload: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Run :func:`_child_main` in a fresh Python process; returns its JSON result."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run(
-        [sys.executable, "-c", "from starmd.bench import _child_main; _child_main()"],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise StarmdError(f"benchmark run failed: {tail[0]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _child_main() -> None:
-    """Child process: one generation run, reporting its sidecar figures and peak memory."""
-    import resource
-
-    started = time.perf_counter()  # before torch and starmd's sampling code are imported
-    import torch
-
-    from starmd.sample.generate import GenerationSettings, generate
-
-    payload = json.loads(sys.stdin.read())
-    torch.set_num_threads(payload["threads"])
-    settings = GenerationSettings(**payload["settings"])
-    elapsed: dict[int, float] = {}  # frame -> seconds since the rollout started
-    first_frame: list[float] = []  # seconds from the start of this process's imports
-
-    def progress(info: dict) -> None:
-        elapsed[info["frame"]] = info["elapsed_s"]
-        if info["frame"] == 1:
-            first_frame.append(time.perf_counter() - started)
-
-    sidecar = generate(
-        payload["structure"],
-        payload["out_dir"],
-        settings,
-        model=payload["model"],
-        device=payload["device"],
-        overwrite=True,
-        progress=progress,
-    )
-    steady_from = payload.get("steady_from")  # time only the frames from this one on
-    steady = None
-    if steady_from is not None and steady_from - 1 in elapsed and len(elapsed) > steady_from:
-        last = max(elapsed)
-        steady = (elapsed[last] - elapsed[steady_from - 1]) / (last - steady_from + 1)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    cuda_peak = torch.cuda.max_memory_allocated() if sidecar["device"].startswith("cuda") else None
-    health = sidecar["health"]
-    result = {
-        "time_to_model_s": sidecar["time_to_model_s"],
-        "rollout_s": sidecar["rollout_s"],
-        "frames_per_s": sidecar["frames_per_s"],
-        "ns_per_wall_s": sidecar["simulated_ns_per_wall_s"],
-        "residues": sidecar["residues"],
-        "peak_rss_mb": round(peak_rss / 2**20, 1),
-        "cuda_peak_mb": None if cuda_peak is None else round(cuda_peak / 2**20, 1),
-        "nan_frames": sum(h["nan_frames"] for h in health),
-        "steady_s_per_frame": steady,
-        "first_frame_s": round(first_frame[0], 3) if first_frame else None,
-    }
-    print(json.dumps(result))
 
 
 def _generation(
@@ -250,7 +148,7 @@ def bench_speed(
     independent trajectories generated as one batch; frames/s and ns per wall-second count all
     R trajectories together (aggregate sampling throughput).
     """
-    from starmd.sample.generate import resolve_model
+    from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
 
     frames = 4 if settings.quick else 50
@@ -311,12 +209,12 @@ def bench_speed(
 
 def model_defaults(model: Path, settings: BenchSettings) -> dict[str, Any]:
     """The generation settings a model runs at by default (``--dt``/``--steps`` override)."""
+    from starmd.modelfile import read_config
     from starmd.sample.generate import GenerationSettings, with_model_defaults
-    from starmd.train.run import load_model
 
     chosen = with_model_defaults(
         GenerationSettings(frames=2, dt_ps=settings.dt_ps, steps=settings.steps),
-        load_model(model).config,
+        read_config(model),
     )
     return {
         "dt_ps": chosen.dt_ps,
@@ -485,62 +383,13 @@ def _torch_device(device: str) -> str:
     return str(resolve_device(device))
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """All sections as Markdown tables, with the machine line first."""
-    m = results["machine"]
-    lines = [
-        "# starmd bench",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}"
-        + (f", OpenMM {m['openmm']}" if "openmm" in m else "")
-        + f"; device {m['device']}"
-        + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; {results['settings']['threads']} thread(s).",
-        f"Model: {results['model']}.",
-        "",
-    ]
-    titles = {
-        "speed": "Speed vs MD (same protein, same threads)",
-        "memory": "Peak memory vs trajectory length (2 denoising steps per frame)",
-        "scaling": "Cost vs protein size (synthetic multi-chain proteins)",
-        "quality": "Quality vs denoising steps",
-        "train": "Training throughput",
-    }
-    for section in SECTIONS:
-        if section not in results["sections"]:
-            continue
-        rows = results["sections"][section]
-        lines.append(f"## {titles[section]}")
-        lines.append("")
-        if isinstance(rows, str):
-            lines += [f"Skipped: {rows}", ""]
-            continue
-        keys = [k for k in rows[0] if k not in ("out_dir",)] if rows else []
-        lines.append("| " + " | ".join(keys) + " |")
-        lines.append("|" + "---|" * len(keys))
-        for row in rows:
-            lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if 1e4 <= abs(value) < 1e9:  # ratios: 12760, not 1.276e+04
-            return f"{value:.0f}"
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
-    return str(value)
-
-
 def run_bench(
     settings: BenchSettings, log: Callable[[str], None] = lambda _msg: None
 ) -> dict[str, Any]:
     """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``."""
     import torch
 
-    from starmd.sample.generate import bundled_model_path, resolve_model
+    from starmd.modelfile import installed_default_model, resolve_model
 
     settings.device = _torch_device(settings.device)
     torch.set_num_threads(settings.threads)
@@ -548,8 +397,7 @@ def run_bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="starmd-bench-"))
     structure = Path(settings.structure) if settings.structure else default_structure()
-    model = resolve_model(settings.model) if settings.model else None
-    model = model or (bundled_model_path() if bundled_model_path().exists() else None)
+    model = resolve_model(settings.model) if settings.model else installed_default_model()
     trained = model is not None
     if model is None:
         model = untrained_model(work / "untrained-small.safetensors")

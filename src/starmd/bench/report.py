@@ -1,0 +1,91 @@
+"""What ``starmd bench`` writes: the machine line and every section as a Markdown table."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+SECTIONS = ("speed", "memory", "scaling", "quality", "train")
+"""The sections of ``starmd bench``, in the order of ``bench.md``."""
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """CPU model, cores, memory, torch version and accelerator of this machine."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import openmm
+
+        info["openmm"] = openmm.__version__
+    except ImportError:
+        pass
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """All sections as Markdown tables, with the machine line first."""
+    m = results["machine"]
+    lines = [
+        "# starmd bench",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}"
+        + (f", OpenMM {m['openmm']}" if "openmm" in m else "")
+        + f"; device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + f"; {results['settings']['threads']} thread(s).",
+        f"Model: {results['model']}.",
+        "",
+    ]
+    titles = {
+        "speed": "Speed vs MD (same protein, same threads)",
+        "memory": "Peak memory vs trajectory length (2 denoising steps per frame)",
+        "scaling": "Cost vs protein size (synthetic multi-chain proteins)",
+        "quality": "Quality vs denoising steps",
+        "train": "Training throughput",
+    }
+    for section in SECTIONS:
+        if section not in results["sections"]:
+            continue
+        rows = results["sections"][section]
+        lines.append(f"## {titles[section]}")
+        lines.append("")
+        if isinstance(rows, str):
+            lines += [f"Skipped: {rows}", ""]
+            continue
+        keys = [k for k in rows[0] if k not in ("out_dir",)] if rows else []
+        lines.append("| " + " | ".join(keys) + " |")
+        lines.append("|" + "---|" * len(keys))
+        for row in rows:
+            lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if 1e4 <= abs(value) < 1e9:  # ratios: 12760, not 1.276e+04
+            return f"{value:.0f}"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    return str(value)

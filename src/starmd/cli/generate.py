@@ -1,0 +1,176 @@
+"""``starmd generate``: the command-line wrapper of :func:`starmd.sample.generate.generate`, for
+one structure or a list of them (:mod:`starmd.cli.lists`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from starmd.cli.common import progress_bar
+
+
+def generate(
+    structure: Path = typer.Argument(..., help="PDB or mmCIF file: frame 0 of the trajectory."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    frames: int = typer.Option(100, help="Frames per trajectory, frame 0 (the input) included."),
+    dt: str = typer.Option(
+        None,
+        help="Physical time between frames, with a unit: 10ps, 1ns (default: the model's "
+        "recommended time step, see its card).",
+    ),
+    replicas: int = typer.Option(1, help="Independent trajectories, generated as one batch."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same settings: same output)."),
+    steps: int = typer.Option(
+        None,
+        help="Reverse-diffusion steps per frame, speed vs quality (default: the model's; 1-2 "
+        "for a distilled few-step model, see `starmd train --distill-from`).",
+    ),
+    context: int = typer.Option(
+        7, help="Past frames kept in the KV cache (memory stays flat); 0 = full history."
+    ),
+    sink: bool = typer.Option(True, help="Always keep frame 0 (the input) in the cache."),
+    sampler: str = typer.Option(
+        None,
+        help="ddpm (exact posterior steps), ddim (deterministic), dpm2 (ddim + second-order "
+        "multistep correction, DPM-Solver++(2M); for few steps), sde (Euler-Maruyama of the "
+        "reverse SDE, as in the paper; needs many steps), ode (probability flow), cm "
+        "(consistency-style steps of a distilled model: the last prediction, at a moderate "
+        "noise level, is the frame). Default: the model's.",
+    ),
+    schedule_rho: float = typer.Option(
+        3.0, help="Spacing of the denoising times: 1 = linear, larger = more steps at low noise."
+    ),
+    model: Path = typer.Option(
+        None,
+        help="Model file (RUN/model.safetensors or a .ckpt) or a bundled model's name: "
+        "starmd-small (default), starmd-small-fast (distilled, 1-2 steps).",
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
+    chain: list[str] = typer.Option(None, "--chain", help="Keep only this chain (repeatable)."),
+    chunk: int = typer.Option(50, help="Frames written per chunk (commit interval)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in OUT."),
+    overwrite: bool = typer.Option(False, help="Replace existing trajectories in OUT."),
+    stop_on_failure: bool = typer.Option(
+        False, help="End a replica at its first NaN, CA-CA break or clash."
+    ),
+    shard: str = typer.Option(
+        None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
+    ),
+    workers: int = typer.Option(1, help="With a list: proteins generated in parallel processes."),
+    threads: int = typer.Option(
+        None,
+        min=1,
+        help="CPU threads per generating process (default: all cores, divided among --workers).",
+    ),
+) -> None:
+    """Generate long trajectories from one structure by autoregressive rollout.
+
+    STRUCTURE may also be a folder of structures or a CSV (name,structure): each protein then
+    goes to OUT/NAME/, optionally split over job-array tasks with --shard i/n.
+
+    Writes OUT/NAME.pdb (topology), OUT/NAME_R<i>.xtc (time stamps in ps, superposed on frame
+    0) and OUT/NAME.json (settings, seed, speed, per-replica health: NaN frames, CA-CA breaks,
+    clashes). Open with: mdtraj.load("OUT/NAME_R1.xtc", top="OUT/NAME.pdb"), or in PyMOL/VMD.
+
+    Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 1ns --replicas 3
+    """
+    from starmd.cli import lists
+    from starmd.sample.generate import GenerationSettings
+    from starmd.sample.generate import generate as run_generate
+    from starmd.units import format_ps, parse_duration_ps
+
+    dt_ps = parse_duration_ps(dt) if dt is not None else None
+    settings = GenerationSettings(
+        frames=frames,
+        dt_ps=dt_ps,
+        replicas=replicas,
+        seed=seed,
+        steps=steps,
+        context=context or None,
+        sink=sink,
+        sampler=sampler,
+        schedule_rho=schedule_rho,
+        chunk=chunk,
+        stop_on_failure=stop_on_failure,
+        chains=list(chain or []),
+    )
+    if lists.is_list(structure):
+        generate_list(
+            structure, out, settings, model, device, resume, overwrite, shard, workers, threads
+        )
+        return
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    warning = lists.busy_cpu_warning(torch.get_num_threads())
+    if warning:
+        typer.echo(warning, err=True)
+    with progress_bar() as bar:
+        task = bar.add_task("generating", total=frames, info="")
+
+        def report(info: dict) -> None:
+            rate = info["new_frames"] / max(info["elapsed_s"], 1e-9)
+            ns_per_s = rate * replicas * info["dt_ps"] / 1000
+            bar.update(
+                task,
+                completed=info["frame"] + 1,
+                info=f"{format_ps((info['frame']) * info['dt_ps'])} | {ns_per_s:.3g} ns/s | "
+                f"flagged {info['flagged']}",
+            )
+
+        sidecar = run_generate(
+            structure,
+            out,
+            settings,
+            model=model,
+            device=device,
+            resume=resume,
+            overwrite=overwrite,
+            progress=report,
+        )
+    typer.echo(
+        f"wrote {out}/{sidecar['name']}.pdb + {len(sidecar['files']['trajectories'])} XTC: "
+        f"{sidecar['frames_written']} frames at {format_ps(sidecar['dt_ps'])}, "
+        f"{sidecar['simulated_ns_per_wall_s']} simulated ns per wall-second"
+    )
+
+
+def generate_list(
+    source, out, settings, model, device, resume, overwrite, shard, workers, threads=None
+):
+    """Generate for every protein of a folder/CSV (this shard), one sub-folder each; each of
+    the ``workers`` processes uses ``threads`` CPU threads (default: its share of the CPUs
+    this process may use)."""
+    from functools import partial
+
+    from starmd.cli import lists
+    from starmd.sample.generate import generate_job
+    from starmd.workers import run_jobs
+
+    jobs = lists.shard(lists.read_jobs(source), *lists.parse_shard(shard))
+    if threads is None and workers > 1 and len(jobs) > 1:  # else one process: torch's default
+        threads = max(1, lists.usable_cpus() // min(workers, len(jobs)))
+    task_fn = partial(
+        generate_job,
+        out_root=str(out),
+        settings=settings,
+        model=None if model is None else str(model),
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        threads=threads,
+    )
+    with progress_bar() as bar:
+        task = bar.add_task("proteins", total=len(jobs), info="")
+
+        def done(job, result, error):
+            info = f"{job.name}: " + (
+                f"failed ({error})" if error else f"{result['simulated_ns_per_wall_s']} ns/s"
+            )
+            bar.update(task, advance=1, info=info)
+
+        failures = run_jobs(task_fn, jobs, workers, on_failure="record", on_done=done)
+    typer.echo(f"generated {len(jobs) - len(failures)} of {len(jobs)} proteins into {out}/")
+    lists.check_failures(failures, len(jobs))

@@ -1,0 +1,179 @@
+"""The trajectory files of ``starmd generate``: topology PDB, one XTC per replica, resume state.
+
+Frames are written in chunks: each chunk is encoded as XTC (:func:`starmd.structure.io.xtc_bytes`)
+and appended to the replica's file (XTC frames are self-contained, so concatenation is a valid
+XTC), then ``{name}.progress.json`` records the committed frames and byte lengths, atomically.
+An interrupted run therefore leaves valid, shorter trajectories; a resumed one truncates them to
+the last commit (:func:`open_outputs`) and re-encodes the cached history from the written frames
+(:func:`restore_history`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from starmd.errors import StarmdInputError, located
+from starmd.sample.rollout import Rollout
+from starmd.structure import geometry
+from starmd.structure.io import (
+    NM_TO_ANGSTROM,
+    append_bytes,
+    atomic_write,
+    build_topology,
+    write_atomically,
+    xtc_bytes,
+)
+from starmd.structure.protein import Protein
+from starmd.structure.rigid import Rigid
+from starmd.structure.superpose import superpose
+
+
+class TrajectoryWriter:
+    """Buffers frames per replica and commits chunks to the XTC files + progress file.
+
+    ``progress_state`` is the resume record (:func:`open_outputs`): per replica the committed
+    ``frames`` and XTC ``bytes``; the writer updates it at every commit.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        name: str,
+        protein: Protein,
+        atom_mask: np.ndarray,
+        replicas: int,
+        progress_state: dict,
+    ):
+        self.out_dir = out_dir
+        self.name = name
+        self.atom_mask = atom_mask
+        self.topology, self.slots = build_topology(protein, atom_mask)
+        self.ca_columns = np.flatnonzero(self.slots[:, 1] == 1)
+        self.reference: np.ndarray | None = None
+        self.buffers: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(replicas)]
+        self.state = progress_state
+        self.progress_path = out_dir / f"{name}.progress.json"
+
+    def path(self, replica: int) -> Path:
+        return self.out_dir / f"{self.name}_R{replica + 1}.xtc"
+
+    def xyz_nm(self, positions: np.ndarray) -> np.ndarray:
+        """``(L, 15, 3)`` Angstrom -> ``(n_atoms, 3)`` nm, superposed on frame 0 by CA (the
+        first frame seen is frame 0: it becomes the reference)."""
+        xyz = positions[self.slots[:, 0], self.slots[:, 1]] / NM_TO_ANGSTROM
+        if self.reference is None:
+            self.reference = xyz
+            return xyz
+        return superpose(xyz[None], self.reference, self.ca_columns)[0]
+
+    def write_topology(self, frame0: np.ndarray) -> Path:
+        """Write ``{name}.pdb``: the heavy-atom topology at frame 0 ``(L, 15, 3)`` Angstrom
+        (which also becomes the superposition reference)."""
+        import mdtraj
+
+        xyz0 = self.xyz_nm(frame0)
+        traj0 = mdtraj.Trajectory(xyz0[None].astype(np.float32), self.topology)
+        return atomic_write(self.out_dir / f"{self.name}.pdb", lambda tmp: traj0.save_pdb(tmp))
+
+    def add(self, replica: int, t: int, positions: np.ndarray) -> None:
+        """Buffer frame ``t`` ``(L, 15, 3)`` Angstrom of ``replica`` (0-based)."""
+        self.buffers[replica].append((t, self.xyz_nm(positions)))
+
+    def commit(self, dt_ps: float) -> None:
+        """Append the buffered frames (time stamps ``t * dt_ps``) and record the commit."""
+        for r, buffer in enumerate(self.buffers):
+            if not buffer:
+                continue
+            steps = np.array([t for t, _ in buffer])
+            numbers = np.arange(int(steps[0]), int(steps[0]) + len(buffer))
+            data = xtc_bytes(np.stack([x for _, x in buffer]), steps * dt_ps, numbers)
+            record = self.state["replicas"][r]
+            record["bytes"] = append_bytes(self.path(r), record["bytes"], data)
+            record["frames"] = int(steps[-1]) + 1
+            buffer.clear()
+        write_atomically(self.progress_path, json.dumps(self.state, indent=1))
+
+
+def open_outputs(
+    out_dir: Path, name: str, replicas: int, identity: dict, resume: bool, overwrite: bool
+) -> dict:
+    """The resume record of a run into ``out_dir``: a fresh one (the XTC files created empty),
+    or, with ``resume``, the recorded one with the XTC files cut back to its last commit.
+
+    ``identity`` (input digest, model, settings) must match the recorded one to resume.
+    """
+    progress_path = out_dir / f"{name}.progress.json"
+    existing = [out_dir / f"{name}_R{r + 1}.xtc" for r in range(replicas)]
+    if resume and progress_path.exists():
+        state = json.loads(progress_path.read_text())
+        if state.get("identity") != identity:
+            raise StarmdInputError(
+                located(
+                    progress_path,
+                    "was written with other settings, model or structure; cannot resume",
+                )
+            )
+        for r, path in enumerate(existing):
+            committed = state["replicas"][r]["bytes"]
+            with open(path, "r+b") as fh:
+                fh.truncate(committed)
+        return state
+    if resume:
+        raise StarmdInputError(located(progress_path, "nothing to resume (no progress file)"))
+    if any(p.exists() for p in existing) and not overwrite:
+        raise StarmdInputError(located(existing[0], "exists; pass --overwrite or --resume"))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in existing:
+            path.write_bytes(b"")
+    except OSError as exc:
+        raise StarmdInputError(located(out_dir, f"cannot write output ({exc.strerror})")) from exc
+    return {"identity": identity, "replicas": [{"frames": 0, "bytes": 0} for _ in range(replicas)]}
+
+
+def restore_history(
+    rollout: Rollout,
+    writer: TrajectoryWriter,
+    protein: Protein,
+    start: int,
+    replicas: int,
+    context: int | None,
+) -> None:
+    """Re-encode the cached history of a resumed rollout (frame 0 and the last ``context``
+    frames before ``start``; None = all) from the written trajectories."""
+    import mdtraj
+
+    if any(r["frames"] != start for r in writer.state["replicas"]):
+        raise StarmdInputError("replicas were stopped at different frames; resume not possible")
+    inputs = rollout.inputs
+    frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
+    writer.xyz_nm(frame0)  # sets the superposition reference
+    rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
+    context = context if context is not None else start
+    first = max(1, start - context)
+    positions = []
+    for r in range(replicas):
+        traj = mdtraj.load(str(writer.path(r)), top=writer.topology)
+        xyz = traj.xyz[first:start] * NM_TO_ANGSTROM
+        pos = np.zeros((len(xyz), *inputs.cond.aatype.shape[1:], 15, 3))
+        pos[:, writer.slots[:, 0], writer.slots[:, 1]] = xyz
+        positions.append(pos)
+    stacked = torch.from_numpy(np.stack(positions, 1))  # (T, B, L, 15, 3)
+    cond = inputs.cond
+    aatype = torch.from_numpy(protein.aatype)
+    atom_mask = torch.from_numpy(writer.atom_mask)
+    linked = torch.from_numpy(protein.linked_prev)
+    dtype, device = inputs.init_torsions.dtype, inputs.init_torsions.device
+    for k, t in enumerate(range(first, start)):
+        pos = stacked[k] - inputs.centre.double().cpu()[:, None, None]
+        frames = geometry.atoms_to_frames(pos)
+        torsions, _ = geometry.atoms_to_torsions(pos, aatype, atom_mask, linked)
+        rollout.push_clean(
+            t,
+            Rigid(frames.rots.to(device, dtype), frames.trans.to(device, dtype)),
+            torch.where(cond.torsion_mask, torsions.to(device, dtype), 0.0),
+        )
