@@ -130,7 +130,7 @@ MUTATIONS = (
     Mutation(
         "resume_shifted_frames",
         "generate --resume restores its history one frame shifted (frames t-1 as t)",
-        "src/starmd/sample/generate.py",
+        "src/starmd/sample/writer.py",
         "xyz = traj.xyz[first:start] * NM_TO_ANGSTROM",
         "xyz = traj.xyz[first - 1 : start - 1] * NM_TO_ANGSTROM",
         (RESUME,),
@@ -138,7 +138,7 @@ MUTATIONS = (
     Mutation(
         "resume_shifted_times",
         "generate --resume restores its history one frame shifted (frame t cached as t-1)",
-        "src/starmd/sample/generate.py",
+        "src/starmd/sample/writer.py",
         "        rollout.push_clean(\n            t,\n",
         "        rollout.push_clean(\n            t - 1,\n",
         (RESUME,),

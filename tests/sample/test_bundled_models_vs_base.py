@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from starmd.sample.generate import bundled_model_path
-from starmd.train.run import load_model
+from starmd.modelfile import bundled_model_path, load_model
 
 DEMO_MD = Path(str(resources.files("starmd") / "assets" / "demo" / "2wqg"))
 MAX_RATIO = {

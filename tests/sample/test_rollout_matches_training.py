@@ -18,11 +18,11 @@ import torch
 
 from starmd.diffusion.so3_diffuser import SO3Diffuser
 from starmd.diffusion.torus_diffuser import TorusDiffuser
+from starmd.modelfile import bundled_model_path, load_model
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
 from starmd.structure.rigid import Rigid
 from starmd.train.module import StarMDModule
-from starmd.train.run import load_model
 from tests.conftest import STRUCTURES
 
 DT_PS = 100.0
@@ -45,8 +45,7 @@ def noiseless_at_tau_zero(monkeypatch):
 
 def _rollout_first_step(loaded, inputs):
     """The tokens and prediction of the first denoising call of frame 1."""
-    settings = RolloutSettings.for_model(loaded.config.diffusion, dt_ps=DT_PS, steps=2)
-    settings = dataclasses.replace(settings, context_noise=0.0)
+    settings = RolloutSettings(steps=2, context_noise=0.0)
     rollout = Rollout(loaded, inputs, settings, seed=5)
     model, calls = loaded.model, []
     real = model.append_and_denoise
@@ -86,8 +85,6 @@ def _training_window(inputs) -> dict[str, torch.Tensor]:
 def test_first_rollout_step_equals_training_denoising_of_the_same_window(
     model_name, tiny_model_path, noiseless_at_tau_zero
 ):
-    from starmd.sample.generate import bundled_model_path
-
     path = tiny_model_path if model_name == "tiny" else bundled_model_path(model_name)
     loaded = load_model(path)
     protein, positions = load_structure(STRUCTURES / "1vii.pdb")

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from starmd.train.config import TrainConfig
+from starmd.modelfile.config import TrainConfig
 from starmd.train.run import train
 
 DDP = [

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from starmd.diffusion import SE3TorusDiffuser, random_rotations
+from starmd.modelfile.config import LossSection
 from starmd.structure.residue_constants import RESTYPES
 from starmd.structure.rigid import Rigid
-from starmd.train.config import LossSection
 from starmd.train.losses import denoising_losses, fape, torsion_loss
 
 CHI2 = 4  # torsion order: omega, phi, psi, chi1, chi2, chi3, chi4
