@@ -143,6 +143,30 @@ MUTATIONS = (
         "        rollout.push_clean(\n            t - 1,\n",
         (RESUME,),
     ),
+    Mutation(
+        "resume_state_ignored",
+        "generate --resume ignores the saved rollout state (history re-read from the XTC)",
+        "src/starmd/sample/writer.py",
+        "if saved is not None and (writer.out_dir / saved).is_file():",
+        "if False:",
+        (RESUME,),
+    ),
+    Mutation(
+        "resume_cache_dropped",
+        "generate --resume restores the last frame but not the KV cache",
+        "src/starmd/sample/rollout.py",
+        'self.cache.load_state_dict(state["cache"], self.device)',
+        "self.cache.reset()",
+        (RESUME,),
+    ),
+    Mutation(
+        "resume_last_frame_shifted",
+        "generate --resume stages the saved last frame t with time stamp t-1",
+        "src/starmd/sample/rollout.py",
+        'self.stage_clean(int(state["frame"]), frames, torsions)',
+        'self.stage_clean(int(state["frame"]) - 1, frames, torsions)',
+        (RESUME,),
+    ),
 )
 
 
