@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from starmd.errors import StarmdInputError
 from starmd.sample.generate import GenerationSettings, generate
 from starmd.sample.rollout import Rollout
 from tests.conftest import STRUCTURES
@@ -81,6 +82,13 @@ def test_resume_twice_in_a_row_is_still_exact(tiny_model_path, tmp_path):
     _interrupted(out, settings, tiny_model_path, at_frame=10, resume=True)  # 3-8
     generate(VILLIN, out, settings, model=tiny_model_path, device="cpu", resume=True)
     assert _files(out, 2) == _files(tmp_path / "full", 2)
+
+
+def test_unreadable_rollout_state_is_a_one_line_error(tiny_model_path, tmp_path):
+    _interrupted(tmp_path, _settings(), tiny_model_path, at_frame=4)
+    (tmp_path / "1vii.rollout.3.pt").write_bytes(b"not a saved state")
+    with pytest.raises(StarmdInputError, match=r"1vii\.rollout\.3\.pt: unreadable rollout state"):
+        generate(VILLIN, tmp_path, _settings(), model=tiny_model_path, device="cpu", resume=True)
 
 
 def _ca_distances(frames) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -190,12 +191,7 @@ def restore_history(
     writer.xyz_nm(frame0)  # sets the superposition reference
     saved = writer.state.get("rollout_state")
     if saved is not None and (writer.out_dir / saved).is_file():
-        state = torch.load(writer.out_dir / saved, map_location="cpu", weights_only=True)
-        if state["frame"] + 1 != start:
-            raise StarmdInputError(
-                located(writer.out_dir / saved, f"does not end at frame {start - 1}; cannot resume")
-            )
-        rollout.load_state_dict(state)
+        rollout.load_state_dict(_read_rollout_state(writer.out_dir / saved, start))
         return True
     log.warning(
         "%s: no saved rollout state (written by an earlier version); resuming from the written "
@@ -204,6 +200,17 @@ def restore_history(
     )
     _reencode_history(rollout, writer, protein, start, replicas, context)
     return False
+
+
+def _read_rollout_state(path: Path, start: int) -> dict:
+    """The rollout state saved in ``path`` after frame ``start - 1``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise StarmdInputError(located(path, f"unreadable rollout state ({exc})")) from exc
+    if state.get("frame") != start - 1:
+        raise StarmdInputError(located(path, f"does not end at frame {start - 1}; cannot resume"))
+    return state
 
 
 def _reencode_history(
