@@ -2,10 +2,14 @@ import numpy as np
 
 from starmd.evaluate.trajectories import load_heavy_topology
 from starmd.evaluate.validity import (
+    CA_BREAK_CONFDIFF,
     check_validity,
     janin_allowed,
+    judge,
+    measure_frames,
     plan_validity,
     ramachandran_allowed,
+    thresholds_from_md,
     validity_summary,
 )
 
@@ -83,3 +87,58 @@ def test_reference_contours_allow_helix_and_sheet_and_reject_forbidden_regions()
         True,
         False,
     ]
+
+
+def _stretch_ca_bond(topology, xyz, gap):
+    """Villin with residues 30-34 moved along the CA(29)-CA(30) bond so that it is ``gap`` A."""
+    frame = xyz.copy()
+    ca = topology.select("name CA")
+    tail = np.concatenate([_residue_atoms(topology, r) for r in range(30, 35)])
+    bond = xyz[ca[30]] - xyz[ca[29]]
+    length = np.linalg.norm(bond)
+    frame[tail] += (gap - length) * bond / length
+    return frame
+
+
+def test_ca_break_at_4_3_angstrom_fails_confdiff_threshold_but_not_headline():
+    topology, xyz, plan = _villin()
+    measures = measure_frames(_stretch_ca_bond(topology, xyz, 4.3)[None], plan)
+    assert np.isclose(measures["ca_max_consecutive_a"][0], 4.3)
+    assert judge(measures)["valid_ca"][0]  # headline: break above 4.5 A
+    assert not judge(measures, CA_BREAK_CONFDIFF)["valid_ca"][0]  # ConfDiff/MDGen: 4.19 A
+
+
+def test_measures_match_a_hand_computation_on_the_crystal_structure():
+    topology, xyz, plan = _villin()
+    measures = measure_frames(xyz[None], plan)
+    ca = xyz[topology.select("name CA")]
+    consecutive = np.linalg.norm(ca[1:] - ca[:-1], axis=1).max()  # villin: one chain, no gaps
+    d = np.linalg.norm(ca[:, None] - ca[None], axis=2)
+    apart = np.abs(np.arange(len(ca))[:, None] - np.arange(len(ca))[None]) >= 2
+    assert np.isclose(measures["ca_max_consecutive_a"][0], consecutive)
+    assert np.isclose(measures["ca_min_nonbonded_a"][0], d[apart].min())
+    c = xyz[[a.index for a in topology.atoms if a.name == "C"]]
+    n = xyz[[a.index for a in topology.atoms if a.name == "N"]]
+    assert np.isclose(measures["peptide_max_a"][0], np.linalg.norm(c[:-1] - n[1:], axis=1).max())
+
+
+def test_thresholds_from_md_sit_at_the_99th_percentile_of_each_measure():
+    steps = np.arange(101) / 100.0  # 0.00 ... 1.00: 99th percentile 0.99, 1st 0.01
+    measures = {
+        "finite": np.ones(101, dtype=bool),
+        "ca_min_nonbonded_a": 4.0 + steps,
+        "ca_max_consecutive_a": 3.5 + steps,
+        "clash_max_overlap_a": steps,
+        "peptide_max_a": 1.0 + steps,
+        "rama_outlier_fraction": 0.1 * steps,
+        "rotamer_outlier_fraction": 0.2 * steps,
+    }
+    t = thresholds_from_md(measures)
+    assert np.allclose(
+        [t.ca_clash_a, t.ca_break_a, t.clash_overlap_a, t.peptide_break_a],
+        [4.01, 4.49, 0.99, 1.99],
+    )
+    assert np.isclose(t.rama_outlier_max, 0.099) and np.isclose(t.rotamer_outlier_max, 0.198)
+    flags = judge(measures, t)
+    for check in ("ca_clash", "ca_break", "aa_clash", "aa_break"):
+        assert flags[check].sum() == 1  # the single most extreme MD frame

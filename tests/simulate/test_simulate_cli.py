@@ -80,3 +80,13 @@ def test_corpus_scripts_entry_still_starts_the_build_command():
         timeout=120,
     )
     assert output.returncode == 0 and "round-robin" in output.stdout
+
+
+def test_corpus_build_rejects_a_bad_split_target_before_simulating(tmp_path):
+    result = runner.invoke(
+        app, ["corpus", "build", "--out", str(tmp_path / "md"), "--split-ns", "val:1.0"]
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, StarmdInputError)
+    assert "--split-ns val:1.0" in str(result.exception)
+    assert not (tmp_path / "md").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import mdtraj
@@ -18,17 +19,19 @@ from starmd.simulate.corpus import (
     build_corpus,
     default_manifest,
     load_manifest,
+    parse_split_ns,
     select_entries,
+    stage_plan,
     stage_targets,
 )
 
 
-def test_manifest_has_at_least_16_distinct_small_real_proteins():
+def test_manifest_has_at_least_32_distinct_small_real_proteins():
     entries = load_manifest()
-    assert len(entries) >= 16
+    assert len(entries) >= 32
     assert len({e.name for e in entries}) == len(entries)
     assert len({e.pdb_id for e in entries}) == len(entries)
-    assert all(10 <= e.residues <= 100 for e in entries)
+    assert all(10 <= e.residues <= 120 for e in entries)
     assert Counter(e.fold_class for e in entries).keys() == {"alpha", "beta", "mixed"}
     assert all(e.source_package and e.path_in_package and e.source_licence for e in entries)
 
@@ -67,6 +70,33 @@ def test_stage_targets_grow_to_the_requested_length():
         stage_targets(0.5, 0.0)
 
 
+def test_split_ns_parses_per_split_targets_and_rejects_bad_ones():
+    assert parse_split_ns(["val=1.0", "test=1.2"]) == {"val": 1.0, "test": 1.2}
+    assert parse_split_ns(None) == {}
+    for bad in ("val", "holdout=1.0", "val=x", "test=0"):
+        with pytest.raises(StarmdInputError, match=f"--split-ns {bad}: expected SPLIT=NS"):
+            parse_split_ns([bad])
+
+
+def test_stage_plan_grows_training_proteins_first_then_held_out_ones_further():
+    base = load_manifest()[0]
+    entries = [
+        replace(base, name="new_train", split="train"),
+        replace(base, name="heldout_val", split="val"),
+        replace(base, name="heldout_test", split="test"),
+    ]
+    plan = stage_plan(entries, 0.3, 0.1, {"val": 1.0, "test": 1.0})
+    grown = [[(entry.name, ns) for entry, ns in stage] for stage in plan]
+    assert len(grown) == 10
+    assert grown[0] == [("new_train", 0.1), ("heldout_val", 0.1), ("heldout_test", 0.1)]
+    assert grown[2] == [("new_train", 0.3), ("heldout_val", 0.3), ("heldout_test", 0.3)]
+    assert grown[3] == [("heldout_val", 0.4), ("heldout_test", 0.4)]
+    assert grown[-1] == [("heldout_val", 1.0), ("heldout_test", 1.0)]
+    assert stage_plan(entries, 0.25, 0.1) == [[(e, ns) for e in entries] for ns in (0.1, 0.2, 0.25)]
+    with pytest.raises(StarmdInputError, match="--split-ns holdout=1.0"):
+        stage_plan(entries, 0.3, 0.1, {"holdout": 1.0})
+
+
 def test_select_entries_rejects_unknown_names():
     entries = load_manifest()
     assert [e.name for e in select_entries(entries, ["1enh"])] == ["1enh"]
@@ -86,7 +116,9 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
         load_manifest(path)
 
 
-def test_build_grows_every_replica_round_robin(prepared_dir: Path, trpcage_pdb, tmp_path):
+def test_build_grows_every_replica_round_robin_to_its_split_target(
+    prepared_dir: Path, trpcage_pdb, tmp_path
+):
     root = tmp_path / "corpus"
     shutil.copytree(prepared_dir, root / NAME)
     manifest = tmp_path / "manifest.csv"
@@ -122,6 +154,22 @@ def test_build_grows_every_replica_round_robin(prepared_dir: Path, trpcage_pdb, 
             top=str(atlas.topology_pdb(root / NAME, NAME)),
         )
         assert list(traj.time) == [1.0, 2.0]
+
+    grown = build_corpus(
+        root,
+        manifest=manifest,
+        ns=0.001,
+        split_ns={"train": 0.003},
+        step_ns=0.001,
+        replicas=2,
+        save_every_ps=1.0,
+        equilibrate_ps=0.4,
+        chunk_frames=1,
+        platform="CPU",
+        threads=1,
+        progress=False,
+    )
+    assert [r["frames"] for r in grown[0]["replicas"]] == [3, 3]
 
 
 def test_manifest_doubles_as_the_split_file_of_prepare():

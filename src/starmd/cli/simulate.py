@@ -157,6 +157,13 @@ def corpus_build_command(
             "--step-ns", help="ns added per replica per round-robin stage over all proteins."
         ),
     ] = 0.1,
+    split_ns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--split-ns",
+            help="SPLIT=NS: own target for one split, e.g. val=1.0 (repeatable; else --ns).",
+        ),
+    ] = None,
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Only this protein (repeatable).")
     ] = None,
@@ -178,13 +185,14 @@ def corpus_build_command(
 
     All proteins first reach --step-ns per replica, then 2 x --step-ns, ... up to --ns, so an
     interrupted build leaves every protein with some MD. Rerunning continues from the saved
-    portable states; a larger --ns grows the corpus.
+    portable states; a larger --ns grows the corpus. --split-ns gives a split its own target
+    (the held-out proteins longer than the training ones).
 
     Example:
 
-        starmd corpus build --out corpus/md --ns 0.5 --replicas 2
+        starmd corpus build --out corpus/md --ns 0.3 --split-ns val=1.0 --split-ns test=1.0
     """
-    from starmd.simulate.corpus import build_corpus
+    from starmd.simulate.corpus import build_corpus, parse_split_ns
 
     _configure_logging()
     results = build_corpus(
@@ -193,6 +201,7 @@ def corpus_build_command(
         ns=ns,
         replicas=replicas,
         step_ns=step_ns,
+        split_ns=parse_split_ns(split_ns),
         only=only or None,
         protocol=protocol,
         platform=platform,

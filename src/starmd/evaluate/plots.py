@@ -156,4 +156,37 @@ def protein_plots(
     axes[2].set(xlabel="time (ns)", ylabel="Rg (A)", title="radius of gyration")
     axes[2].legend(fontsize=7)
     written["health"] = _save(fig, plot_dir / "health.png")
+    if "geometry_c_n" in series.get("md_reference", {}):
+        written["local_geometry"] = _save(
+            _local_geometry_figure(name, series), plot_dir / "local_geometry.png"
+        )
     return written
+
+
+# (array key, axis label, histogram range) of the local-geometry panels.
+_GEOMETRY_PANELS = (
+    ("geometry_c_n", "C(i)-N(i+1) (A)", (1.0, 2.5)),
+    ("geometry_ca_ca", "CA(i)-CA(i+1) (A)", (3.0, 5.0)),
+    ("geometry_ca_c_n", "CA-C-N angle (deg)", (90.0, 150.0)),
+    ("geometry_c_n_ca", "C-N-CA angle (deg)", (90.0, 150.0)),
+    ("geometry_omega", "omega (deg)", (-180.0, 180.0)),
+)
+
+
+def _local_geometry_figure(name: str, series: dict[str, dict[str, np.ndarray]]):
+    """Histograms of peptide-bond geometry, MD (reference replica 1) against every method;
+    values outside a panel's range are clipped into its edge bins so they stay visible."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(_GEOMETRY_PANELS), figsize=(3.2 * len(_GEOMETRY_PANELS), 3.2))
+    for ax, (key, label, (lo, hi)) in zip(axes, _GEOMETRY_PANELS, strict=True):
+        bins = np.linspace(lo, hi, 61)
+        for m, a in series.items():
+            if key not in a or len(a[key]) == 0:
+                continue
+            style = REFERENCE_STYLE if m == "md_reference" else {"label": m, "lw": 1.0}
+            ax.hist(np.clip(a[key], lo, hi), bins=bins, density=True, histtype="step", **style)
+        ax.set(xlabel=label, yscale="log")
+    axes[0].set_ylabel("density")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(f"{name}: local geometry")
+    return fig

@@ -18,6 +18,12 @@ from starmd.evaluate.baselines import anm_ensemble, static_ensemble
 from starmd.evaluate.features import sincos, torsions_of
 from starmd.evaluate.geometry import fit_pca, radius_of_gyration, rmsf
 from starmd.evaluate.health import health_series, health_summary
+from starmd.evaluate.local_geometry import (
+    geometry_samples,
+    geometry_summary,
+    measure_geometry,
+    plan_geometry,
+)
 from starmd.evaluate.trajectories import (
     Ensemble,
     ProteinFiles,
@@ -25,7 +31,15 @@ from starmd.evaluate.trajectories import (
     load_heavy_topology,
     match_atoms,
 )
-from starmd.evaluate.validity import check_validity, plan_validity, validity_summary
+from starmd.evaluate.validity import (
+    CA_BREAK_CONFDIFF,
+    ValidityThresholds,
+    check_validity,
+    judge,
+    plan_validity,
+    thresholds_from_md,
+    validity_summary,
+)
 from starmd.structure.superpose import superpose
 
 REFERENCE = "md_reference"
@@ -34,6 +48,9 @@ AUTOCORRELATION_PCS = 32
 PLOT_POINTS = 5000
 # tICA on more (sin, cos) features than this costs minutes of eigendecomposition.
 MAX_TICA_FEATURES = 4000
+# Local geometry costs ~35 ms per frame of a 1,000-residue protein; its distributions are well
+# sampled by this many frames, evenly spaced so that every part of a rollout is seen.
+GEOMETRY_FRAMES = 2000
 
 
 @dataclass(frozen=True)
@@ -70,16 +87,22 @@ class ReferenceCache:
     Args:
         reference: the reference replicas.
         initial: ``(N, 3)`` Angstrom, the initial structure (reference PDB), same atoms.
+        held_out: index of the replica scored as the oracle; the MD-derived validity thresholds
+            come from the other replicas so that the oracle is judged by limits it did not set.
     """
 
-    def __init__(self, reference: Ensemble, initial: np.ndarray) -> None:
+    def __init__(
+        self, reference: Ensemble, initial: np.ndarray, held_out: int | None = None
+    ) -> None:
         self.reference = reference
         self.initial = initial
+        self.held_out = held_out
         self._cache: dict[bytes, dict] = {}
 
     def view(self, ref_idx: np.ndarray) -> dict:
         """Reference data restricted to the atoms ``ref_idx``: ``topology``, ``initial``,
-        ``ca``, superposed ``replicas``, validity ``plan`` and per-replica ``checks``."""
+        ``ca``, superposed ``replicas``, validity ``plan``, per-replica ``checks`` and the
+        ``md_thresholds`` derived from the non-held-out replicas."""
         key = ref_idx.tobytes()
         if key not in self._cache:
             topology = self.reference.topology.subset(ref_idx)
@@ -87,15 +110,60 @@ class ReferenceCache:
             ca = topology.select("name CA")
             replicas = [superpose(r[:, ref_idx], initial, ca) for r in self.reference.replicas]
             plan = plan_validity(topology)
+            checks = [check_validity(r, plan) for r in replicas]
+            own = [c for i, c in enumerate(checks) if i != self.held_out]
             self._cache[key] = {
                 "topology": topology,
                 "initial": initial,
                 "ca": ca,
                 "replicas": replicas,
                 "plan": plan,
-                "checks": [check_validity(r, plan) for r in replicas],
+                "geometry_plan": plan_geometry(topology, plan),
+                "checks": checks,
+                "md_thresholds": thresholds_from_md(_pooled(own)),
             }
         return self._cache[key]
+
+
+def _pooled(checks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-frame check arrays of several trajectories, concatenated."""
+    return {k: np.concatenate([c[k] for c in checks]) for k in checks[0]}
+
+
+def _local_geometry(
+    replicas: list[np.ndarray], checks: list[dict[str, np.ndarray]], ref: dict, seed: int
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Section E scalars and histogram samples of trajectories in the view ``ref``'s atoms, on
+    at most :data:`GEOMETRY_FRAMES` evenly spaced finite frames."""
+    pooled = _pooled(checks)
+    keep = np.flatnonzero(pooled["finite"])
+    if len(keep) > GEOMETRY_FRAMES:
+        keep = keep[np.linspace(0, len(keep) - 1, GEOMETRY_FRAMES).astype(int)]
+    measures = measure_geometry(np.concatenate(replicas)[keep], ref["geometry_plan"])
+    rama = pooled["rama_outlier_fraction"][keep]
+    return geometry_summary(measures, rama), geometry_samples(measures, seed)
+
+
+def validity_scores(checks: dict[str, np.ndarray], md_thresholds: ValidityThresholds) -> dict:
+    """Validity percentages under the three conventions the table shows side by side.
+
+    Headline (``validity_*_pct``), ConfDiff/MDGen's 4.19 A CA break (``*_ca419``) and thresholds
+    at the reference MD's 99th percentile (``*_md99``), plus those thresholds themselves
+    (``md99_*``: Angstrom, outlier limits in %).
+    """
+    out = validity_summary(checks)
+    out |= validity_summary(judge(checks, CA_BREAK_CONFDIFF), "_ca419")
+    out |= validity_summary(judge(checks, md_thresholds), "_md99")
+    t = md_thresholds
+    out |= {
+        "md99_ca_clash_a": t.ca_clash_a,
+        "md99_ca_break_a": t.ca_break_a,
+        "md99_clash_overlap_a": t.clash_overlap_a,
+        "md99_peptide_break_a": t.peptide_break_a,
+        "md99_rama_outlier_pct": 100.0 * t.rama_outlier_max,
+        "md99_rotamer_outlier_pct": 100.0 * t.rotamer_outlier_max,
+    }
+    return out
 
 
 def _clean(frames: np.ndarray, exploded: np.ndarray | None = None) -> np.ndarray:
@@ -167,12 +235,15 @@ def score_method(
         "dt_ps": method.dt_ps,
         "usable_frames": int(len(gen_all)),
     }
-    out |= validity_summary({k: np.concatenate([c[k] for c in gen_checks]) for k in gen_checks[0]})
+    out |= validity_scores(_pooled(gen_checks), ref["md_thresholds"])
+    geometry, geometry_arrays = _local_geometry(gen, gen_checks, ref, job.seed)
+    out |= geometry
     out |= health_summary(series)
     arrays: dict[str, np.ndarray] = {
         f"health_{k}_R{i + 1}": v for i, s in enumerate(series) for k, v in s.items()
     }
     arrays["rg_gen"] = np.concatenate([s["radius_of_gyration"] for s in series])
+    arrays |= geometry_arrays
     if len(gen_all) == 0:
         out["note"] = "no finite frame to score"
         return out, arrays
@@ -273,8 +344,9 @@ def _ensemble_scores(sc: _Scoring, ref: dict, job: ProteinJob) -> tuple[dict, di
     }
     out |= ensemble.rmwd(sc.atlas_all, sc.gen_all)
     ref_ca, gen_ca = sc.atlas_all[:, ca], sc.gen_all[:, ca]
-    out["pca_w2_md"] = ensemble.pca_w2(ref_ca, gen_ca, joint=False)
-    out["pca_w2_joint"] = ensemble.pca_w2(ref_ca, gen_ca, joint=True)
+    subset = {"frames": job.ensemble_frames, "seed": job.seed}
+    out["pca_w2_md"] = ensemble.pca_w2(ref_ca, gen_ca, joint=False, **subset)
+    out["pca_w2_joint"] = ensemble.pca_w2(ref_ca, gen_ca, joint=True, **subset)
     moving = float(np.var(gen_ca.reshape(len(gen_ca), -1), axis=0).sum()) > 1e-8
     out["pc_cosine"] = ensemble.pc_cosine(ref_ca, gen_ca) if moving else np.nan
     weak_ref, transient_ref = ensemble.contact_sets(
@@ -283,8 +355,12 @@ def _ensemble_scores(sc: _Scoring, ref: dict, job: ProteinJob) -> tuple[dict, di
     weak_gen, transient_gen = ensemble.contact_sets(
         sc.initial[ca], ensemble.contact_frequencies(gen_ca)
     )
-    out["weak_contacts_jaccard"] = ensemble.jaccard(weak_ref, weak_gen)
-    out["transient_contacts_jaccard"] = ensemble.jaccard(transient_ref, transient_gen)
+    for kind, ref_set, gen_set in (
+        ("weak_contacts", weak_ref, weak_gen),
+        ("transient_contacts", transient_ref, transient_gen),
+    ):
+        out[f"{kind}_jaccard"] = ensemble.jaccard(ref_set, gen_set)
+        out[f"{kind}_n_md"], out[f"{kind}_n"] = len(ref_set), len(gen_set)
     sidechains = np.array(
         [r for r, atoms in enumerate(ensemble.sidechain_residues(topology)) if atoms]
     )
@@ -359,27 +435,33 @@ def _ca_distance_sample(frames_ca: np.ndarray, seed: int, n: int = 20000) -> np.
 
 
 def _reference_properties(
-    cache: ReferenceCache, held_out: int | None
+    cache: ReferenceCache, held_out: int | None, job: ProteinJob
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Properties of the reference MD itself (full atom set): validity, spread, health."""
     ref = cache.view(np.arange(cache.reference.topology.n_atoms))
     ca = ref["ca"]
     atlas = [r for i, r in enumerate(ref["replicas"]) if i != held_out]
     atlas_all = _clean(np.concatenate(atlas))
-    out = validity_summary(ref["checks"][0])
+    out = validity_scores(ref["checks"][0], ref["md_thresholds"])
+    geometry, geometry_arrays = _local_geometry(
+        ref["replicas"][:1], ref["checks"][:1], ref, job.seed
+    )
+    out |= geometry
     series = [
         health_series(r, ref["initial"], ca, cache.reference.dt_ps, c)
         for r, c in zip(ref["replicas"], ref["checks"], strict=True)
     ]
     out |= health_summary(series)
     out |= {
-        "pairwise_rmsd": ensemble.mean_pairwise_rmsd(ensemble.subsample(atlas_all)[:, ca]),
+        "pairwise_rmsd": ensemble.mean_pairwise_rmsd(
+            ensemble.subsample(atlas_all, job.ensemble_frames, job.seed)[:, ca]
+        ),
         "rmsf_median": float(np.median(rmsf(atlas_all))),
         "dt_ps": cache.reference.dt_ps,
         "n_replicas": len(cache.reference.replicas),
     }
     arrays = {f"health_{k}_R{i + 1}": v for i, s in enumerate(series) for k, v in s.items()}
-    return out, arrays
+    return out, arrays | geometry_arrays
 
 
 def build_methods(
@@ -451,15 +533,16 @@ def evaluate_protein(job: ProteinJob) -> dict:
     reference = load_ensemble(job.reference, "reference")
     _, initial = load_heavy_topology(job.reference.pdb)
     methods, held_out, notes = build_methods(job, reference, initial)
-    cache = ReferenceCache(reference, initial)
+    cache = ReferenceCache(reference, initial, held_out)
     results: dict = {
         "protein": job.name,
         "notes": notes,
         "held_out_replica": held_out,
+        "settings": {"ensemble_frames": job.ensemble_frames, "seed": job.seed},
         "methods": {},
     }
     all_arrays: dict[str, np.ndarray] = {}
-    ref_scalars, ref_arrays = _reference_properties(cache, held_out)
+    ref_scalars, ref_arrays = _reference_properties(cache, held_out, job)
     results["methods"][REFERENCE] = ref_scalars
     all_arrays |= {f"{REFERENCE}/{k}": v for k, v in ref_arrays.items()}
     for label, method in methods.items():

@@ -32,6 +32,7 @@ SECTION_A = "A. STAR-MD paper (reference: MD replica 1)"
 SECTION_B = "B. ATLAS ensemble (reference: MD replicas, oracle replica held out)"
 SECTION_C = "C. MDGen dynamics (reference: MD replicas, matching physical lag)"
 SECTION_D = "D. Long-horizon health"
+SECTION_E = "E. Local geometry (every peptide bond of every frame; MD column: replica 1)"
 
 SECTION_NOTES = {
     SECTION_A: "PCA of the reference replica's CA coordinates (superposed on the initial "
@@ -39,13 +40,22 @@ SECTION_NOTES = {
     "tICA on backbone (sin, cos) torsions of valid frames (N/A below 30 valid lagged pairs); "
     "curves on the coarser of the two time steps; validity: CA clash < 3.0 A, CA break > 4.5 A, "
     "heavy-atom clash (vdW overlap > 0.4 A, 0.7 A for N/O pairs), C-N > 2.0 A, Ramachandran "
-    "outliers <= 4.12%, rotamer outliers <= 7.05% (MDAnalysis reference histograms).",
-    SECTION_B: "Per-atom metrics on the heavy atoms shared with the reference; pairwise RMSD, "
-    "PCA W2 and SASA on 250-frame random subsets (seed 0); contacts CA-CA < 8 A; SASA "
-    "Shrake-Rupley probe 0.28 nm, buried < 0.02 nm^2.",
+    "outliers <= 4.12%, rotamer outliers <= 7.05% (MDAnalysis reference histograms). Extra rows: "
+    "the same with ConfDiff/MDGen's CA break at 4.19 A, and with every limit set at the 99th "
+    "percentile of the reference MD's own frames (1st for the CA clash distance; replicas other "
+    "than the oracle; the 'MD limit' rows, median over proteins), as the paper set its limits "
+    "from ATLAS MD.",
+    SECTION_B: "Per-atom metrics on the heavy atoms shared with the reference; {subsets}; "
+    "contacts CA-CA < 8 A; SASA Shrake-Rupley probe 0.28 nm, buried < 0.02 nm^2.",
     SECTION_C: "Torsion histograms 100 bins on [-pi, pi]; tICA on the MD's torsion (sin, cos) "
     "features; k-means 100 / MSM / PCCA+ 10 states (deeptime); decorrelation at 1/e.",
     SECTION_D: "Every frame kept; NaN frames and exploded frames (Rg > 3x initial) counted.",
+    SECTION_E: "Mean and standard deviation over all bonds of the finite frames (at most 2,000 "
+    "evenly spaced frames per method); omega "
+    "non-trans = |omega| < 150 deg; clashes as in section A (vdW overlap > 0.4 A, 0.7 A for "
+    "N/O pairs, residues two or more apart); BioEmu's filter: every consecutive CA-CA < 4.5 A, "
+    "every C(i)-N(i+1) < 2.0 A, no two atoms of different residues closer than 1.0 A. "
+    "ConfDiff/MDGen's CA break (4.19 A) is in section A.",
 }
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -60,6 +70,17 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("validity_ca_pct", SECTION_A, "validity CA (%)", "higher"),
     MetricSpec("validity_aa_pct", SECTION_A, "validity AA (%)", "higher"),
     MetricSpec("validity_pct", SECTION_A, "validity CA+AA (%)", "higher"),
+    MetricSpec("validity_ca_pct_ca419", SECTION_A, "validity CA (%), CA break 4.19 A", "higher"),
+    MetricSpec("validity_pct_ca419", SECTION_A, "validity CA+AA (%), CA break 4.19 A", "higher"),
+    MetricSpec("validity_ca_pct_md99", SECTION_A, "validity CA (%), MD-derived limits", "higher"),
+    MetricSpec("validity_aa_pct_md99", SECTION_A, "validity AA (%), MD-derived limits", "higher"),
+    MetricSpec("validity_pct_md99", SECTION_A, "validity CA+AA (%), MD-derived limits", "higher"),
+    MetricSpec("md99_ca_clash_a", SECTION_A, "MD limit: closest non-bonded CA-CA (A, 1st pct)"),
+    MetricSpec("md99_ca_break_a", SECTION_A, "MD limit: CA(i)-CA(i+1) (A, 99th pct)"),
+    MetricSpec("md99_clash_overlap_a", SECTION_A, "MD limit: heavy-atom vdW overlap (A, 99th pct)"),
+    MetricSpec("md99_peptide_break_a", SECTION_A, "MD limit: C(i)-N(i+1) (A, 99th pct)"),
+    MetricSpec("md99_rama_outlier_pct", SECTION_A, "MD limit: Ramachandran outliers (%, 99th pct)"),
+    MetricSpec("md99_rotamer_outlier_pct", SECTION_A, "MD limit: rotamer outliers (%, 99th pct)"),
     MetricSpec("pairwise_rmsd", SECTION_B, "pairwise RMSD (A)"),
     MetricSpec("pairwise_rmsd_r", SECTION_B, "pairwise RMSD r (across proteins)", "higher"),
     MetricSpec("rmsf_median", SECTION_B, "RMSF median (A)"),
@@ -92,14 +113,40 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("rg_mean", SECTION_D, "mean Rg (A)"),
     MetricSpec("validity_first_decile_pct", SECTION_D, "validity first 10% of time (%)", "higher"),
     MetricSpec("validity_last_decile_pct", SECTION_D, "validity last 10% of time (%)", "higher"),
+    MetricSpec("geo_c_n_mean", SECTION_E, "C(i)-N(i+1) mean (A)"),
+    MetricSpec("geo_c_n_sd", SECTION_E, "C(i)-N(i+1) sd (A)"),
+    MetricSpec("geo_c_n_long_pct", SECTION_E, "C(i)-N(i+1) > 1.5 A (% of bonds)", "lower"),
+    MetricSpec("geo_n_ca_mean", SECTION_E, "N-CA mean (A)"),
+    MetricSpec("geo_n_ca_sd", SECTION_E, "N-CA sd (A)"),
+    MetricSpec("geo_ca_c_mean", SECTION_E, "CA-C mean (A)"),
+    MetricSpec("geo_ca_c_sd", SECTION_E, "CA-C sd (A)"),
+    MetricSpec("geo_ca_c_n_mean", SECTION_E, "CA-C-N angle mean (deg)"),
+    MetricSpec("geo_ca_c_n_sd", SECTION_E, "CA-C-N angle sd (deg)"),
+    MetricSpec("geo_c_n_ca_mean", SECTION_E, "C-N-CA angle mean (deg)"),
+    MetricSpec("geo_c_n_ca_sd", SECTION_E, "C-N-CA angle sd (deg)"),
+    MetricSpec("geo_omega_nontrans_pct", SECTION_E, "omega non-trans (% of bonds)", "lower"),
+    MetricSpec("geo_ca_ca_mean", SECTION_E, "CA(i)-CA(i+1) mean (A)"),
+    MetricSpec("geo_ca_ca_sd", SECTION_E, "CA(i)-CA(i+1) sd (A)"),
+    MetricSpec("geo_rama_outlier_pct", SECTION_E, "Ramachandran outliers per frame (%)", "lower"),
+    MetricSpec("geo_clash_pairs", SECTION_E, "heavy-atom clashes per frame", "lower"),
+    MetricSpec("geo_clash_frames_pct", SECTION_E, "frames with a heavy-atom clash (%)", "lower"),
+    MetricSpec("bioemu_valid_pct", SECTION_E, "BioEmu filter: frames passing (%)", "higher"),
 )
+
+_GEOMETRY_KEYS = {s.key for s in METRICS if s.section == SECTION_E}
 
 # md_reference properties shown in the MD column: the reference's own value of these metrics.
 _REFERENCE_KEYS = {
     "validity_ca_pct", "validity_aa_pct", "validity_pct", "pairwise_rmsd", "rmsf_median",
+    "validity_ca_pct_ca419", "validity_pct_ca419", "validity_ca_pct_md99", "validity_aa_pct_md99",
+    "validity_pct_md99", "md99_ca_clash_a", "md99_ca_break_a", "md99_clash_overlap_a",
+    "md99_peptide_break_a", "md99_rama_outlier_pct", "md99_rotamer_outlier_pct",
     "nan_frames", "exploded_frames", "rmsd_to_initial_final", "rmsd_to_initial_max", "rg_mean",
     "validity_first_decile_pct", "validity_last_decile_pct",
 }  # fmt: skip
+# Properties of the reference alone (the MD-derived validity limits): blank in other columns.
+_REFERENCE_KEYS |= _GEOMETRY_KEYS
+_REFERENCE_ONLY = {k for k in _REFERENCE_KEYS if k.startswith("md99_")}
 _MEDIAN_KEYS = {s.key for s in METRICS} - {
     "pairwise_rmsd_r",
     "rmsf_global_r",
@@ -120,6 +167,8 @@ class MetricsTable:
         na_counts: metric key -> method -> number of proteins where the metric was N/A.
         n_proteins: proteins aggregated.
         notes: caveats collected from the proteins.
+        settings: ``ensemble_frames`` and ``seed`` the proteins were scored with.
+        left_out: proteins left out of a Jaccard median (both sets empty), per row and method.
     """
 
     methods: list[str]
@@ -127,12 +176,27 @@ class MetricsTable:
     na_counts: dict[str, dict[str, int]]
     n_proteins: int
     notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
+
+    def subsets_note(self) -> str:
+        """The subset size and seed the proteins were scored with, in words."""
+        frames = self.settings.get("ensemble_frames", "?")
+        seed = self.settings.get("seed", "?")
+        return (
+            f"pairwise RMSD, PCA W2 and SASA on {frames}-frame random subsets (seed {seed}; "
+            "fewer frames when a trajectory is shorter)"
+        )
+
+    def section_notes(self) -> dict[str, str]:
+        """Definitions of each section, with this run's settings filled in."""
+        return {k: v.format(subsets=self.subsets_note()) for k, v in SECTION_NOTES.items()}
 
     def cell(self, key: str, method: str) -> str:
         value = self.values.get(key, {}).get(method, np.nan)
         na = self.na_counts.get(key, {}).get(method, 0)
         if not np.isfinite(value):
-            return "N/A" if method != "md_reference" else ""
+            return "N/A" if method != "md_reference" and key not in _REFERENCE_ONLY else ""
         text = f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
         if 0 < na < self.n_proteins:
             text += f" ({na} N/A)"
@@ -152,7 +216,10 @@ class MetricsTable:
             cells = " | ".join(self.cell(spec.key, m) for m in self.methods)
             lines.append(f"| {spec.label} | {spec.better} | {cells} |")
         lines.append("")
-        lines.append(f"Median over {self.n_proteins} protein(s). {JS_NOTE}")
+        lines.append(
+            f"Median over {self.n_proteins} protein(s). {JS_NOTE} Section B: {self.subsets_note()}."
+        )
+        lines += [f"- {note}" for note in self.left_out]
         return "\n".join(lines)
 
     def write_csv(self, path: Path) -> None:
@@ -213,6 +280,8 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
         for key in _MEDIAN_KEYS:
             if method == "md_reference" and key not in _REFERENCE_KEYS:
                 continue
+            if method != "md_reference" and key in _REFERENCE_ONLY:
+                continue
             raw = [r["methods"].get(method, {}).get(key) for r in results]
             if method != "md_reference" and key == "tica_corr":
                 raw = [
@@ -235,7 +304,8 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
             100.0 * float(np.mean(np.array(cosines) > 0.5)) if cosines else np.nan
         )
         values["rmsf_global_r"][method] = _global_rmsf_r(out_dir, results, method)
-    notes = [f"{r['protein']}: {n}" for r in results for n in r.get("notes", [])]
+    left_out = _empty_set_notes(results, methods)
+    notes = [f"{r['protein']}: {n}" for r in results for n in r.get("notes", [])] + left_out
     for r in results:
         for method, scores in r["methods"].items():
             for key in ("msm_note", "exposure_note", "note"):
@@ -246,7 +316,46 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
                     f"{r['protein']} / {method}: time steps are not integer multiples; "
                     f"lags rounded to {scores.get('common_dt_ps')} ps frames"
                 )
-    return MetricsTable(methods, values, na_counts, len(results), notes)
+    return MetricsTable(
+        methods, values, na_counts, len(results), notes, _run_settings(results), left_out
+    )
+
+
+# Jaccard rows -> the per-protein key prefix of their set sizes.
+_JACCARD_SETS = {
+    "weak_contacts_jaccard": "weak_contacts",
+    "transient_contacts_jaccard": "transient_contacts",
+    "exposed_jaccard": "exposed",
+}
+
+
+def _empty_set_notes(results: list[dict], methods: list[str]) -> list[str]:
+    """Per Jaccard row and method, how many proteins were left out because both sets were
+    empty (Jaccard undefined, AlphaFlow's NaN)."""
+    labels = {s.key: s.label for s in METRICS}
+    notes = []
+    for key, prefix in _JACCARD_SETS.items():
+        for method in methods:
+            scored = [r["methods"][method] for r in results if method in r["methods"]]
+            empty = sum(
+                1 for s in scored if s.get(f"{prefix}_n_md") == 0 and s.get(f"{prefix}_n") == 0
+            )
+            if empty:
+                notes.append(
+                    f"{labels[key]} / {method}: {empty} of {len(scored)} protein(s) left out of "
+                    "the median (both sets empty, Jaccard undefined)"
+                )
+    return notes
+
+
+def _run_settings(results: list[dict]) -> dict:
+    """The subset size and seed of the proteins' scoring (a sorted list where they differ)."""
+    settings = {}
+    for key in ("ensemble_frames", "seed"):
+        found = sorted({r["settings"][key] for r in results if key in r.get("settings", {})})
+        if found:
+            settings[key] = found[0] if len(found) == 1 else found
+    return settings
 
 
 def _global_rmsf_r(out_dir: Path, results: list[dict], method: str) -> float:
@@ -298,7 +407,7 @@ def write_html(table: MetricsTable, out_dir: Path, settings: dict) -> Path:
         cells = "".join(f"<td>{html.escape(table.cell(spec.key, m))}</td>" for m in table.methods)
         buf.write(f"<tr><td>{html.escape(spec.label)}</td><td>{spec.better}</td>{cells}</tr>")
     buf.write("</table><h2>Definitions</h2><ul>")
-    for section, note in SECTION_NOTES.items():
+    for section, note in table.section_notes().items():
         buf.write(f"<li><b>{html.escape(section)}</b>: {html.escape(note)}</li>")
     buf.write("</ul><p>Each function of <code>starmd.evaluate</code> documents its metric.</p>")
     if table.notes:

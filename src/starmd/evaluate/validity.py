@@ -5,7 +5,7 @@ no heavy-atom clash, no peptide-bond break, at most 4.12% Ramachandran outliers 
 rotamer outliers (the paper's thresholds, the 99th percentile of ATLAS MD); **valid** (CA+AA)
 when both hold. Non-finite frames are invalid.
 
-Thresholds (fixed; Angstrom):
+Headline thresholds (fixed, :data:`HEADLINE`; Angstrom):
 
 - CA clash: two CA atoms not adjacent in sequence closer than 3.0 A.
 - CA chain break: consecutive CA atoms (same chain, residue numbers differing by 1) farther than
@@ -23,6 +23,12 @@ Thresholds (fixed; Angstrom):
   every staggered value (60, 180, 300). These are documented substitutes for MolProbity's
   residue-specific contours; see ``data/README.md`` for source and licence.
 
+Every check thresholds one continuous per-frame measure (:func:`measure_frames`), so the same
+frames can be judged under other conventions (:func:`judge`): ConfDiff/MDGen's CA break at 4.19 A
+(:data:`CA_BREAK_CONFDIFF`), and thresholds derived from the reference MD at hand, each at the
+99th percentile of the MD's own frames as the paper derived its thresholds from ATLAS
+(:func:`thresholds_from_md`). The evaluation reports all three; the headline stays.
+
 Everything streams over frames (chunks) and finds close pairs with a KD-tree per frame, so memory
 does not grow with the number of atom pairs.
 """
@@ -39,16 +45,19 @@ from scipy.spatial import cKDTree
 
 from starmd.evaluate.geometry import dihedrals
 from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A
+from starmd.structure.local_geometry import CLASH_OVERLAP_A, POLAR_ALLOWANCE_A, VDW_RADIUS_A
 from starmd.structure.superpose import chunks
 
+# ConfDiff's and MDGen's chain-break threshold (reported as an extra row).
+CA_BREAK_CONFDIFF_A = 4.19
+# Non-bonded CA pairs are searched within this radius; the closest distance is capped here.
+CA_SEARCH_A = 8.0
+MD_PERCENTILE = 99.0
 PEPTIDE_BREAK_A = 2.0
-CLASH_OVERLAP_A = 0.4
-POLAR_CLASH_OVERLAP_A = 0.7
 RAMA_OUTLIER_MAX = 0.0412
 ROTAMER_OUTLIER_MAX = 0.0705
 STAGGERED_TOLERANCE_DEG = 40.0
 
-VDW_RADIUS_A = {"C": 1.70, "N": 1.55, "O": 1.52, "S": 1.80, "SE": 1.90}
 _JANIN_EXCLUDED = {"ALA", "CYS", "GLY", "PRO", "SER", "THR", "VAL"}
 _CHI1_ONLY = {"CYS", "SER", "THR", "VAL"}
 
@@ -198,67 +207,98 @@ def _chi_quartets(topology: md.Topology) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _frame_clashes(x: np.ndarray, plan: ValidityPlan) -> tuple[bool, bool]:
-    """(CA clash, heavy-atom clash) of one finite frame ``(N, 3)``."""
+def _frame_close_contacts(x: np.ndarray, plan: ValidityPlan) -> tuple[float, float]:
+    """(closest non-bonded CA-CA distance, largest heavy-atom overlap) of one finite frame.
+
+    The CA distance is over CA pairs not adjacent in sequence, capped at
+    :data:`CA_SEARCH_A`. The overlap is ``r_i + r_j - d`` over atoms of residues at least two
+    apart (or in different chains), less the extra hydrogen-bond allowance for N/O pairs and
+    excluding disulfide SG-SG, floored at 0; so the fixed rule "clash" reads ``overlap > 0.4``.
+    Angstrom.
+    """
     ca_xyz = x[plan.ca]
-    pairs = cKDTree(ca_xyz).query_pairs(CA_CLASH_A, output_type="ndarray")
-    ca_clash = False
+    closest = CA_SEARCH_A
+    pairs = cKDTree(ca_xyz).query_pairs(CA_SEARCH_A, output_type="ndarray")
     if len(pairs):
         ri, rj = plan.ca_residue[pairs[:, 0]], plan.ca_residue[pairs[:, 1]]
         bonded = (plan.residue_chain[ri] == plan.residue_chain[rj]) & (
             np.abs(plan.residue_number[ri] - plan.residue_number[rj]) <= 1
         )
-        ca_clash = bool((~bonded).any())
-    cutoff = 2 * max(VDW_RADIUS_A.values()) - CLASH_OVERLAP_A
-    pairs = cKDTree(x).query_pairs(cutoff, output_type="ndarray")
-    aa_clash = False
+        pairs = pairs[~bonded]
+        if len(pairs):
+            closest = float(np.linalg.norm(ca_xyz[pairs[:, 0]] - ca_xyz[pairs[:, 1]], axis=1).min())
+    overlap = 0.0
+    pairs = cKDTree(x).query_pairs(2 * max(VDW_RADIUS_A.values()), output_type="ndarray")
     if len(pairs):
         i, j = pairs[:, 0], pairs[:, 1]
         ri, rj = plan.atom_residue[i], plan.atom_residue[j]
         far = (plan.residue_chain[ri] != plan.residue_chain[rj]) | (
             np.abs(plan.residue_number[ri] - plan.residue_number[rj]) >= 2
         )
+        far &= ~(plan.atom_is_sg[i] & plan.atom_is_sg[j])
         polar = plan.atom_polar[i] & plan.atom_polar[j]
-        allowed = np.where(polar, POLAR_CLASH_OVERLAP_A, CLASH_OVERLAP_A)
-        limit = plan.atom_radius[i] + plan.atom_radius[j] - allowed
+        allowance = np.where(polar, POLAR_ALLOWANCE_A, 0.0)
         distance = np.linalg.norm(x[i] - x[j], axis=1)
-        disulfide = plan.atom_is_sg[i] & plan.atom_is_sg[j]
-        aa_clash = bool((far & ~disulfide & (distance < limit)).any())
-    return ca_clash, aa_clash
+        excess = plan.atom_radius[i] + plan.atom_radius[j] - distance - allowance
+        if far.any():
+            overlap = max(0.0, float(excess[far].max()))
+    return closest, overlap
 
 
-def check_validity(frames: np.ndarray, plan: ValidityPlan) -> dict[str, np.ndarray]:
-    """Run every check on every frame.
+@dataclass(frozen=True)
+class ValidityThresholds:
+    """The limits that turn per-frame measures into pass/fail (Angstrom; fractions in [0, 1]).
+
+    The defaults are the headline convention (module docstring); :func:`thresholds_from_md`
+    derives a set from reference MD instead, as the STAR-MD paper derived its own.
+    """
+
+    ca_clash_a: float = CA_CLASH_A
+    ca_break_a: float = CA_BREAK_A
+    clash_overlap_a: float = CLASH_OVERLAP_A
+    peptide_break_a: float = PEPTIDE_BREAK_A
+    rama_outlier_max: float = RAMA_OUTLIER_MAX
+    rotamer_outlier_max: float = ROTAMER_OUTLIER_MAX
+
+
+HEADLINE = ValidityThresholds()
+CA_BREAK_CONFDIFF = ValidityThresholds(ca_break_a=CA_BREAK_CONFDIFF_A)
+
+
+def measure_frames(frames: np.ndarray, plan: ValidityPlan) -> dict[str, np.ndarray]:
+    """The continuous per-frame quantities that every validity check thresholds.
 
     Args:
         frames: ``(T, N, 3)`` Angstrom, in the topology of ``plan``.
         plan: from :func:`plan_validity`.
 
     Returns:
-        per-frame arrays ``(T,)``: ``finite``, ``ca_clash``, ``ca_break``, ``aa_clash``,
-        ``aa_break`` (bool), ``rama_outlier_fraction``, ``rotamer_outlier_fraction`` (in [0, 1];
-        0 when the topology has no residue to check), and ``valid_ca``, ``valid_aa``,
-        ``valid`` (bool).
+        arrays ``(T,)``: ``finite`` (bool); ``ca_min_nonbonded_a`` (closest CA pair not adjacent
+        in sequence, capped at 8 A), ``ca_max_consecutive_a`` (longest CA(i)-CA(i+1)),
+        ``clash_max_overlap_a`` (largest heavy-atom vdW overlap, see
+        :func:`_frame_close_contacts`), ``peptide_max_a`` (longest C(i)-N(i+1)), all Angstrom
+        (0 where the topology has no such pair); ``rama_outlier_fraction``,
+        ``rotamer_outlier_fraction`` (in [0, 1]). Non-finite frames hold 0 and are judged by
+        ``finite``.
     """
     n = len(frames)
-    out = {
-        key: np.zeros(n, dtype=bool)
-        for key in ("finite", "ca_clash", "ca_break", "aa_clash", "aa_break")
-    }
-    out["rama_outlier_fraction"] = np.zeros(n)
-    out["rotamer_outlier_fraction"] = np.zeros(n)
+    out = {"finite": np.zeros(n, dtype=bool)}
+    for key in (
+        "ca_min_nonbonded_a", "ca_max_consecutive_a", "clash_max_overlap_a", "peptide_max_a",
+        "rama_outlier_fraction", "rotamer_outlier_fraction",
+    ):  # fmt: skip
+        out[key] = np.zeros(n)
     for block in chunks(n, 256):
         x = frames[block].astype(np.float64)
         finite = np.isfinite(x).all(axis=(1, 2))
         out["finite"][block] = finite
-        x[~finite] = 0.0  # judged invalid below; zeros keep the vectorised checks warning-free
+        x[~finite] = 0.0  # judged invalid by `finite`; zeros keep the vectorised checks quiet
         if len(plan.ca_adjacent):
             a, b = plan.ca[plan.ca_adjacent[:, 0]], plan.ca[plan.ca_adjacent[:, 1]]
-            out["ca_break"][block] = (np.linalg.norm(x[:, a] - x[:, b], axis=2) > CA_BREAK_A).any(1)
+            out["ca_max_consecutive_a"][block] = np.linalg.norm(x[:, a] - x[:, b], axis=2).max(1)
         if len(plan.peptide_bonds):
             a, b = plan.peptide_bonds[:, 0], plan.peptide_bonds[:, 1]
-            gap = np.linalg.norm(x[:, a] - x[:, b], axis=2)
-            out["aa_break"][block] = (gap > PEPTIDE_BREAK_A).any(1)
+            out["peptide_max_a"][block] = np.linalg.norm(x[:, a] - x[:, b], axis=2).max(1)
         if plan.n_rama:
             phi = dihedrals(x, plan.phi_psi[:, :4])
             psi = dihedrals(x, plan.phi_psi[:, 1:])
@@ -273,26 +313,90 @@ def check_validity(frames: np.ndarray, plan: ValidityPlan) -> dict[str, np.ndarr
                 outliers += (~staggered(dihedrals(x, plan.chi1_only))).sum(axis=1)
             out["rotamer_outlier_fraction"][block] = outliers / plan.n_rotamer
         for k in np.flatnonzero(finite):
-            ca_clash, aa_clash = _frame_clashes(x[k], plan)
-            out["ca_clash"][block.start + k] = ca_clash
-            out["aa_clash"][block.start + k] = aa_clash
-    finite = out["finite"]
+            closest, overlap = _frame_close_contacts(x[k], plan)
+            out["ca_min_nonbonded_a"][block.start + k] = closest
+            out["clash_max_overlap_a"][block.start + k] = overlap
+    return out
+
+
+def judge(
+    measures: dict[str, np.ndarray], thresholds: ValidityThresholds = HEADLINE
+) -> dict[str, np.ndarray]:
+    """Pass/fail per frame of :func:`measure_frames`' output under ``thresholds``.
+
+    Returns:
+        bool arrays ``(T,)``: ``ca_clash``, ``ca_break``, ``aa_clash``, ``aa_break``,
+        ``valid_ca``, ``valid_aa``, ``valid`` (non-finite frames are invalid).
+    """
+    t = thresholds
+    finite = measures["finite"]
+    out = {
+        "ca_clash": finite & (measures["ca_min_nonbonded_a"] < t.ca_clash_a),
+        "ca_break": finite & (measures["ca_max_consecutive_a"] > t.ca_break_a),
+        "aa_clash": finite & (measures["clash_max_overlap_a"] > t.clash_overlap_a),
+        "aa_break": finite & (measures["peptide_max_a"] > t.peptide_break_a),
+    }
     out["valid_ca"] = finite & ~out["ca_clash"] & ~out["ca_break"]
     out["valid_aa"] = (
         finite
         & ~out["aa_clash"]
         & ~out["aa_break"]
-        & (out["rama_outlier_fraction"] <= RAMA_OUTLIER_MAX)
-        & (out["rotamer_outlier_fraction"] <= ROTAMER_OUTLIER_MAX)
+        & (measures["rama_outlier_fraction"] <= t.rama_outlier_max)
+        & (measures["rotamer_outlier_fraction"] <= t.rotamer_outlier_max)
     )
     out["valid"] = out["valid_ca"] & out["valid_aa"]
     return out
 
 
-def validity_summary(checks: dict[str, np.ndarray]) -> dict[str, float]:
-    """Percentages of valid frames: ``validity_ca_pct``, ``validity_aa_pct``, ``validity_pct``."""
+def check_validity(
+    frames: np.ndarray, plan: ValidityPlan, thresholds: ValidityThresholds = HEADLINE
+) -> dict[str, np.ndarray]:
+    """Measure every frame and judge it: :func:`measure_frames` merged with :func:`judge`.
+
+    Args:
+        frames: ``(T, N, 3)`` Angstrom, in the topology of ``plan``.
+        plan: from :func:`plan_validity`.
+        thresholds: the limits (default: the headline convention).
+
+    Returns:
+        the per-frame measures plus ``ca_clash``, ``ca_break``, ``aa_clash``, ``aa_break``,
+        ``valid_ca``, ``valid_aa``, ``valid`` (bool, ``(T,)``).
+    """
+    measures = measure_frames(frames, plan)
+    return measures | judge(measures, thresholds)
+
+
+def thresholds_from_md(
+    measures: dict[str, np.ndarray], percentile: float = MD_PERCENTILE
+) -> ValidityThresholds:
+    """Thresholds set where the reference MD's own frames put them, as the STAR-MD paper did.
+
+    Each limit is the ``percentile`` (99th) of the MD's per-frame measure over its finite
+    frames, the 1st percentile for the CA clash distance (small is bad), so that about 1% of MD
+    frames fail each check. With few MD frames this is close to the worst frame.
+    """
+    finite = measures["finite"]
+    if not finite.any():
+        raise ValueError("no finite reference frame to derive validity thresholds from")
+
+    def upper(key: str) -> float:
+        return float(np.percentile(measures[key][finite], percentile))
+
+    return ValidityThresholds(
+        ca_clash_a=float(np.percentile(measures["ca_min_nonbonded_a"][finite], 100 - percentile)),
+        ca_break_a=upper("ca_max_consecutive_a"),
+        clash_overlap_a=upper("clash_max_overlap_a"),
+        peptide_break_a=upper("peptide_max_a"),
+        rama_outlier_max=upper("rama_outlier_fraction"),
+        rotamer_outlier_max=upper("rotamer_outlier_fraction"),
+    )
+
+
+def validity_summary(checks: dict[str, np.ndarray], suffix: str = "") -> dict[str, float]:
+    """Percentages of valid frames: ``validity_ca_pct``, ``validity_aa_pct``, ``validity_pct``,
+    each key followed by ``suffix`` (e.g. ``"_md99"`` for the MD-derived thresholds)."""
     return {
-        "validity_ca_pct": 100.0 * float(checks["valid_ca"].mean()),
-        "validity_aa_pct": 100.0 * float(checks["valid_aa"].mean()),
-        "validity_pct": 100.0 * float(checks["valid"].mean()),
+        f"validity_ca_pct{suffix}": 100.0 * float(checks["valid_ca"].mean()),
+        f"validity_aa_pct{suffix}": 100.0 * float(checks["valid_aa"].mean()),
+        f"validity_pct{suffix}": 100.0 * float(checks["valid"].mean()),
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -119,6 +119,61 @@ def stage_targets(ns: float, step_ns: float) -> list[float]:
     return [round(min(ns, (k + 1) * step_ns), 6) for k in range(n)]
 
 
+def parse_split_ns(values: Sequence[str] | None) -> dict[str, float]:
+    """Per-split production targets from ``SPLIT=NS`` strings (e.g. ``["val=1.0", "test=1.0"]``).
+
+    Raises:
+        StarmdInputError: a value is not ``SPLIT=NS`` with a known split and a positive length.
+    """
+    targets: dict[str, float] = {}
+    for value in values or ():
+        split, _, ns_text = value.partition("=")
+        try:
+            ns = float(ns_text)
+        except ValueError:
+            ns = math.nan
+        if split not in SPLITS or not ns > 0:
+            raise StarmdInputError(
+                f"--split-ns {value}: expected SPLIT=NS with SPLIT in train/val/test, NS > 0"
+            )
+        targets[split] = ns
+    return targets
+
+
+def stage_plan(
+    entries: Sequence[CorpusEntry],
+    ns: float,
+    step_ns: float,
+    split_ns: Mapping[str, float] | None = None,
+) -> list[list[tuple[CorpusEntry, float]]]:
+    """The round-robin schedule: per stage, the proteins it grows and their length then (ns).
+
+    A protein's own target is ``split_ns[its split]`` where given, else ``ns``. Stage k takes
+    every protein whose target is not yet reached to ``min(target, k * step_ns)``, so
+    proteins with a shorter target drop out of the later stages while the others go on; a
+    stage no protein needs is not planned.
+
+    Raises:
+        StarmdInputError: an unknown split or a non-positive length in ``split_ns``.
+    """
+    split_ns = split_ns or {}
+    for split, split_target in split_ns.items():
+        if split not in SPLITS or not split_target > 0:
+            raise StarmdInputError(
+                f"--split-ns {split}={split_target}: SPLIT must be train/val/test, NS > 0"
+            )
+    per_entry = [stage_targets(split_ns.get(e.split, ns), step_ns) for e in entries]
+    n_stages = max((len(t) for t in per_entry), default=0)
+    return [
+        [
+            (entry, targets[k])
+            for entry, targets in zip(entries, per_entry, strict=True)
+            if k < len(targets)
+        ]
+        for k in range(n_stages)
+    ]
+
+
 def build_corpus(
     out_dir: str | Path = "corpus/md",
     *,
@@ -126,6 +181,7 @@ def build_corpus(
     ns: float = 0.5,
     replicas: int = 2,
     step_ns: float = 0.1,
+    split_ns: Mapping[str, float] | None = None,
     only: Sequence[str] | None = None,
     protocol: str = "implicit",
     save_every_ps: float = 10.0,
@@ -139,8 +195,10 @@ def build_corpus(
 ) -> list[dict[str, Any]]:
     """Simulate (or continue) every manifest protein into ``{out_dir}/{name}/`` (ATLAS layout).
 
-    Proteins advance round-robin in stages of ``step_ns`` per replica up to ``ns``; every
-    call resumes what exists. Each protein's seed is ``seed`` (its replicas differ by index).
+    Proteins advance round-robin in stages of ``step_ns`` per replica up to ``ns`` (or their
+    split's own target in ``split_ns``; see :func:`stage_plan`); every call resumes what
+    exists, and a protein already past a stage's length is left as it is. Each protein's
+    seed is ``seed`` (its replicas differ by index).
 
     Args:
         out_dir: corpus root; one ATLAS folder per protein.
@@ -148,6 +206,7 @@ def build_corpus(
         ns: target production length per replica, ns.
         replicas: replicas per protein.
         step_ns: length added per replica per round-robin stage, ns.
+        split_ns: per-split targets overriding ``ns`` (e.g. ``{"val": 1.0, "test": 1.0}``).
         only: restrict to these protein names.
         protocol, save_every_ps, equilibrate_ps, chunk_frames, seed, platform, threads,
             workers, progress: passed to :func:`starmd.simulate.simulate`.
@@ -159,18 +218,18 @@ def build_corpus(
 
     entries = select_entries(load_manifest(manifest), only)
     out_dir = Path(out_dir)
-    targets = stage_targets(ns, step_ns)
+    plan = stage_plan(entries, ns, step_ns, split_ns)
     results: dict[str, dict[str, Any]] = {}
-    for stage, target in enumerate(targets, start=1):
-        for index, entry in enumerate(entries, start=1):
+    for stage, grown in enumerate(plan, start=1):
+        for index, (entry, target) in enumerate(grown, start=1):
             log.info(
                 "stage %d/%d (%.3f ns per replica): %s (%d/%d, %d residues)",
                 stage,
-                len(targets),
+                len(plan),
                 target,
                 entry.name,
                 index,
-                len(entries),
+                len(grown),
                 entry.residues,
             )
             results[entry.name] = simulate(
