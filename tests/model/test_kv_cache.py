@@ -149,3 +149,27 @@ def test_appending_and_denoising_in_one_pass_equals_two_passes(window, sink):
     # the merged pass really used the clean frame: without it the prediction differs
     without = model.denoise(KVCache(window=window, sink=sink), data.cond, data.noisy[K - 1])
     assert (without.frames.trans - expected.frames.trans).abs().max() > 1e-4
+
+
+def test_restored_cache_continues_the_rollout_bit_for_bit():
+    """A cache saved mid-rollout (window sliding, padded residues) and loaded into a new one
+    gives exactly the predictions and appends of the original from then on."""
+    model = make_model()
+    data = make_window(frames=K, num_padding=2)
+    original = KVCache(window=2, sink=True)
+    for t in range(3):
+        model.append_clean(original, data.cond, data.clean[t])
+    restored = KVCache(window=2, sink=True)
+    restored.load_state_dict(original.state_dict())
+    for t in range(3, K):
+        a = model.denoise(original, data.cond, data.noisy[t])
+        b = model.denoise(restored, data.cond, data.noisy[t])
+        _assert_same_prediction(a, b, 0.0)
+        model.append_clean(original, data.cond, data.clean[t])
+        model.append_clean(restored, data.cond, data.clean[t])
+    assert restored.groups == original.groups
+
+
+def test_cache_state_is_only_loaded_into_the_same_window():
+    with pytest.raises(ValueError, match="window=2, sink=True"):
+        KVCache(window=3, sink=True).load_state_dict(KVCache(window=2, sink=True).state_dict())

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -171,6 +172,37 @@ def test_ddp_with_two_cpu_processes_runs(tiny_dataset, tmp_path):
     ] + [a for item in TINY for a in ("--set", item)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ddp_gradients_are_the_mean_of_each_ranks_single_process_gradients(tiny_dataset, tmp_path):
+    """One DDP step on 2 CPU processes: each rank's synchronized gradient equals the mean of the
+    gradients a single process computes on the two ranks' batches with their noise draws, from
+    the same weights; the ranks saw different windows."""
+    script = Path(__file__).with_name("ddp_gradients.py")
+    cmd = [sys.executable, str(script), str(tiny_dataset), str(tmp_path), *TINY]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert not torch.equal(ranks[0]["batch"]["frames"], ranks[1]["batch"]["frames"])
+    for key, value in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][key], value, rtol=0, atol=0)
+
+    config = TrainConfig.from_yaml(None, TINY)
+    module = StarMDModule(config)
+    module.model.load_state_dict(ranks[0]["weights"])
+    total: dict[str, torch.Tensor] = {}
+    for rank, record in enumerate(ranks):
+        module.model.zero_grad()
+        generator = step_generator(config.trainer.seed, 0, rank, torch.device("cpu"))
+        module.compute_losses(record["batch"], generator)["loss"].backward()
+        for name, p in module.model.named_parameters():
+            if p.grad is not None:
+                total[name] = total.get(name, 0) + p.grad / len(ranks)
+    assert set(total) == set(ranks[0]["grads"]) == set(ranks[1]["grads"])
+    for name, expected in total.items():
+        for record in ranks:
+            torch.testing.assert_close(record["grads"][name], expected, rtol=1e-4, atol=1e-7)
 
 
 def test_init_from_a_model_file(tiny_dataset, tmp_path):

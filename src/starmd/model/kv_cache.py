@@ -70,6 +70,41 @@ class KVCache:
             return 0
         return self.nbytes() * len(self.groups) // self.num_slots
 
+    # saving and restoring -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """A copy of the cache's content (tensors on the CPU) for :meth:`load_state_dict`: the
+        same groups come back in the same slots, so attention over the restored cache is
+        bit-identical (a resumed rollout continues exactly)."""
+        return {
+            "window": self.window,
+            "sink": self.sink,
+            "keys": [k.to("cpu", copy=True) for k in self.keys],
+            "values": [v.to("cpu", copy=True) for v in self.values],
+            "slot_group": list(self.slot_group),
+            "num_appended": self.num_appended,
+            "shape": None if self._shape is None else list(self._shape),
+            "residue_mask": None
+            if self._residue_mask is None
+            else self._residue_mask.to("cpu", copy=True),
+        }
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        """Replace the content by a :meth:`state_dict` of a cache with the same window and
+        sink (keys and values moved to ``device``)."""
+        if (state["window"], state["sink"]) != (self.window, self.sink):
+            raise ValueError(
+                f"KVCache state has window={state['window']}, sink={state['sink']}; "
+                f"this cache window={self.window}, sink={self.sink}"
+            )
+        self.reset()
+        self.keys = [k.to(device) for k in state["keys"]]
+        self.values = [v.to(device) for v in state["values"]]
+        self.slot_group = list(state["slot_group"])
+        self.num_appended = int(state["num_appended"])
+        self._shape = None if state["shape"] is None else tuple(state["shape"])
+        mask = state["residue_mask"]
+        self._residue_mask = None if mask is None else mask.to(device)
+
     # model-side API ---------------------------------------------------------------------------
     def _capacity(self) -> int:
         if self.window is None:

@@ -5,7 +5,8 @@ numbers; frame 0), ``{name}_R{i}.xtc`` (i = 1..replicas, time stamps in ps, ever
 superposed on frame 0 by CA) and ``{name}.json`` (model, settings, seed, wall time, speed,
 health counts, flagged frames). The files are written in committed chunks by
 :mod:`starmd.sample.writer`, so an interrupted run leaves valid, shorter trajectories and
-``resume=True`` continues it with the same random sequence.
+``resume=True`` continues it from the rollout state saved with the last chunk: the resumed
+files are byte for byte those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -146,12 +147,15 @@ def generate(
     writer = TrajectoryWriter(out_dir, name, protein, atom_mask, settings.replicas, state)
     start = min(r["frames"] for r in state["replicas"])
     screen = _HealthScreen(state, settings.replicas, settings.stop_on_failure)
+    resumed_exactly = None
     if start == 0:
         writer.write_topology(
             rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
         )
     else:
-        restore_history(rollout, writer, protein, start, settings.replicas, settings.context)
+        resumed_exactly = restore_history(
+            rollout, writer, protein, start, settings.replicas, settings.context
+        )
 
     linked = torch.from_numpy(protein.linked_prev).to(torch_device)
     t_loop = time.perf_counter()
@@ -168,7 +172,7 @@ def generate(
             pending.write()
         if (t + 1) % settings.chunk == 0 or t + 1 == settings.frames:
             pending.write()
-            writer.commit(settings.dt_ps)
+            writer.commit(settings.dt_ps, rollout.state_dict())
         if progress:
             progress(
                 {
@@ -213,9 +217,10 @@ def generate(
         "flagged_count": state["n_flagged"],
         "flagged_frames": screen.flagged,
         "resumed_from_frame": start if start > 0 else None,
+        "resumed_exactly": resumed_exactly,
     }
     write_atomically(out_dir / f"{name}.json", json.dumps(sidecar, indent=2))
-    (out_dir / f"{name}.progress.json").unlink(missing_ok=True)
+    writer.finish()
     return sidecar
 
 

@@ -11,7 +11,8 @@ two passes, at little more than the cost of one for small proteins). The cache k
 trajectory length.
 
 Randomness: frame ``t`` of replica batch draws from a generator seeded with ``(seed, t)``, so a
-resumed rollout continues the same random sequence.
+resumed rollout continues the same random sequence. Between frames, :meth:`Rollout.state_dict`
+is all a rollout needs to continue exactly (the KV cache and the last frame).
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ class Rollout:
         self.pending: FrameTokens | None = None  # a clean frame not yet encoded into the cache
         # the last cached clean frame (with contextual noise) and the prior around it
         self.previous: PreviousFrame | None = None
+        # the last frame yielded by states(): (t, frames, torsions)
+        self.latest: tuple[int, Rigid, torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -291,11 +294,43 @@ class Rollout:
         if self.next_frame == 0:
             frames, torsions = self.inputs.init_frames, self.inputs.init_torsions
             self.stage_clean(0, frames, torsions)
+            self.latest = (0, frames, torsions)
             yield 0, frames, torsions
         for t in range(self.next_frame, n_frames):
             frames, torsions = self.sample_frame(t)
+            self.latest = (t, frames, torsions)
             yield t, frames, torsions
             self.stage_clean(t, frames, torsions)
+
+    def state_dict(self) -> dict:
+        """What continuing this rollout exactly needs, taken while :meth:`states` waits at a
+        yield: the KV cache (frames before the last one; their keys depend on the whole history
+        through the attention, so they are kept, not re-encoded) and the last frame yielded, in
+        the rollout's own centred coordinates (tensors on the CPU). Random draws need no state:
+        every frame's generators are seeded by ``(seed, t)``."""
+        if self.latest is None:
+            raise RuntimeError("Rollout.state_dict: no frame yielded yet")
+        t, frames, torsions = self.latest
+        return {
+            "frame": t,
+            "rots": frames.rots.to("cpu", copy=True),
+            "trans": frames.trans.to("cpu", copy=True),
+            "torsions": torsions.to("cpu", copy=True),
+            "cache": self.cache.state_dict(),
+        }
+
+    @torch.inference_mode()
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`: restore the cache, then stage the last frame as
+        the uninterrupted rollout did after yielding it; :meth:`states` resumes at the frame
+        after it."""
+        self.cache.load_state_dict(state["cache"], self.device)
+        self.pending = None
+        dtype = self.inputs.init_torsions.dtype
+        frames = Rigid(state["rots"].to(self.device, dtype), state["trans"].to(self.device, dtype))
+        torsions = state["torsions"].to(self.device, dtype)
+        self.latest = (int(state["frame"]), frames, torsions)
+        self.stage_clean(int(state["frame"]), frames, torsions)
 
     def frames(self, n_frames: int) -> Iterator[tuple[int, torch.Tensor, Rigid, torch.Tensor]]:
         """As :meth:`states`, with each frame's heavy atoms: ``(t, positions (B, L, 15, 3),

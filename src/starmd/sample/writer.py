@@ -1,16 +1,23 @@
 """The trajectory files of ``starmd generate``: topology PDB, one XTC per replica, resume state.
 
-Frames are written in chunks: each chunk is encoded as XTC (:func:`starmd.structure.io.xtc_bytes`)
-and appended to the replica's file (XTC frames are self-contained, so concatenation is a valid
-XTC), then ``{name}.progress.json`` records the committed frames and byte lengths, atomically.
-An interrupted run therefore leaves valid, shorter trajectories; a resumed one truncates them to
-the last commit (:func:`open_outputs`) and re-encodes the cached history from the written frames
-(:func:`restore_history`).
+Frames are written in chunks: at each commit the rollout's state (:meth:`Rollout.state_dict`:
+its KV cache and last frame) is saved to ``{name}.rollout.{frames}.pt``, each chunk is encoded as
+XTC (:func:`starmd.structure.io.xtc_bytes`) and appended to the replica's file (XTC frames are
+self-contained, so concatenation is a valid XTC), then ``{name}.progress.json`` records the
+committed frames, byte lengths and state file, atomically; the state file of the commit before is
+removed only then. An interrupted run therefore leaves valid, shorter trajectories; a resumed one
+truncates them to the last commit (:func:`open_outputs`) and restores the rollout from the saved
+state (:func:`restore_history`), so it writes the same bytes as an uninterrupted run. Output
+folders of earlier versions have no state file: their history is re-encoded from the written
+(superposed, 0.001 nm precision) frames, and the continuation is only approximately the
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +37,8 @@ from starmd.structure.io import (
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
 from starmd.structure.superpose import superpose
+
+log = logging.getLogger(__name__)
 
 
 class TrajectoryWriter:
@@ -83,8 +92,19 @@ class TrajectoryWriter:
         """Buffer frame ``t`` ``(L, 15, 3)`` Angstrom of ``replica`` (0-based)."""
         self.buffers[replica].append((t, self.xyz_nm(positions)))
 
-    def commit(self, dt_ps: float) -> None:
-        """Append the buffered frames (time stamps ``t * dt_ps``) and record the commit."""
+    def state_path(self, frames: int) -> Path:
+        """The rollout state saved when ``frames`` frames were committed."""
+        return self.out_dir / f"{self.name}.rollout.{frames}.pt"
+
+    def commit(self, dt_ps: float, rollout_state: dict | None = None) -> None:
+        """Append the buffered frames (time stamps ``t * dt_ps``) and record the commit, with
+        ``rollout_state`` (:meth:`Rollout.state_dict` after the last buffered frame; None keeps
+        the recorded one)."""
+        previous = self.state.get("rollout_state")
+        if rollout_state is not None:
+            path = self.state_path(rollout_state["frame"] + 1)
+            atomic_write(path, lambda tmp: torch.save(rollout_state, tmp), durable=True)
+            self.state["rollout_state"] = path.name
         for r, buffer in enumerate(self.buffers):
             if not buffer:
                 continue
@@ -96,6 +116,19 @@ class TrajectoryWriter:
             record["frames"] = int(steps[-1]) + 1
             buffer.clear()
         write_atomically(self.progress_path, json.dumps(self.state, indent=1))
+        if previous is not None and previous != self.state.get("rollout_state"):
+            (self.out_dir / previous).unlink(missing_ok=True)
+
+    def finish(self) -> None:
+        """Remove the resume record and rollout states of a finished run."""
+        remove_resume_files(self.out_dir, self.name)
+
+
+def remove_resume_files(out_dir: Path, name: str) -> None:
+    """Delete ``{name}``'s progress record and saved rollout states in ``out_dir``."""
+    (out_dir / f"{name}.progress.json").unlink(missing_ok=True)
+    for path in out_dir.glob(f"{name}.rollout.*.pt"):
+        path.unlink(missing_ok=True)
 
 
 def open_outputs(
@@ -128,6 +161,7 @@ def open_outputs(
         raise StarmdInputError(located(existing[0], "exists; pass --overwrite or --resume"))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_resume_files(out_dir, name)  # an overwritten run's, never to be resumed
         for path in existing:
             path.write_bytes(b"")
     except OSError as exc:
@@ -142,16 +176,58 @@ def restore_history(
     start: int,
     replicas: int,
     context: int | None,
-) -> None:
-    """Re-encode the cached history of a resumed rollout (frame 0 and the last ``context``
-    frames before ``start``; None = all) from the written trajectories."""
-    import mdtraj
+) -> bool:
+    """Bring a new rollout to where the interrupted one stopped (``start`` frames committed).
 
+    Exactly from the saved rollout state when there is one (returns True); otherwise, for
+    output folders written before states were saved, by re-encoding frame 0 and the last
+    ``context`` frames before ``start`` (None = all) from the written trajectories, with a
+    warning that the continuation is approximate (returns False).
+    """
     if any(r["frames"] != start for r in writer.state["replicas"]):
         raise StarmdInputError("replicas were stopped at different frames; resume not possible")
     inputs = rollout.inputs
     frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
     writer.xyz_nm(frame0)  # sets the superposition reference
+    saved = writer.state.get("rollout_state")
+    if saved is not None and (writer.out_dir / saved).is_file():
+        rollout.load_state_dict(_read_rollout_state(writer.out_dir / saved, start))
+        return True
+    log.warning(
+        "%s: no saved rollout state (written by an earlier version); resuming from the written "
+        "frames, so the continuation only approximates the uninterrupted run",
+        writer.progress_path,
+    )
+    _reencode_history(rollout, writer, protein, start, replicas, context)
+    return False
+
+
+def _read_rollout_state(path: Path, start: int) -> dict:
+    """The rollout state saved in ``path`` after frame ``start - 1``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise StarmdInputError(located(path, f"unreadable rollout state ({exc})")) from exc
+    if state.get("frame") != start - 1:
+        raise StarmdInputError(located(path, f"does not end at frame {start - 1}; cannot resume"))
+    return state
+
+
+def _reencode_history(
+    rollout: Rollout,
+    writer: TrajectoryWriter,
+    protein: Protein,
+    start: int,
+    replicas: int,
+    context: int | None,
+) -> None:
+    """Encode frame 0 and the last ``context`` frames before ``start`` (None = all), re-read
+    from the written trajectories, into the cache of ``rollout``. Approximate: the XTC frames
+    are superposed on frame 0 and rounded to 0.001 nm, and the re-encoded frames attend only to
+    each other, not to the history the interrupted run's cache was built from."""
+    import mdtraj
+
+    inputs = rollout.inputs
     rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
     context = context if context is not None else start
     first = max(1, start - context)

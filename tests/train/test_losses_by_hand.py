@@ -1,0 +1,114 @@
+"""Loss terms on cases whose value is known by hand: symmetric side chains, rigid motions, the
+true rotation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from starmd.diffusion import SE3TorusDiffuser, random_rotations
+from starmd.modelfile.config import LossSection
+from starmd.structure.residue_constants import RESTYPES
+from starmd.structure.rigid import Rigid
+from starmd.train.losses import denoising_losses, fape, torsion_loss
+
+CHI2 = 4  # torsion order: omega, phi, psi, chi1, chi2, chi3, chi4
+ONE_LETTER = {"ASP": "D", "ASN": "N", "PHE": "F", "LEU": "L"}
+
+
+def _unit(angles: torch.Tensor) -> torch.Tensor:
+    return torch.stack([angles.sin(), angles.cos()], dim=-1)
+
+
+def _torsion_loss_with_chi2_flipped(residue: str) -> float:
+    """Torsion loss of a prediction equal to the truth except chi2 + pi, one residue, chi2
+    masked in together with the backbone torsions (4 torsions)."""
+    aatype = torch.tensor([[RESTYPES.index(ONE_LETTER[residue])]])
+    true = torch.tensor([[[[3.1, -1.2, 2.0, -1.0, 0.7, 0.0, 0.0]]]], dtype=torch.float64)
+    pred = true.clone()
+    pred[..., CHI2] += math.pi
+    mask = torch.tensor([[[[True, True, True, False, True, False, False]]]])
+    unit = _unit(pred)
+    return float(torsion_loss(unit, unit, true, aatype, mask))
+
+
+def test_flipped_chi2_costs_nothing_for_symmetric_side_chains():
+    # ASP's OD1/OD2 and PHE's ring are the same atoms after chi2 + pi
+    assert _torsion_loss_with_chi2_flipped("ASP") == pytest.approx(0.0, abs=1e-12)
+    assert _torsion_loss_with_chi2_flipped("PHE") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_flipped_chi2_costs_its_full_sin_cos_error_for_other_side_chains():
+    # |(sin, cos)(x + pi) - (sin, cos)(x)|^2 = 4 on one of 4 masked torsions
+    assert _torsion_loss_with_chi2_flipped("ASN") == pytest.approx(1.0, abs=1e-12)
+    assert _torsion_loss_with_chi2_flipped("LEU") == pytest.approx(1.0, abs=1e-12)
+
+
+def _random_frames(shape, generator) -> Rigid:
+    rots = random_rotations(shape, generator, dtype=torch.float64)
+    return Rigid(rots, 5.0 * torch.randn(*shape, 3, generator=generator, dtype=torch.float64))
+
+
+def test_fape_is_unchanged_by_a_global_rigid_motion_of_the_prediction():
+    g = torch.Generator().manual_seed(0)
+    true = _random_frames((2, 9), g)
+    pred = _random_frames((2, 9), g)
+    points_true = 4.0 * torch.randn(2, 20, 3, generator=g, dtype=torch.float64)
+    points_pred = points_true + torch.randn(2, 20, 3, generator=g, dtype=torch.float64)
+    mask_f, mask_p = torch.ones(2, 9, dtype=torch.bool), torch.ones(2, 20, dtype=torch.bool)
+    before = fape(pred, true, points_pred, points_true, mask_f, mask_p)
+    motion = _random_frames((), g)
+    moved = Rigid(motion.rots.expand(2, 9, 3, 3), motion.trans.expand(2, 9, 3)).compose(pred)
+    after = fape(moved, true, motion.apply(points_pred), points_true, mask_f, mask_p)
+    assert float(before) > 0.05  # a real error, not a trivially zero case
+    torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-12)
+
+
+def test_fape_of_one_displaced_point_is_its_displacement_over_clamp():
+    """Frames exact, one of N points off by d < clamp: every frame sees error d on that point,
+    so FAPE = d / (N clamp), plus sqrt(1e-8) per exact point (the loss's gradient guard)."""
+    g = torch.Generator().manual_seed(1)
+    frames = _random_frames((7,), g)
+    points = 4.0 * torch.randn(10, 3, generator=g, dtype=torch.float64)
+    moved = points.clone()
+    moved[3] += torch.tensor([1.2, -1.6, 0.0], dtype=torch.float64)  # d = 2 A
+    value = fape(
+        frames, frames, moved, points, torch.ones(7, dtype=torch.bool), torch.ones(10, dtype=bool)
+    )
+    assert float(value) == pytest.approx((2.0 + 9 * 1e-4) / (10 * 10.0), abs=1e-9)
+
+
+def test_rotation_loss_is_zero_at_the_true_rotation_and_grows_away_from_it():
+    g = torch.Generator().manual_seed(2)
+    b, k, l = 1, 2, 6
+    true = _random_frames((b, k, l), g)
+    torsions = torch.rand(b, k, l, 7, generator=g, dtype=torch.float64) * 6 - 3
+    aatype = torch.randint(0, 20, (b, l), generator=g)
+    mask = torch.ones(b, l, 7, dtype=torch.bool)
+    diffuser = SE3TorusDiffuser()
+    noisy = diffuser.forward_marginal(true, torsions, mask[:, None], 0.3, g)
+
+    def rot_loss(pred_rots: torch.Tensor) -> float:
+        unit = _unit(torsions)
+        terms = denoising_losses(
+            diffuser=diffuser,
+            noisy=noisy,
+            pred_frames=Rigid(pred_rots, true.trans),
+            pred_torsions=unit,
+            pred_torsions_unnormalized=unit,
+            pred_frames_per_block=None,
+            true_frames=true,
+            true_torsions=torsions,
+            aatype=aatype,
+            residue_mask=torch.ones(b, l, dtype=torch.bool),
+            torsion_mask=mask,
+            oxt_mask=None,
+            weights=LossSection(),
+        )
+        return float(terms["rot"])
+
+    assert rot_loss(true.rots) == pytest.approx(0.0, abs=1e-8)
+    tilted = random_rotations((b, k, l), g, dtype=torch.float64)
+    assert rot_loss(tilted) > 0.1
