@@ -123,14 +123,63 @@ def test_cli_rejects_unknown_baseline(tmp_path, small_reference):
 
 
 def test_workers_score_proteins_in_parallel(tmp_path, small_reference):
-    reference = tmp_path / "ref"
-    for name in ("villin", "villin2"):
-        (reference / name).mkdir(parents=True)
-        for source in (small_reference / "villin").iterdir():
-            target = reference / name / source.name.replace("villin", name)
-            target.write_bytes(source.read_bytes())
+    reference = _two_protein_reference(tmp_path / "ref", small_reference)
     table = evaluate(
         None, reference, tmp_path / "out", baselines=("replica",), workers=2, plots=False, **FAST
     )
     assert table.n_proteins == 2 and table.methods == ["md_reference", "md_replica"]
     assert (tmp_path / "out/proteins/villin2/results.json").is_file()
+
+
+def _two_protein_reference(root, small_reference):
+    for name in ("villin", "villin2"):
+        (root / name).mkdir(parents=True)
+        for source in (small_reference / "villin").iterdir():
+            target = root / name / source.name.replace("villin", name)
+            target.write_bytes(source.read_bytes())
+    return root
+
+
+def test_rerun_into_a_previous_report_aggregates_only_this_run(tmp_path, small_reference):
+    reference = _two_protein_reference(tmp_path / "ref", small_reference)
+    out = tmp_path / "out"
+    quick = {"baselines": ("static",), "plots": False, **FAST}
+    assert evaluate(None, reference, out, **quick).n_proteins == 2
+    table = evaluate(None, reference, out, proteins=["villin2"], **quick)
+    assert table.n_proteins == 1
+    assert "Median over 1 protein(s)" in (out / "metrics.md").read_text()
+    assert sorted(p.name for p in (out / "proteins").iterdir()) == ["villin2"]
+    assert json.loads((out / "settings.json").read_text())["proteins"] == ["villin2"]
+
+
+def test_foreign_non_empty_output_folder_needs_overwrite(tmp_path, small_reference):
+    out = tmp_path / "out"
+    (out / "proteins" / "stale").mkdir(parents=True)
+    (out / "proteins" / "stale" / "results.json").write_text('{"protein": "stale"}')
+    (out / "my_notes.txt").write_text("not evaluate's")
+    quick = {"baselines": ("static",), "plots": False, **FAST}
+    with pytest.raises(StarmdInputError, match="not a previous evaluate output.*--overwrite"):
+        evaluate(None, small_reference, out, **quick)
+    assert (out / "proteins" / "stale").is_dir()  # nothing touched on refusal
+    table = evaluate(None, small_reference, out, overwrite=True, **quick)
+    assert table.n_proteins == 1
+    assert sorted(p.name for p in (out / "proteins").iterdir()) == ["villin"]
+    assert (out / "my_notes.txt").read_text() == "not evaluate's"  # only its own files cleared
+
+
+def test_output_folder_may_not_be_an_input_folder(tmp_path, small_reference):
+    with pytest.raises(StarmdInputError, match="is an input folder"):
+        evaluate(None, small_reference, small_reference, overwrite=True, **FAST)
+
+
+def test_cli_overwrite_flag_replaces_a_foreign_folder(tmp_path, small_reference):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "something.txt").write_text("x")
+    args = ["--reference", str(small_reference), "-o", str(out), "--baselines", "static",
+            "--no-plots", "--ensemble-frames", "20"]  # fmt: skip
+    refused = CliRunner().invoke(_cli(), args)
+    assert isinstance(refused.exception, StarmdInputError)
+    result = CliRunner().invoke(_cli(), [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +14,60 @@ from starmd.evaluate.report import MetricsTable, aggregate, write_html
 from starmd.evaluate.trajectories import discover_proteins
 
 BASELINES = ("replica", "static", "anm")
+# Everything evaluate writes at the top of its output folder; a rerun replaces exactly these.
+OWNED_OUTPUTS = ("proteins", "metrics.csv", "metrics.md", "report.html", "settings.json")
+
+
+def is_previous_output(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an earlier evaluate report (its settings.json and table)."""
+    try:
+        settings = json.loads((out_dir / "settings.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(settings, dict)
+        and {"reference", "proteins"} <= set(settings)
+        and (out_dir / "metrics.csv").is_file()
+    )
+
+
+def prepare_output(
+    out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool = False
+) -> Path:
+    """Make ``out_dir`` ready for a fresh report, so that no result of an earlier run survives.
+
+    An empty or missing folder is used as is; an earlier evaluate report, or any folder when
+    ``overwrite``, has evaluate's own outputs (:data:`OWNED_OUTPUTS`) removed and keeps
+    everything else.
+
+    Raises:
+        StarmdInputError: ``out_dir`` is a file, is (or would clear) an input folder, or is a
+            non-empty folder that is not an earlier report and ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StarmdInputError(located(out_dir, "exists and is not a folder"))
+    cleared = [out_dir.resolve() / name for name in OWNED_OUTPUTS]
+    for folder in inputs:
+        source = Path(folder).resolve()
+        if source == out_dir.resolve() or any(source.is_relative_to(c) for c in cleared):
+            raise StarmdInputError(
+                located(out_dir, f"is an input folder of this evaluation ({folder}); "
+                "choose another --out")
+            )  # fmt: skip
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite and not is_previous_output(out_dir):
+            raise StarmdInputError(
+                located(out_dir, "is not empty and not a previous evaluate output; pass "
+                "--overwrite to replace evaluate's files in it, or choose another --out")
+            )  # fmt: skip
+        for path in cleared:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
 
 def plan_jobs(
@@ -98,6 +153,7 @@ def evaluate(
     seed: int = 0,
     plots: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> MetricsTable:
     """Evaluate generated trajectories against reference MD, with baselines, and write a report.
 
@@ -119,6 +175,9 @@ def evaluate(
         seed: RNG seed of the subsets and of the ANM samples.
         plots: write PNG plots and embed them in the HTML report.
         progress: show a progress bar over proteins.
+        overwrite: allow a non-empty ``out_dir`` that is not an earlier evaluate report
+            (evaluate's own outputs in it are replaced, other files kept). An earlier report
+            is always replaced: results of different runs are never mixed.
 
     Writes:
         ``out_dir/proteins/{name}/results.json`` + ``arrays.npz`` + ``plots/*.png``,
@@ -129,7 +188,8 @@ def evaluate(
         the aggregated table (median over proteins, one column per method).
 
     Raises:
-        StarmdInputError: missing folders or reference, mismatched proteins, bad options.
+        StarmdInputError: missing folders or reference, mismatched proteins, bad options, an
+            output folder that is not ours without ``overwrite``.
     """
     if workers < 1:
         raise StarmdInputError(f"--workers: must be >= 1, got {workers}")
@@ -137,10 +197,10 @@ def evaluate(
         gen_dir, reference_dir, out_dir, baselines=baselines, extra=extra, gen_label=gen_label,
         proteins=proteins, lag_ps=lag_ps, ensemble_frames=ensemble_frames, seed=seed, plots=plots,
     )  # fmt: skip
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = [reference_dir, *([gen_dir] if gen_dir is not None else []), *(extra or {}).values()]
+    out_dir = prepare_output(out_dir, inputs, overwrite)
     _run_jobs(jobs, workers, progress)
-    table = aggregate(out_dir)
+    table = aggregate(out_dir, [j.name for j in jobs])
     settings = {
         "generated": str(gen_dir) if gen_dir is not None else "(none)",
         "reference": str(reference_dir),

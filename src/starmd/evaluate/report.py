@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +170,7 @@ class MetricsTable:
         notes: caveats collected from the proteins.
         settings: ``ensemble_frames`` and ``seed`` the proteins were scored with.
         left_out: proteins left out of a Jaccard median (both sets empty), per row and method.
+        proteins: names of the proteins aggregated.
     """
 
     methods: list[str]
@@ -178,6 +180,7 @@ class MetricsTable:
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
+    proteins: list[str] = field(default_factory=list)
 
     def subsets_note(self) -> str:
         """The subset size and seed the proteins were scored with, in words."""
@@ -254,16 +257,21 @@ def _ordered_methods(found: set[str]) -> list[str]:
     return first + middle + last
 
 
-def load_results(out_dir: Path) -> list[dict]:
-    """The ``results.json`` of every protein under ``out_dir/proteins``, sorted by name."""
-    return [
-        json.loads(p.read_text())
-        for p in sorted((Path(out_dir) / "proteins").glob("*/results.json"))
-    ]
+def load_results(out_dir: Path, proteins: Sequence[str] | None = None) -> list[dict]:
+    """The ``results.json`` of ``proteins`` (default: every protein under ``out_dir/proteins``),
+    sorted by name."""
+    folder = Path(out_dir) / "proteins"
+    if proteins is None:
+        paths = sorted(folder.glob("*/results.json"))
+    else:
+        paths = [folder / name / "results.json" for name in sorted(proteins)]
+    return [json.loads(p.read_text()) for p in paths]
 
 
-def aggregate(out_dir: str | Path) -> MetricsTable:
-    """Aggregate per-protein results under ``out_dir/proteins/*`` into the metrics table.
+def aggregate(out_dir: str | Path, proteins: Sequence[str] | None = None) -> MetricsTable:
+    """Aggregate per-protein results under ``out_dir/proteins`` into the metrics table.
+
+    ``proteins`` names the proteins of this run (default: every folder found there).
 
     Medians over proteins ignore N/A values (counted per cell). Across-protein statistics:
     ``pairwise_rmsd_r`` (Pearson r of per-protein MD vs method pairwise RMSD; N/A below 3
@@ -272,7 +280,7 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
     ``pc_cosine_above_half_pct``.
     """
     out_dir = Path(out_dir)
-    results = load_results(out_dir)
+    results = load_results(out_dir, proteins)
     methods = _ordered_methods({m for r in results for m in r["methods"]})
     values: dict[str, dict[str, float]] = {s.key: {} for s in METRICS}
     na_counts: dict[str, dict[str, int]] = {s.key: {} for s in METRICS}
@@ -317,8 +325,9 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
                     f"lags rounded to {scores.get('common_dt_ps')} ps frames"
                 )
     return MetricsTable(
-        methods, values, na_counts, len(results), notes, _run_settings(results), left_out
-    )
+        methods, values, na_counts, len(results), notes, _run_settings(results), left_out,
+        [r["protein"] for r in results],
+    )  # fmt: skip
 
 
 # Jaccard rows -> the per-protein key prefix of their set sizes.
@@ -414,7 +423,7 @@ def write_html(table: MetricsTable, out_dir: Path, settings: dict) -> Path:
         buf.write("<h2>Notes</h2><ul>")
         buf.write("".join(f"<li>{html.escape(n)}</li>" for n in table.notes))
         buf.write("</ul>")
-    for r in load_results(out_dir):
+    for r in load_results(out_dir, table.proteins):
         buf.write(f"<h2>{html.escape(r['protein'])}</h2>")
         plot_dir = out_dir / "proteins" / r["protein"] / "plots"
         for name in (r.get("plots") or {}).values():
