@@ -380,6 +380,7 @@ def _ensemble_scores(sc: _Scoring, ref: dict, job: ProteinJob) -> tuple[dict, di
         "rmsf_ref": rmsf_ref,
         "rmsf_gen": rmsf_gen,
         "ca_index": ca,
+        "ca_residue_number": np.array([topology.atom(i).residue.resSeq for i in ca]),
         "rg_ref": np.concatenate([radius_of_gyration(r) for r in sc.ref_atlas]),
         "ca_distances_gen": _ca_distance_sample(gen_sub[:, ca], job.seed),
         "ca_distances_ref": _ca_distance_sample(ref_sub[:, ca], job.seed),
