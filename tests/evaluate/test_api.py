@@ -19,6 +19,7 @@ from starmd.evaluate.trajectories import (
 from .conftest import make_generated, make_reference
 
 FAST = {"ensemble_frames": 40, "progress": False}
+GENERATION = {"frames": 60, "dt_ps": 50.0, "steps": 5, "sampler": "dpm2", "seed": 7}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,9 @@ def small_reference(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, small_reference):
     generated = make_generated(tmp_path_factory.mktemp("gen_small"), n_frames=60)
+    sidecar = generated / "villin.json"
+    recorded = {"model": "/models/starmd-small.safetensors", "settings": GENERATION}
+    sidecar.write_text(json.dumps(json.loads(sidecar.read_text()) | recorded))
     out = tmp_path_factory.mktemp("report")
     table = evaluate(generated, small_reference, out, **FAST)
     return table, out
@@ -48,6 +52,21 @@ def test_report_writes_raw_results_tables_plots_and_self_contained_html(report):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert {"md_replica", "model", "static", "anm"} <= set(rows[0])
     assert "| coverage JSD" in (out / "metrics.md").read_text()
+
+
+def test_report_opens_with_model_provenance_and_a_coloured_verdict(report):
+    _, out = report
+    markdown = (out / "metrics.md").read_text()
+    assert markdown.startswith("# starmd evaluation")
+    assert "- **model**: model starmd-small (dt (ps): 50, frames: 60" in markdown
+    assert "sampler: dpm2, seed: 7" in markdown
+    assert "| model | A. STAR-MD paper |" in markdown and "replica(s) of 2 ns" in markdown
+    html = (out / "report.html").read_text()
+    assert html.index("class='headline'") < html.index("<h2>Metrics</h2>")
+    assert any(f"<td class='{cue}'>" in html for cue in ("ahead", "mixed", "behind"))
+    settings = html[html.index("<h2>Settings</h2>") : html.index("<h2>Metrics</h2>")]
+    assert "{" not in settings and "[" not in settings  # no Python reprs
+    assert "<li><b>baselines</b>: replica, static, anm</li>" in settings
 
 
 def test_md_replica_beats_static_and_anm_on_coverage(report):

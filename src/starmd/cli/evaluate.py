@@ -74,7 +74,7 @@ def evaluate_command(
             raise StarmdInputError(f"--extra: expected LABEL=FOLDER, got '{item}'")
         extras[name] = Path(folder)
     chosen = tuple(b.strip() for b in baselines.split(",") if b.strip())
-    table = evaluate(
+    evaluate(
         gen_dir,
         reference,
         out,
@@ -89,5 +89,5 @@ def evaluate_command(
         plots=plots,
         overwrite=overwrite,
     )
-    typer.echo(table.to_markdown())
+    typer.echo((out / "metrics.md").read_text())
     typer.echo(f"report: {out / 'report.html'}")

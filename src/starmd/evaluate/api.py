@@ -9,8 +9,9 @@ from pathlib import Path
 
 from starmd.errors import StarmdInputError, located
 from starmd.evaluate.ensemble import ENSEMBLE_FRAMES
+from starmd.evaluate.headline import Headline, generation_provenance, readable_settings
 from starmd.evaluate.protein import ProteinJob, evaluate_protein
-from starmd.evaluate.report import MetricsTable, aggregate, write_html
+from starmd.evaluate.report import MetricsTable, aggregate, load_results, write_html
 from starmd.evaluate.trajectories import discover_proteins
 
 BASELINES = ("replica", "static", "anm")
@@ -181,7 +182,9 @@ def evaluate(
 
     Writes:
         ``out_dir/proteins/{name}/results.json`` + ``arrays.npz`` + ``plots/*.png``,
-        ``out_dir/metrics.csv``, ``out_dir/metrics.md``, ``out_dir/report.html``,
+        ``out_dir/metrics.csv``, ``out_dir/metrics.md`` (headline: model and generation
+        settings from the generated sidecars, the reference, a verdict per metric family vs
+        the baselines; then the table), ``out_dir/report.html`` (the same, with plots),
         ``out_dir/settings.json``.
 
     Returns:
@@ -200,7 +203,8 @@ def evaluate(
     inputs = [reference_dir, *([gen_dir] if gen_dir is not None else []), *(extra or {}).values()]
     out_dir = prepare_output(out_dir, inputs, overwrite)
     _run_jobs(jobs, workers, progress)
-    table = aggregate(out_dir, [j.name for j in jobs])
+    names = [j.name for j in jobs]
+    table = aggregate(out_dir, names)
     settings = {
         "generated": str(gen_dir) if gen_dir is not None else "(none)",
         "reference": str(reference_dir),
@@ -210,12 +214,28 @@ def evaluate(
         "lag_ps": "one frame of the common time step" if lag_ps is None else lag_ps,
         "ensemble_frames": ensemble_frames,
         "seed": seed,
+        "generated_with": _provenance(jobs),
     }
     (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
-    (out_dir / "metrics.md").write_text(table.to_markdown() + "\n")
+    headline = Headline.build(table, settings, load_results(out_dir, names))
+    (out_dir / "metrics.md").write_text(
+        headline.to_markdown() + "\n\n" + table.to_markdown() + "\n"
+    )
     table.write_csv(out_dir / "metrics.csv")
-    write_html(table, out_dir, settings)
+    write_html(table, out_dir, readable_settings(settings), headline.to_html())
     return table
+
+
+def _provenance(jobs: list[ProteinJob]) -> dict[str, dict[str, str]]:
+    """Per loaded method, the model and settings its generation sidecars record."""
+    labels = dict.fromkeys(label for job in jobs for label in job.methods)
+    found = {
+        label: generation_provenance(
+            [job.methods[label].sidecar for job in jobs if label in job.methods]
+        )
+        for label in labels
+    }
+    return {label: record for label, record in found.items() if record}
 
 
 def _run_jobs(jobs: list[ProteinJob], workers: int, progress: bool) -> None:

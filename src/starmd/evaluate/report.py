@@ -157,6 +157,24 @@ _METHOD_ORDER = ("md_reference", "md_replica")
 _BASELINE_ORDER = ("static", "anm")
 
 
+# Values in Angstrom closer to 0 than this print as 0. An exactly-zero quantity can come out
+# of the arithmetic as float noise: the static baseline's pairwise RMSD is 0 by construction
+# (identical frames) but the Gram expansion |a|^2 + |b|^2 - 2 a.b of
+# ensemble.mean_pairwise_rmsd cancels to ~1e-6 A (3.37e-06 on 2wqg). 1e-4 A is far below
+# what the inputs resolve (XTC stores coordinates to 1e-3 nm = 0.01 A).
+ANGSTROM_ZERO_TOLERANCE = 1e-4
+_ANGSTROM_KEYS = {s.key for s in METRICS if "(A" in s.label}
+
+
+def format_value(value: float, key: str) -> str:
+    """A table value at three significant figures (whole numbers from 1000 up); an Angstrom
+    value within :data:`ANGSTROM_ZERO_TOLERANCE` of zero, or an exact zero, prints as ``0``."""
+    tolerance = ANGSTROM_ZERO_TOLERANCE if key in _ANGSTROM_KEYS else 0.0
+    if abs(value) <= tolerance:
+        return "0"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
 @dataclass
 class MetricsTable:
     """Median-over-proteins metrics, one column per method.
@@ -196,11 +214,12 @@ class MetricsTable:
         return {k: v.format(subsets=self.subsets_note()) for k, v in SECTION_NOTES.items()}
 
     def cell(self, key: str, method: str) -> str:
+        """The table's text for one metric and method: N/A counts, blanks for the MD column."""
         value = self.values.get(key, {}).get(method, np.nan)
         na = self.na_counts.get(key, {}).get(method, 0)
         if not np.isfinite(value):
             return "N/A" if method != "md_reference" and key not in _REFERENCE_ONLY else ""
-        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        text = format_value(value, key)
         if 0 < na < self.n_proteins:
             text += f" ({na} N/A)"
         return text
@@ -386,25 +405,44 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def write_html(table: MetricsTable, out_dir: Path, settings: dict) -> Path:
-    """Self-contained ``report.html`` (plots embedded as base64 PNG) under ``out_dir``."""
+_CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:1200px}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
+    "tr.section td{background:#eef;font-weight:bold}img{max-width:100%}"
+    ".headline{background:#f7f7f7;border:1px solid #ddd;padding:0.5em 1em;margin-bottom:1em}"
+    ".ahead{background:#d4f0d4}.mixed{background:#fbeec2}.behind{background:#f6d0d0}"
+    ".legend{font-size:12px;color:#444}"
+)
+
+
+def write_html(
+    table: MetricsTable,
+    out_dir: Path,
+    settings: list[tuple[str, str]],
+    headline_html: str = "",
+) -> Path:
+    """Self-contained ``report.html`` (plots embedded as base64 PNG) under ``out_dir``.
+
+    Args:
+        table: the aggregated table.
+        out_dir: report folder (its ``proteins/{name}`` hold the plots).
+        settings: (label, text) pairs shown under Settings.
+        headline_html: HTML block shown first (provenance and verdict).
+    """
     out_dir = Path(out_dir)
     buf = io.StringIO()
     buf.write("<!doctype html><html><head><meta charset='utf-8'><title>starmd evaluation</title>")
-    buf.write(
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
-        "tr.section td{background:#eef;font-weight:bold}img{max-width:100%}</style></head><body>"
-    )
+    buf.write(f"<style>{_CSS}</style></head><body>")
     buf.write("<h1>starmd evaluation</h1>")
+    buf.write(headline_html)
     buf.write(f"<p>Median over {table.n_proteins} protein(s). {html.escape(JS_NOTE)} ")
     buf.write(
         "<code>md_reference</code> = the reference MD's own value, <code>md_replica</code> = an "
         "independent MD replica scored like a model (the ceiling).</p>"
     )
     buf.write("<h2>Settings</h2><ul>")
-    for k, v in settings.items():
-        buf.write(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>")
+    for label, text in settings:
+        buf.write(f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>")
     buf.write("</ul><h2>Metrics</h2><table><tr><th>metric</th><th>better</th>")
     buf.write("".join(f"<th>{html.escape(m)}</th>" for m in table.methods) + "</tr>")
     section = None
