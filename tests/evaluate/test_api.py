@@ -15,6 +15,7 @@ from starmd.evaluate.trajectories import (
     load_ensemble,
     load_heavy_topology,
 )
+from starmd.evaluate.viewer import VIEWER_FRAMES, viewer_library
 
 from .conftest import make_generated, make_reference
 
@@ -67,6 +68,17 @@ def test_report_opens_with_model_provenance_and_a_coloured_verdict(report):
     settings = html[html.index("<h2>Settings</h2>") : html.index("<h2>Metrics</h2>")]
     assert "{" not in settings and "[" not in settings  # no Python reprs
     assert "<li><b>baselines</b>: replica, static, anm</li>" in settings
+
+
+def test_report_embeds_an_offline_trajectory_viewer_with_md_and_model_frames(report):
+    _, out = report
+    html = (out / "report.html").read_text()
+    assert viewer_library() in html and "<script src=" not in html  # library inlined
+    assert html.count("<div class='mol'") == 2  # MD replica 1 and the model, side by side
+    for label, frames in (("MD", VIEWER_FRAMES), ("model", VIEWER_FRAMES)):
+        start = html.index(f"<b>{label}</b>")
+        block = html[html.index("<pre hidden", start) : html.index("</pre>", start)]
+        assert block.count("MODEL") == frames and "ATOM" in block
 
 
 def test_md_replica_beats_static_and_anm_on_coverage(report):

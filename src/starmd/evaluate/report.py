@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from starmd.evaluate.paper import pearson
+from starmd.evaluate.viewer import viewer_scripts, viewer_section
 
 JS_NOTE = "JSD = Jensen-Shannon distance (sqrt of the divergence), natural log, in [0, 0.833]."
 
@@ -412,6 +413,8 @@ _CSS = (
     ".headline{background:#f7f7f7;border:1px solid #ddd;padding:0.5em 1em;margin-bottom:1em}"
     ".ahead{background:#d4f0d4}.mixed{background:#fbeec2}.behind{background:#f6d0d0}"
     ".legend{font-size:12px;color:#444}"
+    ".viewers{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}"
+    "div.mol{width:420px;height:340px;position:relative;border:1px solid #ccc}"
 )
 
 
@@ -461,13 +464,23 @@ def write_html(
         buf.write("<h2>Notes</h2><ul>")
         buf.write("".join(f"<li>{html.escape(n)}</li>" for n in table.notes))
         buf.write("</ul>")
-    for r in load_results(out_dir, table.proteins):
+    viewers = 0
+    for key, r in enumerate(load_results(out_dir, table.proteins)):
         buf.write(f"<h2>{html.escape(r['protein'])}</h2>")
-        plot_dir = out_dir / "proteins" / r["protein"] / "plots"
+        folder = out_dir / "proteins" / r["protein"]
+        if r.get("viewer"):
+            buf.write(
+                "<p>Trajectories (evenly spaced frames of replica 1, backbone cartoon, each "
+                "superposed on its first frame; drag to rotate):</p>"
+            )
+            buf.write(viewer_section(r["viewer"], folder / "viewer", key))
+            viewers += 1
         for name in (r.get("plots") or {}).values():
-            path = plot_dir / name
+            path = folder / "plots" / name
             if path.is_file():
                 buf.write(f"<p><img alt='{html.escape(name)}' src='{_png_data_uri(path)}'></p>")
+    if viewers:
+        buf.write(viewer_scripts())
     buf.write("</body></html>")
     path = out_dir / "report.html"
     path.write_text(buf.getvalue())
