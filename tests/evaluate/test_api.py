@@ -181,6 +181,8 @@ def test_rerun_into_a_previous_report_aggregates_only_this_run(tmp_path, small_r
     assert "Median over 1 protein(s)" in (out / "metrics.md").read_text()
     assert sorted(p.name for p in (out / "proteins").iterdir()) == ["villin2"]
     assert json.loads((out / "settings.json").read_text())["proteins"] == ["villin2"]
+    (out / "metrics.csv").unlink()  # as after an interrupted run: settings.json comes first
+    assert evaluate(None, reference, out, proteins=["villin"], **quick).n_proteins == 1
 
 
 def test_foreign_non_empty_output_folder_needs_overwrite(tmp_path, small_reference):

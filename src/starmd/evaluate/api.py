@@ -20,16 +20,13 @@ OWNED_OUTPUTS = ("proteins", "metrics.csv", "metrics.md", "report.html", "settin
 
 
 def is_previous_output(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds an earlier evaluate report (its settings.json and table)."""
+    """Whether ``out_dir`` holds an earlier evaluate report: its ``settings.json``, written
+    before the proteins are scored, so that an interrupted run's folder is recognized too."""
     try:
         settings = json.loads((out_dir / "settings.json").read_text())
     except (OSError, ValueError):
         return False
-    return (
-        isinstance(settings, dict)
-        and {"reference", "proteins"} <= set(settings)
-        and (out_dir / "metrics.csv").is_file()
-    )
+    return isinstance(settings, dict) and {"reference", "proteins"} <= set(settings)
 
 
 def prepare_output(
@@ -202,9 +199,6 @@ def evaluate(
     )  # fmt: skip
     inputs = [reference_dir, *([gen_dir] if gen_dir is not None else []), *(extra or {}).values()]
     out_dir = prepare_output(out_dir, inputs, overwrite)
-    _run_jobs(jobs, workers, progress)
-    names = [j.name for j in jobs]
-    table = aggregate(out_dir, names)
     settings = {
         "generated": str(gen_dir) if gen_dir is not None else "(none)",
         "reference": str(reference_dir),
@@ -217,6 +211,9 @@ def evaluate(
         "generated_with": _provenance(jobs),
     }
     (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
+    _run_jobs(jobs, workers, progress)
+    names = [j.name for j in jobs]
+    table = aggregate(out_dir, names)
     headline = Headline.build(table, settings, load_results(out_dir, names))
     (out_dir / "metrics.md").write_text(
         headline.to_markdown() + "\n\n" + table.to_markdown() + "\n"
