@@ -48,6 +48,12 @@ def evaluate_command(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of subsets and ANM samples."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots into the report."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Use a non-empty OUT that is not an earlier report (evaluate's own files in it are "
+        "replaced; an earlier report is always replaced, never merged).",
+    ),
 ) -> None:
     """Score generated trajectories and baselines against reference MD; write a report.
 
@@ -68,7 +74,7 @@ def evaluate_command(
             raise StarmdInputError(f"--extra: expected LABEL=FOLDER, got '{item}'")
         extras[name] = Path(folder)
     chosen = tuple(b.strip() for b in baselines.split(",") if b.strip())
-    table = evaluate(
+    evaluate(
         gen_dir,
         reference,
         out,
@@ -81,6 +87,7 @@ def evaluate_command(
         ensemble_frames=ensemble_frames,
         seed=seed,
         plots=plots,
+        overwrite=overwrite,
     )
-    typer.echo(table.to_markdown())
+    typer.echo((out / "metrics.md").read_text())
     typer.echo(f"report: {out / 'report.html'}")

@@ -3,16 +3,69 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from starmd.errors import StarmdInputError, located
 from starmd.evaluate.ensemble import ENSEMBLE_FRAMES
+from starmd.evaluate.headline import Headline, generation_provenance, readable_settings
 from starmd.evaluate.protein import ProteinJob, evaluate_protein
-from starmd.evaluate.report import MetricsTable, aggregate, write_html
+from starmd.evaluate.report import MetricsTable, aggregate, load_results, write_html
 from starmd.evaluate.trajectories import discover_proteins
 
 BASELINES = ("replica", "static", "anm")
+# Everything evaluate writes at the top of its output folder; a rerun replaces exactly these.
+OWNED_OUTPUTS = ("proteins", "metrics.csv", "metrics.md", "report.html", "settings.json")
+
+
+def is_previous_output(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an earlier evaluate report: its ``settings.json``, written
+    before the proteins are scored, so that an interrupted run's folder is recognized too."""
+    try:
+        settings = json.loads((out_dir / "settings.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and {"reference", "proteins"} <= set(settings)
+
+
+def prepare_output(
+    out_dir: str | Path, inputs: Sequence[str | Path], overwrite: bool = False
+) -> Path:
+    """Make ``out_dir`` ready for a fresh report, so that no result of an earlier run survives.
+
+    An empty or missing folder is used as is; an earlier evaluate report, or any folder when
+    ``overwrite``, has evaluate's own outputs (:data:`OWNED_OUTPUTS`) removed and keeps
+    everything else.
+
+    Raises:
+        StarmdInputError: ``out_dir`` is a file, is (or would clear) an input folder, or is a
+            non-empty folder that is not an earlier report and ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StarmdInputError(located(out_dir, "exists and is not a folder"))
+    cleared = [out_dir.resolve() / name for name in OWNED_OUTPUTS]
+    for folder in inputs:
+        source = Path(folder).resolve()
+        if source == out_dir.resolve() or any(source.is_relative_to(c) for c in cleared):
+            raise StarmdInputError(
+                located(out_dir, f"is an input folder of this evaluation ({folder}); "
+                "choose another --out")
+            )  # fmt: skip
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite and not is_previous_output(out_dir):
+            raise StarmdInputError(
+                located(out_dir, "is not empty and not a previous evaluate output; pass "
+                "--overwrite to replace evaluate's files in it, or choose another --out")
+            )  # fmt: skip
+        for path in cleared:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
 
 def plan_jobs(
@@ -98,6 +151,7 @@ def evaluate(
     seed: int = 0,
     plots: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> MetricsTable:
     """Evaluate generated trajectories against reference MD, with baselines, and write a report.
 
@@ -119,17 +173,23 @@ def evaluate(
         seed: RNG seed of the subsets and of the ANM samples.
         plots: write PNG plots and embed them in the HTML report.
         progress: show a progress bar over proteins.
+        overwrite: allow a non-empty ``out_dir`` that is not an earlier evaluate report
+            (evaluate's own outputs in it are replaced, other files kept). An earlier report
+            is always replaced: results of different runs are never mixed.
 
     Writes:
         ``out_dir/proteins/{name}/results.json`` + ``arrays.npz`` + ``plots/*.png``,
-        ``out_dir/metrics.csv``, ``out_dir/metrics.md``, ``out_dir/report.html``,
+        ``out_dir/metrics.csv``, ``out_dir/metrics.md`` (headline: model and generation
+        settings from the generated sidecars, the reference, a verdict per metric family vs
+        the baselines; then the table), ``out_dir/report.html`` (the same, with plots),
         ``out_dir/settings.json``.
 
     Returns:
         the aggregated table (median over proteins, one column per method).
 
     Raises:
-        StarmdInputError: missing folders or reference, mismatched proteins, bad options.
+        StarmdInputError: missing folders or reference, mismatched proteins, bad options, an
+            output folder that is not ours without ``overwrite``.
     """
     if workers < 1:
         raise StarmdInputError(f"--workers: must be >= 1, got {workers}")
@@ -137,10 +197,8 @@ def evaluate(
         gen_dir, reference_dir, out_dir, baselines=baselines, extra=extra, gen_label=gen_label,
         proteins=proteins, lag_ps=lag_ps, ensemble_frames=ensemble_frames, seed=seed, plots=plots,
     )  # fmt: skip
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _run_jobs(jobs, workers, progress)
-    table = aggregate(out_dir)
+    inputs = [reference_dir, *([gen_dir] if gen_dir is not None else []), *(extra or {}).values()]
+    out_dir = prepare_output(out_dir, inputs, overwrite)
     settings = {
         "generated": str(gen_dir) if gen_dir is not None else "(none)",
         "reference": str(reference_dir),
@@ -150,12 +208,31 @@ def evaluate(
         "lag_ps": "one frame of the common time step" if lag_ps is None else lag_ps,
         "ensemble_frames": ensemble_frames,
         "seed": seed,
+        "generated_with": _provenance(jobs),
     }
     (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
-    (out_dir / "metrics.md").write_text(table.to_markdown() + "\n")
+    _run_jobs(jobs, workers, progress)
+    names = [j.name for j in jobs]
+    table = aggregate(out_dir, names)
+    headline = Headline.build(table, settings, load_results(out_dir, names))
+    (out_dir / "metrics.md").write_text(
+        headline.to_markdown() + "\n\n" + table.to_markdown() + "\n"
+    )
     table.write_csv(out_dir / "metrics.csv")
-    write_html(table, out_dir, settings)
+    write_html(table, out_dir, readable_settings(settings), headline.to_html())
     return table
+
+
+def _provenance(jobs: list[ProteinJob]) -> dict[str, dict[str, str]]:
+    """Per loaded method, the model and settings its generation sidecars record."""
+    labels = dict.fromkeys(label for job in jobs for label in job.methods)
+    found = {
+        label: generation_provenance(
+            [job.methods[label].sidecar for job in jobs if label in job.methods]
+        )
+        for label in labels
+    }
+    return {label: record for label, record in found.items() if record}
 
 
 def _run_jobs(jobs: list[ProteinJob], workers: int, progress: bool) -> None:

@@ -380,6 +380,7 @@ def _ensemble_scores(sc: _Scoring, ref: dict, job: ProteinJob) -> tuple[dict, di
         "rmsf_ref": rmsf_ref,
         "rmsf_gen": rmsf_gen,
         "ca_index": ca,
+        "ca_residue_number": np.array([topology.atom(i).residue.resSeq for i in ca]),
         "rg_ref": np.concatenate([radius_of_gyration(r) for r in sc.ref_atlas]),
         "ca_distances_gen": _ca_distance_sample(gen_sub[:, ca], job.seed),
         "ca_distances_ref": _ca_distance_sample(ref_sub[:, ca], job.seed),
@@ -522,7 +523,8 @@ def evaluate_protein(job: ProteinJob) -> dict:
     """Score every method of one protein and write its outputs under ``job.out_dir``.
 
     Writes ``results.json`` (per method scalars; NaN stored as null), ``arrays.npz`` (keys
-    ``{method}/{array}``) and, if ``job.plots``, PNG plots in ``plots/``.
+    ``{method}/{array}``) and, if ``job.plots``, PNG plots in ``plots/`` and the 3D viewer's
+    frames (MD replica 1 and every loaded method) in ``viewer/``.
 
     Returns:
         the content of ``results.json``.
@@ -555,7 +557,9 @@ def evaluate_protein(job: ProteinJob) -> dict:
     np.savez_compressed(job.out_dir / "arrays.npz", **all_arrays)
     if job.plots:
         from starmd.evaluate.plots import protein_plots
+        from starmd.evaluate.viewer import write_viewer_models
 
         results["plots"] = protein_plots(job.name, all_arrays, list(methods), job.out_dir / "plots")
+        results["viewer"] = write_viewer_models(job.reference, job.methods, job.out_dir / "viewer")
         (job.out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results

@@ -8,12 +8,14 @@ import csv
 import html
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from starmd.evaluate.paper import pearson
+from starmd.evaluate.viewer import viewer_scripts, viewer_section
 
 JS_NOTE = "JSD = Jensen-Shannon distance (sqrt of the divergence), natural log, in [0, 0.833]."
 
@@ -156,6 +158,24 @@ _METHOD_ORDER = ("md_reference", "md_replica")
 _BASELINE_ORDER = ("static", "anm")
 
 
+# Values in Angstrom closer to 0 than this print as 0. An exactly-zero quantity can come out
+# of the arithmetic as float noise: the static baseline's pairwise RMSD is 0 by construction
+# (identical frames) but the Gram expansion |a|^2 + |b|^2 - 2 a.b of
+# ensemble.mean_pairwise_rmsd cancels to ~1e-6 A (3.37e-06 on 2wqg). 1e-4 A is far below
+# what the inputs resolve (XTC stores coordinates to 1e-3 nm = 0.01 A).
+ANGSTROM_ZERO_TOLERANCE = 1e-4
+_ANGSTROM_KEYS = {s.key for s in METRICS if "(A" in s.label}
+
+
+def format_value(value: float, key: str) -> str:
+    """A table value at three significant figures (whole numbers from 1000 up); an Angstrom
+    value within :data:`ANGSTROM_ZERO_TOLERANCE` of zero, or an exact zero, prints as ``0``."""
+    tolerance = ANGSTROM_ZERO_TOLERANCE if key in _ANGSTROM_KEYS else 0.0
+    if abs(value) <= tolerance:
+        return "0"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
 @dataclass
 class MetricsTable:
     """Median-over-proteins metrics, one column per method.
@@ -169,6 +189,7 @@ class MetricsTable:
         notes: caveats collected from the proteins.
         settings: ``ensemble_frames`` and ``seed`` the proteins were scored with.
         left_out: proteins left out of a Jaccard median (both sets empty), per row and method.
+        proteins: names of the proteins aggregated.
     """
 
     methods: list[str]
@@ -178,6 +199,7 @@ class MetricsTable:
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
+    proteins: list[str] = field(default_factory=list)
 
     def subsets_note(self) -> str:
         """The subset size and seed the proteins were scored with, in words."""
@@ -193,11 +215,12 @@ class MetricsTable:
         return {k: v.format(subsets=self.subsets_note()) for k, v in SECTION_NOTES.items()}
 
     def cell(self, key: str, method: str) -> str:
+        """The table's text for one metric and method: N/A counts, blanks for the MD column."""
         value = self.values.get(key, {}).get(method, np.nan)
         na = self.na_counts.get(key, {}).get(method, 0)
         if not np.isfinite(value):
             return "N/A" if method != "md_reference" and key not in _REFERENCE_ONLY else ""
-        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        text = format_value(value, key)
         if 0 < na < self.n_proteins:
             text += f" ({na} N/A)"
         return text
@@ -254,16 +277,21 @@ def _ordered_methods(found: set[str]) -> list[str]:
     return first + middle + last
 
 
-def load_results(out_dir: Path) -> list[dict]:
-    """The ``results.json`` of every protein under ``out_dir/proteins``, sorted by name."""
-    return [
-        json.loads(p.read_text())
-        for p in sorted((Path(out_dir) / "proteins").glob("*/results.json"))
-    ]
+def load_results(out_dir: Path, proteins: Sequence[str] | None = None) -> list[dict]:
+    """The ``results.json`` of ``proteins`` (default: every protein under ``out_dir/proteins``),
+    sorted by name."""
+    folder = Path(out_dir) / "proteins"
+    if proteins is None:
+        paths = sorted(folder.glob("*/results.json"))
+    else:
+        paths = [folder / name / "results.json" for name in sorted(proteins)]
+    return [json.loads(p.read_text()) for p in paths]
 
 
-def aggregate(out_dir: str | Path) -> MetricsTable:
-    """Aggregate per-protein results under ``out_dir/proteins/*`` into the metrics table.
+def aggregate(out_dir: str | Path, proteins: Sequence[str] | None = None) -> MetricsTable:
+    """Aggregate per-protein results under ``out_dir/proteins`` into the metrics table.
+
+    ``proteins`` names the proteins of this run (default: every folder found there).
 
     Medians over proteins ignore N/A values (counted per cell). Across-protein statistics:
     ``pairwise_rmsd_r`` (Pearson r of per-protein MD vs method pairwise RMSD; N/A below 3
@@ -272,7 +300,7 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
     ``pc_cosine_above_half_pct``.
     """
     out_dir = Path(out_dir)
-    results = load_results(out_dir)
+    results = load_results(out_dir, proteins)
     methods = _ordered_methods({m for r in results for m in r["methods"]})
     values: dict[str, dict[str, float]] = {s.key: {} for s in METRICS}
     na_counts: dict[str, dict[str, int]] = {s.key: {} for s in METRICS}
@@ -317,8 +345,9 @@ def aggregate(out_dir: str | Path) -> MetricsTable:
                     f"lags rounded to {scores.get('common_dt_ps')} ps frames"
                 )
     return MetricsTable(
-        methods, values, na_counts, len(results), notes, _run_settings(results), left_out
-    )
+        methods, values, na_counts, len(results), notes, _run_settings(results), left_out,
+        [r["protein"] for r in results],
+    )  # fmt: skip
 
 
 # Jaccard rows -> the per-protein key prefix of their set sizes.
@@ -377,25 +406,46 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def write_html(table: MetricsTable, out_dir: Path, settings: dict) -> Path:
-    """Self-contained ``report.html`` (plots embedded as base64 PNG) under ``out_dir``."""
+_CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:1200px}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
+    "tr.section td{background:#eef;font-weight:bold}img{max-width:100%}"
+    ".headline{background:#f7f7f7;border:1px solid #ddd;padding:0.5em 1em;margin-bottom:1em}"
+    ".ahead{background:#d4f0d4}.mixed{background:#fbeec2}.behind{background:#f6d0d0}"
+    ".legend{font-size:12px;color:#444}"
+    ".viewers{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}"
+    "div.mol{width:420px;height:340px;position:relative;border:1px solid #ccc}"
+)
+
+
+def write_html(
+    table: MetricsTable,
+    out_dir: Path,
+    settings: list[tuple[str, str]],
+    headline_html: str = "",
+) -> Path:
+    """Self-contained ``report.html`` (plots embedded as base64 PNG) under ``out_dir``.
+
+    Args:
+        table: the aggregated table.
+        out_dir: report folder (its ``proteins/{name}`` hold the plots).
+        settings: (label, text) pairs shown under Settings.
+        headline_html: HTML block shown first (provenance and verdict).
+    """
     out_dir = Path(out_dir)
     buf = io.StringIO()
     buf.write("<!doctype html><html><head><meta charset='utf-8'><title>starmd evaluation</title>")
-    buf.write(
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
-        "tr.section td{background:#eef;font-weight:bold}img{max-width:100%}</style></head><body>"
-    )
+    buf.write(f"<style>{_CSS}</style></head><body>")
     buf.write("<h1>starmd evaluation</h1>")
+    buf.write(headline_html)
     buf.write(f"<p>Median over {table.n_proteins} protein(s). {html.escape(JS_NOTE)} ")
     buf.write(
         "<code>md_reference</code> = the reference MD's own value, <code>md_replica</code> = an "
         "independent MD replica scored like a model (the ceiling).</p>"
     )
     buf.write("<h2>Settings</h2><ul>")
-    for k, v in settings.items():
-        buf.write(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>")
+    for label, text in settings:
+        buf.write(f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>")
     buf.write("</ul><h2>Metrics</h2><table><tr><th>metric</th><th>better</th>")
     buf.write("".join(f"<th>{html.escape(m)}</th>" for m in table.methods) + "</tr>")
     section = None
@@ -414,13 +464,23 @@ def write_html(table: MetricsTable, out_dir: Path, settings: dict) -> Path:
         buf.write("<h2>Notes</h2><ul>")
         buf.write("".join(f"<li>{html.escape(n)}</li>" for n in table.notes))
         buf.write("</ul>")
-    for r in load_results(out_dir):
+    viewers = 0
+    for key, r in enumerate(load_results(out_dir, table.proteins)):
         buf.write(f"<h2>{html.escape(r['protein'])}</h2>")
-        plot_dir = out_dir / "proteins" / r["protein"] / "plots"
+        folder = out_dir / "proteins" / r["protein"]
+        if r.get("viewer"):
+            buf.write(
+                "<p>Trajectories (evenly spaced frames of replica 1, backbone cartoon, each "
+                "superposed on its first frame; drag to rotate):</p>"
+            )
+            buf.write(viewer_section(r["viewer"], folder / "viewer", key))
+            viewers += 1
         for name in (r.get("plots") or {}).values():
-            path = plot_dir / name
+            path = folder / "plots" / name
             if path.is_file():
                 buf.write(f"<p><img alt='{html.escape(name)}' src='{_png_data_uri(path)}'></p>")
+    if viewers:
+        buf.write(viewer_scripts())
     buf.write("</body></html>")
     path = out_dir / "report.html"
     path.write_text(buf.getvalue())
