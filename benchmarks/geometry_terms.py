@@ -1,10 +1,12 @@
 """Scale and cost of the structural-violation loss terms (bond, angle, clash).
 
-    python benchmarks/geometry_terms.py [--windows 8] [--steps 6] [--out geometry.json]
+    python benchmarks/geometry_terms.py [--model starmd-small] [--windows 8] [--steps 6]
+        [--out geometry.json]
 
 Scale: on windows of the corpus validation proteins (2WQG, 2K1B, 2M2L, replica 1 MD), the
-terms of ``starmd-small``'s clean-frame predictions at fixed diffusion times next to the same
-terms of the MD frames themselves (rebuilt from frames + torsions, the path the loss takes).
+terms of the model's (default ``starmd-small``) clean-frame predictions at fixed diffusion
+times next to the same terms of the MD frames themselves (rebuilt from frames + torsions, the
+path the loss takes).
 Cost: seconds per training step (forward + backward, ``configs/small_cpu.yaml`` windows) with
 the terms off and on, interleaved A/B on the same batches.
 """
@@ -91,12 +93,13 @@ def step_seconds(module: StarMDModule, batch, step: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="starmd-small", help="bundled name or file")
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    loaded = load_model(resolve_model("starmd-small"))
+    loaded = load_model(resolve_model(args.model))
     config = loaded.config
     on = StarMDModule(config)
     on.model.load_state_dict(loaded.model.state_dict())
@@ -124,6 +127,7 @@ def main() -> None:
             times[label].append(step_seconds(module, batches[step % len(batches)], step))
     result["step_seconds_median"] = {k: statistics.median(v[1:]) for k, v in times.items()}
     result["settings"] = {
+        "model": args.model,
         "windows": args.windows,
         "window": config.data.window,
         "crop": config.data.crop,
