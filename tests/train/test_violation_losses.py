@@ -224,3 +224,20 @@ def test_geometry_preset_turns_the_terms_on_over_the_bundled_training_config():
     for name in ("rot", "trans", "torsion", "distance", "low_noise_tau"):
         assert getattr(geometry_config.loss, name) == getattr(small.loss, name)
     assert geometry_config.model == small.model and geometry_config.data == small.data
+
+
+def test_padding_with_degenerate_frames_keeps_terms_and_gradients_finite(md_frames):
+    """Padded residues carry all-zero frames (no rotation, at the origin): the terms of the
+    real residues and every gradient stay finite."""
+    frames = md_frames["frames"][:2]
+    rots, trans = frames.rots.clone(), frames.trans.clone()
+    rots[:, 38:], trans[:, 38:] = 0.0, 0.0
+    trans = trans.requires_grad_(True)
+    residue_mask = torch.ones(1, 41, dtype=torch.bool)
+    residue_mask[:, 38:] = False
+    weights = LossSection(bond_violation=1.0, angle_violation=1.0, clash=1.0)
+    terms = _denoising_terms(md_frames, Rigid(rots, trans), weights, 0.05, residue_mask)
+    assert all(torch.isfinite(terms[name]) for name in VIOLATION_TERMS)
+    assert terms["bond_violation"] < 2e-3
+    sum(terms[name] for name in VIOLATION_TERMS).backward()
+    assert torch.isfinite(trans.grad).all()

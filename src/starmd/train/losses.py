@@ -93,7 +93,8 @@ def peptide_bonds(
     return consecutive & same_chain & residue_mask[..., 1:] & residue_mask[..., :-1]
 
 
-def _flat_bottom(value: torch.Tensor, mean_sd: torch.Tensor | tuple, tolerance_sd: float):
+def _flat_bottom(value: torch.Tensor, mean_sd: tuple, tolerance_sd: float) -> torch.Tensor:
+    """How far ``value`` lies outside ``mean +- tolerance_sd * sd`` (0 inside)."""
     mean, sd = mean_sd
     return torch.relu((value - mean).abs() - tolerance_sd * sd)
 
@@ -203,7 +204,7 @@ def structural_violations(
     angle = _flat_bottom(backbone["ca_c_n"], CA_C_N_DEG, tolerance_sd) + _flat_bottom(
         backbone["c_n_ca"], C_N_CA_DEG, tolerance_sd
     )
-    weight = bonded.to(atoms.dtype)
+    weight = (bonded & present[..., 1:, 0] & present[..., :-1, 0]).to(atoms.dtype)
     count = weight.sum(-1).clamp(min=1.0)
     return {
         "bond_violation": (bond * weight).sum(-1) / count,
