@@ -64,6 +64,13 @@ class LossSection:
     distance: float = 0.25
     low_noise_tau: float = 0.25
     fape_clamp_angstrom: float = 10.0
+    # Structural violations of the predicted heavy atoms at low noise (AlphaFold 2's
+    # between-residue terms, starmd.train.losses.structural_violations); 0 = not computed.
+    bond_violation: float = 0.0
+    angle_violation: float = 0.0
+    clash: float = 0.0
+    violation_tolerance_sd: float = 12.0
+    clash_tolerance_angstrom: float = 1.5
 
 
 @dataclass

@@ -4,18 +4,37 @@ Weights and the low-noise cut-off come from :class:`starmd.modelfile.config.Loss
 paper's weights as a starting point): rotation score, translation, torsion, backbone FAPE,
 all-atom FAPE, and at low noise only an atom-coordinate and a local distance-map loss.
 Lengths inside the losses are nanometres (Angstrom x 0.1) so terms are O(1).
+
+Structural violations (AlphaFold 2's between-residue bond, angle and clash terms; weights 0 by
+default, so they are computed only when a config turns them on): on the heavy atoms rebuilt
+from the predicted frames and torsions, at low noise only. Their units are AlphaFold's:
+Angstrom for lengths and overlaps, radians for angles.
 """
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
 from starmd.diffusion import NoisyState, SE3TorusDiffuser
 from starmd.modelfile.config import LossSection
 from starmd.structure import geometry
+from starmd.structure import residue_constants as rc
+from starmd.structure.local_geometry import VDW_RADIUS_A, backbone_geometry
 from starmd.structure.rigid import Rigid
 
 NM = 0.1  # Angstrom -> nm
+# Between-residue geometry (Engh & Huber 1991, the values AlphaFold 2's violation loss uses):
+# (mean, sd) of the peptide bond C(i)-N(i+1) in Angstrom (i+1 not proline, proline) and of the
+# angles CA(i)-C(i)-N(i+1) and C(i)-N(i+1)-CA(i+1) in degrees.
+PEPTIDE_BOND_A = ((1.329, 0.014), (1.341, 0.016))
+CA_C_N_DEG = (116.568, 1.995)
+C_N_CA_DEG = (121.352, 2.315)
+_PROLINE = rc.RESTYPE_3.index("PRO")
+_PLACEHOLDER_BACKBONE = ((-0.525, 1.363, 0.0), (0.0, 0.0, 0.0), (1.526, 0.0, 0.0))  # N, CA, C
+VIOLATION_TERMS = ("bond_violation", "angle_violation", "clash")
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,6 +82,137 @@ def torsion_loss(
     return _masked_mean(err, mask) + 0.02 * _masked_mean((norm - 1.0).abs(), mask)
 
 
+def peptide_bonds(
+    residue_index: torch.Tensor, chain_index: torch.Tensor, residue_mask: torch.Tensor
+) -> torch.Tensor:
+    """Junctions that are peptide bonds: ``(..., L) -> (..., L-1)`` bool, residue i bonded to
+    i+1 (both present, same chain, consecutive segment index: a chain break or a spatial crop
+    leaves a gap in the index)."""
+    consecutive = residue_index[..., 1:] - residue_index[..., :-1] == 1
+    same_chain = chain_index[..., 1:] == chain_index[..., :-1]
+    return consecutive & same_chain & residue_mask[..., 1:] & residue_mask[..., :-1]
+
+
+def _flat_bottom(value: torch.Tensor, mean_sd: tuple, tolerance_sd: float) -> torch.Tensor:
+    """How far ``value`` lies outside ``mean +- tolerance_sd * sd`` (0 inside)."""
+    mean, sd = mean_sd
+    return torch.relu((value - mean).abs() - tolerance_sd * sd)
+
+
+@functools.cache
+def _atom_tables_np() -> tuple[np.ndarray, np.ndarray]:
+    """Per residue type and atom15 slot: van der Waals radius (Angstrom, 0 for empty slots) and
+    whether the atom is a cysteine SG (two of them may form a disulfide bond)."""
+    radius = np.zeros((len(rc.RESTYPE_3) + 1, rc.ATOMS_PER_RESIDUE))
+    sulfur_gamma = np.zeros_like(radius, dtype=bool)
+    for t, name in enumerate(rc.RESTYPE_3):
+        for slot, atom in enumerate(rc.ATOM14_NAMES[name]):
+            radius[t, slot] = VDW_RADIUS_A[rc.ELEMENTS[atom[0]]]
+        radius[t, rc.OXT_SLOT] = VDW_RADIUS_A["O"]
+        if name == "CYS":
+            sulfur_gamma[t, rc.ATOM14_NAMES[name].index("SG")] = True
+    return radius, sulfur_gamma
+
+
+def between_residue_clash(
+    atoms: torch.Tensor,
+    atom_mask: torch.Tensor,
+    aatype: torch.Tensor,
+    bonded: torch.Tensor,
+    tolerance_a: float,
+) -> torch.Tensor:
+    """Heavy-atom overlap between residues (AlphaFold 2's clash loss), per frame.
+
+    Every pair of atoms of two different residues, except the peptide bond C(i)-N(i+1) and a
+    cysteine SG-SG pair, adds ``relu(r_a + r_b - tolerance_a - d)`` (van der Waals radii of
+    :data:`starmd.structure.local_geometry.VDW_RADIUS_A`); the sum is divided by the frame's
+    number of atoms. Only residue pairs whose C-alpha atoms are close enough for any of their
+    atoms to overlap are measured (found without gradient), so the cost follows the contacts.
+
+    Args:
+        atoms: ``(F, L, 15, 3)`` Angstrom; atom_mask ``(F, L, 15)`` bool; aatype ``(F, L)``.
+        bonded: ``(F, L-1)`` bool, :func:`peptide_bonds`.
+        tolerance_a: overlap allowed before a pair counts (AlphaFold 2: 1.5 A).
+
+    Returns:
+        ``(F,)`` Angstrom of overlap per atom.
+    """
+    radius_np, sg_np = _atom_tables_np()
+    radius = torch.as_tensor(radius_np, dtype=atoms.dtype, device=atoms.device)[aatype]
+    sulfur_gamma = torch.as_tensor(sg_np, device=atoms.device)[aatype]
+    residue_present = atom_mask.any(-1)
+    ca = atoms[..., geometry.CA_SLOT, :].detach()
+    reach = torch.where(
+        atom_mask, torch.linalg.vector_norm(atoms.detach() - ca[..., None, :], dim=-1), 0.0
+    ).amax(-1)
+    contact = 2 * max(VDW_RADIUS_A.values()) - tolerance_a
+    near = torch.cdist(ca, ca) <= reach[..., :, None] + reach[..., None, :] + contact
+    near = near & residue_present[..., :, None] & residue_present[..., None, :]
+    f, i, j = torch.triu(near, diagonal=1).nonzero(as_tuple=True)
+    diff = atoms[f, i][:, :, None] - atoms[f, j][:, None]  # (P, 15, 15, 3)
+    d = torch.sqrt((diff**2).sum(-1) + 1e-10)
+    pair_mask = atom_mask[f, i][:, :, None] & atom_mask[f, j][:, None]
+    pair_mask &= ~(sulfur_gamma[f, i][:, :, None] & sulfur_gamma[f, j][:, None])
+    padded = torch.cat([bonded, torch.zeros_like(bonded[..., :1])], dim=-1)
+    peptide = (j == i + 1) & padded[f, i]
+    pair_mask[:, geometry.C_SLOT, geometry.N_SLOT] &= ~peptide
+    limit = radius[f, i][:, :, None] + radius[f, j][:, None] - tolerance_a
+    overlap = torch.where(pair_mask, torch.relu(limit - d), 0.0).sum((1, 2))
+    per_frame = atoms.new_zeros(atoms.shape[0]).index_add(0, f, overlap)
+    return per_frame / atom_mask.sum((-1, -2)).clamp(min=1)
+
+
+def structural_violations(
+    atoms: torch.Tensor,
+    atom_mask: torch.Tensor,
+    aatype: torch.Tensor,
+    bonded: torch.Tensor,
+    tolerance_sd: float = 12.0,
+    clash_tolerance_a: float = 1.5,
+) -> dict[str, torch.Tensor]:
+    """AlphaFold 2's between-residue violations of heavy-atom frames, per frame.
+
+    Flat-bottomed: a peptide bond length or angle counts only by how far it lies beyond
+    ``mean +- tolerance_sd * sd`` of the literature values (:data:`PEPTIDE_BOND_A`,
+    :data:`CA_C_N_DEG`, :data:`C_N_CA_DEG`; AlphaFold 2 uses 12 sd, wide enough for the
+    spread of MD frames).
+
+    Args:
+        atoms: ``(F, L, 15, 3)`` Angstrom (atom15 layout); atom_mask ``(F, L, 15)`` bool.
+        aatype: ``(F, L)``; bonded: ``(F, L-1)`` bool, :func:`peptide_bonds`.
+
+    Returns:
+        ``(F,)`` each: ``bond_violation`` (Angstrom, mean over peptide bonds),
+        ``angle_violation`` (radians, mean over the two angles of each peptide bond),
+        ``clash`` (:func:`between_residue_clash`).
+    """
+    present = atom_mask[..., geometry.CA_SLOT, None]
+    # absent residues (padding: possibly degenerate or non-finite frames) get a fixed
+    # non-degenerate N, CA, C triangle, so that angles of masked junctions and their
+    # gradients stay finite
+    n, ca, c = (
+        torch.where(present, atoms[..., slot, :], atoms.new_tensor(placeholder))
+        for slot, placeholder in zip(
+            (geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT), _PLACEHOLDER_BACKBONE, strict=True
+        )
+    )
+    backbone = backbone_geometry(n, ca, c)
+    proline = aatype[..., 1:] == _PROLINE
+    bond_mean = torch.where(proline, PEPTIDE_BOND_A[1][0], PEPTIDE_BOND_A[0][0])
+    bond_sd = torch.where(proline, PEPTIDE_BOND_A[1][1], PEPTIDE_BOND_A[0][1])
+    bond = _flat_bottom(backbone["c_n"], (bond_mean, bond_sd), tolerance_sd)
+    angle = _flat_bottom(backbone["ca_c_n"], CA_C_N_DEG, tolerance_sd) + _flat_bottom(
+        backbone["c_n_ca"], C_N_CA_DEG, tolerance_sd
+    )
+    weight = (bonded & present[..., 1:, 0] & present[..., :-1, 0]).to(atoms.dtype)
+    count = weight.sum(-1).clamp(min=1.0)
+    return {
+        "bond_violation": (bond * weight).sum(-1) / count,
+        "angle_violation": torch.deg2rad(angle * weight).sum(-1) / (2 * count),
+        "clash": between_residue_clash(atoms, atom_mask, aatype, bonded, clash_tolerance_a),
+    }
+
+
 def denoising_losses(
     *,
     diffuser: SE3TorusDiffuser,
@@ -79,6 +229,8 @@ def denoising_losses(
     oxt_mask: torch.Tensor | None,
     weights: LossSection,
     frame_mask: torch.Tensor | None = None,
+    residue_index: torch.Tensor | None = None,
+    chain_index: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms for predictions of ``K`` noisy frames.
 
@@ -90,6 +242,10 @@ def denoising_losses(
     stops rotation gradients between blocks, so earlier blocks learn only through this term.
 
     ``frame_mask`` ``(B, K)`` bool (default all): which noisy frames count in the loss.
+
+    ``residue_index``, ``chain_index`` ``(B, L)``: where the peptide bonds are; needed only when
+    a structural-violation weight is non-zero (the terms are then added, averaged over the
+    low-noise frames, :func:`structural_violations`).
 
     Returns:
         dict of scalar terms and ``"loss"``, their weighted sum.
@@ -157,5 +313,20 @@ def denoising_losses(
         "atom": atom,
         "distance": distance,
     }
+    if any(getattr(weights, name) for name in VIOLATION_TERMS):
+        if residue_index is None or chain_index is None:
+            raise ValueError("structural violation terms need residue_index and chain_index")
+        counted = res_mask.any(-1) & low[..., 0]  # (B, K)
+        aatype_frames = aatype[:, None].expand(b, k, l)
+        bonded = peptide_bonds(residue_index, chain_index, residue_mask)[:, None].expand(b, k, -1)
+        violations = structural_violations(
+            pred_atoms[counted],
+            atom_mask[counted],
+            aatype_frames[counted],
+            bonded[counted],
+            weights.violation_tolerance_sd,
+            weights.clash_tolerance_angstrom,
+        )
+        terms |= {name: value.sum() / max(1, len(value)) for name, value in violations.items()}
     terms["loss"] = sum(getattr(weights, name) * value for name, value in terms.items())
     return terms

@@ -161,6 +161,8 @@ class StarMDModule(L.LightningModule):
             oxt_mask=batch["atom_mask"][..., 14],
             weights=self.config.loss,
             frame_mask=frame_mask,
+            residue_index=ctx.cond.residue_index,
+            chain_index=ctx.cond.chain_index,
         )
 
     # Lightning hooks ------------------------------------------------------------------------
