@@ -151,7 +151,7 @@ def _finite(value: float) -> float | None:
 
 
 def _headline(table) -> str:
-    from starmd.evaluate.report import METRICS
+    from starmd.evaluate.report import METRICS, format_value
 
     labels = {spec.key: spec.label for spec in METRICS}
     lines = [
@@ -160,12 +160,12 @@ def _headline(table) -> str:
     ]
     for key in HEADLINE_METRICS:
         values = table.values.get(key, {})
-        cells = [_fmt(values.get(m)) for m in table.methods]
+        cells = [
+            format_value(values[m], key) if _finite(values.get(m)) else "N/A" for m in table.methods
+        ]
         lines.append(f"| {labels.get(key, key)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _fmt(value) -> str:
-    if value is None or not np.isfinite(value):
-        return "N/A"
-    return f"{value:.3g}"
+def _finite(value) -> bool:
+    return value is not None and bool(np.isfinite(value))

@@ -1,6 +1,6 @@
-"""Evaluation of generated trajectories against reference MD (DESIGN.md section 7).
+"""Evaluation of generated trajectories against reference MD (docs/metrics.md).
 
-Metric families (definitions in ``shared/METRICS.md``; each function documents its choices):
+Metric families (definitions in ``docs/metrics.md``; each function documents its choices):
 
 - :mod:`~starmd.evaluate.paper` — the STAR-MD paper's table (coverage, tICA correlation,
   RMSD-vs-lag / autocorrelation / VAMP-2 gaps) and :mod:`~starmd.evaluate.validity` (CA / AA

@@ -1,5 +1,5 @@
-"""MDGen's dynamics metrics (METRICS.md section C): torsion and tICA JSDs, decorrelation times,
-MSM metastable-state occupancies.
+"""MDGen's dynamics metrics (docs/metrics.md, section C): torsion and tICA JSDs, decorrelation
+times, MSM metastable-state occupancies.
 
 Reference = the MD replicas. Model and reference trajectories are first brought onto a common
 time step (the coarser of the two, see :func:`starmd.evaluate.paper.common_time_step`) so every

@@ -1,4 +1,4 @@
-"""The ATLAS ensemble table of AlphaFlow / MDGen (METRICS.md section B).
+"""The ATLAS ensemble table of AlphaFlow / MDGen (docs/metrics.md, section B).
 
 Reference = the MD replicas concatenated. Coordinates are Angstrom, superposed on the reference
 structure by CA. Metrics that cost O(frames^2) or need SASA (pairwise RMSD, PCA W2, exposure)

@@ -1,4 +1,4 @@
-"""Long-horizon health (METRICS.md section D): validity, drift and blow-ups as functions of time.
+"""Long-horizon health (docs/metrics.md, section D): validity, drift and blow-ups over time.
 
 A rollout that unfolds or explodes shows up here instead of being averaged away: every frame is
 kept, non-finite frames are counted, and frames whose radius of gyration exceeds three times the

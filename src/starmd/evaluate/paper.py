@@ -1,4 +1,4 @@
-"""The STAR-MD paper's table (METRICS.md section A): coverage, tICA correlation, dynamics gaps.
+"""STAR-MD paper table (docs/metrics.md, section A): coverage, tICA correlation, dynamics gaps.
 
 Reference = one MD replica. Coordinates in Angstrom, superposed on the reference structure by CA.
 Lags are in frames of a common time step shared by model and reference (see

@@ -1,4 +1,4 @@
-"""Autoregressive rollout of the denoiser with a KV cache (STAR-MD, DESIGN.md section 5).
+"""Autoregressive rollout of the denoiser with a KV cache (STAR-MD; docs/design.md, "6. Rollout").
 
 Frame 0 is the input structure. For each new frame ``t``: start from the diffusion prior, run
 ``steps`` reverse steps, each attending to the cached clean history plus the current noisy frame,

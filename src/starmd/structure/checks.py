@@ -1,5 +1,6 @@
 """Fast per-frame CA health checks (used while generating; the evaluation suite reports the full
-validity metrics). Thresholds follow the STAR-MD validity definitions (METRICS.md, section A)."""
+validity metrics). Thresholds follow the STAR-MD validity definitions (docs/metrics.md,
+section A)."""
 
 from __future__ import annotations
 
