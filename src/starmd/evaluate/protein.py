@@ -32,13 +32,11 @@ from starmd.evaluate.trajectories import (
     match_atoms,
 )
 from starmd.evaluate.validity import (
-    CA_BREAK_CONFDIFF,
-    ValidityThresholds,
     check_validity,
-    judge,
     plan_validity,
+    pooled_checks,
     thresholds_from_md,
-    validity_summary,
+    validity_scores,
 )
 from starmd.structure.superpose import superpose
 
@@ -120,14 +118,9 @@ class ReferenceCache:
                 "plan": plan,
                 "geometry_plan": plan_geometry(topology, plan),
                 "checks": checks,
-                "md_thresholds": thresholds_from_md(_pooled(own)),
+                "md_thresholds": thresholds_from_md(pooled_checks(own)),
             }
         return self._cache[key]
-
-
-def _pooled(checks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-frame check arrays of several trajectories, concatenated."""
-    return {k: np.concatenate([c[k] for c in checks]) for k in checks[0]}
 
 
 def _local_geometry(
@@ -135,35 +128,13 @@ def _local_geometry(
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Section E scalars and histogram samples of trajectories in the view ``ref``'s atoms, on
     at most :data:`GEOMETRY_FRAMES` evenly spaced finite frames."""
-    pooled = _pooled(checks)
+    pooled = pooled_checks(checks)
     keep = np.flatnonzero(pooled["finite"])
     if len(keep) > GEOMETRY_FRAMES:
         keep = keep[np.linspace(0, len(keep) - 1, GEOMETRY_FRAMES).astype(int)]
     measures = measure_geometry(np.concatenate(replicas)[keep], ref["geometry_plan"])
     rama = pooled["rama_outlier_fraction"][keep]
     return geometry_summary(measures, rama), geometry_samples(measures, seed)
-
-
-def validity_scores(checks: dict[str, np.ndarray], md_thresholds: ValidityThresholds) -> dict:
-    """Validity percentages under the three conventions the table shows side by side.
-
-    Headline (``validity_*_pct``), ConfDiff/MDGen's 4.19 A CA break (``*_ca419``) and thresholds
-    at the reference MD's 99th percentile (``*_md99``), plus those thresholds themselves
-    (``md99_*``: Angstrom, outlier limits in %).
-    """
-    out = validity_summary(checks)
-    out |= validity_summary(judge(checks, CA_BREAK_CONFDIFF), "_ca419")
-    out |= validity_summary(judge(checks, md_thresholds), "_md99")
-    t = md_thresholds
-    out |= {
-        "md99_ca_clash_a": t.ca_clash_a,
-        "md99_ca_break_a": t.ca_break_a,
-        "md99_clash_overlap_a": t.clash_overlap_a,
-        "md99_peptide_break_a": t.peptide_break_a,
-        "md99_rama_outlier_pct": 100.0 * t.rama_outlier_max,
-        "md99_rotamer_outlier_pct": 100.0 * t.rotamer_outlier_max,
-    }
-    return out
 
 
 def _clean(frames: np.ndarray, exploded: np.ndarray | None = None) -> np.ndarray:
@@ -235,7 +206,7 @@ def score_method(
         "dt_ps": method.dt_ps,
         "usable_frames": int(len(gen_all)),
     }
-    out |= validity_scores(_pooled(gen_checks), ref["md_thresholds"])
+    out |= validity_scores(pooled_checks(gen_checks), ref["md_thresholds"])
     geometry, geometry_arrays = _local_geometry(gen, gen_checks, ref, job.seed)
     out |= geometry
     out |= health_summary(series)

@@ -400,3 +400,30 @@ def validity_summary(checks: dict[str, np.ndarray], suffix: str = "") -> dict[st
         f"validity_aa_pct{suffix}": 100.0 * float(checks["valid_aa"].mean()),
         f"validity_pct{suffix}": 100.0 * float(checks["valid"].mean()),
     }
+
+
+def pooled_checks(checks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-frame check arrays of several trajectories, concatenated."""
+    return {k: np.concatenate([c[k] for c in checks]) for k in checks[0]}
+
+
+def validity_scores(checks: dict[str, np.ndarray], md_thresholds: ValidityThresholds) -> dict:
+    """Validity percentages under the three conventions the table shows side by side.
+
+    Headline (``validity_*_pct``), ConfDiff/MDGen's 4.19 A CA break (``*_ca419``) and thresholds
+    at the reference MD's 99th percentile (``*_md99``), plus those thresholds themselves
+    (``md99_*``: Angstrom, outlier limits in %).
+    """
+    out = validity_summary(checks)
+    out |= validity_summary(judge(checks, CA_BREAK_CONFDIFF), "_ca419")
+    out |= validity_summary(judge(checks, md_thresholds), "_md99")
+    t = md_thresholds
+    out |= {
+        "md99_ca_clash_a": t.ca_clash_a,
+        "md99_ca_break_a": t.ca_break_a,
+        "md99_clash_overlap_a": t.clash_overlap_a,
+        "md99_peptide_break_a": t.peptide_break_a,
+        "md99_rama_outlier_pct": 100.0 * t.rama_outlier_max,
+        "md99_rotamer_outlier_pct": 100.0 * t.rotamer_outlier_max,
+    }
+    return out
