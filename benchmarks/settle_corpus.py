@@ -9,7 +9,6 @@ from pathlib import Path
 
 from starmd.simulate import atlas
 from starmd.simulate.corpus import load_manifest, write_corpus_index
-from starmd.simulate.engine import write_metadata
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "corpus/md")
 entries = load_manifest()
@@ -20,5 +19,5 @@ for entry in entries:
         if record is not None:
             atlas.truncate_to(atlas.replica_xtc(folder, entry.name, replica), record["xtc_bytes"])
     if atlas.read_json(atlas.setup_json(folder, entry.name)) is not None:
-        write_metadata(folder, entry.name)
+        atlas.write_metadata(folder, entry.name)
 print(write_corpus_index(root, entries).read_text())
