@@ -3,6 +3,7 @@ one structure or a list of them (:mod:`starmd.cli.lists`)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -51,6 +52,11 @@ def generate(
     chunk: int = typer.Option(50, help="Frames written per chunk (commit interval)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in OUT."),
     overwrite: bool = typer.Option(False, help="Replace existing trajectories in OUT."),
+    force: bool = typer.Option(
+        False,
+        help="Allow a --dt far outside the model's trained time steps (below 1 ps or above "
+        "100x its longest); milder departures only warn.",
+    ),
     stop_on_failure: bool = typer.Option(
         False, help="End a replica at its first NaN, CA-CA break or clash."
     ),
@@ -73,7 +79,7 @@ def generate(
     0) and OUT/NAME.json (settings, seed, speed, per-replica health: NaN frames, CA-CA breaks,
     clashes). Open with: mdtraj.load("OUT/NAME_R1.xtc", top="OUT/NAME.pdb"), or in PyMOL/VMD.
 
-    Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 1ns --replicas 3
+    Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 100ps --replicas 3
     """
     from starmd.cli import lists
     from starmd.sample.generate import GenerationSettings
@@ -97,7 +103,17 @@ def generate(
     )
     if lists.is_list(structure):
         generate_list(
-            structure, out, settings, model, device, resume, overwrite, shard, workers, threads
+            structure,
+            out,
+            settings,
+            model,
+            device,
+            resume,
+            overwrite,
+            shard,
+            workers,
+            threads,
+            force,
         )
         return
     import torch
@@ -107,10 +123,16 @@ def generate(
     warning = lists.busy_cpu_warning(torch.get_num_threads())
     if warning:
         typer.echo(warning, err=True)
-    with progress_bar() as bar:
-        task = bar.add_task("generating", total=frames, info="")
+    # The bar starts with the first frame, so that the model's domain warnings and any input
+    # error come first, on lines of their own.
+    with contextlib.ExitStack() as stack:
+        bars: list = []
 
         def report(info: dict) -> None:
+            if not bars:
+                bar = stack.enter_context(progress_bar())
+                bars.append((bar, bar.add_task("generating", total=frames, info="")))
+            bar, task = bars[0]
             rate = info["new_frames"] / max(info["elapsed_s"], 1e-9)
             ns_per_s = rate * replicas * info["dt_ps"] / 1000
             bar.update(
@@ -129,6 +151,7 @@ def generate(
             resume=resume,
             overwrite=overwrite,
             progress=report,
+            force=force,
         )
     typer.echo(
         f"wrote {out}/{sidecar['name']}.pdb + {len(sidecar['files']['trajectories'])} XTC: "
@@ -138,7 +161,17 @@ def generate(
 
 
 def generate_list(
-    source, out, settings, model, device, resume, overwrite, shard, workers, threads=None
+    source,
+    out,
+    settings,
+    model,
+    device,
+    resume,
+    overwrite,
+    shard,
+    workers,
+    threads=None,
+    force=False,
 ):
     """Generate for every protein of a folder/CSV (this shard), one sub-folder each; each of
     the ``workers`` processes uses ``threads`` CPU threads (default: its share of the CPUs
@@ -161,6 +194,7 @@ def generate_list(
         resume=resume,
         overwrite=overwrite,
         threads=threads,
+        force=force,
     )
     with progress_bar() as bar:
         task = bar.add_task("proteins", total=len(jobs), info="")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +25,7 @@ from starmd import __version__
 from starmd.diffusion.sampler import SAMPLERS
 from starmd.errors import StarmdInputError, located
 from starmd.modelfile import LoadedModel, load_model, resolve_model
+from starmd.sample.domain import check_domain
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.sample.writer import TrajectoryWriter, open_outputs, restore_history
 from starmd.structure import geometry
@@ -31,6 +33,8 @@ from starmd.structure.checks import ca_health
 from starmd.structure.io import load_structure, write_atomically
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
+
+log = logging.getLogger(__name__)
 
 MAX_FLAGGED = 200
 ATOM_BATCH = 16
@@ -112,11 +116,15 @@ def generate(
     resume: bool = False,
     overwrite: bool = False,
     progress: Callable[[dict], None] | None = None,
+    force: bool = False,
 ) -> dict:
     """Generate ``settings.replicas`` trajectories of ``settings.frames`` frames from a structure.
 
     Returns the sidecar dict (also written to ``{name}.json``). ``progress(info)`` is called
-    after every frame with ``frame``, ``frames``, ``elapsed_s``, ``flagged``.
+    after every frame with ``frame``, ``frames``, ``elapsed_s``, ``flagged``. A request outside
+    the model's training domain is logged as a warning and recorded in the sidecar
+    (``domain_warnings``); ``force`` allows time steps that are otherwise refused
+    (:func:`starmd.sample.domain.check_domain`).
     """
     t_start = time.perf_counter()
     structure, out_dir = Path(structure), Path(out_dir)
@@ -127,6 +135,9 @@ def generate(
     loaded = load_model(model_path, torch_device)
     settings = with_model_defaults(settings, loaded.config)
     _validate(settings)
+    domain_warnings = check_domain(protein, settings.dt_ps, loaded.config, force)
+    for warning in domain_warnings:
+        log.warning("%s: %s", structure, warning)
     _check_memory(structure, protein, loaded, settings, torch_device)
     time_to_model = time.perf_counter() - t_start
 
@@ -201,6 +212,7 @@ def generate(
         "device": str(torch_device),
         "threads": torch.get_num_threads(),
         "residues": protein.n_residues,
+        "domain_warnings": domain_warnings,
         "files": {
             "topology": f"{name}.pdb",
             "trajectories": [writer.path(r).name for r in range(settings.replicas)],
@@ -333,6 +345,7 @@ def generate_job(
     resume: bool,
     overwrite: bool,
     threads: int | None = None,
+    force: bool = False,
 ) -> dict:
     """One protein of a list (:mod:`starmd.cli.lists`): generate into ``out_root/{job.name}``.
 
@@ -358,6 +371,7 @@ def generate_job(
         device=device,
         resume=resume,
         overwrite=overwrite,
+        force=force,
     )
 
 
