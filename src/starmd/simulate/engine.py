@@ -119,8 +119,12 @@ def simulate(
     started = time.time()
     try:
         run_jobs(jobs, workers=workers, show=progress)
-    finally:
+    except StarmdInputError:
+        raise  # corrupt resume files: every file stays as it is
+    except BaseException:
         atlas.write_metadata(out_dir, name, setup=setup, wall_s_this_call=time.time() - started)
+        raise
+    atlas.write_metadata(out_dir, name, setup=setup, wall_s_this_call=time.time() - started)
     return atlas.read_json(atlas.metadata_json(out_dir, name)) or {}
 
 

@@ -18,7 +18,7 @@ import pytest
 from starmd.outputs import output_lock
 from starmd.sample.generate import GenerationSettings, generate
 from tests.conftest import STRUCTURES
-from tests.faults.conftest import assert_one_error_line
+from tests.faults import assert_one_error_line
 
 VILLIN = STRUCTURES / "1vii.pdb"
 FRAMES, CHUNK = 10, 3

@@ -1,5 +1,6 @@
 """Fault injection for the fault matrix (docs/faults.md): a disk that fills up, a folder that
-turns read-only, and the command line run in this process.
+turns read-only, and the command line run in this process. The fixtures are registered by
+``tests/conftest.py``; the ``test_*_faults.py`` files beside each command's tests use them.
 
 The disk is simulated in Python: every file opened for writing under a chosen folder goes
 through a wrapper that lets only ``free`` more bytes through, writes the part of a ``write``
@@ -8,7 +9,7 @@ the project's writers (:mod:`starmd.structure.io`), pathlib, torch, zarr and fss
 open files through Python; writes made by C libraries on their own descriptors (OpenMM, the
 XTC encoder's temporary file) are not limited, which is why the limited folder is the output
 folder and not the temporary one. A real small file system needs privileges (a tmpfs in a user
-namespace); the slow test of :mod:`test_generate_faults` uses one where the machine allows it.
+namespace); a slow test of ``tests/sample/test_generate_faults.py`` uses one where allowed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +130,8 @@ def starmd(capsys):
     :class:`Outcome` (exit status 0 when it returns normally)."""
 
     def run(*args: str) -> Outcome:
+        # the command line's log handlers hold the stderr of the run that added them
+        logging.getLogger("starmd.simulate").handlers.clear()
         capsys.readouterr()
         try:
             main([str(a) for a in args])
