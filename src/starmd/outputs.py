@@ -119,7 +119,8 @@ def locked_by(lock_file: Callable[[dict[str, Any]], Path], command: str) -> Call
 
 def naming_file(exc: OSError, path: str | Path) -> OSError:
     """Set ``exc.filename`` to ``path`` when the error came without one (a failed ``write``:
-    disk full, I/O error, quota); returns ``exc`` for ``raise``."""
-    if exc.filename is None:
+    disk full, I/O error, quota); returns ``exc`` for ``raise``. An error without an errno
+    (``OSError("message")``) is left as it is: a file name would replace its message."""
+    if exc.filename is None and exc.strerror is not None:
         exc.filename = str(path)
     return exc
