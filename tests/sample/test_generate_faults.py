@@ -217,3 +217,44 @@ def test_output_folder_vanishing_mid_run_is_one_line(
     monkeypatch.setattr(writer.TrajectoryWriter, "commit", remove_folder_after_first_commit)
     outcome = starmd(*_args(out, tiny_model_path))
     assert_one_error_line(outcome, str(out), "no such file or directory")
+
+
+def _user_namespaces() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "--user", "--map-root-user", "--mount", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _user_namespaces(), reason="needs unshare and user namespaces")
+def test_disk_full_on_a_real_small_file_system(tiny_model_path, reference, tmp_path):
+    """The issue's case on a real 1 MB tmpfs (mounted in a user namespace): the first commit
+    fits (topology, 0.67 MB rollout state, one chunk), the second does not; after the mount is
+    enlarged (space freed), --resume finishes with the bytes of an uninterrupted run."""
+    small, failed, resumed = tmp_path / "small", tmp_path / "failed", tmp_path / "resumed"
+    small.mkdir()
+    generate_ = " ".join(
+        [sys.executable, "-m", "starmd.cli", *map(str, _args(small, tiny_model_path))]
+    )
+    script = (
+        f"mount -t tmpfs -o size=1000k tmpfs {small} || exit 99\n"
+        f"{generate_} 2> {tmp_path}/stderr; echo $? > {tmp_path}/code\n"
+        f"cp -a {small}/. {failed}/\n"
+        f"mount -o remount,size=20m {small} && {generate_} --resume && cp -a {small}/. {resumed}/\n"
+    )
+    failed.mkdir()
+    resumed.mkdir()
+    run = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "code").read_text().strip() == "1"
+    errors = [line for line in (tmp_path / "stderr").read_text().splitlines() if "error" in line]
+    assert len(errors) == 1 and "no space left on device" in errors[0], errors
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
+    kept = _frames(failed)
+    assert 0 < kept.n_frames < FRAMES
+    assert (resumed / "1vii_R1.xtc").read_bytes() == (reference / "1vii_R1.xtc").read_bytes()

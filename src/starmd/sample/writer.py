@@ -15,6 +15,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import pickle
@@ -103,7 +104,9 @@ class TrajectoryWriter:
         previous = self.state.get("rollout_state")
         if rollout_state is not None:
             path = self.state_path(rollout_state["frame"] + 1)
-            atomic_write(path, lambda tmp: torch.save(rollout_state, tmp), durable=True)
+            serialized = io.BytesIO()  # torch's own file writer would turn a full disk into
+            torch.save(rollout_state, serialized)  # "RuntimeError: basic_ios::clear"
+            write_atomically(path, serialized.getvalue(), durable=True)
             self.state["rollout_state"] = path.name
         for r, buffer in enumerate(self.buffers):
             if not buffer:
