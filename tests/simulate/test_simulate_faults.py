@@ -7,9 +7,14 @@ from __future__ import annotations
 import csv
 import errno
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mdtraj
+import numpy as np
 import pytest
 from simulate_consts import NAME
 
@@ -205,3 +210,41 @@ def test_corpus_build_ctrl_c_then_corrupt_record_is_one_line(starmd, monkeypatch
     before = _files(root)
     assert_one_error_line(starmd(*_build_args(root, manifest)), str(record), "corrupt record")
     assert _files(root) == before
+
+
+def test_corpus_build_read_only_root_is_one_line(starmd, disk, corpus):
+    root, manifest = corpus
+    disk(root, error=errno.EROFS)
+    assert_one_error_line(starmd(*_build_args(root, manifest)), str(root), "read-only file system")
+
+
+@pytest.mark.slow  # the protein's setup (PDBFixer, minimization) runs again
+def test_corpus_protein_removed_between_stages_starts_again(starmd, monkeypatch, corpus):
+    """Removing a protein's folder is how it is redone: the next stage simulates it afresh
+    (within a stage a vanished folder is an error, as for simulate)."""
+    root, manifest = corpus
+    _after_first_chunk(monkeypatch, lambda: shutil.rmtree(root / NAME))  # end of stage 1
+    assert starmd(*_build_args(root, manifest)).code == 0
+    record = atlas.read_json(atlas.replica_progress_json(root / NAME, NAME, 1))
+    assert record["frames_done"] == 2 * CHUNK and record["resumes"] == 0
+
+
+@pytest.mark.slow
+def test_corpus_build_killed_at_a_random_point_then_rerun_keeps_and_finishes(corpus):
+    root, manifest = corpus
+    command = [sys.executable, "-m", "starmd.cli", *map(str, _build_args(root, manifest))]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = atlas.replica_progress_json(root / NAME, NAME, 1)
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None and not progress.exists():
+        time.sleep(0.02)
+    time.sleep(np.random.default_rng().uniform(0, 1.5))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    record = atlas.read_json(progress)
+    xtc = atlas.replica_xtc(root / NAME, NAME, 1)
+    committed = xtc.read_bytes()[: record["xtc_bytes"]] if xtc.exists() else b""
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _frames(root / NAME).n_frames == 2 * CHUNK
+    assert xtc.read_bytes().startswith(committed)
