@@ -20,9 +20,10 @@ def test_a_held_lock_refuses_a_second_holder_with_its_pid(tmp_path):
         with pytest.raises(StarmdBusyError, match=r"run.lock: another `starmd generate` \(pid \d+"):
             with output_lock(lock, "generate"):
                 pass
-    assert not lock.exists()
+    assert not lock.exists() and not lock.parent.exists()  # the folder it made, left empty
     with output_lock(lock, "generate"):  # released
-        pass
+        (lock.parent / "result").write_text("")
+    assert [p.name for p in lock.parent.iterdir()] == ["result"]
 
 
 def test_lock_of_a_killed_process_does_not_block(tmp_path):

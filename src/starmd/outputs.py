@@ -20,7 +20,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,11 +31,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @contextmanager
 def try_lock(path: Path) -> Iterator[bool]:
-    """Hold an exclusive advisory lock on ``path`` (created with its folder, removed on exit).
+    """Hold an exclusive advisory lock on ``path`` (created with its folder, removed on exit,
+    and the folder too if the lock created it and the run left it empty: a run refused for its
+    input leaves nothing behind).
 
     Yields ``False`` without waiting when another process holds it. The holder's process id is
     written into the file (for the message of the refused one).
     """
+    created = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         handle = open(path, "a+")
@@ -60,6 +63,9 @@ def try_lock(path: Path) -> Iterator[bool]:
         path.unlink(missing_ok=True)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+        if created:
+            with suppress(OSError):  # not empty, or already gone: leave it
+                path.parent.rmdir()
 
 
 def _same_file(handle, path: Path) -> bool:
