@@ -95,8 +95,9 @@ def test_disk_full_while_saving_the_progress_record_keeps_the_last_commit(
 
 
 def test_kill_at_a_random_commit_then_resume_gives_the_same_bytes(
-    tiny_model_path, reference, tmp_path
+    starmd, tiny_model_path, reference, tmp_path
 ):
+    """Killed at commit 1 or 2 of 3; while it is stopped there, a second run is refused."""
     command = [sys.executable, "-m", "starmd.cli", *map(str, _args(tmp_path, tiny_model_path))]
     child = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     progress = tmp_path / "1vii.progress.json"
@@ -110,6 +111,9 @@ def test_kill_at_a_random_commit_then_resume_gives_the_same_bytes(
         if frames >= kill_after * CHUNK:
             break
         time.sleep(0.01)
+    child.send_signal(signal.SIGSTOP)  # holds its lock, cannot finish meanwhile
+    second = starmd(*_args(tmp_path, tiny_model_path, "--resume"))
+    assert_one_error_line(second, f"another `starmd generate` (pid {child.pid})")
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert progress.exists(), "the run should have been killed before its end"

@@ -101,6 +101,14 @@ def test_second_run_of_a_replica_is_refused_in_one_line(starmd, prepared_dir, tr
     assert not atlas.replica_xtc(prepared_dir, NAME, 1).exists()
 
 
+def test_second_run_during_the_setup_is_refused_in_one_line(starmd, trpcage_pdb, tmp_path):
+    lock = atlas.setup_lock(tmp_path, NAME)
+    with output_lock(lock, "simulate"):
+        outcome = starmd(*_args(trpcage_pdb, tmp_path))
+    assert_one_error_line(outcome, str(lock), "another `starmd simulate`")
+    assert not atlas.setup_json(tmp_path, NAME).exists()
+
+
 def _interrupted_run(starmd, monkeypatch, prepared_dir, trpcage_pdb) -> None:
     _after_first_chunk(monkeypatch, _interrupt)
     assert starmd(*_args(trpcage_pdb, prepared_dir)).code == 130

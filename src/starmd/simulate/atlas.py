@@ -11,6 +11,7 @@ One folder per protein ``name``::
     state/{name}_full.pdb      minimized full system (with hydrogens, and solvent if explicit)
     state/{name}_R{i}.xml      portable OpenMM State (positions, velocities, box, time)
     state/{name}_R{i}.json     replica progress: frames and XTC bytes that match the state
+    state/{name}_setup.lock    present while a process sets the system up (flock)
     state/{name}_R{i}.lock     present while a process runs the replica (flock)
 
 A replica's XTC is only ever appended whole chunks of frames; the progress file records its
@@ -73,6 +74,11 @@ def replica_state_xml(out_dir: Path, name: str, replica: int) -> Path:
 def replica_progress_json(out_dir: Path, name: str, replica: int) -> Path:
     """Path of a replica's progress record."""
     return state_dir(out_dir) / f"{name}_R{replica}.json"
+
+
+def setup_lock(out_dir: Path, name: str) -> Path:
+    """Path of the lock file held while a process sets the system up (or checks it is)."""
+    return state_dir(out_dir) / f"{name}_setup.lock"
 
 
 def replica_lock(out_dir: Path, name: str, replica: int) -> Path:
