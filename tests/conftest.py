@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.faults import disk, starmd  # noqa: F401  (fixtures of the fault matrix)
+
 torch.set_num_threads(1)
 # keep IGSO3 tables out of the user's cache directory during tests
 os.environ.setdefault("STARMD_CACHE_DIR", tempfile.mkdtemp(prefix="starmd-test-cache-"))

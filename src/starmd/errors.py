@@ -24,6 +24,10 @@ class StarmdSimulationError(StarmdError):
     """A molecular-dynamics run failed (unfixable structure, NaN energy, exploding coordinates)."""
 
 
+class StarmdBusyError(StarmdError):
+    """Another starmd process is writing the same outputs (see :mod:`starmd.outputs`)."""
+
+
 def located(path: object, problem: str) -> str:
     """Format an error message as ``"<path>: <problem>"``."""
     return f"{path}: {problem}"

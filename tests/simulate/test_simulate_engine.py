@@ -18,6 +18,7 @@ import pytest
 from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 
 from starmd.errors import StarmdSimulationError
+from starmd.outputs import try_lock
 from starmd.simulate import atlas, check_frame, simulate
 from starmd.simulate.replica import ReplicaJob, run_replica
 
@@ -118,6 +119,8 @@ def test_killed_run_resumes_with_exact_frames_and_continuous_time(prepared_dir, 
     child.wait()
     killed_at = atlas.read_json(progress)["frames_done"]
     assert 4 <= killed_at < frames, "the child should have been killed mid-run"
+    committed = atlas.replica_xtc(prepared_dir, NAME, 1).read_bytes()
+    committed = committed[: atlas.read_json(progress)["xtc_bytes"]]
 
     metadata = simulate(
         trpcage_pdb,
@@ -131,6 +134,9 @@ def test_killed_run_resumes_with_exact_frames_and_continuous_time(prepared_dir, 
     np.testing.assert_allclose(traj.time, every * np.arange(1, frames + 1), atol=1e-4)
     assert metadata["replicas"][0]["frames"] == frames
     assert metadata["replicas"][0]["resumes"] == 1
+    # the saved frames are kept byte for byte; the continuation starts from the saved state
+    # (positions, velocities) with a new thermostat seed (OpenMM cannot save its random state)
+    assert atlas.replica_xtc(prepared_dir, NAME, 1).read_bytes().startswith(committed)
 
 
 def test_interrupted_chunk_is_truncated_on_resume(prepared_dir, trpcage_pdb):
@@ -246,7 +252,7 @@ def test_prepare_reads_the_folder_unchanged(tiny_run, tmp_path):
 
 
 def test_a_replica_running_elsewhere_is_not_touched(prepared_dir, trpcage_pdb):
-    with atlas.exclusive(atlas.replica_lock(prepared_dir, NAME, 1)) as acquired:
+    with try_lock(atlas.replica_lock(prepared_dir, NAME, 1)) as acquired:
         assert acquired
         with pytest.raises(StarmdSimulationError, match="replica 1 of trpcage is being run"):
             simulate(trpcage_pdb, prepared_dir, ns=0.001, chunk_frames=1, **TINY)

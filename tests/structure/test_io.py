@@ -167,3 +167,41 @@ def test_xtc_chunks_appended_after_a_cut_make_one_valid_trajectory(tmp_path):
         read, time_ps, step, _ = fh.read()
     np.testing.assert_allclose(read, xyz, atol=1e-3)  # XTC keeps 3 decimals (nm)
     assert time_ps.tolist() == [0.0, 10.0, 20.0, 30.0, 40.0] and step.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_failed_append_is_cut_back_to_the_committed_length(tmp_path, disk):
+    from starmd.structure.io import append_bytes
+
+    path = tmp_path / "t.xtc"
+    committed = append_bytes(path, 0, b"a" * 100)
+    limited = disk(path, free=10)
+    with pytest.raises(OSError, match="No space left") as caught:
+        append_bytes(path, committed, b"b" * 50)
+    assert caught.value.filename == str(path) and limited.writes_refused == 1
+    assert path.read_bytes() == b"a" * 100
+
+
+def test_append_never_pads_a_file_that_lost_committed_bytes(tmp_path):
+    from starmd.errors import StarmdInputError
+    from starmd.structure.io import append_bytes
+
+    path = tmp_path / "t.xtc"
+    with pytest.raises(FileNotFoundError, match="committed bytes are gone"):
+        append_bytes(path, 100, b"b")
+    assert not path.exists()
+    path.write_bytes(b"a" * 10)
+    with pytest.raises(StarmdInputError, match="fewer than the 100 committed"):
+        append_bytes(path, 100, b"b")
+    assert path.read_bytes() == b"a" * 10
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_names_the_target(tmp_path, disk):
+    from starmd.structure.io import write_atomically
+
+    path = tmp_path / "record.json"
+    write_atomically(path, "old")
+    disk(tmp_path, free=3)
+    with pytest.raises(OSError) as caught:
+        write_atomically(path, "a longer new text")
+    assert caught.value.filename == str(path)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["record.json"]

@@ -25,6 +25,7 @@ otherwise.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -40,6 +41,7 @@ import numpy as np
 from starmd.bench.child import run_child
 from starmd.bench.report import SECTIONS, machine_info, markdown
 from starmd.errors import StarmdInputError
+from starmd.outputs import locked_by
 
 
 @dataclass
@@ -383,10 +385,13 @@ def _torch_device(device: str) -> str:
     return str(resolve_device(device))
 
 
+@locked_by(lambda call: Path(call["settings"].out_dir) / "bench.lock", "bench")
 def run_bench(
     settings: BenchSettings, log: Callable[[str], None] = lambda _msg: None
 ) -> dict[str, Any]:
-    """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``."""
+    """Run the selected sections; writes ``bench.json`` and ``bench.md`` in ``out_dir``
+    (atomically, after every section, so an interrupted run leaves the finished sections),
+    holding ``out_dir/bench.lock`` (a second bench into the same folder is refused)."""
     import torch
 
     from starmd.modelfile import installed_default_model, resolve_model
@@ -434,15 +439,17 @@ def _run_sections(settings, results, model, trained, structure, work, defaults, 
         started = time.perf_counter()
         log(f"bench: {section} ...")
         if section == "quality" and (not trained or settings.reference is None):
-            why = "needs a trained model" if not trained else "needs --reference MD"
-            results["sections"][section] = why
-            continue
-        if section == "train":
+            rows = "needs a trained model" if not trained else "needs --reference MD"
+        elif section == "train":
             rows = bench_train(settings)
         else:
             rows = functions[section](settings, model, structure, work, defaults)
         results["sections"][section] = rows
         log(f"bench: {section} done in {time.perf_counter() - started:.0f} s")
+        if not out_dir.is_dir():  # the writer would recreate it, without the sections before
+            raise FileNotFoundError(
+                errno.ENOENT, "output folder removed while bench was running", str(out_dir)
+            )
         text = json.dumps(results, indent=2, default=str)
         atomic_write(out_dir / "bench.json", lambda tmp, t=text: Path(tmp).write_text(t))
         md = markdown(results)

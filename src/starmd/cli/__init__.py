@@ -13,8 +13,10 @@ One module per command family, registered on one typer app here::
 Lists of proteins and the replicas and proteins of one run fan out through one worker-pool
 runner, :func:`starmd.workers.run_jobs`. Heavy libraries (torch, OpenMM, mdtraj) are imported
 inside each command so that ``starmd --help`` stays fast. Errors that are the user's to fix
-(:class:`starmd.errors.StarmdError`) print one line and exit with status 2; ``--debug`` shows
-the traceback instead.
+(:class:`starmd.errors.StarmdError`) print one line and exit with status 2; a failed read or
+write (``OSError``: disk full, read-only or vanished folder) prints one line naming the file and
+how to continue, and exits with status 1; Ctrl-C prints how to continue and exits with 130.
+``--debug`` shows the traceback instead. docs/faults.md lists what each command leaves behind.
 """
 
 from __future__ import annotations
@@ -76,17 +78,28 @@ app.command()(demo)
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``starmd`` console script."""
+    from starmd.cli.common import os_error_line, resume_hint
     from starmd.errors import StarmdError
 
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, standalone_mode=False)
+        # typer turns Ctrl-C inside a command into the return value 130 in this mode
+        if app(args=argv, standalone_mode=False) == 130:
+            raise KeyboardInterrupt
     except StarmdError as err:
         if _state["debug"]:
             raise
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except OSError as err:
+        if _state["debug"]:
+            raise
+        line = os_error_line(err, resume_hint(argv))
+        typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
-        typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
+        hint = resume_hint(argv)
+        typer.secho("interrupted" + (f"; {hint}" if hint else ""), fg=typer.colors.YELLOW, err=True)
         sys.exit(130)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))

@@ -25,3 +25,29 @@ def progress_bar():
         console=Console(stderr=True),
         transient=False,
     )
+
+
+RESUME_HINTS = {
+    "generate": "rerun the same command with --resume to continue from the last committed chunk",
+    "simulate": "rerun the same command to continue from the last saved state",
+    "corpus": "rerun the same command to continue from the last saved states",
+    "train": "rerun with --resume last to continue from the last saved checkpoint",
+    "prepare": "rerun the same command (it starts afresh; no half-written dataset is kept)",
+    "evaluate": "rerun the same command (it starts afresh)",
+    "bench": "rerun the same command (it starts afresh)",
+}
+"""What a user does after a command stopped half-way (Ctrl-C, disk full, folder gone)."""
+
+
+def resume_hint(argv: list[str]) -> str:
+    """How to continue the command of ``argv`` after it stopped ("" for short commands)."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    return RESUME_HINTS.get(command, "")
+
+
+def os_error_line(exc: OSError, hint: str = "") -> str:
+    """One line for a failed read or write: ``"<file>: <reason>[; <hint>]"``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = reason[:1].lower() + reason[1:]
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"{where}{reason}" + (f"; {hint}" if hint else "")

@@ -140,6 +140,14 @@ class TrajectoryWindowDataset(Dataset):
         row, stride, length = self.choices[rng.choice(len(self.choices), p=self.weights)]
         return self.window(row.name, row.replica, stride, rng, length=length)
 
+    def _corrupt(self, problem: str) -> StarmdInputError:
+        return StarmdInputError(
+            located(
+                store.store_path(self.root),
+                f"corrupt dataset: {problem} (a chunk missing or damaged); rerun starmd prepare",
+            )
+        )
+
     def window(
         self,
         name: str,
@@ -151,17 +159,26 @@ class TrajectoryWindowDataset(Dataset):
     ) -> dict[str, torch.Tensor]:
         """One window of ``length`` (default ``spec.window``) frames of ``name`` R``replica`` at
         ``stride`` frames (random start unless given)."""
-        protein = self.group[f"proteins/{name}"]
-        traj = protein[f"R{replica}"]
-        n_frames = traj["frames"].shape[0]
-        length = self.spec.window if length is None else length
-        span = (length - 1) * stride + 1
-        if start is None:
-            start = int(rng.integers(0, n_frames - span + 1))
-        time_slice = slice(start, start + span, stride)
-        frames = traj["frames"][time_slice]
-        torsions = traj["torsions"][time_slice]
-        per_residue = {k: protein[k][...] for k in PROTEIN_KEYS}
+        where = f"proteins/{name}/R{replica}"
+        try:
+            protein = self.group[f"proteins/{name}"]
+            traj = protein[f"R{replica}"]
+            n_frames = traj["frames"].shape[0]
+            length = self.spec.window if length is None else length
+            span = (length - 1) * stride + 1
+            if start is None:
+                start = int(rng.integers(0, n_frames - span + 1))
+            time_slice = slice(start, start + span, stride)
+            frames = traj["frames"][time_slice]
+            torsions = traj["torsions"][time_slice]
+            per_residue = {k: protein[k][...] for k in PROTEIN_KEYS}
+        except Exception as exc:  # zarr and its codecs raise many types on damaged stores
+            raise self._corrupt(f"{where} unreadable ({exc})") from exc
+        # zarr reads a missing chunk as zeros: no rotation has a zero quaternion
+        if not np.allclose(np.linalg.norm(frames[..., :4], axis=-1), 1.0, atol=1e-3):
+            raise self._corrupt(
+                f"{where} frames {start}-{start + span - 1} are not unit quaternions"
+            )
         crop = self._crop(frames, rng)
         item = {k: torch.from_numpy(np.asarray(v[crop])) for k, v in per_residue.items()}
         item["aatype"] = item["aatype"].long()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import shutil
@@ -17,8 +18,9 @@ from starmd import __version__
 from starmd.data import store
 from starmd.data.sources import TrajectorySource, discover
 from starmd.errors import StarmdInputError, located
+from starmd.outputs import naming_file, output_lock
 from starmd.structure import geometry
-from starmd.structure.io import iter_trajectory, load_structure
+from starmd.structure.io import iter_trajectory, load_structure, write_atomically
 from starmd.structure.protein import Protein
 
 SPLITS = ("train", "val", "test")
@@ -124,6 +126,9 @@ def prepare(
         overwrite: replace an existing dataset.
         progress: ``progress(description, n_frames_done)`` callback.
 
+    ``{out_dir}/prepare.lock`` is held while the dataset is written: a second prepare into the
+    same folder is refused. See :func:`_write_dataset` for what an interruption leaves.
+
     Returns:
         The index rows written.
     """
@@ -138,27 +143,96 @@ def prepare(
         raise StarmdInputError(located(final, "exists; pass --overwrite to replace it"))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        partial = out_dir / "dataset.zarr.partial"
-        if partial.exists():
-            shutil.rmtree(partial)
         probe = out_dir / ".starmd-write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
         raise StarmdInputError(located(out_dir, f"cannot write output ({exc.strerror})")) from exc
-
     assigned = read_split_files(split_files) if split_files else {}
+    split_of = {
+        s.name: assigned.get(s.name, "none") if split_files else hash_split(s.name, fractions)
+        for s in sources
+    }
+    provenance = {
+        "starmd_version": __version__,
+        "input": str(input_path),
+        "split_files": [str(p) for p in split_files],
+        "fractions": list(fractions) if not split_files else None,
+        "stride": stride,
+        "dt_ps_override": dt_ps,
+        "sources": [
+            {
+                "name": s.name,
+                "replica": s.replica,
+                "topology": str(s.topology),
+                "trajectory": str(s.trajectory),
+            }
+            for s in sources
+        ],
+    }
+    with output_lock(out_dir / "prepare.lock", "prepare"):
+        return _write_dataset(out_dir, sources, split_of, dt_ps, stride, provenance, progress)
+
+
+def _write_dataset(
+    out_dir: Path,
+    sources: Sequence[TrajectorySource],
+    split_of: dict[str, str],
+    dt_ps: float | None,
+    stride: int,
+    provenance: dict,
+    progress: Callable[[str, int], None] | None,
+) -> list[store.IndexRow]:
+    """Convert ``sources`` into ``dataset.zarr.partial``, then commit it as ``dataset.zarr``.
+
+    The rename of the finished store is the commit: it comes after ``index.csv`` and
+    ``prepare.json``, and the dataset it replaces is removed just before them, so an
+    interrupted run leaves the earlier dataset whole, or no dataset (``read_index`` refuses a
+    folder without ``dataset.zarr``), never a mix. A failed or interrupted conversion removes
+    its partial store (the space it took is free again); a store left by a killed run is
+    removed by the next one.
+    """
     import zarr
 
-    group = zarr.open_group(str(partial), mode="w")
-    group.attrs.update({"format": store.FORMAT, "starmd_version": __version__})
+    final = store.store_path(out_dir)
+    partial = out_dir / "dataset.zarr.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    t0 = time.time()
+    try:
+        group = zarr.open_group(str(partial), mode="w")
+        group.attrs.update({"format": store.FORMAT, "starmd_version": __version__})
+        rows = _convert_sources(group, sources, split_of, dt_ps, stride, progress)
+        if not (partial / "zarr.json").is_file():  # zarr recreates the folders it writes into
+            raise FileNotFoundError(
+                errno.ENOENT, "removed while prepare was writing it", str(partial)
+            )
+        provenance = {**provenance, "wall_seconds": round(time.time() - t0, 2)}
+        if final.exists():
+            shutil.rmtree(final)
+        store.write_index(out_dir / "index.csv", rows)
+        write_atomically(out_dir / "prepare.json", json.dumps(provenance, indent=2))
+        partial.rename(final)
+    except BaseException as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise naming_file(exc, partial) from None
+        raise
+    return rows
+
+
+def _convert_sources(
+    group,
+    sources: Sequence[TrajectorySource],
+    split_of: dict[str, str],
+    dt_ps: float | None,
+    stride: int,
+    progress: Callable[[str, int], None] | None,
+) -> list[store.IndexRow]:
     rows: list[store.IndexRow] = []
     proteins: dict[str, Protein] = {}
-    t0 = time.time()
     for source in sources:
-        split = (
-            assigned.get(source.name, "none") if split_files else hash_split(source.name, fractions)
-        )
+        split = split_of[source.name]
         if source.name not in proteins:
             protein, init_positions = load_structure(source.topology)
             store.write_protein(
@@ -177,30 +251,6 @@ def prepare(
         rows.append(
             _convert_replica(group, source, proteins[source.name], dt_ps, stride, split, progress)
         )
-    group = None
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
-    store.write_index(out_dir / "index.csv", rows)
-    provenance = {
-        "starmd_version": __version__,
-        "input": str(input_path),
-        "split_files": [str(p) for p in split_files],
-        "fractions": list(fractions) if not split_files else None,
-        "stride": stride,
-        "dt_ps_override": dt_ps,
-        "wall_seconds": round(time.time() - t0, 2),
-        "sources": [
-            {
-                "name": s.name,
-                "replica": s.replica,
-                "topology": str(s.topology),
-                "trajectory": str(s.trajectory),
-            }
-            for s in sources
-        ],
-    }
-    (out_dir / "prepare.json").write_text(json.dumps(provenance, indent=2))
     return rows
 
 

@@ -428,9 +428,13 @@ def load_igso3_table(spec: IGSO3Spec, cache_dir: Path | None) -> IGSO3Table:
 def _save_atomically(table: IGSO3Table, path: Path) -> None:
     """Write the cache atomically (concurrent processes never read a partial file); a cache
     that cannot be written is only a warning."""
-    from starmd.structure.io import atomic_write
+    import io
 
+    from starmd.structure.io import write_atomically
+
+    serialized = io.BytesIO()  # torch's file writer reports a full disk as a RuntimeError
+    torch.save(table.state_dict(), serialized)
     try:
-        atomic_write(path, lambda tmp: torch.save(table.state_dict(), tmp))
+        write_atomically(path, serialized.getvalue())
     except OSError as err:
         logger.warning("cannot write IGSO3 cache %s (%s); keeping it in memory only", path, err)

@@ -13,10 +13,14 @@ from starmd.evaluate.headline import Headline, generation_provenance, readable_s
 from starmd.evaluate.protein import ProteinJob, evaluate_protein
 from starmd.evaluate.report import MetricsTable, aggregate, load_results, write_html
 from starmd.evaluate.trajectories import discover_proteins
+from starmd.outputs import output_lock
+from starmd.structure.io import write_atomically
 
 BASELINES = ("replica", "static", "anm")
 # Everything evaluate writes at the top of its output folder; a rerun replaces exactly these.
 OWNED_OUTPUTS = ("proteins", "metrics.csv", "metrics.md", "report.html", "settings.json")
+LOCK = "evaluate.lock"
+"""Held in the output folder while a run writes it: a second evaluate into it is refused."""
 
 
 def is_previous_output(out_dir: Path) -> bool:
@@ -53,7 +57,7 @@ def prepare_output(
                 located(out_dir, f"is an input folder of this evaluation ({folder}); "
                 "choose another --out")
             )  # fmt: skip
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(p.name != LOCK for p in out_dir.iterdir()):
         if not overwrite and not is_previous_output(out_dir):
             raise StarmdInputError(
                 located(out_dir, "is not empty and not a previous evaluate output; pass "
@@ -182,7 +186,9 @@ def evaluate(
         ``out_dir/metrics.csv``, ``out_dir/metrics.md`` (headline: model and generation
         settings from the generated sidecars, the reference, a verdict per metric family vs
         the baselines; then the table), ``out_dir/report.html`` (the same, with plots),
-        ``out_dir/settings.json``.
+        ``out_dir/settings.json`` (first, so that an interrupted run's folder is known as a
+        report and the rerun replaces it), each file atomically; ``out_dir/evaluate.lock``
+        while the run writes.
 
     Returns:
         the aggregated table (median over proteins, one column per method).
@@ -198,28 +204,32 @@ def evaluate(
         proteins=proteins, lag_ps=lag_ps, ensemble_frames=ensemble_frames, seed=seed, plots=plots,
     )  # fmt: skip
     inputs = [reference_dir, *([gen_dir] if gen_dir is not None else []), *(extra or {}).values()]
-    out_dir = prepare_output(out_dir, inputs, overwrite)
-    settings = {
-        "generated": str(gen_dir) if gen_dir is not None else "(none)",
-        "reference": str(reference_dir),
-        "baselines": ",".join(baselines),
-        "extra": {k: str(v) for k, v in (extra or {}).items()},
-        "proteins": [j.name for j in jobs],
-        "lag_ps": "one frame of the common time step" if lag_ps is None else lag_ps,
-        "ensemble_frames": ensemble_frames,
-        "seed": seed,
-        "generated_with": _provenance(jobs),
-    }
-    (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
-    _run_jobs(jobs, workers, progress)
-    names = [j.name for j in jobs]
-    table = aggregate(out_dir, names)
-    headline = Headline.build(table, settings, load_results(out_dir, names))
-    (out_dir / "metrics.md").write_text(
-        headline.to_markdown() + "\n\n" + table.to_markdown() + "\n"
-    )
-    table.write_csv(out_dir / "metrics.csv")
-    write_html(table, out_dir, readable_settings(settings), headline.to_html())
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StarmdInputError(located(out_dir, "exists and is not a folder"))
+    with output_lock(out_dir / LOCK, "evaluate"):
+        out_dir = prepare_output(out_dir, inputs, overwrite)
+        settings = {
+            "generated": str(gen_dir) if gen_dir is not None else "(none)",
+            "reference": str(reference_dir),
+            "baselines": ",".join(baselines),
+            "extra": {k: str(v) for k, v in (extra or {}).items()},
+            "proteins": [j.name for j in jobs],
+            "lag_ps": "one frame of the common time step" if lag_ps is None else lag_ps,
+            "ensemble_frames": ensemble_frames,
+            "seed": seed,
+            "generated_with": _provenance(jobs),
+        }
+        write_atomically(out_dir / "settings.json", json.dumps(settings, indent=1))
+        _run_jobs(jobs, workers, progress)
+        names = [j.name for j in jobs]
+        table = aggregate(out_dir, names)
+        headline = Headline.build(table, settings, load_results(out_dir, names))
+        write_atomically(
+            out_dir / "metrics.md", headline.to_markdown() + "\n\n" + table.to_markdown() + "\n"
+        )
+        table.write_csv(out_dir / "metrics.csv")
+        write_html(table, out_dir, readable_settings(settings), headline.to_html())
     return table
 
 

@@ -38,6 +38,7 @@ from starmd.evaluate.validity import (
     thresholds_from_md,
     validity_scores,
 )
+from starmd.structure.io import atomic_write, write_atomically
 from starmd.structure.superpose import superpose
 
 REFERENCE = "md_reference"
@@ -524,13 +525,13 @@ def evaluate_protein(job: ProteinJob) -> dict:
         all_arrays |= {f"{label}/{k}": np.asarray(v) for k, v in arrays.items()}
     job.out_dir.mkdir(parents=True, exist_ok=True)
     results = _jsonable(results)
-    (job.out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    np.savez_compressed(job.out_dir / "arrays.npz", **all_arrays)
+    write_atomically(job.out_dir / "results.json", json.dumps(results, indent=1))
+    atomic_write(job.out_dir / "arrays.npz", lambda tmp: np.savez_compressed(tmp, **all_arrays))
     if job.plots:
         from starmd.evaluate.plots import protein_plots
         from starmd.evaluate.viewer import write_viewer_models
 
         results["plots"] = protein_plots(job.name, all_arrays, list(methods), job.out_dir / "plots")
         results["viewer"] = write_viewer_models(job.reference, job.methods, job.out_dir / "viewer")
-        (job.out_dir / "results.json").write_text(json.dumps(results, indent=1))
+        write_atomically(job.out_dir / "results.json", json.dumps(results, indent=1))
     return results

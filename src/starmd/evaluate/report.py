@@ -16,6 +16,7 @@ import numpy as np
 
 from starmd.evaluate.paper import pearson
 from starmd.evaluate.viewer import viewer_scripts, viewer_section
+from starmd.structure.io import atomic_write, write_atomically
 
 JS_NOTE = "JSD = Jensen-Shannon distance (sqrt of the divergence), natural log, in [0, 0.833]."
 
@@ -247,7 +248,10 @@ class MetricsTable:
 
     def write_csv(self, path: Path) -> None:
         """CSV with columns section, metric, key, better, one value column per method and
-        ``{method}_na`` counts."""
+        ``{method}_na`` counts; written atomically."""
+        atomic_write(path, self._write_csv)
+
+    def _write_csv(self, path: str) -> None:
         with open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(
@@ -482,6 +486,4 @@ def write_html(
     if viewers:
         buf.write(viewer_scripts())
     buf.write("</body></html>")
-    path = out_dir / "report.html"
-    path.write_text(buf.getvalue())
-    return path
+    return write_atomically(out_dir / "report.html", buf.getvalue())

@@ -6,7 +6,8 @@ superposed on frame 0 by CA) and ``{name}.json`` (model, settings, seed, wall ti
 health counts, flagged frames). The files are written in committed chunks by
 :mod:`starmd.sample.writer`, so an interrupted run leaves valid, shorter trajectories and
 ``resume=True`` continues it from the rollout state saved with the last chunk: the resumed
-files are byte for byte those of an uninterrupted run.
+files are byte for byte those of an uninterrupted run. ``{name}.lock`` is held while a run
+writes, so a second run into the same outputs is refused (:mod:`starmd.outputs`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starmd import __version__
 from starmd.diffusion.sampler import SAMPLERS
 from starmd.errors import StarmdInputError, located
 from starmd.modelfile import LoadedModel, load_model, resolve_model
+from starmd.outputs import locked_by
 from starmd.sample.domain import check_domain
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.sample.writer import TrajectoryWriter, open_outputs, restore_history
@@ -106,6 +108,7 @@ def _input_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+@locked_by(lambda call: Path(call["out_dir"]) / f"{Path(call['structure']).stem}.lock", "generate")
 def generate(
     structure: str | Path,
     out_dir: str | Path,

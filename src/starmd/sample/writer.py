@@ -15,6 +15,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import pickle
@@ -103,7 +104,9 @@ class TrajectoryWriter:
         previous = self.state.get("rollout_state")
         if rollout_state is not None:
             path = self.state_path(rollout_state["frame"] + 1)
-            atomic_write(path, lambda tmp: torch.save(rollout_state, tmp), durable=True)
+            serialized = io.BytesIO()  # torch's own file writer would turn a full disk into
+            torch.save(rollout_state, serialized)  # "RuntimeError: basic_ios::clear"
+            write_atomically(path, serialized.getvalue(), durable=True)
             self.state["rollout_state"] = path.name
         for r, buffer in enumerate(self.buffers):
             if not buffer:
@@ -142,7 +145,7 @@ def open_outputs(
     progress_path = out_dir / f"{name}.progress.json"
     existing = [out_dir / f"{name}_R{r + 1}.xtc" for r in range(replicas)]
     if resume and progress_path.exists():
-        state = json.loads(progress_path.read_text())
+        state = read_progress(progress_path, existing)
         if state.get("identity") != identity:
             raise StarmdInputError(
                 located(
@@ -167,6 +170,36 @@ def open_outputs(
     except OSError as exc:
         raise StarmdInputError(located(out_dir, f"cannot write output ({exc.strerror})")) from exc
     return {"identity": identity, "replicas": [{"frames": 0, "bytes": 0} for _ in range(replicas)]}
+
+
+def read_progress(path: Path, trajectories: list[Path]) -> dict:
+    """The resume record at ``path``, checked against the replica ``trajectories`` it
+    describes before anything is cut back to it.
+
+    Raises:
+        StarmdInputError: the record is truncated, not JSON, or does not fit the files (a
+            replica count, frame count or byte length that cannot be right).
+    """
+    try:
+        state = json.loads(path.read_text())
+        records = state["replicas"]
+        if len(records) != len(trajectories):
+            raise ValueError(f"{len(records)} replicas recorded, {len(trajectories)} requested")
+        for record, trajectory in zip(records, trajectories, strict=True):
+            frames, size = record["frames"], record["bytes"]
+            if not (isinstance(frames, int) and isinstance(size, int) and frames >= 0):
+                raise ValueError("frames and bytes must be counts")
+            if not 0 <= size <= (trajectory.stat().st_size if trajectory.exists() else 0):
+                raise ValueError(f"{trajectory.name} is shorter than the {size} bytes recorded")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StarmdInputError(
+            located(
+                path,
+                f"corrupt progress record ({exc}); nothing was changed: restore it, or start "
+                "afresh with --overwrite",
+            )
+        ) from exc
+    return state
 
 
 def restore_history(

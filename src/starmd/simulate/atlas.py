@@ -11,6 +11,7 @@ One folder per protein ``name``::
     state/{name}_full.pdb      minimized full system (with hydrogens, and solvent if explicit)
     state/{name}_R{i}.xml      portable OpenMM State (positions, velocities, box, time)
     state/{name}_R{i}.json     replica progress: frames and XTC bytes that match the state
+    state/{name}_setup.lock    present while a process sets the system up (flock)
     state/{name}_R{i}.lock     present while a process runs the replica (flock)
 
 A replica's XTC is only ever appended whole chunks of frames; the progress file records its
@@ -20,16 +21,14 @@ by truncating back to that length.
 
 from __future__ import annotations
 
-import fcntl
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from starmd.data.sources import atlas_replica_xtc
+from starmd.errors import StarmdInputError, located
 
 
 def topology_pdb(out_dir: Path, name: str) -> Path:
@@ -77,30 +76,14 @@ def replica_progress_json(out_dir: Path, name: str, replica: int) -> Path:
     return state_dir(out_dir) / f"{name}_R{replica}.json"
 
 
+def setup_lock(out_dir: Path, name: str) -> Path:
+    """Path of the lock file held while a process sets the system up (or checks it is)."""
+    return state_dir(out_dir) / f"{name}_setup.lock"
+
+
 def replica_lock(out_dir: Path, name: str, replica: int) -> Path:
     """Path of the lock file held while a process runs the replica."""
     return state_dir(out_dir) / f"{name}_R{replica}.lock"
-
-
-@contextmanager
-def exclusive(path: Path) -> Iterator[bool]:
-    """Hold an exclusive advisory lock on ``path`` (created, removed on exit).
-
-    Yields ``False`` without waiting when another process holds it. The operating system
-    releases the lock when its holder dies, so a killed run never blocks its resumption.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            path.unlink(missing_ok=True)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -111,10 +94,23 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """Read a JSON file, or ``None`` if it does not exist."""
+    """Read a JSON record, or ``None`` if it does not exist.
+
+    Raises:
+        StarmdInputError: the file is truncated or not a JSON object (named, nothing changed).
+    """
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise StarmdInputError(located(path, f"corrupt record ({exc}); {CORRUPT_ADVICE}")) from exc
+    return record
+
+
+CORRUPT_ADVICE = "nothing was changed: restore it, or remove the run's files to start it afresh"
 
 
 def truncate_to(path: Path, valid_length: int) -> None:

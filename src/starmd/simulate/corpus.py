@@ -5,6 +5,8 @@ first every protein gets both replicas to 0.1 ns, then every protein to 0.2 ns, 
 that an interrupted build always leaves many proteins with some MD rather than a few with a lot.
 Each stage is a :func:`starmd.simulate.simulate` call, which resumes from the saved states;
 rerunning the build continues it (on any machine: the states are portable OpenMM XML).
+``{out_dir}/corpus.lock`` is held while a build runs, so a second build into the same corpus is
+refused (:mod:`starmd.outputs`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from starmd.errors import StarmdInputError
+from starmd.outputs import locked_by
 
 log = logging.getLogger("starmd.simulate")
 
@@ -174,6 +177,7 @@ def stage_plan(
     ]
 
 
+@locked_by(lambda call: Path(call["out_dir"]) / "corpus.lock", "corpus build")
 def build_corpus(
     out_dir: str | Path = "corpus/md",
     *,

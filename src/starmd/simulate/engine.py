@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from starmd.errors import StarmdInputError
+from starmd.outputs import output_lock
 from starmd.simulate import atlas
 from starmd.simulate.progress import run_jobs
 from starmd.simulate.protocols import Protocol, build_system, get_protocol
@@ -96,9 +97,10 @@ def simulate(
     from starmd.simulate.platforms import select_platform
 
     platform_obj, properties = select_platform(platform, threads)
-    setup = prepare_system(
-        structure_path, out_dir, name, proto, keep=keep, platform=(platform_obj, properties)
-    )
+    with output_lock(atlas.setup_lock(out_dir, name), "simulate"):  # one setup per folder
+        setup = prepare_system(
+            structure_path, out_dir, name, proto, keep=keep, platform=(platform_obj, properties)
+        )
     _check_save_interval(out_dir, name, save_every_ps)
     jobs = [
         ReplicaJob(
@@ -119,8 +121,12 @@ def simulate(
     started = time.time()
     try:
         run_jobs(jobs, workers=workers, show=progress)
-    finally:
+    except StarmdInputError:
+        raise  # corrupt resume files: every file stays as it is
+    except BaseException:
         atlas.write_metadata(out_dir, name, setup=setup, wall_s_this_call=time.time() - started)
+        raise
+    atlas.write_metadata(out_dir, name, setup=setup, wall_s_this_call=time.time() - started)
     return atlas.read_json(atlas.metadata_json(out_dir, name)) or {}
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from starmd.errors import StarmdSimulationError
+from starmd.errors import StarmdInputError, StarmdSimulationError, located
+from starmd.outputs import try_lock
 from starmd.simulate import atlas
 from starmd.simulate.protocols import get_protocol, make_integrator
 
@@ -104,7 +105,7 @@ def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) ->
         StarmdSimulationError: another process is running the same replica, or the run failed.
     """
     out_dir = Path(job.out_dir)
-    with atlas.exclusive(atlas.replica_lock(out_dir, job.name, job.replica)) as acquired:
+    with try_lock(atlas.replica_lock(out_dir, job.name, job.replica)) as acquired:
         if not acquired:
             raise StarmdSimulationError(
                 f"{out_dir}: replica {job.replica} of {job.name} is being run by another process"
@@ -153,6 +154,8 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
     progress_path = atlas.replica_progress_json(out_dir, job.name, job.replica)
     state_path = atlas.replica_state_xml(out_dir, job.name, job.replica)
     record = atlas.read_json(progress_path)
+    if record is not None:
+        _check_record(record, progress_path, xtc_path)
     if record is not None and record["frames_done"] >= job.n_frames:
         _report(on_progress, job, record["frames_done"], record["ns_per_day"])
         return record
@@ -185,7 +188,7 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
         atlas.truncate_to(xtc_path, 0)
         _save_chunk(context, record, state_path, progress_path)
     else:
-        context.setState(openmm.XmlSerializer.deserialize(state_path.read_text()))
+        context.setState(_read_state(openmm, state_path))
         atlas.truncate_to(xtc_path, record["xtc_bytes"])
         record = {**record, "resumes": record["resumes"] + 1, "platform": platform.getName()}
 
@@ -220,6 +223,44 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
         atlas.write_metadata(out_dir, job.name)
         _report(on_progress, job, record["frames_done"], record["ns_per_day"])
     return record
+
+
+def _read_state(openmm: Any, path: Path) -> Any:
+    """The portable OpenMM state saved at ``path``.
+
+    Raises:
+        StarmdInputError: truncated or edited beyond what OpenMM can read (named).
+    """
+    try:
+        return openmm.XmlSerializer.deserialize(path.read_text())
+    except Exception as exc:  # OpenMM raises its own and XML-parser exceptions
+        raise StarmdInputError(
+            located(path, f"corrupt OpenMM state ({first_line(exc)}); {atlas.CORRUPT_ADVICE}")
+        ) from exc
+
+
+RECORD_COUNTS = ("frames_done", "xtc_bytes", "step", "resumes")
+
+
+def _check_record(record: dict[str, Any], progress_path: Path, xtc_path: Path) -> None:
+    """Check a replica's progress record before anything is cut back to it: its counts are
+    counts and the XTC holds at least the bytes it commits to (a hand-edited or truncated
+    record must not cost frames).
+
+    Raises:
+        StarmdInputError: names the record and what does not fit.
+    """
+    size = xtc_path.stat().st_size if xtc_path.exists() else 0
+    bad = [k for k in RECORD_COUNTS if not (isinstance(record.get(k), int) and record[k] >= 0)]
+    if bad:
+        problem = f"{', '.join(bad)} missing or not a count"
+    elif record["xtc_bytes"] > size:
+        problem = f"xtc_bytes {record['xtc_bytes']} > the {size} bytes of {xtc_path.name}"
+    else:
+        return
+    raise StarmdInputError(
+        located(progress_path, f"corrupt record ({problem}); {atlas.CORRUPT_ADVICE}")
+    )
 
 
 def _advance(integrator: Any, steps: int, job: ReplicaJob, *, step: int, where: str) -> None:

@@ -8,6 +8,7 @@ in Angstrom (mdtraj uses nanometres).
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from starmd.errors import StarmdInputError, located
+from starmd.outputs import naming_file
 from starmd.structure import residue_constants as rc
 from starmd.structure.protein import CHAIN_BREAK_CA_CA, Protein
 
@@ -330,20 +332,30 @@ def atomic_write(path: str | Path, write: Callable[[str], object], durable: bool
     umask), not ``mkstemp``'s private ``0600``. ``durable`` forces the bytes to disk before the
     move (what a resumable run's state needs: after a power cut the move is only as good as the
     data behind it).
+
+    A failure (disk full, read-only folder) removes the temporary file and leaves an existing
+    ``path`` as it was; the error names ``path``, not the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    temporary = f".{path.stem}."
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary, suffix=path.suffix)
+        os.close(fd)
         write(tmp)
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; use the usual mode
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            if Path(os.fsdecode(exc.filename or "")).name.startswith(temporary):
+                exc.filename = None  # the user knows the target, not the temporary name
+            raise naming_file(exc, path) from None
         raise
     return path
 
@@ -356,15 +368,41 @@ def write_atomically(path: str | Path, data: bytes | str, durable: bool = False)
 
 def append_bytes(path: str | Path, valid_length: int, payload: bytes) -> int:
     """Truncate ``path`` to ``valid_length`` bytes (dropping whatever an interrupted run wrote
-    after its last commit), append ``payload`` and fsync; returns the new length in bytes."""
+    after its last commit), append ``payload`` and fsync; returns the new length in bytes.
+
+    A write that fails part-way (disk full) is cut back to ``valid_length`` before the error
+    is raised, so the file stays what it was: a readable trajectory up to its last commit.
+    The error names ``path``. A file that lost committed bytes (deleted or cut while the run
+    was writing) is an error, never padded.
+    """
     path = Path(path)
-    mode = "r+b" if path.exists() else "w+b"
-    with open(path, mode) as handle:
-        handle.truncate(valid_length)
-        handle.seek(valid_length)
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
+    size = path.stat().st_size if path.exists() else None
+    if size is None and valid_length > 0:
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"{os.strerror(errno.ENOENT)}: its {valid_length} committed bytes are gone "
+            "(removed while the run was writing?)",
+            str(path),
+        )
+    if size is not None and size < valid_length:
+        raise StarmdInputError(
+            located(path, f"holds {size} bytes, fewer than the {valid_length} committed "
+                    "(changed while the run was writing?)")
+        )  # fmt: skip
+    mode = "r+b" if size is not None else "w+b"
+    try:
+        with open(path, mode) as handle:
+            handle.truncate(valid_length)
+            handle.seek(valid_length)
+            try:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:
+                handle.truncate(valid_length)  # freeing space never needs space
+                raise
+    except OSError as exc:
+        raise naming_file(exc, path) from None
     return valid_length + len(payload)
 
 

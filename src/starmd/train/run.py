@@ -11,13 +11,22 @@ Outputs in the run folder::
 
 from __future__ import annotations
 
+import errno
+import io
+import os
+import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
+import torch
 import yaml
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from starmd.errors import StarmdCheckpointError, StarmdInputError, located
 from starmd.modelfile import load_model, resolve_model, save_model
 from starmd.modelfile.config import TrainConfig
+from starmd.outputs import naming_file, output_lock
+from starmd.structure.io import atomic_write, write_atomically
 
 
 def train(
@@ -37,7 +46,36 @@ def train(
     ``init``: start the weights (and their EMA) from a model file or a bundled model's name
     (fresh optimizer), e.g. to continue a GPU run on a CPU from its exported
     ``model.safetensors``.
+
+    ``RUN/train.lock`` is held while the run writes (by the launching process: the other ranks
+    of a multi-process run share its folder), so a second ``train`` into the same run folder is
+    refused. Checkpoints are written atomically beside their final name; Ctrl-C arrives as
+    ``KeyboardInterrupt`` (Lightning turns it into an exit), a failed write as an ``OSError``
+    naming the file or the run folder.
     """
+    out_dir = Path(out_dir)
+    lock = output_lock(out_dir / "train.lock", "train") if _launching_rank() else nullcontext()
+    with lock:
+        return _train(data_dir, out_dir, config, resume, progress, callbacks, fast_dev_run, init)
+
+
+def _launching_rank() -> bool:
+    """Whether this process started the run (not a rank that Lightning, torchrun or SLURM
+    started for it)."""
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in ranks)
+
+
+def _train(
+    data_dir: str | Path,
+    out_dir: Path,
+    config: TrainConfig,
+    resume: str | Path | None,
+    progress: bool,
+    callbacks: list | None,
+    fast_dev_run: bool,
+    init: str | Path | None,
+) -> Path:
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -46,19 +84,18 @@ def train(
     from starmd.data.store import read_index
     from starmd.train.datamodule import WindowDataModule
 
-    out_dir = Path(out_dir)
     read_index(data_dir)  # clear error early if this is not a dataset
     if init is not None:
         init = resolve_model(init)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_atomically(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     except OSError as exc:
         raise StarmdInputError(located(out_dir, f"cannot write ({exc.strerror})")) from exc
     if resume == "last":
         resume = out_dir / "checkpoints" / "last.ckpt"
-    if resume is not None and not Path(resume).exists():
-        raise StarmdCheckpointError(located(resume, "checkpoint to resume from not found"))
+    if resume is not None:
+        check_checkpoint(Path(resume))
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = WindowDataModule(data_dir, config.data, config.trainer.seed)
@@ -129,6 +166,7 @@ def train(
             reload_dataloaders_every_n_epochs=1,
             deterministic=False,
             callbacks=callbacks,
+            plugins=[AtomicCheckpointIO(out_dir)],
             logger=loggers,
             enable_progress_bar=progress,
             enable_model_summary=False,
@@ -137,11 +175,63 @@ def train(
     except (ValueError, MisconfigurationException) as exc:  # Lightning's checks of the settings
         first = str(exc).strip().splitlines()[0]
         raise StarmdInputError(f"trainer settings: {first}") from exc
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning's answer to Ctrl-C is exit(1), after its teardown
+            raise KeyboardInterrupt from None
+        raise
+    except OSError as exc:  # a failed write inside Lightning (logs, checkpoints)
+        raise naming_file(exc, out_dir) from None
     target = out_dir / "model.safetensors"
     if trainer.is_global_zero:
         export_model(module, target)
     return target
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that is missing, truncated or changed on disk before Lightning
+    loads it (a torch checkpoint is a zip archive: its CRCs cover every byte of data).
+
+    Raises:
+        StarmdCheckpointError: one line naming the file.
+    """
+    if not path.is_file():
+        raise StarmdCheckpointError(located(path, "checkpoint to resume from not found"))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        damaged = f"not a checkpoint archive: {exc}"
+    if damaged is not None:
+        raise StarmdCheckpointError(
+            located(path, f"corrupt or truncated checkpoint ({damaged}); not resumed, not changed")
+        )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer through starmd's atomic writer: the temporary file lies
+    beside the checkpoint, so the final move is a rename. (Lightning's own goes through a file
+    in the system's temporary folder, from which a move to another disk is a copy that a full
+    disk cuts short, after the previous checkpoint was already truncated.) A run folder that
+    lost its ``config.yaml`` was removed while training: an error, not a silently recreated
+    folder."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        if not (self.run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(
+                errno.ENOENT, "run folder removed while training", str(self.run_dir)
+            )
+
+        serialized = io.BytesIO()  # as Lightning does; and torch's zip writer would turn a
+        torch.save(checkpoint, serialized)  # failed write into a RuntimeError
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(serialized.getbuffer()), durable=True)
 
 
 def build_module(config: TrainConfig):
