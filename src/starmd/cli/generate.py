@@ -84,6 +84,7 @@ def generate(
     from starmd.cli import lists
     from starmd.sample.generate import GenerationSettings
     from starmd.sample.generate import generate as run_generate
+    from starmd.sample.summary import run_summary
     from starmd.units import format_ps, parse_duration_ps
 
     dt_ps = parse_duration_ps(dt) if dt is not None else None
@@ -153,11 +154,7 @@ def generate(
             progress=report,
             force=force,
         )
-    typer.echo(
-        f"wrote {out}/{sidecar['name']}.pdb + {len(sidecar['files']['trajectories'])} XTC: "
-        f"{sidecar['frames_written']} frames at {format_ps(sidecar['dt_ps'])}, "
-        f"{sidecar['simulated_ns_per_wall_s']} simulated ns per wall-second"
-    )
+    typer.echo("\n".join(run_summary(sidecar, str(out))))
 
 
 def generate_list(

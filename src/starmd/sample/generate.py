@@ -3,7 +3,8 @@
 Outputs in ``out_dir``: ``{name}.pdb`` (heavy-atom topology: real residue names, chain ids and
 numbers; frame 0), ``{name}_R{i}.xtc`` (i = 1..replicas, time stamps in ps, every frame
 superposed on frame 0 by CA) and ``{name}.json`` (model, settings, seed, wall time, speed,
-health counts, flagged frames). The files are written in committed chunks by
+health counts, flagged frames, and the input: its full SHA-256, what was stripped from it and the
+alternate locations kept, :func:`starmd.structure.provenance.input_record`). The files are written in committed chunks by
 :mod:`starmd.sample.writer`, so an interrupted run leaves valid, shorter trajectories and
 ``resume=True`` continues it from the rollout state saved with the last chunk: the resumed
 files are byte for byte those of an uninterrupted run.
@@ -11,7 +12,6 @@ files are byte for byte those of an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -32,6 +32,7 @@ from starmd.structure import geometry
 from starmd.structure.checks import ca_health
 from starmd.structure.io import load_structure, write_atomically
 from starmd.structure.protein import Protein
+from starmd.structure.provenance import input_record
 from starmd.structure.rigid import Rigid
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,6 @@ class GenerationSettings:
     chains: list[str] = field(default_factory=list)
 
 
-def _input_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def generate(
     structure: str | Path,
     out_dir: str | Path,
@@ -145,8 +142,9 @@ def generate(
         protein, positions, settings.dt_ps, settings.replicas, device=torch_device
     )
     rollout = Rollout(loaded, inputs, _rollout_settings(settings), seed=settings.seed)
+    source = input_record(structure, settings.chains or None)
     identity = {
-        "structure_sha256": _input_digest(structure),
+        "structure_sha256": source["sha256"],
         "model": str(model_path),
         "settings": asdict(settings),
     }
@@ -204,6 +202,7 @@ def generate(
     sidecar = {
         "starmd_version": __version__,
         "structure": str(structure),
+        "input": source,
         "name": name,
         "model": str(model_path),
         "model_config": loaded.config.to_dict(),

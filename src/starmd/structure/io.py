@@ -141,7 +141,11 @@ def protein_from_topology(
         unknown = [c for c in chains if c not in chain_labels]
         if unknown:
             raise StarmdInputError(
-                located(path, f"chain(s) {', '.join(unknown)} not found (has {chain_labels})")
+                located(
+                    path,
+                    f"chain(s) {', '.join(unknown)} not found "
+                    f"(has {list(dict.fromkeys(chain_labels))})",  # water may repeat a chain id
+                )
             )
 
     aatype, chain_ids, numbers, rows = [], [], [], []
