@@ -3,11 +3,11 @@
 Outputs in ``out_dir``: ``{name}.pdb`` (heavy-atom topology: real residue names, chain ids and
 numbers; frame 0), ``{name}_R{i}.xtc`` (i = 1..replicas, time stamps in ps, every frame
 superposed on frame 0 by CA) and ``{name}.json`` (model, settings, seed, wall time, speed,
-health counts, flagged frames, and the input: its full SHA-256, what was stripped from it and the
-alternate locations kept, :func:`starmd.structure.provenance.input_record`). The files are written in committed chunks by
-:mod:`starmd.sample.writer`, so an interrupted run leaves valid, shorter trajectories and
-``resume=True`` continues it from the rollout state saved with the last chunk: the resumed
-files are byte for byte those of an uninterrupted run.
+health counts, flagged frames, and the input: its full SHA-256, what was stripped from it and
+the alternate locations kept, :func:`starmd.structure.provenance.input_record`). The files are
+written in committed chunks by :mod:`starmd.sample.writer`, so an interrupted run leaves valid,
+shorter trajectories and ``resume=True`` continues it from the rollout state saved with the last
+chunk: the resumed files are byte for byte those of an uninterrupted run.
 """
 
 from __future__ import annotations
