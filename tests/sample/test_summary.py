@@ -19,9 +19,7 @@ def test_cli_ends_with_frames_time_speed_health_and_input(tiny_model_path, tmp_p
     assert lines[4].endswith("1a8o.pdb, 1a8o_R1.xtc..1a8o_R2.xtc, 1a8o.json")
 
 
-def test_the_sidecar_records_the_full_input_digest_and_what_was_stripped(
-    tiny_model_path, tmp_path
-):
+def test_the_sidecar_records_the_full_input_digest_and_what_was_stripped(tiny_model_path, tmp_path):
     import json
 
     structure = STRUCTURES / "1ubi.pdb"
