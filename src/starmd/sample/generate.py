@@ -108,7 +108,7 @@ def generate(
     out_dir: str | Path,
     settings: GenerationSettings,
     *,
-    model: str | Path | None = None,
+    model: str | Path | LoadedModel | None = None,
     device: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
@@ -127,9 +127,12 @@ def generate(
     structure, out_dir = Path(structure), Path(out_dir)
     _validate(settings)
     protein, positions = load_structure(structure, settings.chains or None)
-    model_path = resolve_model(model)
     torch_device = resolve_device(device)
-    loaded = load_model(model_path, torch_device)
+    if isinstance(model, LoadedModel):  # loaded once by the caller (starmd.load_model)
+        loaded, model_path = model.to(torch_device), Path(model.source)
+    else:
+        model_path = resolve_model(model)
+        loaded = load_model(model_path, torch_device)
     settings = with_model_defaults(settings, loaded.config)
     _validate(settings)
     domain_warnings = check_domain(protein, settings.dt_ps, loaded.config, force)
