@@ -11,6 +11,7 @@ Outputs in the run folder::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import yaml
@@ -18,6 +19,8 @@ import yaml
 from starmd.errors import StarmdCheckpointError, StarmdInputError, located
 from starmd.modelfile import load_model, resolve_model, save_model
 from starmd.modelfile.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def train(
@@ -76,6 +79,13 @@ def train(
                 located(init, f"weights do not fit this configuration ({first})")
             ) from exc
     has_val = datamodule.has_validation
+    if not has_val:
+        log.warning(
+            "%s: no protein in the 'val' split: no validation loss and no checkpoints/best.ckpt "
+            "will be written (model.safetensors holds the last EMA weights); split by protein "
+            "with `starmd prepare --split-file` or --fractions",
+            data_dir,
+        )
     # Two callbacks: Lightning's ``save_last`` refreshes last.ckpt only when the monitored
     # checkpoint is saved too, so after the validation loss stops improving it would go stale
     # and a resumed run would lose every epoch since; the second one writes it every epoch.
