@@ -76,12 +76,15 @@ class GenerationResult:
     def save(self, out_dir: str | Path) -> Path:
         """Write ``{name}.pdb`` (frame 0), ``{name}_R{i}.xtc`` and ``{name}.json`` into
         ``out_dir`` (created), the layout ``starmd evaluate`` reads; returns ``out_dir``."""
+        from starmd.structure.io import atomic_write, write_atomically
+
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.trajectories[0][0].save_pdb(str(out_dir / f"{self.name}.pdb"))
+        topology = self.trajectories[0][0]
+        atomic_write(out_dir / f"{self.name}.pdb", lambda tmp: topology.save_pdb(tmp))
         for r, trajectory in enumerate(self.trajectories):
-            trajectory.save_xtc(str(out_dir / f"{self.name}_R{r + 1}.xtc"))
-        (out_dir / f"{self.name}.json").write_text(json.dumps(self.sidecar, indent=2))
+            path = out_dir / f"{self.name}_R{r + 1}.xtc"
+            atomic_write(path, lambda tmp, t=trajectory: t.save_xtc(tmp))
+        write_atomically(out_dir / f"{self.name}.json", json.dumps(self.sidecar, indent=2))
         return out_dir
 
 
