@@ -167,3 +167,22 @@ def test_xtc_chunks_appended_after_a_cut_make_one_valid_trajectory(tmp_path):
         read, time_ps, step, _ = fh.read()
     np.testing.assert_allclose(read, xyz, atol=1e-3)  # XTC keeps 3 decimals (nm)
     assert time_ps.tolist() == [0.0, 10.0, 20.0, 30.0, 40.0] and step.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_dummy_unit_cells_load_without_a_warning(tmp_path):
+    import warnings
+
+    import mdtraj
+
+    from starmd.structure.io import load_pdb_quietly
+
+    cryst = "CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1           1\n"
+    path = _write(tmp_path, [cryst, *_pdb_lines("1vii.pdb")], name="cell.pdb")
+    with warnings.catch_warnings(record=True) as plain:
+        warnings.simplefilter("always")
+        mdtraj.load_pdb(str(path))
+    assert any("unit cell" in str(w.message) for w in plain)  # what mdtraj alone prints
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        assert load_pdb_quietly(path).n_residues == 36
+    assert quiet == []
