@@ -15,12 +15,14 @@ from tests.test_cli import assert_one_line_error, run_cli
 
 def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     out = tmp_path / "bench"
-    code, stdout, _ = run_cli(
+    code, stdout, stderr = run_cli(
         ["bench", "--quick", "-o", str(out), "--model", str(tiny_model_path)]
         + ["--speed-models", "starmd-small"],
         capsys,
     )
     assert code == 0
+    # every run of a section says what it does while it runs
+    assert "tiny: 4 frames x 2 replica(s) of 1enh.pdb" in stderr and "OpenMM CPU" in stderr
     results = json.loads((out / "bench.json").read_text())
     sections = results["sections"]
     speed = sections["speed"]

@@ -136,3 +136,16 @@ def test_demo_with_a_missing_model_is_a_one_line_error(tmp_path, capsys, monkeyp
     )
     assert_one_line_error(code, err, "bundled model starmd-absent is not installed")
     assert not (tmp_path / "demo").exists()
+
+
+def test_short_r_means_replicas_and_stays_accepted_for_the_reference(tmp_path, capsys):
+    code, out, _ = run_cli(["generate", "--help"], capsys)
+    assert code == 0 and "-r" in out and "--replicas" in out
+    code, out, _ = run_cli(["evaluate", "--help"], capsys)
+    assert "--reference" in out and "-r " not in out  # the old spelling is hidden
+    missing = tmp_path / "no_md"
+    code, _, err = run_cli(["evaluate", "-r", str(missing), "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and "-r for --reference is deprecated" in err
+    assert str(missing) in err.splitlines()[-1]  # the option was taken as the reference
+    code, _, err = run_cli(["evaluate", "-o", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "--reference MD_DIR is required")

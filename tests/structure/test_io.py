@@ -205,3 +205,22 @@ def test_failed_atomic_write_keeps_the_old_file_and_names_the_target(tmp_path, d
         write_atomically(path, "a longer new text")
     assert caught.value.filename == str(path)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_dummy_unit_cells_load_without_a_warning(tmp_path):
+    import warnings
+
+    import mdtraj
+
+    from starmd.structure.io import load_pdb_quietly
+
+    cryst = "CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1           1\n"
+    path = _write(tmp_path, [cryst, *_pdb_lines("1vii.pdb")], name="cell.pdb")
+    with warnings.catch_warnings(record=True) as plain:
+        warnings.simplefilter("always")
+        mdtraj.load_pdb(str(path))
+    assert any("unit cell" in str(w.message) for w in plain)  # what mdtraj alone prints
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        assert load_pdb_quietly(path).n_residues == 36
+    assert quiet == []

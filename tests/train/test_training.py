@@ -205,9 +205,14 @@ def test_ddp_gradients_are_the_mean_of_each_ranks_single_process_gradients(tiny_
             torch.testing.assert_close(record["grads"][name], expected, rtol=1e-4, atol=1e-7)
 
 
-def test_init_from_a_model_file(tiny_dataset, tmp_path):
+def test_init_from_a_model_file(tiny_dataset, tmp_path, caplog):
     config = TrainConfig.from_yaml(None, TINY + ["trainer.max_epochs=1"])
     first = train(tiny_dataset, tmp_path / "a", config, progress=False)
+    # the tiny dataset has no validation split: said before the run, and no best.ckpt
+    assert (
+        "no protein in the 'val' split" in caplog.text and "no checkpoints/best.ckpt" in caplog.text
+    )
+    assert not (tmp_path / "a" / "checkpoints" / "best.ckpt").exists()
     seen = {}
 
     class _Record(L.Callback):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -42,6 +43,9 @@ from starmd.bench.child import run_child
 from starmd.bench.report import SECTIONS, machine_info, markdown
 from starmd.errors import StarmdInputError
 from starmd.outputs import locked_by
+
+log = logging.getLogger("starmd.bench")
+"""One line per run of a section (each takes seconds to minutes)."""
 
 
 @dataclass
@@ -135,7 +139,13 @@ def _generation(
             "seed": settings.seed,
         },
     }
+    log.info(
+        "  %s: %d frames x %d replica(s) of %s, %s steps ...",
+        model.stem, frames, replicas, structure.name, steps,
+    )  # fmt: skip
+    started = time.perf_counter()
     result = run_child(payload, settings.threads)
+    log.info("  ... %.1f s (%s frames/s)", time.perf_counter() - started, result["frames_per_s"])
     result["out_dir"] = str(out)
     return result
 
@@ -171,6 +181,7 @@ def bench_speed(
     md_ps = 2.0 if settings.quick else 20.0
     md_dir = work / "md"
     md_platform = "CUDA" if settings.device.startswith("cuda") else "CPU"
+    log.info("  OpenMM %s: %g ps of implicit MD of %s ...", md_platform, md_ps, structure.name)
     metadata = simulate(
         structure,
         md_dir,
@@ -343,6 +354,7 @@ def bench_quality(
         gen = _generation(
             settings, model, structure, work, defaults, frames=settings.quality_frames, steps=steps
         )
+        log.info("  evaluating the %d-step trajectory against the MD ...", steps)
         table = evaluate(
             gen["out_dir"],
             settings.reference,
@@ -373,6 +385,7 @@ def bench_train(settings: BenchSettings) -> list[dict[str, Any]]:
     from starmd.train.throughput import measure
 
     device = _torch_device(settings.device)
+    log.info("  training steps of presets %s ...", ", ".join(settings.train_presets))
     return [
         measure(p, window=8, crop=64, batch=4 if device == "cpu" else 32, steps=3, device=device)
         for p in settings.train_presets

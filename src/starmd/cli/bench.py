@@ -59,6 +59,7 @@ def bench(
     --reference corpus/md
     """
     from starmd.bench import BenchSettings, run_bench
+    from starmd.cli.common import log_to_stderr
     from starmd.errors import StarmdInputError
     from starmd.units import parse_duration_ps
 
@@ -94,6 +95,7 @@ def bench(
     ):
         if value:
             setattr(settings, name, value)
+    log_to_stderr("starmd.bench")
     run_bench(settings, log=typer.echo)
     typer.echo((out / "bench.md").read_text())
     typer.echo(f"wrote {out}/bench.md and {out}/bench.json")

@@ -1,6 +1,9 @@
-"""What the commands share: the progress bar."""
+"""What the commands share: the progress bar and log lines on stderr."""
 
 from __future__ import annotations
+
+import logging
+import sys
 
 
 def progress_bar():
@@ -51,3 +54,24 @@ def os_error_line(exc: OSError, hint: str = "") -> str:
     reason = reason[:1].lower() + reason[1:]
     where = f"{exc.filename}: " if exc.filename is not None else ""
     return f"{where}{reason}" + (f"; {hint}" if hint else "")
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (it may be replaced, e.g. by
+    a test's capture, after the handler is made)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def log_to_stderr(logger_name: str, time_format: str = "%Y-%m-%d %H:%M:%S") -> None:
+    """Show the INFO lines of ``logger_name`` on stderr, time-stamped (progress of steps too
+    long to pass in silence and too irregular for a bar)."""
+    logger = logging.getLogger(logger_name)
+    if not logger.handlers:
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", time_format))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

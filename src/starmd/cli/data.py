@@ -42,6 +42,12 @@ def inspect(
     table.add_row("chain breaks", ", ".join(report["chain_breaks"]) or "none")
     stripped = ", ".join(f"{k} x{v}" for k, v in report["stripped_residues"].items())
     table.add_row("stripped", (stripped or "nothing") + f"; {report['hydrogens_stripped']} H")
+    table.add_row("other chains left out", ", ".join(report["other_chains"]) or "none")
+    altlocs = ", ".join(
+        f"{a['residue']} {'/'.join(a['locations'])} (kept {a['kept']})"
+        for a in report["alternate_locations"]
+    )
+    table.add_row("alternate locations", altlocs or "none")
     mapped = ", ".join(f"{k} x{v}" for k, v in report["mapped_residue_names"].items())
     table.add_row("renamed", mapped or "none")
     missing = "; ".join(

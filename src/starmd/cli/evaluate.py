@@ -17,10 +17,12 @@ def evaluate_command(
         help="Generated trajectories ({name}.pdb + {name}_R{i}.xtc); omit to score baselines only.",
     ),
     reference: Path = typer.Option(
-        ...,
+        None,
         "--reference",
-        "-r",
-        help="Reference MD folder (ATLAS layout: {name}_prod_R{i}_fit.xtc).",
+        help="Reference MD folder (ATLAS layout: {name}_prod_R{i}_fit.xtc); required.",
+    ),
+    reference_short: Path = typer.Option(
+        None, "-r", hidden=True, help="Old spelling of --reference (-r is --replicas elsewhere)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder to write."),
     baselines: str = typer.Option(
@@ -66,6 +68,13 @@ def evaluate_command(
     """
     from starmd.errors import StarmdInputError
     from starmd.evaluate import evaluate
+
+    if reference_short is not None:
+        typer.echo("note: -r for --reference is deprecated (-r means --replicas in simulate and "
+                   "generate); use --reference", err=True)  # fmt: skip
+        reference = reference if reference is not None else reference_short
+    if reference is None:
+        raise StarmdInputError("evaluate: --reference MD_DIR is required")
 
     extras = {}
     for item in extra:

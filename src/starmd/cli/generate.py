@@ -20,7 +20,9 @@ def generate(
         help="Physical time between frames, with a unit: 10ps, 1ns (default: the model's "
         "recommended time step, see its card).",
     ),
-    replicas: int = typer.Option(1, help="Independent trajectories, generated as one batch."),
+    replicas: int = typer.Option(
+        1, "--replicas", "-r", help="Independent trajectories, generated as one batch."
+    ),
     seed: int = typer.Option(0, help="Random seed (same seed, same settings: same output)."),
     steps: int = typer.Option(
         None,
@@ -63,7 +65,9 @@ def generate(
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
     ),
-    workers: int = typer.Option(1, help="With a list: proteins generated in parallel processes."),
+    workers: int = typer.Option(
+        1, "--workers", "-j", help="With a list: proteins generated in parallel processes."
+    ),
     threads: int = typer.Option(
         None,
         min=1,
@@ -77,13 +81,15 @@ def generate(
 
     Writes OUT/NAME.pdb (topology), OUT/NAME_R<i>.xtc (time stamps in ps, superposed on frame
     0) and OUT/NAME.json (settings, seed, speed, per-replica health: NaN frames, CA-CA breaks,
-    clashes). Open with: mdtraj.load("OUT/NAME_R1.xtc", top="OUT/NAME.pdb"), or in PyMOL/VMD.
+    clashes; the input's SHA-256 and what was stripped from it), and ends with a summary of the
+    same. Open with: mdtraj.load("OUT/NAME_R1.xtc", top="OUT/NAME.pdb"), or in PyMOL/VMD.
 
     Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 100ps --replicas 3
     """
     from starmd.cli import lists
     from starmd.sample.generate import GenerationSettings
     from starmd.sample.generate import generate as run_generate
+    from starmd.sample.summary import run_summary
     from starmd.units import format_ps, parse_duration_ps
 
     dt_ps = parse_duration_ps(dt) if dt is not None else None
@@ -153,11 +159,7 @@ def generate(
             progress=report,
             force=force,
         )
-    typer.echo(
-        f"wrote {out}/{sidecar['name']}.pdb + {len(sidecar['files']['trajectories'])} XTC: "
-        f"{sidecar['frames_written']} frames at {format_ps(sidecar['dt_ps'])}, "
-        f"{sidecar['simulated_ns_per_wall_s']} simulated ns per wall-second"
-    )
+    typer.echo("\n".join(run_summary(sidecar, str(out))))
 
 
 def generate_list(

@@ -8,23 +8,12 @@ inside the commands so that ``starmd --help`` stays fast. :mod:`starmd.cli` regi
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-def _configure_logging() -> None:
-    """Log lines (used when stderr is not a terminal) go to stderr with a time stamp."""
-    logger = logging.getLogger("starmd.simulate")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+from starmd.cli.common import log_to_stderr
 
 
 def simulate_command(
@@ -62,7 +51,7 @@ def simulate_command(
         typer.Option("--name", help="Protein name in file names (default: the file stem)."),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", help="Replicas run in parallel processes.")
+        int, typer.Option("--workers", "-j", help="Replicas run in parallel processes.")
     ] = 1,
     keep: Annotated[
         list[str] | None,
@@ -94,7 +83,7 @@ def simulate_command(
     from starmd.simulate.engine import simulate
     from starmd.workers import run_jobs
 
-    _configure_logging()
+    log_to_stderr("starmd.simulate")
     options = dict(
         ns=ns,
         replicas=replicas,
@@ -171,7 +160,7 @@ def corpus_build_command(
     platform: Annotated[str, typer.Option("--platform", help="auto, CUDA, OpenCL, CPU.")] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads per replica.")] = 1,
     workers: Annotated[
-        int, typer.Option("--workers", help="Replicas run in parallel processes.")
+        int, typer.Option("--workers", "-j", help="Replicas run in parallel processes.")
     ] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Base random seed.")] = 0,
     save_every_ps: Annotated[
@@ -194,7 +183,7 @@ def corpus_build_command(
     """
     from starmd.simulate.corpus import build_corpus, parse_split_ns
 
-    _configure_logging()
+    log_to_stderr("starmd.simulate")
     results = build_corpus(
         out,
         manifest=manifest,

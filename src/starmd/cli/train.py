@@ -73,8 +73,32 @@ def train(
     for key, value in flags.items():
         if value is not None:
             setattr(cfg.trainer, key, value)
+    quiet_lightning()
     model = run_train(data, out, cfg, resume=resume, fast_dev_run=fast_dev_run, init=init)
     typer.echo(f"model: {model}")
+
+
+# Lightning's messages that say nothing to a starmd user: its INFO lines (accelerator
+# availability, product tips, dataloader notes) and two warnings about its own internals or
+# settings starmd chose on purpose.
+QUIET_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+
+
+def quiet_lightning() -> None:
+    """Hide Lightning's INFO lines and :data:`QUIET_WARNINGS` for this process (the command
+    line only: a library caller keeps Lightning's defaults)."""
+    import logging
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' level when imported)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def _parse_devices(value: str):

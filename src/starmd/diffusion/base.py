@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from starmd.diffusion import rng
+
 
 @runtime_checkable
 class Diffuser(Protocol):
@@ -29,7 +31,7 @@ class Diffuser(Protocol):
     """
 
     def forward_marginal(
-        self, x0: torch.Tensor, tau: float | torch.Tensor, generator: torch.Generator
+        self, x0: torch.Tensor, tau: float | torch.Tensor, generator: rng.RandomSource
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def score(
@@ -42,7 +44,7 @@ class Diffuser(Protocol):
         x0_pred: torch.Tensor,
         tau: float | torch.Tensor,
         dtau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         ode: bool = False,
         noise_scale: float = 1.0,
     ) -> torch.Tensor: ...
@@ -50,7 +52,7 @@ class Diffuser(Protocol):
     def sample_prior(
         self,
         shape: Sequence[int],
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> torch.Tensor: ...
@@ -83,16 +85,16 @@ def broadcast_time(tau: float | torch.Tensor, data: torch.Tensor, event_dims: in
     return tau.reshape(*tau.shape, *([1] * event_dims))
 
 
-def standard_normal(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def standard_normal(like: torch.Tensor, generator: rng.RandomSource) -> torch.Tensor:
     """``z ~ N(0, I)`` of ``like``'s shape, dtype and device."""
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    return rng.normal(like.shape, generator, like.dtype, like.device)
 
 
 def euler_maruyama_noise(
     g_sq: torch.Tensor,
     dtau: torch.Tensor,
     like: torch.Tensor,
-    generator: torch.Generator,
+    generator: rng.RandomSource,
     noise_scale: float = 1.0,
 ) -> torch.Tensor:
     """The noise of one Euler-Maruyama step of a reverse SDE with squared diffusion
@@ -105,7 +107,7 @@ def variance_exploding_step(
     g_sq: torch.Tensor,
     score: torch.Tensor,
     dtau: torch.Tensor,
-    generator: torch.Generator,
+    generator: rng.RandomSource,
     ode: bool,
     noise_scale: float = 1.0,
 ) -> torch.Tensor:
@@ -118,7 +120,7 @@ def variance_exploding_step(
 
 
 def posterior_noise(
-    std_next: torch.Tensor, sigma_eta: torch.Tensor, like: torch.Tensor, generator: torch.Generator
+    std_next: torch.Tensor, sigma_eta: torch.Tensor, like: torch.Tensor, generator: rng.RandomSource
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two noise parts of a DDIM/DDPM posterior step to a time whose noise level is
     ``std_next``: the weight ``sqrt(std_next^2 - sigma_eta^2)`` of the predicted noise ``eps``

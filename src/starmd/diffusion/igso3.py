@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from starmd.diffusion import rng
+
 logger = logging.getLogger(__name__)
 
 _TABLE_FORMAT_VERSION = 1
@@ -353,7 +355,7 @@ class IGSO3Table:
         t = ((u - c_lo) / (c_hi - c_lo).clamp_min(1e-300)).clamp(0.0, 1.0)
         return self.omega[j_local - 1] + t * (self.omega[1] - self.omega[0])
 
-    def sample_angle(self, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample_angle(self, sigma: torch.Tensor, generator: rng.RandomSource) -> torch.Tensor:
         """IGSO3 rotation angles, one per element of ``sigma``, by inverse-CDF sampling.
 
         Quantiles are interpolated linearly in omega within a table row and linearly in sigma
@@ -368,7 +370,7 @@ class IGSO3Table:
             angles in ``[0, pi]``, ``sigma``'s shape, float64.
         """
         sigma64 = sigma.detach().double().cpu()
-        u = torch.rand(sigma.shape, generator=generator, dtype=torch.float64, device=sigma.device)
+        u = rng.uniform(sigma.shape, generator, torch.float64, sigma.device)
         u = u.cpu().reshape(-1)
         index, weight = self._sigma_bracket(sigma64.reshape(-1))
         angle = (1 - weight) * self._row_quantile(index, u) + weight * self._row_quantile(

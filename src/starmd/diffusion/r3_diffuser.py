@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
+from starmd.diffusion import rng
 from starmd.diffusion.base import broadcast_time, euler_maruyama_noise, posterior_noise
 
 
@@ -66,7 +67,7 @@ class R3Diffuser:
         return torch.exp(-0.5 * big_b), torch.sqrt(-torch.expm1(-big_b))
 
     def forward_marginal(
-        self, x0: torch.Tensor, tau: float | torch.Tensor, generator: torch.Generator
+        self, x0: torch.Tensor, tau: float | torch.Tensor, generator: rng.RandomSource
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``x_tau | x0``.
 
@@ -80,7 +81,7 @@ class R3Diffuser:
             normal ``epsilon`` (unitless) with ``x_tau = alpha x0 + s epsilon / coordinate_scale``.
         """
         alpha, std = self.marginal_params(broadcast_time(tau, x0, 1))
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        noise = rng.normal(x0.shape, generator, x0.dtype, x0.device)
         return alpha * x0 + std * noise / self.coordinate_scale, noise
 
     def score(
@@ -101,7 +102,7 @@ class R3Diffuser:
         x0_pred: torch.Tensor,
         tau: float | torch.Tensor,
         dtau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         ode: bool = False,
         noise_scale: float = 1.0,
     ) -> torch.Tensor:
@@ -141,7 +142,7 @@ class R3Diffuser:
         x0_pred: torch.Tensor,
         tau: float | torch.Tensor,
         tau_next: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         eta: float = 1.0,
     ) -> torch.Tensor:
         r"""Step from ``tau`` to ``tau_next < tau`` through the exact Gaussian posterior (DDIM).
@@ -170,12 +171,12 @@ class R3Diffuser:
     def sample_prior(
         self,
         shape: Sequence[int],
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """``N(0, I)`` in scaled coordinates, returned in Angstrom, shape ``(*shape, 3)``."""
-        z = torch.randn(*shape, 3, generator=generator, dtype=dtype, device=device)
+        z = rng.normal((*shape, 3), generator, dtype, device)
         return z / self.coordinate_scale
 
     def score_scaling(self, tau: float | torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from starmd.diffusion import rng
 from starmd.diffusion.se3_diffuser import SE3TorusDiffuser
 from starmd.structure.rigid import Rigid
 
@@ -63,7 +64,7 @@ def sample(
     init: tuple[Rigid, torch.Tensor] | Sequence[int],
     torsion_mask: torch.Tensor,
     steps: int,
-    generator: torch.Generator,
+    generator: rng.RandomSource,
     ode: bool = False,
     tau_min: float = 1e-3,
     noise_scale: float = 1.0,
@@ -117,7 +118,7 @@ def reverse_loop(
     torsion_mask: torch.Tensor,
     taus: Sequence[float] | Sequence[torch.Tensor],
     sampler: str,
-    generator: torch.Generator,
+    generator: rng.RandomSource,
     noise_scale: float = 1.0,
 ) -> tuple[Rigid, torch.Tensor]:
     """Denoise the state ``(frames, torsions)`` at ``taus[0]`` through the times ``taus``.

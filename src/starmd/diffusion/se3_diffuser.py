@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from starmd.diffusion import rng
 from starmd.diffusion.elastic import TransPrior
 from starmd.diffusion.r3_diffuser import R3Diffuser
 from starmd.diffusion.so3_diffuser import SO3Diffuser
@@ -95,7 +96,7 @@ class SE3TorusDiffuser:
         torsions: torch.Tensor,
         torsion_mask: torch.Tensor,
         tau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
     ) -> NoisyState:
         """Corrupt clean frames ``(..., L)`` and torsions ``(..., L, K)`` to time ``tau``.
 
@@ -173,7 +174,7 @@ class SE3TorusDiffuser:
         torsions: torch.Tensor,
         torsion_mask: torch.Tensor,
         tau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
     ) -> tuple[Rigid, torch.Tensor]:
         """The noisy frames and torsions of :meth:`forward_marginal` (same draws from
         ``generator``) without the scores and scalings that only training needs."""
@@ -232,7 +233,7 @@ class SE3TorusDiffuser:
         torsion_mask: torch.Tensor,
         tau: float | torch.Tensor,
         dtau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         ode: bool = False,
         noise_scale: float = 1.0,
     ) -> tuple[Rigid, torch.Tensor]:
@@ -261,7 +262,7 @@ class SE3TorusDiffuser:
         torsion_mask: torch.Tensor,
         tau: float | torch.Tensor,
         tau_next: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         eta: float = 1.0,
     ) -> tuple[Rigid, torch.Tensor]:
         """One DDPM (``eta=1``) or DDIM (``eta=0``) step of all three processes from ``tau`` to
@@ -380,7 +381,7 @@ class SE3TorusDiffuser:
         self,
         shape: Sequence[int],
         torsion_mask: torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> tuple[Rigid, torch.Tensor]:

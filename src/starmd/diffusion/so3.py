@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from starmd.diffusion import rng
 from starmd.structure.rigid import quat_to_rotmat, rotmat_to_quat
 
 _SMALL_ANGLE = 1e-4
@@ -71,7 +72,7 @@ def rotation_angle(rots: torch.Tensor) -> torch.Tensor:
 
 def random_rotations(
     shape: Sequence[int],
-    generator: torch.Generator,
+    generator: rng.RandomSource,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -80,5 +81,5 @@ def random_rotations(
     A standard normal 4-vector normalized is uniform on the unit 3-sphere, i.e. a Haar-uniform
     unit quaternion.
     """
-    quat = torch.randn(*shape, 4, generator=generator, dtype=dtype, device=device)
+    quat = rng.normal((*shape, 4), generator, dtype, device)
     return quat_to_rotmat(quat)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from starmd.diffusion import rng
 from starmd.diffusion.base import (
     broadcast_time,
     posterior_noise,
@@ -106,17 +107,15 @@ class SO3Diffuser:
         sigma = self.sigma(tau)
         return 2 * sigma * (math.exp(self.sigma_max) - math.exp(self.sigma_min)) * torch.exp(-sigma)
 
-    def sample_igso3(self, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample_igso3(self, sigma: torch.Tensor, generator: rng.RandomSource) -> torch.Tensor:
         """IGSO3 rotation vectors ``(*sigma.shape, 3)``: uniform axis, inverse-CDF angle."""
-        axis = torch.randn(
-            *sigma.shape, 3, generator=generator, dtype=sigma.dtype, device=sigma.device
-        )
+        axis = rng.normal((*sigma.shape, 3), generator, sigma.dtype, sigma.device)
         axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True)
         angle = self.table.sample_angle(sigma, generator).to(sigma.dtype)
         return angle[..., None] * axis
 
     def forward_marginal(
-        self, rot0: torch.Tensor, tau: float | torch.Tensor, generator: torch.Generator
+        self, rot0: torch.Tensor, tau: float | torch.Tensor, generator: rng.RandomSource
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``R_tau = R_0 exp(hat(v))`` with ``v`` an IGSO3(sigma(tau)) rotation vector.
 
@@ -154,7 +153,7 @@ class SO3Diffuser:
         rot0_pred: torch.Tensor,
         tau: float | torch.Tensor,
         dtau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         ode: bool = False,
         noise_scale: float = 1.0,
     ) -> torch.Tensor:
@@ -189,7 +188,7 @@ class SO3Diffuser:
         rot0_pred: torch.Tensor,
         tau: float | torch.Tensor,
         tau_next: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         eta: float = 1.0,
     ) -> torch.Tensor:
         r"""Step from ``tau`` to ``tau_next`` through the posterior, in the tangent space at the
@@ -210,7 +209,7 @@ class SO3Diffuser:
     def sample_prior(
         self,
         shape: Sequence[int],
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
+from starmd.diffusion import rng
 from starmd.diffusion.base import (
     broadcast_time,
     posterior_noise,
@@ -124,7 +125,7 @@ class TorusDiffuser:
         self,
         x0: torch.Tensor,
         tau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``x_tau = wrap(x0 + sigma(tau) z)``.
@@ -141,7 +142,7 @@ class TorusDiffuser:
         """
         keep = self._mask(mask, x0)
         sigma = self.sigma(broadcast_time(tau, x0, 1))
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        noise = rng.normal(x0.shape, generator, x0.dtype, x0.device)
         noise = torch.where(keep, noise, torch.zeros_like(noise))
         return torch.where(keep, wrap_angle(x0 + sigma * noise), x0), noise
 
@@ -163,7 +164,7 @@ class TorusDiffuser:
         x0_pred: torch.Tensor,
         tau: float | torch.Tensor,
         dtau: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         ode: bool = False,
         noise_scale: float = 1.0,
         mask: torch.Tensor | None = None,
@@ -189,7 +190,7 @@ class TorusDiffuser:
         x0_pred: torch.Tensor,
         tau: float | torch.Tensor,
         tau_next: float | torch.Tensor,
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         eta: float = 1.0,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -215,7 +216,7 @@ class TorusDiffuser:
     def sample_prior(
         self,
         shape: Sequence[int],
-        generator: torch.Generator,
+        generator: rng.RandomSource,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         mask: torch.Tensor | None = None,
@@ -224,7 +225,7 @@ class TorusDiffuser:
 
         Masked-out angles are 0.
         """
-        x = torch.rand(*shape, generator=generator, dtype=dtype, device=device)
+        x = rng.uniform(shape, generator, dtype, device)
         x = 2 * math.pi * x - math.pi
         return torch.where(self._mask(mask, x), x, torch.zeros_like(x))
 

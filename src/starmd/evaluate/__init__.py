@@ -11,7 +11,13 @@ Metric families (definitions in ``docs/metrics.md``; each function documents its
 
 :func:`evaluate` runs them over proteins with the baselines of :mod:`~starmd.evaluate.baselines`
 and writes the report (:mod:`~starmd.evaluate.report`, :mod:`~starmd.evaluate.plots`).
+
+The package itself is callable: ``starmd.evaluate(gen_dir, reference_dir, out_dir, ...)`` is
+:func:`evaluate` (the Python API's name for it is the package's name; docs/api.md).
 """
+
+import sys
+import types
 
 from starmd.evaluate.api import BASELINES, evaluate, plan_jobs
 from starmd.evaluate.protein import ProteinJob, evaluate_protein
@@ -27,3 +33,13 @@ __all__ = [
     "evaluate_protein",
     "plan_jobs",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, which called runs :func:`~starmd.evaluate.api.evaluate`."""
+
+    def __call__(self, *args, **kwargs):
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -246,17 +246,29 @@ def _provenance(jobs: list[ProteinJob]) -> dict[str, dict[str, str]]:
 
 
 def _run_jobs(jobs: list[ProteinJob], workers: int, progress: bool) -> None:
-    """Score every protein, ``workers`` at a time; the first failure stops the run."""
-    from rich.progress import Progress
+    """Score every protein, ``workers`` at a time; the first failure stops the run. With
+    ``progress``, a bar with the elapsed time and one line per protein scored (a protein takes
+    seconds to minutes: the bar alone would sit still)."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from starmd.workers import run_jobs
 
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("evaluating proteins", total=len(jobs))
-        run_jobs(
-            evaluate_protein,
-            jobs,
-            workers,
-            on_failure="raise",
-            on_done=lambda job, result, error: bar.advance(task),
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    started = time.perf_counter()
+    with Progress(
+        *columns, TimeElapsedColumn(), console=Console(stderr=True), disable=not progress
+    ) as bar:
+        methods = list(dict.fromkeys(m for job in jobs for m in (*job.methods, *job.baselines)))
+        task = bar.add_task(
+            f"scoring {len(jobs)} protein(s): {', '.join(methods)} vs MD", total=len(jobs)
         )
+
+        def done(job, result, error) -> None:
+            bar.advance(task)
+            if progress and error is None:
+                bar.console.print(f"{job.name}: scored ({time.perf_counter() - started:.0f} s)")
+
+        run_jobs(evaluate_protein, jobs, workers, on_failure="raise", on_done=done)

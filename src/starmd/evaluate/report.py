@@ -246,6 +246,21 @@ class MetricsTable:
         lines += [f"- {note}" for note in self.left_out]
         return "\n".join(lines)
 
+    def to_records(self) -> list[dict]:
+        """One dict per metric (``section``, ``metric``, ``key``, ``better``, then one value
+        per method, NaN where not available): ``pandas.DataFrame(table.to_records())`` is the
+        table as a data frame."""
+        return [
+            {
+                "section": spec.section,
+                "metric": spec.label,
+                "key": spec.key,
+                "better": spec.better,
+                **{m: float(self.values.get(spec.key, {}).get(m, np.nan)) for m in self.methods},
+            }
+            for spec in METRICS
+        ]
+
     def write_csv(self, path: Path) -> None:
         """CSV with columns section, metric, key, better, one value column per method and
         ``{method}_na`` counts; written atomically."""

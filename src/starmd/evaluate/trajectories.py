@@ -24,6 +24,7 @@ import numpy as np
 
 from starmd.data.sources import ATLAS_REPLICA, atlas_replica_xtc
 from starmd.errors import StarmdInputError, located
+from starmd.structure.io import load_pdb_quietly
 from starmd.structure.residue_constants import RESIDUE_ALIASES, RESTYPE_3_TO_INDEX
 
 NM_TO_ANGSTROM = 10.0
@@ -147,7 +148,7 @@ def _is_amino_acid(residue) -> bool:
 
 def _read_structure(pdb: Path) -> tuple[md.Trajectory, np.ndarray]:
     try:
-        structure = md.load_pdb(str(pdb), standard_names=False)
+        structure = load_pdb_quietly(pdb, standard_names=False)
     except Exception as err:  # mdtraj raises many types for malformed files
         raise StarmdInputError(located(pdb, f"cannot read PDB ({err})")) from err
     heavy = np.array(

@@ -13,6 +13,7 @@ import mdtraj as md
 import numpy as np
 
 from starmd.evaluate.trajectories import ProteinFiles
+from starmd.structure.io import load_pdb_quietly
 
 # 30 backbone frames are ~0.27 MB of PDB text for a 40-residue protein; side chains would
 # roughly double that, and the cartoon the viewer draws needs only N, CA, C and O.
@@ -28,7 +29,7 @@ def viewer_models(files: ProteinFiles, n_frames: int = VIEWER_FRAMES) -> tuple[s
     Returns:
         (PDB text, caption: frames shown and the time they span).
     """
-    traj = md.load(str(files.xtcs[0]), top=str(files.pdb))
+    traj = md.load(str(files.xtcs[0]), top=load_pdb_quietly(files.pdb).topology)
     traj = traj.atom_slice(traj.topology.select("backbone"))
     finite = np.flatnonzero(np.isfinite(traj.xyz).all(axis=(1, 2)))
     if len(finite) == 0:

@@ -52,6 +52,14 @@ class LoadedModel:
     def diffuser(self) -> SE3TorusDiffuser:
         return build_diffuser(self.config.diffusion)
 
+    def to(self, device: str | torch.device) -> LoadedModel:
+        """This model with its weights on ``device`` (itself if they are there already)."""
+        target = torch.device(device)
+        weights = next(self.model.parameters(), None)
+        if weights is None or weights.device == target:
+            return self
+        return LoadedModel(self.model.to(target), self.config, self.source)
+
 
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Where the bundled model ``name`` is installed (the file may be absent)."""

@@ -3,16 +3,17 @@
 Outputs in ``out_dir``: ``{name}.pdb`` (heavy-atom topology: real residue names, chain ids and
 numbers; frame 0), ``{name}_R{i}.xtc`` (i = 1..replicas, time stamps in ps, every frame
 superposed on frame 0 by CA) and ``{name}.json`` (model, settings, seed, wall time, speed,
-health counts, flagged frames). The files are written in committed chunks by
-:mod:`starmd.sample.writer`, so an interrupted run leaves valid, shorter trajectories and
-``resume=True`` continues it from the rollout state saved with the last chunk: the resumed
-files are byte for byte those of an uninterrupted run. ``{name}.lock`` is held while a run
-writes, so a second run into the same outputs is refused (:mod:`starmd.outputs`).
+health counts, flagged frames, and the input: its full SHA-256, what was stripped from it and
+the alternate locations kept, :func:`starmd.structure.provenance.input_record`). The files are
+written in committed chunks by :mod:`starmd.sample.writer`, so an interrupted run leaves valid,
+shorter trajectories and ``resume=True`` continues it from the rollout state saved with the last
+chunk: the resumed files are byte for byte those of an uninterrupted run. ``{name}.lock`` is
+held while a run writes, so a second run into the same outputs is refused
+(:mod:`starmd.outputs`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ from starmd.structure import geometry
 from starmd.structure.checks import ca_health
 from starmd.structure.io import load_structure, write_atomically
 from starmd.structure.protein import Protein
+from starmd.structure.provenance import input_record
 from starmd.structure.rigid import Rigid
 
 log = logging.getLogger(__name__)
@@ -104,17 +106,13 @@ class GenerationSettings:
     chains: list[str] = field(default_factory=list)
 
 
-def _input_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 @locked_by(lambda call: Path(call["out_dir"]) / f"{Path(call['structure']).stem}.lock", "generate")
 def generate(
     structure: str | Path,
     out_dir: str | Path,
     settings: GenerationSettings,
     *,
-    model: str | Path | None = None,
+    model: str | Path | LoadedModel | None = None,
     device: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
@@ -133,9 +131,12 @@ def generate(
     structure, out_dir = Path(structure), Path(out_dir)
     _validate(settings)
     protein, positions = load_structure(structure, settings.chains or None)
-    model_path = resolve_model(model)
     torch_device = resolve_device(device)
-    loaded = load_model(model_path, torch_device)
+    if isinstance(model, LoadedModel):  # loaded once by the caller (starmd.load_model)
+        loaded, model_path = model.to(torch_device), Path(model.source)
+    else:
+        model_path = resolve_model(model)
+        loaded = load_model(model_path, torch_device)
     settings = with_model_defaults(settings, loaded.config)
     _validate(settings)
     domain_warnings = check_domain(protein, settings.dt_ps, loaded.config, force)
@@ -148,8 +149,9 @@ def generate(
         protein, positions, settings.dt_ps, settings.replicas, device=torch_device
     )
     rollout = Rollout(loaded, inputs, _rollout_settings(settings), seed=settings.seed)
+    source = input_record(structure, settings.chains or None)
     identity = {
-        "structure_sha256": _input_digest(structure),
+        "structure_sha256": source["sha256"],
         "model": str(model_path),
         "settings": asdict(settings),
     }
@@ -207,6 +209,7 @@ def generate(
     sidecar = {
         "starmd_version": __version__,
         "structure": str(structure),
+        "input": source,
         "name": name,
         "model": str(model_path),
         "model_config": loaded.config.to_dict(),

@@ -10,9 +10,12 @@ two passes, at little more than the cost of one for small proteins). The cache k
 ``context`` frames (plus frame 0 as an attention sink if ``sink``), so memory is flat in the
 trajectory length.
 
-Randomness: frame ``t`` of replica batch draws from a generator seeded with ``(seed, t)``, so a
-resumed rollout continues the same random sequence. Between frames, :meth:`Rollout.state_dict`
-is all a rollout needs to continue exactly (the KV cache and the last frame).
+Randomness: replica ``r``'s draws for frame ``t`` come from its own generator, seeded with
+``(seed, stream, r, t)`` (:class:`~starmd.diffusion.rng.ReplicaGenerators`; stream 0 denoises,
+stream 1 adds the contextual noise), so a resumed rollout continues the same random sequence and
+a replica does not change when more replicas share the batch. Between frames,
+:meth:`Rollout.state_dict` is all a rollout needs to continue exactly (the KV cache and the last
+frame).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from starmd.diffusion.conditioning import FrameConditioner, PreviousFrame
+from starmd.diffusion.rng import ReplicaGenerators
 from starmd.diffusion.sampler import reverse_loop, sampler_schedule
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
@@ -132,10 +136,14 @@ def protein_input(
     )
 
 
-def frame_generator(seed: int, frame: int, device: torch.device | str) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    generator.manual_seed((seed * 1_000_003 + frame * 7919) % (2**63 - 1))
-    return generator
+DENOISING_STREAM, CONTEXT_NOISE_STREAM = 0, 1
+
+
+def frame_generators(
+    seed: int, stream: int, frame: int, replicas: int, device: torch.device | str
+) -> ReplicaGenerators:
+    """The generators of frame ``frame``'s draws in ``stream``, one per replica."""
+    return ReplicaGenerators.seeded(seed, stream, frame, replicas, device)
 
 
 class Rollout:
@@ -209,7 +217,9 @@ class Rollout:
         first denoising step of frame ``t + 1``) or :meth:`flush`."""
         self.flush()
         tau = self.context_noise
-        generator = frame_generator(self.seed + 1, t, self.device)
+        generator = frame_generators(
+            self.seed, CONTEXT_NOISE_STREAM, t, frames.shape[0], self.device
+        )
         mask = self.inputs.cond.torsion_mask
         noisy_frames, noisy_torsions = self.diffuser.corrupt(frames, torsions, mask, tau, generator)
         self.pending = self._tokens(noisy_frames, noisy_torsions, tau, t)
@@ -236,7 +246,7 @@ class Rollout:
         ``(B, L)`` and torsions ``(B, L, 7)``."""
         cond = self.inputs.cond
         b, l = cond.aatype.shape
-        generator = frame_generator(self.seed, t, self.device)
+        generator = frame_generators(self.seed, DENOISING_STREAM, t, b, self.device)
         frames, torsions = self.diffuser.sample_prior(
             (b, l),
             cond.torsion_mask,
@@ -307,7 +317,7 @@ class Rollout:
         yield: the KV cache (frames before the last one; their keys depend on the whole history
         through the attention, so they are kept, not re-encoded) and the last frame yielded, in
         the rollout's own centred coordinates (tensors on the CPU). Random draws need no state:
-        every frame's generators are seeded by ``(seed, t)``."""
+        every frame's generators are seeded by ``(seed, stream, replica, t)``."""
         if self.latest is None:
             raise RuntimeError("Rollout.state_dict: no frame yielded yet")
         t, frames, torsions = self.latest

@@ -150,7 +150,8 @@ def open_outputs(
             raise StarmdInputError(
                 located(
                     progress_path,
-                    "was written with other settings, model or structure; cannot resume",
+                    "was written with other settings, model or structure, or by an earlier "
+                    "starmd version (other random streams); cannot resume, use --overwrite",
                 )
             )
         for r, path in enumerate(existing):

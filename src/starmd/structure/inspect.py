@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,13 +9,8 @@ import torch
 
 from starmd.structure import geometry
 from starmd.structure import residue_constants as rc
-from starmd.structure.io import (
-    _canonical_residue,
-    _is_hydrogen,
-    load_topology_frame,
-    positions_from_xyz,
-    protein_from_topology,
-)
+from starmd.structure.io import load_topology_frame, positions_from_xyz, protein_from_topology
+from starmd.structure.provenance import alternate_locations, stripped_entities
 
 
 def round_trip_rmsd(protein, positions) -> tuple[float, float]:
@@ -42,7 +36,8 @@ def inspect_structure(path: str | Path, chains: Sequence[str] | None = None) -> 
     """Describe a structure as starmd sees it.
 
     Returns a JSON-friendly dict: chains, residues, sequence, chain breaks, what was stripped
-    (water, ions, ligands, hydrogens), residue-name variants mapped, missing side-chain atoms,
+    (water, ions, ligands, hydrogens, other chains), residue-name variants mapped, alternate
+    locations (the first is kept), missing side-chain atoms,
     and the frames + torsions round-trip RMSDs. Raises :class:`StarmdInputError` with the
     reason when starmd cannot model the structure.
     """
@@ -50,18 +45,7 @@ def inspect_structure(path: str | Path, chains: Sequence[str] | None = None) -> 
     protein, atom_index = protein_from_topology(traj.topology, path, traj.xyz[0], chains)
     positions = positions_from_xyz(traj.xyz, atom_index)[0]
 
-    stripped: Counter[str] = Counter()
-    mapped: Counter[str] = Counter()
-    hydrogens = 0
-    for residue in traj.topology.residues:
-        canonical = _canonical_residue(residue.name)
-        if canonical is None:
-            stripped[residue.name] += 1
-            continue
-        if canonical != residue.name.upper():
-            mapped[f"{residue.name}->{canonical}"] += 1
-        hydrogens += sum(_is_hydrogen(a) for a in residue.atoms)
-
+    stripped = stripped_entities(traj.topology, chains)
     expected = geometry.residue_atom_mask(torch.from_numpy(protein.aatype)).numpy()
     missing = []
     for i in range(protein.n_residues):
@@ -82,9 +66,11 @@ def inspect_structure(path: str | Path, chains: Sequence[str] | None = None) -> 
                 for c in dict.fromkeys(protein.chain_ids)
             ],
             "heavy_atoms": int(protein.atom_mask.sum()),
-            "stripped_residues": dict(stripped),
-            "hydrogens_stripped": hydrogens,
-            "mapped_residue_names": dict(mapped),
+            "stripped_residues": stripped["water"] | stripped["ions"] | stripped["ligands"],
+            "hydrogens_stripped": stripped["hydrogens"],
+            "other_chains": stripped["other_chains"],
+            "mapped_residue_names": stripped["mapped_residue_names"],
+            "alternate_locations": alternate_locations(path),
             "missing_side_chain_atoms": missing,
             "round_trip_backbone_rmsd_A": round(backbone, 4),
             "round_trip_heavy_atom_rmsd_A": round(heavy, 4),

@@ -58,11 +58,7 @@ def load_topology_frame(path: str | Path):
         if suffix in {".cif", ".mmcif", ".pdbx"}:
             return _load_mmcif(path)
         if suffix == ".pdb":
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # dummy CRYST1 records are common
-                traj = md.load_pdb(str(path), frame=0)
+            traj = load_pdb_quietly(path, frame=0)
         else:
             traj = md.load_frame(str(path), 0)
     except StarmdInputError:
@@ -74,6 +70,17 @@ def load_topology_frame(path: str | Path):
     if traj.n_atoms == 0:
         raise StarmdInputError(located(path, "contains no atoms (not a structure file?)"))
     return traj
+
+
+def load_pdb_quietly(path: str | Path, **kwargs):
+    """``mdtraj.load_pdb`` without mdtraj's warnings about the file's records (dummy CRYST1
+    unit cells are common in MD and NMR files; starmd uses no unit cell), which would only
+    clutter the screen of every command that reads a PDB."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _mdtraj().load_pdb(str(path), **kwargs)
 
 
 def _load_mmcif(path: Path):
@@ -143,7 +150,11 @@ def protein_from_topology(
         unknown = [c for c in chains if c not in chain_labels]
         if unknown:
             raise StarmdInputError(
-                located(path, f"chain(s) {', '.join(unknown)} not found (has {chain_labels})")
+                located(
+                    path,
+                    f"chain(s) {', '.join(unknown)} not found "
+                    f"(has {list(dict.fromkeys(chain_labels))})",  # water may repeat a chain id
+                )
             )
 
     aatype, chain_ids, numbers, rows = [], [], [], []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import zipfile
 from contextlib import nullcontext
@@ -27,6 +28,8 @@ from starmd.modelfile import load_model, resolve_model, save_model
 from starmd.modelfile.config import TrainConfig
 from starmd.outputs import naming_file, output_lock
 from starmd.structure.io import atomic_write, write_atomically
+
+log = logging.getLogger(__name__)
 
 
 def train(
@@ -113,6 +116,13 @@ def _train(
                 located(init, f"weights do not fit this configuration ({first})")
             ) from exc
     has_val = datamodule.has_validation
+    if not has_val:
+        log.warning(
+            "%s: no protein in the 'val' split: no validation loss and no checkpoints/best.ckpt "
+            "will be written (model.safetensors holds the last EMA weights); split by protein "
+            "with `starmd prepare --split-file` or --fractions",
+            data_dir,
+        )
     # Two callbacks: Lightning's ``save_last`` refreshes last.ckpt only when the monitored
     # checkpoint is saved too, so after the validation loss stops improving it would go stale
     # and a resumed run would lose every epoch since; the second one writes it every epoch.
