@@ -60,6 +60,11 @@ def generate(
     stop_on_failure: bool = typer.Option(
         False, help="End a replica at its first NaN, CA-CA break or clash."
     ),
+    refine: bool = typer.Option(
+        True,
+        help="Refine each generated frame (peptide bonds, angles, omega, clashes; restrained to "
+        "the prediction) before it is cached and written; the sidecar reports raw and refined.",
+    ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
     ),
@@ -100,6 +105,7 @@ def generate(
         chunk=chunk,
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),
+        refine=refine,
     )
     if lists.is_list(structure):
         generate_list(
