@@ -146,7 +146,8 @@ def bench_speed(
     One row per model (``model``, then ``settings.speed_models``, each at its own default dt
     and steps) and replica count in ``settings.speed_replicas``, all against one OpenMM run: R
     independent trajectories generated as one batch; frames/s and ns per wall-second count all
-    R trajectories together (aggregate sampling throughput).
+    R trajectories together (aggregate sampling throughput). Generation runs at ``generate``'s
+    defaults, refinement included: ``refine_ms_per_frame`` is its share of each frame's time.
     """
     from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
@@ -195,6 +196,7 @@ def bench_speed(
             "frames": frames - 1,
             "starmd_frames_per_s": gen["frames_per_s"],
             "starmd_ns_per_wall_s": gen["ns_per_wall_s"],
+            "refine_ms_per_frame": gen["refine_ms_per_frame"],
             "starmd_model_load_s": gen["time_to_model_s"],
             "starmd_first_frame_s": gen["first_frame_s"],
             "md_platform": md_platform,
