@@ -230,7 +230,9 @@ def test_refined_rollout_is_causal(tiny_model_path):
 
 
 def test_sidecar_reports_raw_and_refined_checks(tiny_model_path, tmp_path):
-    settings = GenerationSettings(frames=5, dt_ps=100.0, replicas=2, steps=2, context=3)
+    settings = GenerationSettings(
+        frames=5, dt_ps=100.0, replicas=2, steps=2, context=3, refine=True
+    )
     sidecar = generate(VILLIN, tmp_path / "on", settings, model=tiny_model_path, device="cpu")
     report = sidecar["refinement"]
     assert report["ms_per_frame"] > 0 and len(report["replicas"]) == 2

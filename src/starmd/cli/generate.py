@@ -61,9 +61,10 @@ def generate(
         False, help="End a replica at its first NaN, CA-CA break or clash."
     ),
     refine: bool = typer.Option(
-        True,
+        False,
         help="Refine each generated frame (peptide bonds, angles, omega, clashes; restrained to "
-        "the prediction) before it is cached and written; the sidecar reports raw and refined.",
+        "the prediction) before it is cached and written; the sidecar reports raw and refined. "
+        "Peptide bonds outside 1.2-1.5 A: ~70% -> 2-3%; time per frame x1.3-2.5.",
     ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
