@@ -7,7 +7,7 @@ that the next frames attend to.
 Parametrisation: every residue is a rigid body (its heavy atoms rebuilt once from the predicted
 frame and torsions). Residue ``i`` moves by a translation ``s_i`` and a rotation vector ``w_i``,
 both in its own frame: ``R_i' = R_i exp(w_i)``, ``x_i' = x_i + R_i s_i``. The energy depends only
-on distances and angles, so its gradient with respect to these local parameters is invariant
+on distances and a dihedral, so its gradient with respect to these local parameters is invariant
 under a global rotation and translation, and the refined frames are exactly as equivariant as
 the input (to float rounding).
 
@@ -16,7 +16,9 @@ spread so the terms are comparable):
 
 - peptide bond C(i)-N(i+1): flat-bottomed square beyond ``bond_tolerance_sd`` standard
   deviations of Engh & Huber's value (:data:`~starmd.structure.local_geometry.PEPTIDE_BOND_A`);
-- the angles CA(i)-C(i)-N(i+1) and C(i)-N(i+1)-CA(i+1), beyond ``angle_tolerance_sd``;
+- the angles CA(i)-C(i)-N(i+1) and C(i)-N(i+1)-CA(i+1), beyond ``angle_tolerance_sd``, as the
+  1-3 distances CA(i)-N(i+1) and C(i)-CA(i+1) that fix them (law of cosines; an approximation
+  that is exact while the peptide bond has its literature length);
 - omega, beyond ``omega_tolerance_deg`` of trans (of cis before a proline predicted cis);
 - heavy-atom overlaps between residues at least two apart (or in different chains), the
   evaluation's clash criterion (Bondi radii, polar allowance for N/O pairs, SG-SG exempt) with
@@ -28,11 +30,12 @@ The within-residue geometry is ideal by construction (atoms are rebuilt from fra
 bonds and angles that need fixing are those between residues, which depend on the frames of
 residues ``i`` and ``i + 1`` only. Steps are Adam's (first and second moment estimates) with
 every element's step clamped to ``step_a`` (translations) or ``step_rad`` (rotations) and the
-step size decaying linearly to 0, so no atom moves by more than
-:func:`max_displacement_a` in all. A replica without any violation gets zero gradients and is not
-moved at all. After the steps, the backbone torsions (omega, phi, psi) are re-derived from the
-refined backbone where the peptide bond exists, so that the cached torsions (and the carbonyl
-O, placed by psi) agree with the refined frames; side-chain torsions are the model's.
+step size decaying linearly to 0, so the rigid moves displace no atom by more than
+:func:`max_displacement_a` in all (the carbonyl O then follows the re-measured psi). A replica
+without any violation gets zero gradients and is not moved at all. After the steps, the
+backbone torsions (omega, phi, psi) are re-derived from the refined backbone where the peptide
+bond exists, so that the cached torsions (and the carbonyl O, placed by psi) agree with the
+refined frames; side-chain torsions are the model's.
 
 Approximation: residues move rigidly (no side-chain torsion is changed), so a clash is relieved
 by moving the residues involved, against the restraint and the peptide terms.
