@@ -28,15 +28,23 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     speed = sections["speed"]
     assert speed[0]["ratio"] > 0 and speed[0]["md_ns_per_day"] > 0
     # each model at its own defaults, against the one OpenMM run
-    assert [(r["model"], r["replicas"]) for r in speed] == [
-        ("tiny", 1),
-        ("tiny", 2),
-        ("starmd-small", 1),
-        ("starmd-small", 2),
+    assert [(r["model"], r["replicas"], r["refine"]) for r in speed] == [
+        ("tiny", 1, False),
+        ("tiny", 2, False),
+        ("tiny", 1, True),
+        ("starmd-small", 1, False),
+        ("starmd-small", 2, False),
+        ("starmd-small", 1, True),
     ]
-    assert speed[2]["steps"] == load_model(bundled_model_path()).config.sampling.steps
+    assert speed[3]["steps"] == load_model(bundled_model_path()).config.sampling.steps
     assert len({r["md_ns_per_day"] for r in speed}) == 1
     assert all(r["starmd_frames_per_s"] > 0 for r in speed)
+    # one row per model refines every frame and carries that cost
+    for row in speed:
+        if row["refine"]:
+            assert 0 < row["refine_ms_per_frame"] < 1000 / row["starmd_frames_per_s"]
+        else:
+            assert row["refine_ms_per_frame"] is None
     assert [r["frames"] for r in sections["memory"]] == [10, 40]
     assert all(r["nan_frames"] == 0 for r in sections["memory"])
     assert [r["residues"] for r in sections["scaling"]] == [30, 60]

@@ -1,7 +1,14 @@
+import json
+
 import numpy as np
 import pytest
 
-from starmd.evaluate.local_geometry import geometry_summary, measure_geometry, plan_geometry
+from starmd.evaluate.local_geometry import (
+    geometry_summary,
+    measure_geometry,
+    plan_geometry,
+    refinement_rows,
+)
 from starmd.evaluate.trajectories import load_heavy_topology
 from starmd.evaluate.validity import check_validity, plan_validity
 
@@ -47,6 +54,11 @@ def test_rows_match_a_hand_computation_on_a_stretched_peptide_bond(villin):
     assert np.isclose(rows["geo_c_n_mean"], bonds.mean())
     assert np.isclose(rows["geo_c_n_sd"], bonds.std())
     assert np.isclose(rows["geo_c_n_long_pct"], 100.0 / len(bonds))  # one bond above 1.5 A
+    assert np.isclose(rows["geo_c_n_outside_pct"], 100.0 / len(bonds))
+    squeezed = measure_geometry(_stretch_peptide_bond(topology, xyz, 15, -0.2)[None], plan)
+    squeezed_rows = geometry_summary(squeezed, np.zeros(1))
+    assert squeezed_rows["geo_c_n_long_pct"] == 0.0  # 1.13 A: short, not long
+    assert np.isclose(squeezed_rows["geo_c_n_outside_pct"], 100.0 / len(bonds))
     assert rows["bioemu_valid_pct"] == 100.0  # 1.83 A is still below BioEmu's 2.0 A
     broken = measure_geometry(_stretch_peptide_bond(topology, xyz, 15, 1.0)[None], plan)
     assert geometry_summary(broken, np.zeros(1))["bioemu_valid_pct"] == 0.0
@@ -75,3 +87,29 @@ def test_clash_frames_agree_with_the_validity_check(villin):
     assert ((measures["clash_pairs"] > 0) == checks["aa_clash"]).all()
     rows = geometry_summary(measures, checks["rama_outlier_fraction"])
     assert rows["geo_clash_frames_pct"] == 50.0
+
+
+def test_refinement_rows_pool_the_sidecar_replicas_by_frames(tmp_path):
+    def checks(ca, geometry, clash, outside):
+        return {
+            "ca_valid_pct": ca,
+            "ca_valid_no_clash_no_break_pct": geometry,
+            "aa_clash_pct": clash,
+            "aa_break_pct": 0.0,
+            "peptide_outside_pct": outside,
+        }
+
+    sidecar = tmp_path / "p.json"
+    replicas = [
+        {"frames": 30, "raw": checks(50, 0, 100, 60), "refined": checks(100, 20, 80, 3)},
+        {"frames": 10, "raw": checks(90, 10, 90, 40), "refined": checks(100, 60, 40, 1)},
+    ]
+    sidecar.write_text(json.dumps({"refinement": {"ms_per_frame": 12.5, "replicas": replicas}}))
+    rows = refinement_rows(sidecar)
+    assert rows["gen_raw_ca_valid_pct"] == pytest.approx((30 * 50 + 10 * 90) / 40)
+    assert rows["gen_refined_geometry_valid_pct"] == pytest.approx((30 * 20 + 10 * 60) / 40)
+    assert rows["gen_raw_clash_frames_pct"] == pytest.approx(97.5)
+    assert rows["gen_refined_peptide_outside_pct"] == pytest.approx(2.5)
+    assert rows["gen_refine_ms_per_frame"] == 12.5
+    sidecar.write_text(json.dumps({"refinement": None}))  # generated with --no-refine
+    assert refinement_rows(sidecar) == {} and refinement_rows(None) == {}

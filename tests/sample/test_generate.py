@@ -15,6 +15,7 @@ from starmd.model import FrameTokens
 from starmd.modelfile import load_model
 from starmd.sample import generate as generate_module
 from starmd.sample.generate import GenerationSettings, generate
+from starmd.sample.refine import RefineSettings
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
 from tests.conftest import STRUCTURES
@@ -74,11 +75,13 @@ def test_replica_one_does_not_depend_on_the_number_of_replicas(tiny_model_path, 
     assert np.abs(second[1:] - alone[1:]).max() > 0.05
 
 
-def test_cached_rollout_matches_full_forward(tiny_model_path):
+@pytest.mark.parametrize("refine", [None, RefineSettings(iterations=5)])
+def test_cached_rollout_matches_full_forward(tiny_model_path, refine):
     loaded = load_model(tiny_model_path)
     protein, positions = load_structure(VILLIN)
     inputs = protein_input(protein, positions, 100.0, replicas=1)
-    rollout = Rollout(loaded, inputs, RolloutSettings(steps=2, context=None, sink=False), seed=0)
+    settings = RolloutSettings(steps=2, context=None, sink=False, refine=refine)
+    rollout = Rollout(loaded, inputs, settings, seed=0)
     clean, noisy, outputs = [], [], []
     model = loaded.model
     real = model.append_clean, model.denoise, model.append_and_denoise

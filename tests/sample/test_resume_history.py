@@ -13,6 +13,7 @@ tolerance that the precision allows (errors below 0.02 A) but a history off by o
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -53,17 +54,18 @@ def _files(out, replicas: int) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize(
-    ("model_name", "context"),
-    [("tiny", 3), ("tiny", None), ("starmd-small", 3)],
+    ("model_name", "context", "refine"),
+    [("tiny", 3, False), ("tiny", None, False), ("starmd-small", 3, False), ("tiny", 3, True)],
 )
 def test_resumed_run_writes_the_uninterrupted_runs_bytes(
-    model_name, context, tiny_model_path, tmp_path
+    model_name, context, refine, tiny_model_path, tmp_path
 ):
     model = tiny_model_path if model_name == "tiny" else model_name
     # the bundled model at its own defaults (dt 50 ps, dpm2 at 5 steps); context 3 < the 6
-    # frames cached before the interruption, so the saved cache has evicted frames
+    # frames cached before the interruption, so the saved cache has evicted frames; with
+    # refinement, the cache holds refined frames and the sidecar's counts continue
     overrides = {"dt_ps": None, "steps": None} if model_name != "tiny" else {}
-    settings = _settings(context=context, **overrides)
+    settings = _settings(context=context, refine=refine, **overrides)
     generate(VILLIN, tmp_path / "full", settings, model=model, device="cpu")
     resumed = tmp_path / "resumed"
     _interrupted(resumed, settings, model, at_frame=7)
@@ -71,6 +73,13 @@ def test_resumed_run_writes_the_uninterrupted_runs_bytes(
     sidecar = generate(VILLIN, resumed, settings, model=model, device="cpu", resume=True)
     assert sidecar["resumed_from_frame"] == 6 and sidecar["resumed_exactly"] is True
     assert _files(resumed, 2) == _files(tmp_path / "full", 2)
+    if refine:
+        full = json.loads((tmp_path / "full" / "1vii.json").read_text())["refinement"]
+        counted = [r["frames"] for r in sidecar["refinement"]["replicas"]]
+        assert (
+            counted == [9, 9]
+            and sidecar["refinement"]["replicas"][0]["raw"] == (full["replicas"][0]["raw"])
+        )
     assert not list(resumed.glob("*.rollout.*.pt")) and not list(resumed.glob("*.progress.json"))
 
 

@@ -116,6 +116,7 @@ def _generation(
     steps: int | None = None,
     replicas: int = 1,
     steady_from: int | None = None,
+    refine: bool = False,
 ) -> dict[str, Any]:
     """One generation run in a fresh process, at the default dt/context (and steps unless
     given); returns its sidecar figures, peak memory and output folder (and, with
@@ -137,6 +138,7 @@ def _generation(
             "context": context,
             "replicas": replicas,
             "seed": settings.seed,
+            "refine": refine,
         },
     }
     log.info(
@@ -158,7 +160,9 @@ def bench_speed(
     One row per model (``model``, then ``settings.speed_models``, each at its own default dt
     and steps) and replica count in ``settings.speed_replicas``, all against one OpenMM run: R
     independent trajectories generated as one batch; frames/s and ns per wall-second count all
-    R trajectories together (aggregate sampling throughput).
+    R trajectories together (aggregate sampling throughput). Generation runs at ``generate``'s
+    defaults; one more row per model, one trajectory, refines every frame (``generate
+    --refine``): ``refine_ms_per_frame`` is the refinement's share of each frame's time.
     """
     from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
@@ -168,15 +172,19 @@ def bench_speed(
     for other in settings.speed_models:
         path = resolve_model(other)
         models.append((path, model_defaults(path, settings)))
+    runs = [(r, False) for r in settings.speed_replicas] + [(1, True)]
     gens = [
         (
             path,
             chosen,
             r,
-            _generation(settings, path, structure, work, chosen, frames=frames, replicas=r),
+            refine,
+            _generation(
+                settings, path, structure, work, chosen, frames=frames, replicas=r, refine=refine
+            ),
         )
         for path, chosen in models
-        for r in settings.speed_replicas
+        for r, refine in runs
     ]
     md_ps = 2.0 if settings.quick else 20.0
     md_dir = work / "md"
@@ -205,9 +213,11 @@ def bench_speed(
             "steps": chosen["steps"],
             "sampler": chosen["sampler"],
             "replicas": replicas,
+            "refine": refine,
             "frames": frames - 1,
             "starmd_frames_per_s": gen["frames_per_s"],
             "starmd_ns_per_wall_s": gen["ns_per_wall_s"],
+            "refine_ms_per_frame": gen["refine_ms_per_frame"],
             "starmd_model_load_s": gen["time_to_model_s"],
             "starmd_first_frame_s": gen["first_frame_s"],
             "md_platform": md_platform,
@@ -216,7 +226,7 @@ def bench_speed(
             "md_ns_per_wall_s": md_ns_per_s,
             "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
         }
-        for path, chosen, replicas, gen in gens
+        for path, chosen, replicas, refine, gen in gens
     ]
 
 

@@ -67,6 +67,7 @@ def child_main() -> None:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     cuda_peak = torch.cuda.max_memory_allocated() if sidecar["device"].startswith("cuda") else None
     health = sidecar["health"]
+    refinement = sidecar.get("refinement") or {}
     result = {
         "time_to_model_s": sidecar["time_to_model_s"],
         "rollout_s": sidecar["rollout_s"],
@@ -78,5 +79,6 @@ def child_main() -> None:
         "nan_frames": sum(h["nan_frames"] for h in health),
         "steady_s_per_frame": steady,
         "first_frame_s": round(first_frame[0], 3) if first_frame else None,
+        "refine_ms_per_frame": refinement.get("ms_per_frame"),
     }
     print(json.dumps(result))

@@ -62,6 +62,13 @@ def generate(
     stop_on_failure: bool = typer.Option(
         False, help="End a replica at its first NaN, CA-CA break or clash."
     ),
+    refine: bool = typer.Option(
+        False,
+        help="Refine each generated frame (peptide bonds, angles, omega, clashes; restrained to "
+        "the prediction) before it is cached and written; the sidecar reports raw and refined. "
+        "Peptide bonds outside 1.2-1.5 A: ~70% -> 2-3%; time per frame x1.3-1.8 (starmd-small), "
+        "x2.2-3.7 (starmd-small-fast).",
+    ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
     ),
@@ -106,6 +113,7 @@ def generate(
         chunk=chunk,
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),
+        refine=refine,
     )
     if lists.is_list(structure):
         generate_list(

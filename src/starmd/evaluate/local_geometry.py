@@ -6,11 +6,18 @@ heavy-atom clashes and Ramachandran outliers per frame; and the validity filter 
 (every consecutive CA-CA < 4.5 A, every C(i)-N(i+1) < 2.0 A, no two atoms of different residues
 closer than 1.0 A) as the percentage of frames that pass. The measurements themselves live in
 :mod:`starmd.structure.local_geometry` (torch); this module picks the atoms and summarises.
+
+A generated folder whose sidecar records a rollout refinement (``starmd generate``'s default,
+:mod:`starmd.sample.refine`) also gets that run's own per-frame checks of the frames before and
+after refinement (:func:`refinement_rows`): the written trajectory holds only refined frames, so
+the raw figures come from the sidecar, side by side with the refined ones.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import mdtraj as md
 import numpy as np
@@ -21,6 +28,7 @@ from starmd.structure.local_geometry import atom_contacts, backbone_geometry
 from starmd.structure.superpose import chunks
 
 LONG_PEPTIDE_A = 1.5
+SHORT_PEPTIDE_A = 1.2
 NON_TRANS_DEG = 150.0
 BIOEMU_CA_CA_A = 4.5
 BIOEMU_C_N_A = 2.0
@@ -142,6 +150,7 @@ def geometry_summary(
         ``geo_{q}_mean`` / ``geo_{q}_sd`` for every bond length and angle and CA-CA (Angstrom,
         degrees), ``geo_c_n_long_pct`` (% of peptide bonds longer than 1.5 A),
         ``geo_omega_nontrans_pct`` (% with ``|omega| < 150`` degrees: cis or strained),
+        ``geo_c_n_outside_pct`` (% outside 1.2-1.5 A),
         ``geo_rama_outlier_pct`` (mean % of residues per frame), ``geo_clash_pairs`` (mean
         clashing atom pairs per frame), ``geo_clash_frames_pct`` (% of frames with any),
         ``bioemu_valid_pct`` (% of frames passing BioEmu's filter).
@@ -151,12 +160,17 @@ def geometry_summary(
         out[f"geo_{key}_mean"], out[f"geo_{key}_sd"] = _moments(measures[key])
     frames = len(measures["clash_pairs"])
     if len(measures["c_n"]):
-        out["geo_c_n_long_pct"] = 100.0 * float((measures["c_n"] > LONG_PEPTIDE_A).mean())
+        c_n = measures["c_n"]
+        out["geo_c_n_long_pct"] = 100.0 * float((c_n > LONG_PEPTIDE_A).mean())
+        out["geo_c_n_outside_pct"] = 100.0 * float(
+            ((c_n > LONG_PEPTIDE_A) | (c_n < SHORT_PEPTIDE_A)).mean()
+        )
         out["geo_omega_nontrans_pct"] = 100.0 * float(
             (np.abs(measures["omega"]) < NON_TRANS_DEG).mean()
         )
     else:
         out["geo_c_n_long_pct"] = out["geo_omega_nontrans_pct"] = np.nan
+        out["geo_c_n_outside_pct"] = np.nan
     if frames == 0:
         return out | {
             "geo_rama_outlier_pct": np.nan,
@@ -187,4 +201,36 @@ def geometry_samples(measures: dict[str, np.ndarray], seed: int) -> dict[str, np
         if len(values) > SAMPLE_VALUES:
             values = values[rng.choice(len(values), SAMPLE_VALUES, replace=False)]
         out[f"geometry_{key}"] = values
+    return out
+
+
+REFINEMENT_CHECKS = {
+    "ca_valid_pct": "ca_valid_pct",
+    "ca_valid_no_clash_no_break_pct": "geometry_valid_pct",
+    "aa_clash_pct": "clash_frames_pct",
+    "peptide_outside_pct": "peptide_outside_pct",
+}
+"""Sidecar check (:class:`starmd.sample.refine.RefinementLedger`) -> row key suffix."""
+
+
+def refinement_rows(sidecar: Path | None) -> dict[str, float]:
+    """The generation-time checks of a refined rollout, from its sidecar: ``gen_raw_{key}`` and
+    ``gen_refined_{key}`` for each :data:`REFINEMENT_CHECKS` key (percentages pooled over the
+    replicas, weighted by their frames) and ``gen_refine_ms_per_frame``. Empty when the sidecar
+    is missing, unreadable or records no refinement."""
+    try:
+        record = json.loads(sidecar.read_text()).get("refinement") if sidecar else None
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(record, dict) or not record.get("replicas"):
+        return {}
+    replicas = record["replicas"]
+    frames = np.array([r["frames"] for r in replicas], dtype=float)
+    if frames.sum() == 0:
+        return {}
+    out = {"gen_refine_ms_per_frame": float(record.get("ms_per_frame") or np.nan)}
+    for tag in ("raw", "refined"):
+        for check, key in REFINEMENT_CHECKS.items():
+            values = np.array([r[tag][check] for r in replicas], dtype=float)
+            out[f"gen_{tag}_{key}"] = float((values * frames).sum() / frames.sum())
     return out

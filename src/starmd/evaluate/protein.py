@@ -23,6 +23,7 @@ from starmd.evaluate.local_geometry import (
     geometry_summary,
     measure_geometry,
     plan_geometry,
+    refinement_rows,
 )
 from starmd.evaluate.trajectories import (
     Ensemble,
@@ -521,6 +522,8 @@ def evaluate_protein(job: ProteinJob) -> dict:
     all_arrays |= {f"{REFERENCE}/{k}": v for k, v in ref_arrays.items()}
     for label, method in methods.items():
         scalars, arrays = score_method(method, cache, held_out, job)
+        if label in job.methods:
+            scalars |= refinement_rows(job.methods[label].sidecar)
         results["methods"][label] = scalars
         all_arrays |= {f"{label}/{k}": np.asarray(v) for k, v in arrays.items()}
     job.out_dir.mkdir(parents=True, exist_ok=True)

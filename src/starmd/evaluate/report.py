@@ -58,7 +58,10 @@ SECTION_NOTES = {
     "non-trans = |omega| < 150 deg; clashes as in section A (vdW overlap > 0.4 A, 0.7 A for "
     "N/O pairs, residues two or more apart); BioEmu's filter: every consecutive CA-CA < 4.5 A, "
     "every C(i)-N(i+1) < 2.0 A, no two atoms of different residues closer than 1.0 A. "
-    "ConfDiff/MDGen's CA break (4.19 A) is in section A.",
+    "ConfDiff/MDGen's CA break (4.19 A) is in section A. 'generation' rows: the rollout's own "
+    "checks of every frame before and after its refinement, read from the generation sidecar "
+    "(the trajectory holds only refined frames; clashes there are counted over the atom pairs "
+    "within 1 A of clashing in the raw frame; no Ramachandran or rotamer check).",
 }
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -119,6 +122,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("geo_c_n_mean", SECTION_E, "C(i)-N(i+1) mean (A)"),
     MetricSpec("geo_c_n_sd", SECTION_E, "C(i)-N(i+1) sd (A)"),
     MetricSpec("geo_c_n_long_pct", SECTION_E, "C(i)-N(i+1) > 1.5 A (% of bonds)", "lower"),
+    MetricSpec(
+        "geo_c_n_outside_pct", SECTION_E, "C(i)-N(i+1) outside 1.2-1.5 A (% of bonds)", "lower"
+    ),
     MetricSpec("geo_n_ca_mean", SECTION_E, "N-CA mean (A)"),
     MetricSpec("geo_n_ca_sd", SECTION_E, "N-CA sd (A)"),
     MetricSpec("geo_ca_c_mean", SECTION_E, "CA-C mean (A)"),
@@ -134,6 +140,17 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("geo_clash_pairs", SECTION_E, "heavy-atom clashes per frame", "lower"),
     MetricSpec("geo_clash_frames_pct", SECTION_E, "frames with a heavy-atom clash (%)", "lower"),
     MetricSpec("bioemu_valid_pct", SECTION_E, "BioEmu filter: frames passing (%)", "higher"),
+    *(
+        MetricSpec(f"gen_{tag}_{key}", SECTION_E, f"generation, {stage}: {label}", better)
+        for key, label, better in (
+            ("ca_valid_pct", "CA-valid frames (%)", "higher"),
+            ("geometry_valid_pct", "CA-valid, no clash, no C-N > 2 A (% frames)", "higher"),
+            ("clash_frames_pct", "frames with a heavy-atom clash (%)", "lower"),
+            ("peptide_outside_pct", "C(i)-N(i+1) outside 1.2-1.5 A (% of bonds)", "lower"),
+        )
+        for tag, stage in (("raw", "before refinement"), ("refined", "refined"))
+    ),
+    MetricSpec("gen_refine_ms_per_frame", SECTION_E, "generation: refinement ms per frame"),
 )
 
 _GEOMETRY_KEYS = {s.key for s in METRICS if s.section == SECTION_E}

@@ -3,12 +3,14 @@
 Frame 0 is the input structure. For each new frame ``t``: start from the diffusion prior, run
 ``steps`` reverse steps, each attending to the cached clean history plus the current noisy frame,
 the clean prediction expressed relative to the previous cached frame (as in training); the clean
-prediction at the last step is frame ``t``. It is then perturbed with contextual noise
-(``tau_ctx``, as in training) and encoded once into the cache, in the same network pass as the
-first denoising step of frame ``t + 1`` (:meth:`StarDenoiser.append_and_denoise`: the result of
-two passes, at little more than the cost of one for small proteins). The cache keeps the last
-``context`` frames (plus frame 0 as an attention sink if ``sink``), so memory is flat in the
-trajectory length.
+prediction at the last step is frame ``t``; with ``refine`` set, it is first refined
+(:mod:`starmd.sample.refine`: peptide geometry and clashes, restrained to the prediction), so
+that the frame yielded, written and cached is the refined one. It is then perturbed with
+contextual noise (``tau_ctx``, as in training) and encoded once into the cache, in the same
+network pass as the first denoising step of frame ``t + 1``
+(:meth:`StarDenoiser.append_and_denoise`: the result of two passes, at little more than the cost
+of one for small proteins). The cache keeps the last ``context`` frames (plus frame 0 as an
+attention sink if ``sink``), so memory is flat in the trajectory length.
 
 Randomness: replica ``r``'s draws for frame ``t`` come from its own generator, seeded with
 ``(seed, stream, r, t)`` (:class:`~starmd.diffusion.rng.ReplicaGenerators`; stream 0 denoises,
@@ -20,6 +22,7 @@ frame).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +35,7 @@ from starmd.diffusion.sampler import reverse_loop, sampler_schedule
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
 from starmd.modelfile import LoadedModel
+from starmd.sample.refine import Refined, RefineSettings, refine, refine_topology
 from starmd.structure import geometry
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
@@ -61,6 +65,8 @@ class RolloutSettings:
             (Gaussian-base model, 1VII) dpm2 at 9 steps errs 0.018 with rho 3 vs 0.73 linear.
         context_noise: contextual-noise level ``tau_ctx`` of cached frames; None (default) =
             the model's ``rollout_context_noise`` (half the training maximum).
+        refine: refine every generated frame before it is yielded and cached
+            (:func:`~starmd.sample.refine.refine`); None = off.
     """
 
     steps: int = 20
@@ -70,6 +76,7 @@ class RolloutSettings:
     noise_scale: float = 1.0
     schedule_rho: float = 3.0
     context_noise: float | None = None
+    refine: RefineSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,18 @@ class Rollout:
         self.previous: PreviousFrame | None = None
         # the last frame yielded by states(): (t, frames, torsions)
         self.latest: tuple[int, Rigid, torch.Tensor] | None = None
+        self.refine_topology = None
+        if settings.refine is not None:
+            cond = inputs.cond
+            self.refine_topology = refine_topology(
+                cond.aatype[0],
+                cond.residue_index[0],
+                cond.chain_index[0],
+                inputs.oxt_mask,
+                inputs.init_torsions.dtype,
+            )
+        self.refined: Refined | None = None  # the last generated frame's refinement
+        self.refine_s = 0.0  # wall time spent refining, seconds
 
     @property
     def device(self) -> torch.device:
@@ -282,6 +301,16 @@ class Rollout:
             out = self.model.denoise(self.cache, cond, tokens)
         return out.frames[:, 0], out.angles(cond.torsion_mask[:, None])[:, 0]
 
+    def refine(self, frames: Rigid, torsions: torch.Tensor) -> tuple[Rigid, torch.Tensor]:
+        """Frame ``(B, L)`` + torsions refined as the settings ask (unchanged when off); the
+        details (raw and refined checks) stay in :attr:`refined`."""
+        if self.settings.refine is None:
+            return frames, torsions
+        start = time.perf_counter()
+        self.refined = refine(frames, torsions, self.refine_topology, self.settings.refine)
+        self.refine_s += time.perf_counter() - start
+        return self.refined.frames, self.refined.torsions
+
     def reference_base(self, frames: Rigid, tau: float) -> Rigid:
         """The posterior base (what the prediction updates) of a state at noise ``tau``, around
         the last cached frame."""
@@ -299,7 +328,8 @@ class Rollout:
 
     def states(self, n_frames: int) -> Iterator[tuple[int, Rigid, torch.Tensor]]:
         """Yield ``(t, frames (B, L), torsions (B, L, 7))`` for frames ``next_frame ..
-        n_frames - 1`` (frame 0 is the input itself), centred; :meth:`atoms` rebuilds the
+        n_frames - 1`` (frame 0 is the input itself, never refined), centred and refined when
+        the settings ask; :meth:`atoms` rebuilds the
         heavy atoms (for many frames at once, if wanted)."""
         if self.next_frame == 0:
             frames, torsions = self.inputs.init_frames, self.inputs.init_torsions
@@ -307,7 +337,7 @@ class Rollout:
             self.latest = (0, frames, torsions)
             yield 0, frames, torsions
         for t in range(self.next_frame, n_frames):
-            frames, torsions = self.sample_frame(t)
+            frames, torsions = self.refine(*self.sample_frame(t))
             self.latest = (t, frames, torsions)
             yield t, frames, torsions
             self.stage_clean(t, frames, torsions)

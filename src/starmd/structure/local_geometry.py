@@ -1,8 +1,10 @@
 """Local geometry of heavy-atom coordinates: backbone bonds, angles, omega and atom contacts.
 
-One torch implementation (any dtype and device, differentiable where the quantity is), for the
-evaluation's local-geometry section today and for geometry-aware training losses or a rollout
-refinement later. Angstrom and degrees in, Angstrom and degrees out; leading batch dimensions
+One torch implementation (any dtype and device, differentiable where the quantity is), used by
+the evaluation's local-geometry section, the training loss's structural-violation terms
+(:mod:`starmd.train.losses`) and the rollout's refinement (:mod:`starmd.sample.refine`), which
+also share the literature values of the peptide junction and the atom15 van der Waals tables
+defined here. Angstrom and degrees in, Angstrom and degrees out; leading batch dimensions
 (frames) broadcast.
 
 Backbone quantities are returned for every residue (``n_ca``, ``ca_c``) or every consecutive
@@ -18,8 +20,12 @@ the cost grows with the number of residues in contact, not with the square of th
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
+from starmd.structure import residue_constants as rc
 from starmd.structure.geometry import dihedral
 
 # Bondi van der Waals radii (Angstrom) of the heavy elements of proteins.
@@ -32,6 +38,13 @@ POLAR_ALLOWANCE_A = 0.3
 # Atom pairs farther apart than this never overlap (twice the largest radius).
 CONTACT_SEARCH_A = 2 * max(VDW_RADIUS_A.values())
 _PAIR_BUDGET = 20_000_000  # atom-pair distances computed at once (memory bound)
+# Between-residue geometry (Engh & Huber 1991, the values AlphaFold 2's violation loss uses):
+# (mean, sd) of the peptide bond C(i)-N(i+1) in Angstrom (i+1 not proline, proline) and of the
+# angles CA(i)-C(i)-N(i+1) and C(i)-N(i+1)-CA(i+1) in degrees.
+PEPTIDE_BOND_A = ((1.329, 0.014), (1.341, 0.016))
+CA_C_N_DEG = (116.568, 1.995)
+C_N_CA_DEG = (121.352, 2.315)
+PROLINE = rc.RESTYPE_3.index("PRO")
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,6 +85,42 @@ def backbone_geometry(
         "c_n_ca": bond_angle(c0, n1, ca1),
         "omega": torch.rad2deg(dihedral(ca0, c0, n1, ca1)),
     }
+
+
+def peptide_bonds(
+    residue_index: torch.Tensor, chain_index: torch.Tensor, residue_mask: torch.Tensor
+) -> torch.Tensor:
+    """Junctions that are peptide bonds: ``(..., L) -> (..., L-1)`` bool, residue i bonded to
+    i+1 (both present, same chain, consecutive segment index: a chain break or a spatial crop
+    leaves a gap in the index)."""
+    consecutive = residue_index[..., 1:] - residue_index[..., :-1] == 1
+    same_chain = chain_index[..., 1:] == chain_index[..., :-1]
+    return consecutive & same_chain & residue_mask[..., 1:] & residue_mask[..., :-1]
+
+
+def flat_bottom(value: torch.Tensor, mean_sd: tuple, tolerance_sd: float) -> torch.Tensor:
+    """How far ``value`` lies outside ``mean +- tolerance_sd * sd`` (0 inside)."""
+    mean, sd = mean_sd
+    return torch.relu((value - mean).abs() - tolerance_sd * sd)
+
+
+@functools.cache
+def atom15_tables() -> dict[str, np.ndarray]:
+    """Per residue type (index 20 = unknown: empty) and atom15 slot: ``radius`` (van der Waals,
+    Angstrom, 0 for empty slots; OXT as an O), ``polar`` (N or O) and ``sulfur_gamma`` (a
+    cysteine SG: two of them may form a disulfide bond), ``(21, 15)``."""
+    radius = np.zeros((len(rc.RESTYPE_3) + 1, rc.ATOMS_PER_RESIDUE))
+    polar = np.zeros_like(radius, dtype=bool)
+    sulfur_gamma = np.zeros_like(radius, dtype=bool)
+    for t, name in enumerate(rc.RESTYPE_3):
+        for slot, atom in enumerate(rc.ATOM14_NAMES[name]):
+            radius[t, slot] = VDW_RADIUS_A[rc.ELEMENTS[atom[0]]]
+            polar[t, slot] = rc.ELEMENTS[atom[0]] in ("N", "O")
+        radius[t, rc.OXT_SLOT] = VDW_RADIUS_A["O"]
+        polar[t, rc.OXT_SLOT] = True
+        if name == "CYS":
+            sulfur_gamma[t, rc.ATOM14_NAMES[name].index("SG")] = True
+    return {"radius": radius, "polar": polar, "sulfur_gamma": sulfur_gamma}
 
 
 def _residue_pairs(centres: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:

@@ -13,26 +13,25 @@ Angstrom for lengths and overlaps, radians for angles.
 
 from __future__ import annotations
 
-import functools
-
-import numpy as np
 import torch
 
 from starmd.diffusion import NoisyState, SE3TorusDiffuser
 from starmd.modelfile.config import LossSection
 from starmd.structure import geometry
-from starmd.structure import residue_constants as rc
-from starmd.structure.local_geometry import VDW_RADIUS_A, backbone_geometry
+from starmd.structure.local_geometry import (
+    C_N_CA_DEG,
+    CA_C_N_DEG,
+    PEPTIDE_BOND_A,
+    PROLINE,
+    VDW_RADIUS_A,
+    atom15_tables,
+    backbone_geometry,
+    flat_bottom,
+    peptide_bonds,
+)
 from starmd.structure.rigid import Rigid
 
 NM = 0.1  # Angstrom -> nm
-# Between-residue geometry (Engh & Huber 1991, the values AlphaFold 2's violation loss uses):
-# (mean, sd) of the peptide bond C(i)-N(i+1) in Angstrom (i+1 not proline, proline) and of the
-# angles CA(i)-C(i)-N(i+1) and C(i)-N(i+1)-CA(i+1) in degrees.
-PEPTIDE_BOND_A = ((1.329, 0.014), (1.341, 0.016))
-CA_C_N_DEG = (116.568, 1.995)
-C_N_CA_DEG = (121.352, 2.315)
-_PROLINE = rc.RESTYPE_3.index("PRO")
 _PLACEHOLDER_BACKBONE = ((-0.525, 1.363, 0.0), (0.0, 0.0, 0.0), (1.526, 0.0, 0.0))  # N, CA, C
 VIOLATION_TERMS = ("bond_violation", "angle_violation", "clash")
 
@@ -82,38 +81,6 @@ def torsion_loss(
     return _masked_mean(err, mask) + 0.02 * _masked_mean((norm - 1.0).abs(), mask)
 
 
-def peptide_bonds(
-    residue_index: torch.Tensor, chain_index: torch.Tensor, residue_mask: torch.Tensor
-) -> torch.Tensor:
-    """Junctions that are peptide bonds: ``(..., L) -> (..., L-1)`` bool, residue i bonded to
-    i+1 (both present, same chain, consecutive segment index: a chain break or a spatial crop
-    leaves a gap in the index)."""
-    consecutive = residue_index[..., 1:] - residue_index[..., :-1] == 1
-    same_chain = chain_index[..., 1:] == chain_index[..., :-1]
-    return consecutive & same_chain & residue_mask[..., 1:] & residue_mask[..., :-1]
-
-
-def _flat_bottom(value: torch.Tensor, mean_sd: tuple, tolerance_sd: float) -> torch.Tensor:
-    """How far ``value`` lies outside ``mean +- tolerance_sd * sd`` (0 inside)."""
-    mean, sd = mean_sd
-    return torch.relu((value - mean).abs() - tolerance_sd * sd)
-
-
-@functools.cache
-def _atom_tables_np() -> tuple[np.ndarray, np.ndarray]:
-    """Per residue type and atom15 slot: van der Waals radius (Angstrom, 0 for empty slots) and
-    whether the atom is a cysteine SG (two of them may form a disulfide bond)."""
-    radius = np.zeros((len(rc.RESTYPE_3) + 1, rc.ATOMS_PER_RESIDUE))
-    sulfur_gamma = np.zeros_like(radius, dtype=bool)
-    for t, name in enumerate(rc.RESTYPE_3):
-        for slot, atom in enumerate(rc.ATOM14_NAMES[name]):
-            radius[t, slot] = VDW_RADIUS_A[rc.ELEMENTS[atom[0]]]
-        radius[t, rc.OXT_SLOT] = VDW_RADIUS_A["O"]
-        if name == "CYS":
-            sulfur_gamma[t, rc.ATOM14_NAMES[name].index("SG")] = True
-    return radius, sulfur_gamma
-
-
 def between_residue_clash(
     atoms: torch.Tensor,
     atom_mask: torch.Tensor,
@@ -137,9 +104,9 @@ def between_residue_clash(
     Returns:
         ``(F,)`` Angstrom of overlap per atom.
     """
-    radius_np, sg_np = _atom_tables_np()
-    radius = torch.as_tensor(radius_np, dtype=atoms.dtype, device=atoms.device)[aatype]
-    sulfur_gamma = torch.as_tensor(sg_np, device=atoms.device)[aatype]
+    tables = atom15_tables()
+    radius = torch.as_tensor(tables["radius"], dtype=atoms.dtype, device=atoms.device)[aatype]
+    sulfur_gamma = torch.as_tensor(tables["sulfur_gamma"], device=atoms.device)[aatype]
     residue_present = atom_mask.any(-1)
     ca = atoms[..., geometry.CA_SLOT, :].detach()
     reach = torch.where(
@@ -197,11 +164,11 @@ def structural_violations(
         )
     )
     backbone = backbone_geometry(n, ca, c)
-    proline = aatype[..., 1:] == _PROLINE
+    proline = aatype[..., 1:] == PROLINE
     bond_mean = torch.where(proline, PEPTIDE_BOND_A[1][0], PEPTIDE_BOND_A[0][0])
     bond_sd = torch.where(proline, PEPTIDE_BOND_A[1][1], PEPTIDE_BOND_A[0][1])
-    bond = _flat_bottom(backbone["c_n"], (bond_mean, bond_sd), tolerance_sd)
-    angle = _flat_bottom(backbone["ca_c_n"], CA_C_N_DEG, tolerance_sd) + _flat_bottom(
+    bond = flat_bottom(backbone["c_n"], (bond_mean, bond_sd), tolerance_sd)
+    angle = flat_bottom(backbone["ca_c_n"], CA_C_N_DEG, tolerance_sd) + flat_bottom(
         backbone["c_n_ca"], C_N_CA_DEG, tolerance_sd
     )
     weight = (bonded & present[..., 1:, 0] & present[..., :-1, 0]).to(atoms.dtype)

@@ -1,0 +1,530 @@
+"""Refinement of each generated frame before it enters the KV cache: peptide geometry and clashes.
+
+The denoiser's clean prediction (residue frames + torsions) is adjusted by a bounded number of
+gradient steps on a small energy, so that an error of one frame is not fed back into the history
+that the next frames attend to.
+
+Parametrisation: every residue is a rigid body (its heavy atoms rebuilt once from the predicted
+frame and torsions). Residue ``i`` moves by a translation ``s_i`` and a rotation vector ``w_i``,
+both in its own frame: ``R_i' = R_i exp(w_i)``, ``x_i' = x_i + R_i s_i``. The energy depends only
+on distances and a dihedral, so its gradient with respect to these local parameters is invariant
+under a global rotation and translation, and the refined frames are exactly as equivariant as
+the input (to float rounding).
+
+Energy per replica (lengths in Angstrom, angles in degrees, each violation in units of its
+spread so the terms are comparable):
+
+- peptide bond C(i)-N(i+1): flat-bottomed square beyond ``bond_tolerance_sd`` standard
+  deviations of Engh & Huber's value (:data:`~starmd.structure.local_geometry.PEPTIDE_BOND_A`);
+- the angles CA(i)-C(i)-N(i+1) and C(i)-N(i+1)-CA(i+1), beyond ``angle_tolerance_sd``, as the
+  1-3 distances CA(i)-N(i+1) and C(i)-CA(i+1) that fix them (law of cosines; an approximation
+  that is exact while the peptide bond has its literature length);
+- omega, beyond ``omega_tolerance_deg`` of trans (of cis before a proline predicted cis);
+- heavy-atom overlaps between residues at least two apart (or in different chains), the
+  evaluation's clash criterion (Bondi radii, polar allowance for N/O pairs, SG-SG exempt) with
+  ``clash_overlap_a`` allowed (MolProbity's clash is 0.4 A): pairs are listed once, from the
+  input, within ``CLASH_SEARCH_MARGIN_A`` of overlapping (no pair list update: moves are small);
+- a restraint to the prediction: ``(|s_i|^2 + (LEVER_A |w_i|)^2) / restraint_a^2``.
+
+The within-residue geometry is ideal by construction (atoms are rebuilt from frames), so the
+bonds and angles that need fixing are those between residues, which depend on the frames of
+residues ``i`` and ``i + 1`` only. Steps are Adam's (first and second moment estimates) with
+every element's step clamped to ``step_a`` (translations) or ``step_rad`` (rotations) and the
+step size decaying linearly to 0, so the rigid moves displace no atom by more than
+:func:`max_displacement_a` in all (the carbonyl O then follows the re-measured psi). A replica
+without any violation gets zero gradients and is not moved at all. After the steps, the
+backbone torsions (omega, phi, psi) are re-derived from the refined backbone where the peptide
+bond exists, so that the cached torsions (and the carbonyl O, placed by psi) agree with the
+refined frames; side-chain torsions are the model's.
+
+Approximation: residues move rigidly (no side-chain torsion is changed), so a clash is relieved
+by moving the residues involved, against the restraint and the peptide terms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from starmd.diffusion.so3 import exp_map
+from starmd.structure import geometry
+from starmd.structure.checks import ca_health
+from starmd.structure.local_geometry import (
+    C_N_CA_DEG,
+    CA_C_N_DEG,
+    CLASH_OVERLAP_A,
+    PEPTIDE_BOND_A,
+    POLAR_ALLOWANCE_A,
+    PROLINE,
+    VDW_RADIUS_A,
+    atom15_tables,
+    distance,
+    peptide_bonds,
+)
+from starmd.structure.rigid import Rigid
+
+LEVER_A = 2.0
+"""Typical distance (Angstrom) of a residue's atoms from its CA: a rotation by ``w`` radians
+moves them by about ``LEVER_A * w``."""
+OMEGA_SD_DEG = 6.0
+"""Spread of omega in MD (implicit-solvent frames of the corpus: about 6 degrees)."""
+CLASH_SD_A = 0.1
+"""Unit of an overlap in the energy (Angstrom)."""
+CLASH_SEARCH_MARGIN_A = 1.0
+"""Atom pairs closer than contact plus this margin at the start are watched for overlaps."""
+PEPTIDE_RANGE_A = (1.2, 1.5)
+"""The issue's acceptable peptide-bond range, reported per frame."""
+PEPTIDE_BREAK_A = 2.0
+"""A C(i)-N(i+1) longer than this is a peptide-bond break (the evaluation's all-atom check)."""
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """How hard and how long a frame is refined (defaults measured on the corpus's validation
+    proteins; docs/model_card.md).
+
+    Attributes:
+        iterations: gradient steps per frame (the cost knob; 0 = off).
+        step_a: largest step of a residue's translation per iteration, Angstrom.
+        step_rad: largest step of a residue's rotation per iteration, radians.
+        restraint_a: displacement (Angstrom) that costs as much as one spread of a violation.
+        bond_tolerance_sd: free range of the peptide bond, in Engh & Huber standard deviations.
+        angle_tolerance_sd: free range of the two junction angles, idem.
+        omega_tolerance_deg: free range of omega around trans (or cis), degrees.
+        clash_overlap_a: van der Waals overlap allowed between atoms (Angstrom).
+    """
+
+    iterations: int = 20
+    step_a: float = 0.1
+    step_rad: float = 0.04
+    restraint_a: float = 1.0
+    bond_tolerance_sd: float = 4.0
+    angle_tolerance_sd: float = 3.0
+    omega_tolerance_deg: float = 15.0
+    clash_overlap_a: float = 0.3
+
+
+def max_displacement_a(settings: RefineSettings) -> float:
+    """Upper bound (Angstrom) on how far refinement moves any atom: the clamped steps summed
+    over the linearly decaying schedule, for the translation (3 components) and the rotation
+    (angle times the atom's distance from its CA, at most 7 A in a protein residue)."""
+    total = sum(1.0 - k / settings.iterations for k in range(settings.iterations))
+    return total * math.sqrt(3) * (settings.step_a + 7.0 * settings.step_rad)
+
+
+@dataclass(frozen=True)
+class RefineTopology:
+    """Per-protein tables of the refinement, built once per rollout.
+
+    Attributes:
+        aatype: ``(L,)``; atom_mask: ``(L, 15)`` rebuilt atoms; oxt_mask: ``(L,)``.
+        bonded: ``(L-1,)`` junction i-(i+1) is a peptide bond.
+        linked_prev: ``(L,)`` residue i is bonded to i-1 (``bonded`` shifted).
+        bond_mean, bond_sd: ``(L-1,)`` literature C-N length (Angstrom), proline-aware.
+        pre_proline: ``(L-1,)`` residue i+1 is a proline (cis omega allowed).
+        radius, polar, sulfur_gamma: ``(L, 15)`` per atom.
+        residue_index, chain_index: ``(L,)``, for the sequence separation of clashes.
+    """
+
+    aatype: torch.Tensor
+    atom_mask: torch.Tensor
+    oxt_mask: torch.Tensor
+    bonded: torch.Tensor
+    linked_prev: torch.Tensor
+    bond_mean: torch.Tensor
+    bond_sd: torch.Tensor
+    pre_proline: torch.Tensor
+    radius: torch.Tensor
+    polar: torch.Tensor
+    sulfur_gamma: torch.Tensor
+    residue_index: torch.Tensor
+    chain_index: torch.Tensor
+
+
+def refine_topology(
+    aatype: torch.Tensor,
+    residue_index: torch.Tensor,
+    chain_index: torch.Tensor,
+    oxt_mask: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> RefineTopology:
+    """The tables of one protein: ``aatype``, ``residue_index`` (segment index: gaps at chain
+    breaks), ``chain_index``, ``oxt_mask``, all ``(L,)``."""
+    device = aatype.device
+    present = torch.ones_like(aatype, dtype=torch.bool)
+    bonded = peptide_bonds(residue_index, chain_index, present)
+    proline = aatype[1:] == PROLINE
+    tables = {k: torch.as_tensor(v, device=device)[aatype] for k, v in atom15_tables().items()}
+    return RefineTopology(
+        aatype=aatype,
+        atom_mask=geometry.rebuilt_atom_mask(aatype, oxt_mask),
+        oxt_mask=oxt_mask,
+        bonded=bonded,
+        linked_prev=torch.cat([bonded.new_zeros(1), bonded]),
+        bond_mean=torch.where(proline, PEPTIDE_BOND_A[1][0], PEPTIDE_BOND_A[0][0]).to(dtype),
+        bond_sd=torch.where(proline, PEPTIDE_BOND_A[1][1], PEPTIDE_BOND_A[0][1]).to(dtype),
+        pre_proline=proline,
+        radius=tables["radius"].to(dtype),
+        polar=tables["polar"],
+        sulfur_gamma=tables["sulfur_gamma"],
+        residue_index=residue_index,
+        chain_index=chain_index,
+    )
+
+
+@dataclass(frozen=True)
+class _DistanceRestraints:
+    """Atom pairs whose distance must lie in ``[low, high]`` (Angstrom): flat indices into the
+    ``(B * L * 15)`` atoms, bounds and the unit ``sd`` of a violation, and the replica of each
+    pair."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    sd: torch.Tensor
+    replica: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list[_DistanceRestraints]) -> _DistanceRestraints:
+        return _DistanceRestraints(
+            *(
+                torch.cat([getattr(p, k) for p in parts])
+                for k in _DistanceRestraints.__annotations__
+            )
+        )
+
+
+def _clash_pairs(
+    atoms: torch.Tensor, topology: RefineTopology, overlap_a: float, margin_a: float
+) -> _DistanceRestraints:
+    """Atom pairs of residues at least two apart (or in different chains) closer than their
+    clash limit plus ``margin_a`` in ``atoms (B, L, 15, 3)``, each to stay beyond that limit;
+    candidate residue pairs are found from residue centres first, so the cost follows the
+    contacts."""
+    b, l, slots = atoms.shape[:3]
+    mask = topology.atom_mask
+    weight = mask.to(atoms.dtype)[..., None]
+    centres = (atoms * weight).sum(-2) / weight.sum(-2).clamp(min=1.0)
+    reach = torch.where(mask, distance(atoms, centres[..., None, :]), 0.0).amax(-1)
+    search = 2 * max(VDW_RADIUS_A.values()) + margin_a
+    near = torch.cdist(centres, centres) <= reach[..., :, None] + reach[..., None, :] + search
+    gap = (topology.residue_index[:, None] - topology.residue_index[None, :]).abs()
+    apart = (gap >= 2) | (topology.chain_index[:, None] != topology.chain_index[None, :])
+    f, i, j = torch.triu(near & apart, diagonal=1).nonzero(as_tuple=True)
+    d = torch.cdist(atoms[f, i], atoms[f, j])  # (P, 15, 15)
+    polar = topology.polar[i][:, :, None] & topology.polar[j][:, None]
+    limit = topology.radius[i][:, :, None] + topology.radius[j][:, None] - overlap_a
+    limit = limit - POLAR_ALLOWANCE_A * polar.to(limit.dtype)
+    real = mask[i][:, :, None] & mask[j][:, None]
+    real &= ~(topology.sulfur_gamma[i][:, :, None] & topology.sulfur_gamma[j][:, None])
+    p, a, c = (real & (d < limit + margin_a)).nonzero(as_tuple=True)
+    low = limit[p, a, c]
+    return _DistanceRestraints(
+        first=(f[p] * l + i[p]) * slots + a,
+        second=(f[p] * l + j[p]) * slots + c,
+        low=low,
+        high=torch.full_like(low, math.inf),
+        sd=torch.full_like(low, CLASH_SD_A),
+        replica=f[p],
+    )
+
+
+def _law_of_cosines(a: torch.Tensor, b: torch.Tensor, angle_deg: float) -> torch.Tensor:
+    """Third side of a triangle with sides ``a``, ``b`` and the angle between them."""
+    return torch.sqrt(a**2 + b**2 - 2 * a * b * math.cos(math.radians(angle_deg)))
+
+
+def _junction_restraints(
+    local: torch.Tensor, topology: RefineTopology, settings: RefineSettings
+) -> _DistanceRestraints:
+    """The peptide bond C(i)-N(i+1) and the two junction angles, as the 1-3 distances that the
+    angles fix (law of cosines with the residues' own rebuilt CA-C and N-CA lengths, from
+    ``local (B, L, 15, 3)``: atoms in their residue frames): CA(i)-N(i+1) for CA-C-N and
+    C(i)-CA(i+1) for C-N-CA. An angle's tolerance becomes a distance tolerance through the
+    derivative ``a b sin(angle) / d``."""
+    b, l, slots = local.shape[:3]
+    junction = torch.nonzero(topology.bonded)[:, 0]  # (J,)
+    replica = torch.arange(b, device=local.device).repeat_interleave(len(junction))
+    i = junction.repeat(b)
+    base = (replica * l + i) * slots
+    following = base + slots
+    ca_c = local[replica, i, geometry.C_SLOT].norm(dim=-1)
+    n_ca = local[replica, i + 1, geometry.N_SLOT].norm(dim=-1)
+    bond, bond_sd = topology.bond_mean[i], topology.bond_sd[i]
+    parts = [
+        (geometry.C_SLOT, geometry.N_SLOT, bond, bond_sd, settings.bond_tolerance_sd),
+    ]
+    for first, second, side, (angle, angle_sd) in (
+        (geometry.CA_SLOT, geometry.N_SLOT, ca_c, CA_C_N_DEG),
+        (geometry.C_SLOT, geometry.CA_SLOT, n_ca, C_N_CA_DEG),
+    ):
+        ideal = _law_of_cosines(side, bond, angle)
+        per_rad = side * bond * math.sin(math.radians(angle)) / ideal
+        parts.append(
+            (first, second, ideal, per_rad * math.radians(angle_sd), settings.angle_tolerance_sd)
+        )
+    out = []
+    for first, second, ideal, sd, tolerance in parts:
+        out.append(
+            _DistanceRestraints(
+                first=base + first,
+                second=following + second,
+                low=ideal - tolerance * sd,
+                high=ideal + tolerance * sd,
+                sd=sd,
+                replica=replica,
+            )
+        )
+    return _DistanceRestraints.cat(out)
+
+
+class _Energy:
+    """The refinement energy of one batch of frames, per replica ``(B,)``."""
+
+    def __init__(
+        self,
+        frames: Rigid,
+        torsions: torch.Tensor,
+        topology: RefineTopology,
+        settings: RefineSettings,
+    ):
+        self.frames = frames
+        self.topology = topology
+        self.settings = settings
+        atoms = geometry.frames_to_atoms(frames, torsions, topology.aatype, topology.oxt_mask)
+        self.raw_atoms = atoms
+        self.local = frames.unsqueeze(-1).invert_apply(atoms)  # (B, L, 15, 3)
+        self.clash = _clash_pairs(atoms, topology, settings.clash_overlap_a, CLASH_SEARCH_MARGIN_A)
+        self.restraints = _DistanceRestraints.cat(
+            [_junction_restraints(self.local, topology, settings), self.clash]
+        )
+        self.cis = topology.pre_proline & (torch.rad2deg(_omega(atoms)).abs() < 90.0)
+
+    def place(self, motion: torch.Tensor) -> tuple[Rigid, torch.Tensor]:
+        """Frames ``(B, L)`` and atoms ``(B, L, 15, 3)`` after the local moves ``motion (B, L,
+        6)`` (translation in Angstrom, then rotation vector in radians, both in the residue's
+        frame)."""
+        shift, rotvec = motion[..., :3], motion[..., 3:]
+        rots = self.frames.rots @ exp_map(rotvec)
+        trans = self.frames.trans + (self.frames.rots @ shift[..., None])[..., 0]
+        atoms = torch.einsum("blij,blaj->blai", rots, self.local) + trans[..., None, :]
+        return Rigid(rots, trans), atoms
+
+    def violation(self, atoms: torch.Tensor) -> torch.Tensor:
+        """Peptide-junction and clash terms ``(B,)`` of atoms ``(B, L, 15, 3)``."""
+        r = self.restraints
+        flat = atoms.reshape(-1, 3)
+        d = torch.sqrt(((flat[r.first] - flat[r.second]) ** 2).sum(-1) + 1e-12)
+        excess = (torch.relu(r.low - d) + torch.relu(d - r.high)) / r.sd
+        total = atoms.new_zeros(atoms.shape[0]).index_add(0, r.replica, excess**2)
+        omega_deg = torch.rad2deg(_omega(atoms)).abs()
+        off = torch.where(self.cis, omega_deg, 180.0 - omega_deg)
+        omega = torch.relu(off - self.settings.omega_tolerance_deg) / OMEGA_SD_DEG
+        return total + (omega**2 * self.topology.bonded).sum(-1)
+
+    def restraint(self, motion: torch.Tensor) -> torch.Tensor:
+        weight = motion.new_tensor([1.0, 1.0, 1.0, LEVER_A**2, LEVER_A**2, LEVER_A**2])
+        return (motion**2 * weight).sum((-1, -2)) / self.settings.restraint_a**2
+
+
+def _omega(atoms: torch.Tensor) -> torch.Tensor:
+    """Dihedral CA(i)-C(i)-N(i+1)-CA(i+1) ``(..., L-1)`` radians of atoms ``(..., L, 15, 3)``."""
+    ca, c, n = (atoms[..., s, :] for s in (geometry.CA_SLOT, geometry.C_SLOT, geometry.N_SLOT))
+    return geometry.dihedral(ca[..., :-1, :], c[..., :-1, :], n[..., 1:, :], ca[..., 1:, :])
+
+
+@dataclass(frozen=True)
+class Refined:
+    """A refined batch: ``frames (B, L)``, ``torsions (B, L, 7)``; per replica ``(B,)`` the
+    energy's violation part before and after, the largest CA displacement (Angstrom), and the
+    checks of :func:`frame_checks` on the raw and on the refined heavy atoms."""
+
+    frames: Rigid
+    torsions: torch.Tensor
+    violation_before: torch.Tensor
+    violation_after: torch.Tensor
+    max_shift_a: torch.Tensor
+    raw_checks: dict[str, torch.Tensor]
+    checks: dict[str, torch.Tensor]
+
+
+def refine(
+    frames: Rigid,
+    torsions: torch.Tensor,
+    topology: RefineTopology,
+    settings: RefineSettings = RefineSettings(),
+) -> Refined:
+    """Refine frames ``(B, L)`` + torsions ``(B, L, 7)`` (Angstrom, radians) of ``B`` replicas
+    of one protein; see the module docstring for the energy and its bounds."""
+    with torch.inference_mode(False), torch.enable_grad():
+        frames = Rigid(frames.rots.clone(), frames.trans.clone())
+        torsions = torsions.clone()
+        energy = _Energy(frames, torsions, topology, settings)
+        before = energy.violation(energy.raw_atoms).detach()
+        motion = frames.trans.new_zeros((*frames.shape, 6))
+        if settings.iterations > 0 and bool((before > 0).any()):
+            _descend(energy, motion, settings)
+        refined, atoms = energy.place(motion)
+        refined = Rigid(refined.rots.detach(), refined.trans.detach())
+        after = energy.violation(atoms).detach()
+    torsions = _backbone_torsions(atoms.detach(), torsions, topology)
+    atoms = geometry.frames_to_atoms(refined, torsions, topology.aatype, topology.oxt_mask)
+    return Refined(
+        frames=refined,
+        torsions=torsions,
+        violation_before=before,
+        violation_after=after,
+        max_shift_a=distance(refined.trans, frames.trans).amax(-1),
+        raw_checks=frame_checks(energy.raw_atoms.detach(), energy),
+        checks=frame_checks(atoms, energy),
+    )
+
+
+def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) -> None:
+    """Clamped Adam steps on ``motion (B, L, 6)`` (in place), step size decaying to 0."""
+    beta1, beta2, eps = 0.9, 0.999, 1e-12
+    limit = motion.new_tensor([settings.step_a] * 3 + [settings.step_rad] * 3)
+    first, second = torch.zeros_like(motion), torch.zeros_like(motion)
+    for k in range(settings.iterations):
+        motion.requires_grad_(True)
+        _, atoms = energy.place(motion)
+        total = energy.violation(atoms) + energy.restraint(motion)
+        (grad,) = torch.autograd.grad(total.sum(), motion)
+        motion.requires_grad_(False)
+        with torch.no_grad():
+            first.mul_(beta1).add_(grad, alpha=1 - beta1)
+            second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            scale = math.sqrt(1 - beta2 ** (k + 1)) / (1 - beta1 ** (k + 1))
+            step = torch.minimum(limit * scale * first.abs() / (second.sqrt() + eps), limit)
+            motion.sub_((1.0 - k / settings.iterations) * step * first.sign())
+
+
+def _backbone_torsions(
+    atoms: torch.Tensor, torsions: torch.Tensor, topology: RefineTopology
+) -> torch.Tensor:
+    """``torsions (B, L, 7)`` with omega, phi (where bonded to the previous residue) and psi
+    (where bonded to the next) measured on the backbone of ``atoms (B, L, 15, 3)``."""
+    n, ca, c = (atoms[..., s, :] for s in (geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT))
+    omega = geometry.dihedral(ca[:, :-1], c[:, :-1], n[:, 1:], ca[:, 1:])
+    phi = geometry.dihedral(c[:, :-1], n[:, 1:], ca[:, 1:], c[:, 1:])
+    psi = geometry.dihedral(n[:, :-1], ca[:, :-1], c[:, :-1], n[:, 1:])
+    out = torsions.clone()
+    bonded = topology.bonded
+    out[:, 1:, 0] = torch.where(bonded, omega, torsions[:, 1:, 0])
+    out[:, 1:, 1] = torch.where(bonded, phi, torsions[:, 1:, 1])
+    out[:, :-1, 2] = torch.where(bonded, psi, torsions[:, :-1, 2])
+    return out
+
+
+def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor]:
+    """Per-frame checks of heavy atoms ``(B, L, 15, 3)`` (Angstrom) by the evaluation's headline
+    criteria that need no reference histogram.
+
+    Approximation: heavy-atom clashes are looked for among the atom pairs the refinement
+    watches (every pair within 1 A of clashing in the raw frame); ``starmd evaluate`` counts
+    over all pairs of the written (refined) frames.
+
+    Returns:
+        ``(B,)`` each: ``ca_valid`` (no CA clash, no CA chain break: the evaluation's CA
+        validity), ``aa_clash`` (a heavy-atom overlap above MolProbity's 0.4 A between residues
+        two apart), ``aa_break`` (a C(i)-N(i+1) over 2 A), ``peptide_outside`` (peptide bonds
+        outside 1.2-1.5 A, a count).
+    """
+    top, clash = energy.topology, energy.clash
+    b = atoms.shape[0]
+    health = ca_health(atoms[..., geometry.CA_SLOT, :], top.linked_prev)
+    c_n = distance(atoms[:, :-1, geometry.C_SLOT], atoms[:, 1:, geometry.N_SLOT])
+    outside = ((c_n < PEPTIDE_RANGE_A[0]) | (c_n > PEPTIDE_RANGE_A[1])) & top.bonded
+    flat = atoms.reshape(-1, 3)
+    d = distance(flat[clash.first], flat[clash.second])
+    # the watched limit allows clash_overlap_a; the check allows MolProbity's 0.4 A
+    clashing = d < clash.low + energy.settings.clash_overlap_a - CLASH_OVERLAP_A
+    per_replica = torch.zeros(b, dtype=torch.long, device=atoms.device)
+    per_replica.index_add_(0, clash.replica, clashing.long())
+    return {
+        "ca_valid": ~health["nan"] & (health["breaks"] == 0) & (health["clashes"] == 0),
+        "aa_clash": per_replica > 0,
+        "aa_break": ((c_n > PEPTIDE_BREAK_A) & top.bonded).any(-1),
+        "peptide_outside": outside.sum(-1),
+    }
+
+
+class RefinementLedger:
+    """Per-replica counts of the raw and refined frames' checks (:func:`frame_checks`), kept in
+    a generation's resume record (``state``) so that a resumed run continues them;
+    :meth:`summary` gives the sidecar's percentages, raw next to refined."""
+
+    def __init__(self, state: dict, replicas: int, peptide_bonds_per_frame: int):
+        self.bonds = peptide_bonds_per_frame
+        self.record = state.setdefault(
+            "refinement",
+            {
+                "seconds": 0.0,
+                "replicas": [
+                    {
+                        "frames": 0,
+                        "max_shift_a": 0.0,
+                        "raw": _zero_counts(),
+                        "refined": _zero_counts(),
+                    }
+                    for _ in range(replicas)
+                ],
+            },
+        )
+
+    def add(self, refined: Refined, replicas: list[int], seconds: float) -> None:
+        """Count one refined frame of the ``replicas`` written (0-based), which took
+        ``seconds`` to refine."""
+        self.record["seconds"] += seconds
+        for r in replicas:
+            record = self.record["replicas"][r]
+            record["frames"] += 1
+            record["max_shift_a"] = max(record["max_shift_a"], float(refined.max_shift_a[r]))
+            for tag, checks in (("raw", refined.raw_checks), ("refined", refined.checks)):
+                ca_valid = bool(checks["ca_valid"][r])
+                clash, broken = bool(checks["aa_clash"][r]), bool(checks["aa_break"][r])
+                counts = record[tag]
+                counts["ca_valid"] += ca_valid
+                counts["aa_clash"] += clash
+                counts["aa_break"] += broken
+                counts["ca_valid_no_clash_no_break"] += ca_valid and not clash and not broken
+                counts["peptide_outside"] += int(checks["peptide_outside"][r])
+
+    def summary(self) -> dict:
+        """``ms_per_step`` (one refinement call, all replicas), ``ms_per_frame`` (per replica's
+        frame) and per replica: ``frames``, ``max_shift_a`` and for ``raw`` and ``refined`` the
+        percentages of frames ``ca_valid_pct``, ``aa_clash_pct``, ``aa_break_pct``,
+        ``ca_valid_no_clash_no_break_pct`` and of peptide bonds ``peptide_outside_pct``
+        (outside 1.2-1.5 A)."""
+        replicas = self.record["replicas"]
+        frames = sum(r["frames"] for r in replicas)
+        steps = max((r["frames"] for r in replicas), default=0)
+        seconds = self.record["seconds"]
+        out = {
+            "ms_per_step": round(1000 * seconds / steps, 3) if steps else None,
+            "ms_per_frame": round(1000 * seconds / frames, 3) if frames else None,
+            "replicas": [],
+        }
+        for record in replicas:
+            n = max(record["frames"], 1)
+            row = {"frames": record["frames"], "max_shift_a": round(record["max_shift_a"], 3)}
+            for tag in ("raw", "refined"):
+                counts = record[tag]
+                row[tag] = {
+                    f"{key}_pct": round(100.0 * counts[key] / n, 2)
+                    for key in ("ca_valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break")
+                }
+                row[tag]["peptide_outside_pct"] = round(
+                    100.0 * counts["peptide_outside"] / max(n * self.bonds, 1), 3
+                )
+            out["replicas"].append(row)
+        return out
+
+
+def _zero_counts() -> dict[str, int]:
+    return dict.fromkeys(
+        ("ca_valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break", "peptide_outside"), 0
+    )
