@@ -69,6 +69,13 @@ def generate(
         min=1,
         help="CPU threads per generating process (default: all cores, divided among --workers).",
     ),
+    relax: bool = typer.Option(
+        False,
+        "--relax",
+        help="Then relax every frame by a restrained OpenMM minimization (implicit solvent) into "
+        "OUT/NAME_R<i>.relaxed.xtc; the raw trajectory is kept (see `starmd relax`).",
+    ),
+    relax_workers: int = typer.Option(1, min=1, help="With --relax: processes that minimize."),
 ) -> None:
     """Generate long trajectories from one structure by autoregressive rollout.
 
@@ -79,9 +86,13 @@ def generate(
     0) and OUT/NAME.json (settings, seed, speed, per-replica health: NaN frames, CA-CA breaks,
     clashes). Open with: mdtraj.load("OUT/NAME_R1.xtc", top="OUT/NAME.pdb"), or in PyMOL/VMD.
 
+    With --relax, each trajectory is then relaxed (restrained energy minimization, see
+    `starmd relax`) into OUT/NAME_R<i>.relaxed.xtc, same atoms and frames as the raw one.
+
     Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 100ps --replicas 3
     """
     from starmd.cli import lists
+    from starmd.errors import StarmdInputError
     from starmd.sample.generate import GenerationSettings
     from starmd.sample.generate import generate as run_generate
     from starmd.units import format_ps, parse_duration_ps
@@ -101,7 +112,16 @@ def generate(
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),
     )
+    if relax:
+        from starmd.simulate.relax import check_openmm
+
+        check_openmm()
     if lists.is_list(structure):
+        if relax:
+            raise StarmdInputError(
+                f"{structure}: --relax takes one structure; relax a list's outputs with "
+                "`starmd relax OUT/NAME/NAME_R1.xtc --top OUT/NAME/NAME.pdb`"
+            )
         generate_list(
             structure,
             out,
@@ -158,6 +178,10 @@ def generate(
         f"{sidecar['frames_written']} frames at {format_ps(sidecar['dt_ps'])}, "
         f"{sidecar['simulated_ns_per_wall_s']} simulated ns per wall-second"
     )
+    if relax:
+        from starmd.cli.relax import relax_generated
+
+        relax_generated(out, sidecar, relax_workers)
 
 
 def generate_list(
