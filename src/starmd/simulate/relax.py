@@ -25,10 +25,12 @@ run, named in the error, never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -168,7 +170,8 @@ class FrameRelaxer:
                 "use implicit or implicit-gbn2"
             )
         self.input_topology = load_topology_frame(self.path).topology
-        topology, positions = fix_structure(self.path)
+        with _seeded_python_random(0):  # Modeller.addHydrogens starts hydrogens at random
+            topology, positions = fix_structure(self.path)
         try:
             system, _, _ = build_system(protocol, topology, positions, rigid_hydrogens=False)
         except Exception as err:
@@ -284,6 +287,18 @@ class FrameRelaxer:
         peptide, clash = _violations(frame_a, self.violation_plan)
         atoms = np.concatenate([peptide.reshape(-1), clash.reshape(-1)]).astype(int)
         return {int(r) for r in self.residue_of[atoms]}
+
+
+@contextlib.contextmanager
+def _seeded_python_random(seed: int) -> Iterator[None]:
+    """Seed Python's ``random`` for the block (OpenMM's hydrogen placement draws from it, so the
+    template, and with it every relaxed frame, is reproducible), then restore its state."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def _restraint_force(openmm: Any, atoms: np.ndarray) -> Any:
