@@ -210,6 +210,17 @@ def test_cli_relax_end_to_end(capsys, tmp_path, trpcage_pdb, trpcage_frames):
     assert relaxed.n_frames == 2
 
 
+def test_generate_relax_on_a_list_is_a_one_line_error(capsys, tmp_path, trpcage_pdb):
+    folder = tmp_path / "structures"
+    folder.mkdir()
+    (folder / trpcage_pdb.name).write_bytes(trpcage_pdb.read_bytes())
+    code, _, err = run_cli(
+        ["generate", str(folder), "-o", str(tmp_path / "out"), "--relax"], capsys
+    )
+    assert_one_line_error(code, err, "--relax takes one structure")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_generate_relax_writes_the_relaxed_file_beside_the_raw(
     capsys, tmp_path, trpcage_pdb, tiny_model_path

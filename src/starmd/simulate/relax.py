@@ -125,7 +125,7 @@ def _finite_or_none(value: float, digits: int) -> float | None:
     return round(float(value), digits) if math.isfinite(value) else None
 
 
-def check_openmm(option: str = "relax") -> None:
+def check_openmm() -> None:
     """Raise a one-line :class:`StarmdInputError` if OpenMM or PDBFixer cannot be imported."""
     try:
         import openmm  # noqa: F401
@@ -133,8 +133,8 @@ def check_openmm(option: str = "relax") -> None:
         import pdbfixer  # noqa: F401
     except ImportError as err:
         raise StarmdInputError(
-            f"--{option}: needs OpenMM and PDBFixer, which cannot be imported here ({err}); "
-            "install them (pip install openmm pdbfixer) or run without it"
+            f"relaxation needs OpenMM and PDBFixer, which cannot be imported here ({err}); "
+            "install them (pip install openmm pdbfixer) or run without --relax"
         ) from None
 
 
