@@ -6,6 +6,7 @@ One module per command family, registered on one typer app here::
     simulate.py   simulate, corpus build (reference MD with OpenMM)
     train.py      train
     generate.py   generate (one structure, or a list: lists.py parses folders, CSVs, shards)
+    relax.py      relax (restrained minimization of trajectory frames; generate --relax)
     evaluate.py   evaluate
     bench.py      bench
     demo.py       demo
@@ -31,6 +32,7 @@ from starmd.cli.data import atlas_download, inspect, prepare
 from starmd.cli.demo import demo
 from starmd.cli.evaluate import evaluate_command
 from starmd.cli.generate import generate
+from starmd.cli.relax import relax_command
 from starmd.cli.simulate import corpus_app, simulate_command
 from starmd.cli.train import train
 
@@ -72,6 +74,7 @@ app.command()(inspect)
 app.command()(prepare)
 app.command()(train)
 app.command()(generate)
+app.command("relax")(relax_command)
 app.command()(bench)
 app.command()(demo)
 

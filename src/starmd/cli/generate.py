@@ -80,6 +80,13 @@ def generate(
         min=1,
         help="CPU threads per generating process (default: all cores, divided among --workers).",
     ),
+    relax: bool = typer.Option(
+        False,
+        "--relax",
+        help="Then relax every frame by a restrained OpenMM minimization (implicit solvent) into "
+        "OUT/NAME_R<i>.relaxed.xtc; the raw trajectory is kept (see `starmd relax`).",
+    ),
+    relax_workers: int = typer.Option(1, min=1, help="With --relax: processes that minimize."),
 ) -> None:
     """Generate long trajectories from one structure by autoregressive rollout.
 
@@ -91,9 +98,13 @@ def generate(
     clashes; the input's SHA-256 and what was stripped from it), and ends with a summary of the
     same. Open with: mdtraj.load("OUT/NAME_R1.xtc", top="OUT/NAME.pdb"), or in PyMOL/VMD.
 
+    With --relax, each trajectory is then relaxed (restrained energy minimization, see
+    `starmd relax`) into OUT/NAME_R<i>.relaxed.xtc, same atoms and frames as the raw one.
+
     Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 100ps --replicas 3
     """
     from starmd.cli import lists
+    from starmd.errors import StarmdInputError
     from starmd.sample.generate import GenerationSettings
     from starmd.sample.generate import generate as run_generate
     from starmd.sample.summary import run_summary
@@ -115,7 +126,16 @@ def generate(
         chains=list(chain or []),
         refine=refine,
     )
+    if relax:
+        from starmd.simulate.relax import check_openmm
+
+        check_openmm()
     if lists.is_list(structure):
+        if relax:
+            raise StarmdInputError(
+                f"{structure}: --relax takes one structure; relax a list's outputs with "
+                "`starmd relax OUT/NAME/NAME_R1.xtc --top OUT/NAME/NAME.pdb`"
+            )
         generate_list(
             structure,
             out,
@@ -168,6 +188,10 @@ def generate(
             force=force,
         )
     typer.echo("\n".join(run_summary(sidecar, str(out))))
+    if relax:
+        from starmd.cli.relax import relax_generated
+
+        relax_generated(out, sidecar, relax_workers)
 
 
 def generate_list(

@@ -108,13 +108,17 @@ def get_protocol(name: str) -> Protocol:
         raise StarmdInputError(f"--protocol {name}: unknown protocol (known: {known})") from None
 
 
-def build_system(protocol: Protocol, topology: Any, positions: Any) -> tuple[Any, Any, Any]:
+def build_system(
+    protocol: Protocol, topology: Any, positions: Any, rigid_hydrogens: bool = True
+) -> tuple[Any, Any, Any]:
     """Build the OpenMM system for ``protocol``, solvating first if the protocol is explicit.
 
     Args:
         protocol: the MD protocol.
         topology: ``openmm.app.Topology`` of the protonated protein.
         positions: positions matching ``topology`` (OpenMM quantity, nm).
+        rigid_hydrogens: constrain bonds to hydrogen (for MD); False keeps them as harmonic
+            bonds (energy minimization, where constraints cost many extra iterations).
 
     Returns:
         ``(system, topology, positions)``; topology and positions include water and ions for
@@ -125,10 +129,9 @@ def build_system(protocol: Protocol, topology: Any, positions: Any) -> tuple[Any
     import openmm.unit as unit
 
     force_field = app.ForceField(*protocol.force_field)
-    kwargs: dict[str, Any] = {
-        "constraints": app.HBonds,
-        "hydrogenMass": protocol.hydrogen_mass_amu * unit.amu,
-    }
+    kwargs: dict[str, Any] = {"constraints": app.HBonds if rigid_hydrogens else None}
+    if rigid_hydrogens:
+        kwargs["hydrogenMass"] = protocol.hydrogen_mass_amu * unit.amu
     if protocol.solvent == "explicit":
         modeller = app.Modeller(topology, positions)
         modeller.addSolvent(
