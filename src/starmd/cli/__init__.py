@@ -7,6 +7,7 @@ One module per command family, registered on one typer app here::
     train.py      train
     generate.py   generate (one structure, or a list: lists.py parses folders, CSVs, shards)
     evaluate.py   evaluate
+    fidelity.py   fidelity (generate + evaluate on a corpus split, bootstrap over proteins)
     bench.py      bench
     demo.py       demo
 
@@ -28,6 +29,7 @@ from starmd.cli.bench import bench
 from starmd.cli.data import atlas_download, inspect, prepare
 from starmd.cli.demo import demo
 from starmd.cli.evaluate import evaluate_command
+from starmd.cli.fidelity import fidelity
 from starmd.cli.generate import generate
 from starmd.cli.simulate import corpus_app, simulate_command
 from starmd.cli.train import train
@@ -66,6 +68,7 @@ app.add_typer(data_app, name="data")
 app.command("simulate")(simulate_command)
 app.add_typer(corpus_app, name="corpus")
 app.command("evaluate")(evaluate_command)
+app.command()(fidelity)
 app.command()(inspect)
 app.command()(prepare)
 app.command()(train)
