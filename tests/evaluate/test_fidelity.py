@@ -104,6 +104,16 @@ def test_fidelity_end_to_end_and_resumes_without_regenerating(corpus, tiny_model
     run_fidelity(folder, tmp_path, settings, **options)
     assert xtc.stat().st_mtime_ns == before
 
+    from starmd.cli import app
+
+    result = CliRunner().invoke(
+        app, ["fidelity", str(folder), "-o", str(tmp_path), "-m", f"tiny={tiny_model_path}",
+              "--seeds", "2", "--replicas", "1", "--split-file", str(split)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| RMSF per-target r | higher |" in result.output
+    assert xtc.stat().st_mtime_ns == before
+
 
 def test_fidelity_command_rejects_a_model_label_taken_by_a_baseline(corpus, tmp_path):
     from starmd.cli import app

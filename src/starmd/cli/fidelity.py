@@ -46,8 +46,6 @@ def fidelity(
 
         starmd fidelity corpus/md -o fidelity/ -m starmd-small -m starmd-small-fast --seeds 2
     """
-    from rich.console import Console
-
     from starmd.cli.common import progress_bar
     from starmd.errors import StarmdInputError
     from starmd.evaluate.fidelity import FidelitySettings, run_fidelity, split_proteins
@@ -65,14 +63,14 @@ def fidelity(
         models[label] = path
     overrides = {k: v for k, v in {"steps": steps, "sampler": sampler}.items() if v is not None}
     settings = FidelitySettings(models, tuple(range(seeds)), replicas, dt_ps, overrides)
-    n_jobs = len(models) * seeds * len(split_proteins(reference, split, split_file))
+    n_steps = (len(models) * len(split_proteins(reference, split, split_file)) + 1) * seeds
     with progress_bar() as bar:
-        task = bar.add_task("generating", total=n_jobs, info="")
+        task = bar.add_task("fidelity", total=n_steps, info="")
         table = run_fidelity(
             reference, out, settings, split=split, split_file=split_file, workers=workers,
-            plots=plots, on_protein=lambda what: bar.update(task, advance=1, info=what),
+            plots=plots, on_step=lambda what: bar.update(task, advance=1, info=what),
         )  # fmt: skip
-    Console().print((out / "fidelity.md").read_text())
+    typer.echo((out / "fidelity.md").read_text())
     typer.echo(
         f"wrote {out}/fidelity.md, fidelity.csv, fidelity.json ({len(table.proteins)} proteins)"
     )

@@ -180,6 +180,7 @@ def evaluate_all(
     out_dir: Path,
     workers: int = 1,
     plots: bool = False,
+    on_done: Callable[[str], None] | None = None,
 ) -> dict[int, Path]:
     """One ``starmd evaluate`` report per seed, every model plus the baselines. Returns
     seed -> report folder."""
@@ -203,6 +204,8 @@ def evaluate_all(
             progress=False,
         )
         reports[seed] = report
+        if on_done:
+            on_done(f"evaluated seed {seed}")
     return reports
 
 
@@ -312,11 +315,12 @@ def run_fidelity(
     split_file: str | Path | None = None,
     workers: int = 1,
     plots: bool = False,
-    on_protein: Callable[[str], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> FidelityTable:
     """Run the fidelity protocol and write ``OUT/fidelity.md``, ``fidelity.csv`` (one row per
     headline row and method: mean, interval, proteins) and ``fidelity.json`` (settings and the
-    per-protein values averaged over seeds).
+    per-protein values averaged over seeds). ``on_step(what)`` is called after each generated
+    (model, seed, protein) and each evaluated seed.
 
     Raises:
         StarmdInputError: no model or seed, a model label that clashes with a baseline, no
@@ -335,8 +339,10 @@ def run_fidelity(
             "scoring the test proteins: score each candidate model once; never choose settings "
             "on this table"
         )
-    folders = generate_all(proteins, settings, out_dir, on_protein)
-    reports = evaluate_all(reference_dir, names, settings, folders, out_dir, workers, plots)
+    folders = generate_all(proteins, settings, out_dir, on_step)
+    reports = evaluate_all(
+        reference_dir, names, settings, folders, out_dir, workers, plots, on_step
+    )
     methods = [*settings.models, *BASELINE_METHODS]
     values = per_protein_values(reports, names, methods)
     table = FidelityTable.build(values, names)
