@@ -8,6 +8,7 @@ One module per command family, registered on one typer app here::
     generate.py   generate (one structure, or a list: lists.py parses folders, CSVs, shards)
     relax.py      relax (restrained minimization of trajectory frames; generate --relax)
     evaluate.py   evaluate
+    fidelity.py   fidelity (generate + evaluate on a corpus split, bootstrap over proteins)
     bench.py      bench
     demo.py       demo
 
@@ -31,6 +32,7 @@ from starmd.cli.bench import bench
 from starmd.cli.data import atlas_download, inspect, prepare
 from starmd.cli.demo import demo
 from starmd.cli.evaluate import evaluate_command
+from starmd.cli.fidelity import fidelity
 from starmd.cli.generate import generate
 from starmd.cli.relax import relax_command
 from starmd.cli.simulate import corpus_app, simulate_command
@@ -70,6 +72,7 @@ app.add_typer(data_app, name="data")
 app.command("simulate")(simulate_command)
 app.add_typer(corpus_app, name="corpus")
 app.command("evaluate")(evaluate_command)
+app.command()(fidelity)
 app.command()(inspect)
 app.command()(prepare)
 app.command()(train)
