@@ -31,6 +31,21 @@ def _args(out, model, *extra):
     ]  # fmt: skip
 
 
+def _stop_after_first_chunk(starmd, tiny_model_path, tmp_path, monkeypatch) -> None:
+    """Run generate into ``tmp_path`` and interrupt it (Ctrl-C) right after its first commit."""
+    from starmd.sample import writer
+
+    real_commit = writer.TrajectoryWriter.commit
+
+    def interrupt_after_first_commit(self, *args, **kwargs):
+        real_commit(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer.TrajectoryWriter, "commit", interrupt_after_first_commit)
+    starmd(*_args(tmp_path, tiny_model_path))
+    monkeypatch.undo()
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_model_path, tmp_path_factory):
     """The uninterrupted run every faulty run must end up equal to."""
@@ -162,17 +177,7 @@ def test_second_run_into_the_same_outputs_is_refused(starmd, tiny_model_path, tm
 def test_corrupt_progress_record_is_one_line_and_nothing_is_overwritten(
     starmd, tiny_model_path, tmp_path, monkeypatch, edit, problem
 ):
-    from starmd.sample import writer
-
-    real_commit = writer.TrajectoryWriter.commit
-
-    def interrupt_after_first_commit(self, *args, **kwargs):
-        real_commit(self, *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(writer.TrajectoryWriter, "commit", interrupt_after_first_commit)
-    starmd(*_args(tmp_path, tiny_model_path))
-    monkeypatch.undo()
+    _stop_after_first_chunk(starmd, tiny_model_path, tmp_path, monkeypatch)
     progress = tmp_path / "1vii.progress.json"
     progress.write_text(edit(progress.read_text()))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -182,17 +187,7 @@ def test_corrupt_progress_record_is_one_line_and_nothing_is_overwritten(
 
 
 def test_corrupt_rollout_state_is_one_line(starmd, tiny_model_path, tmp_path, monkeypatch):
-    from starmd.sample import writer
-
-    real_commit = writer.TrajectoryWriter.commit
-
-    def interrupt_after_first_commit(self, *args, **kwargs):
-        real_commit(self, *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(writer.TrajectoryWriter, "commit", interrupt_after_first_commit)
-    starmd(*_args(tmp_path, tiny_model_path))
-    monkeypatch.undo()
+    _stop_after_first_chunk(starmd, tiny_model_path, tmp_path, monkeypatch)
     (state,) = tmp_path.glob("1vii.rollout.*.pt")
     state.write_bytes(state.read_bytes()[:100])
     outcome = starmd(*_args(tmp_path, tiny_model_path, "--resume"))

@@ -6,6 +6,7 @@ under a minute on two busy cores.
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 
 from starmd.simulate import atlas
-from starmd.simulate.corpus import load_manifest
+from starmd.simulate.corpus import MANIFEST_COLUMNS, default_manifest, load_manifest
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +59,18 @@ def prepared_dir(tiny_run: tuple[Path, dict], tmp_path: Path) -> Path:
     ):
         shutil.copy(path, out_dir / path.relative_to(source))
     return out_dir
+
+
+@pytest.fixture
+def corpus(prepared_dir: Path, trpcage_pdb: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A one-protein corpus (set up, no MD yet) and its manifest: ``(root, manifest)``."""
+    root = tmp_path / "corpus"
+    shutil.copytree(prepared_dir, root / NAME)
+    manifest = tmp_path / "manifest.csv"
+    entry = next(r for r in csv.DictReader(default_manifest().open()) if r["pdb_id"] == "1L2Y")
+    entry.update(name=NAME, structure=str(trpcage_pdb))
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerow(entry)
+    return root, manifest

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import mdtraj
 import pytest
@@ -116,18 +114,8 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
         load_manifest(path)
 
 
-def test_build_grows_every_replica_round_robin_to_its_split_target(
-    prepared_dir: Path, trpcage_pdb, tmp_path
-):
-    root = tmp_path / "corpus"
-    shutil.copytree(prepared_dir, root / NAME)
-    manifest = tmp_path / "manifest.csv"
-    entry = next(r for r in csv.DictReader(default_manifest().open()) if r["pdb_id"] == "1L2Y")
-    entry.update(name=NAME, structure=str(trpcage_pdb))
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerow(entry)
+def test_build_grows_every_replica_round_robin_to_its_split_target(corpus):
+    root, manifest = corpus
 
     results = build_corpus(
         root,

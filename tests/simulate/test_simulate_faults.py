@@ -20,7 +20,6 @@ from simulate_consts import NAME
 
 from starmd.outputs import output_lock, try_lock
 from starmd.simulate import atlas, replica
-from starmd.simulate.corpus import MANIFEST_COLUMNS, default_manifest
 from tests.faults import assert_one_error_line
 
 FRAMES, CHUNK = 6, 2
@@ -152,21 +151,6 @@ def test_output_folder_vanishing_mid_run_is_one_line(
     _after_first_chunk(monkeypatch, lambda: shutil.rmtree(prepared_dir))
     outcome = starmd(*_args(trpcage_pdb, prepared_dir))
     assert_one_error_line(outcome, str(prepared_dir), "no such file or directory")
-
-
-@pytest.fixture
-def corpus(prepared_dir: Path, trpcage_pdb: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """A one-protein corpus (set up, no MD yet) and its manifest: ``(root, manifest)``."""
-    root = tmp_path / "corpus"
-    shutil.copytree(prepared_dir, root / NAME)
-    manifest = tmp_path / "manifest.csv"
-    entry = next(r for r in csv.DictReader(default_manifest().open()) if r["pdb_id"] == "1L2Y")
-    entry.update(name=NAME, structure=str(trpcage_pdb))
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerow(entry)
-    return root, manifest
 
 
 def _build_args(root: Path, manifest: Path) -> list:
