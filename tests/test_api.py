@@ -91,3 +91,18 @@ def test_out_dir_keeps_the_files_and_errors_are_the_clis(tiny_model_path, tmp_pa
         starmd.generate(VILLIN_PDB, frames=3, dt="5 parsecs", model=tiny_model_path)
     with pytest.raises(StarmdCheckpointError, match="model file not found"):
         starmd.load_model("no-such-model.safetensors")
+
+
+def test_every_generation_setting_is_forwarded_and_unknown_ones_are_refused(tiny_model_path):
+    result = starmd.generate(
+        VILLIN_PDB, frames=3, dt="50ps", steps=1, model=tiny_model_path, device="cpu",
+        refine=True, schedule_rho=2.0, stop_on_failure=True,
+    )  # fmt: skip
+    recorded = result.sidecar["settings"]
+    assert (recorded["refine"], recorded["schedule_rho"], recorded["stop_on_failure"]) == (
+        True, 2.0, True,
+    )  # fmt: skip
+    with pytest.raises(StarmdInputError, match="unknown setting.*refien.*known: dt, chains"):
+        starmd.generate(VILLIN_PDB, frames=3, model=tiny_model_path, refien=True)
+    with pytest.raises(StarmdInputError, match="unknown setting.*dt_ps"):
+        starmd.generate(VILLIN_PDB, frames=3, model=tiny_model_path, dt_ps=50.0)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from starmd.errors import StarmdInputError
 from starmd.modelfile import LoadedModel
 from starmd.units import parse_duration_ps
 
@@ -107,6 +109,7 @@ def generate(
     resume: bool = False,
     force: bool = False,
     progress: Callable[[dict], None] | None = None,
+    **settings: Any,
 ) -> GenerationResult:
     """Generate ``replicas`` trajectories of ``frames`` frames (frame 0 = the input) from a
     structure file, as ``starmd generate`` does, and return them in memory.
@@ -132,14 +135,18 @@ def generate(
         force: allow a ``dt`` far outside the model's trained range.
         progress: called after every frame with ``frame``, ``frames``, ``elapsed_s``,
             ``flagged``.
+        **settings: any other field of :class:`starmd.sample.generate.GenerationSettings`,
+            under its own name: ``refine=True``, ``schedule_rho``, ``chunk``,
+            ``stop_on_failure`` (the same settings as the command line's flags).
 
     Returns:
         :class:`GenerationResult`: ``.trajectories`` (one ``mdtraj.Trajectory`` per replica),
         ``.sidecar``, ``.save(out_dir)``.
 
     Raises:
-        StarmdInputError: unreadable or unmodellable structure, bad settings, existing output
-            without ``overwrite``/``resume``; StarmdCheckpointError: a bad model file.
+        StarmdInputError: unreadable or unmodellable structure, bad settings (an unknown
+            keyword included), existing output without ``overwrite``/``resume``;
+            StarmdCheckpointError: a bad model file.
 
     Example::
 
@@ -150,6 +157,13 @@ def generate(
     from starmd.sample.generate import GenerationSettings
     from starmd.sample.generate import generate as run
 
+    known = {f.name for f in fields(GenerationSettings)} - {"dt_ps"}  # spelled dt here
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise StarmdInputError(
+            f"starmd.generate: unknown setting(s) {', '.join(unknown)}; "
+            f"known: dt, {', '.join(sorted(known))}"
+        )
     settings = GenerationSettings(
         frames=frames,
         dt_ps=parse_duration_ps(dt) if isinstance(dt, str) else dt,
@@ -160,6 +174,7 @@ def generate(
         sink=sink,
         sampler=sampler,
         chains=list(chains or []),
+        **settings,
     )
     options = dict(model=model, device=device, progress=progress, force=force)
     if out_dir is not None:
