@@ -52,13 +52,13 @@ from starmd.structure.local_geometry import (
 
 COLUMNS = (
     "frames", "CA clash", "CA break", "AA clash", "pep. break", "Rama > 4.12%",
-    "rotamer > 7.05%", "CA-valid", "AA-valid", "CA+AA-valid",
+    "rotamer > 7.05%", "CA-valid", "AA-valid", "CA+AA-valid", "Rama outliers (% res.)",
 )  # fmt: skip
 
 
 def failure_row(xyz_a: np.ndarray, topology: md.Topology) -> list[float]:
-    """Frames and % of frames failing each check, then % CA-, AA-, CA+AA-valid, of ``xyz_a
-    (T, N, 3)`` Angstrom."""
+    """Frames and % of frames failing each check, then % CA-, AA-, CA+AA-valid, then the mean
+    % of Ramachandran outliers per frame, of ``xyz_a (T, N, 3)`` Angstrom."""
     measures = measure_frames(xyz_a, plan_validity(topology))
     checks = judge(measures)
     fails = [
@@ -71,6 +71,7 @@ def failure_row(xyz_a: np.ndarray, topology: md.Topology) -> list[float]:
         checks["valid_ca"],
         checks["valid_aa"],
         checks["valid"],
+        measures["rama_outlier_fraction"],
     ]
     return [len(xyz_a)] + [100.0 * float(np.mean(f)) for f in fails]
 
