@@ -300,6 +300,7 @@ def test_sidecar_reports_raw_and_refined_checks(tiny_model_path, tmp_path):
                 "aa_break_pct",
                 "ca_valid_no_clash_no_break_pct",
                 "peptide_outside_pct",
+                "rama_outlier_pct",
             }
         raw, refined = replica["raw"], replica["refined"]
         # the tiny model's frames are near random (every peptide bond out of range); what the
@@ -316,14 +317,17 @@ def test_sidecar_reports_raw_and_refined_checks(tiny_model_path, tmp_path):
 
 def test_ledger_percentages_by_hand():
     state: dict = {}
-    ledger = RefinementLedger(state, replicas=2, peptide_bonds_per_frame=10)
+    ledger = RefinementLedger(
+        state, replicas=2, peptide_bonds_per_frame=10, rama_residues_per_frame=8
+    )
 
-    def checks(ca_valid, clash, broken, outside):
+    def checks(ca_valid, clash, broken, outside, rama=(0, 0)):
         return {
             "ca_valid": torch.tensor(ca_valid),
             "aa_clash": torch.tensor(clash),
             "aa_break": torch.tensor(broken),
             "peptide_outside": torch.tensor(outside),
+            "rama_outliers": torch.tensor(rama),
         }
 
     def frame(raw, refined, shift):
@@ -331,8 +335,8 @@ def test_ledger_percentages_by_hand():
 
     ledger.add(
         frame(
-            checks([1, 0], [1, 1], [1, 0], [4, 0]),
-            checks([1, 1], [0, 1], [0, 0], [0, 0]),
+            checks([1, 0], [1, 1], [1, 0], [4, 0], [3, 2]),
+            checks([1, 1], [0, 1], [0, 0], [0, 0], [1, 0]),
             [0.5, 0.2],
         ),
         [0, 1],
@@ -358,9 +362,12 @@ def test_ledger_percentages_by_hand():
         "aa_break_pct": 50.0,
         "ca_valid_no_clash_no_break_pct": 50.0,
         "peptide_outside_pct": 30.0,  # 6 of 20 bonds
+        "rama_outlier_pct": 18.75,  # 3 of 16 residues
     }
     assert first["refined"]["ca_valid_no_clash_no_break_pct"] == 100.0
     assert first["refined"]["peptide_outside_pct"] == 5.0
+    assert first["refined"]["rama_outlier_pct"] == 6.25  # 1 of 16
+    assert second["raw"]["rama_outlier_pct"] == 25.0  # 2 of 8
     assert second["frames"] == 1 and second["raw"]["ca_valid_pct"] == 0.0
     assert second["refined"]["aa_clash_pct"] == 100.0
     assert state["refinement"]["replicas"][0]["raw"]["peptide_outside"] == 6  # resumable record

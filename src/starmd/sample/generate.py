@@ -169,8 +169,11 @@ def generate(
     writer = TrajectoryWriter(out_dir, name, protein, atom_mask, settings.replicas, state)
     start = min(r["frames"] for r in state["replicas"])
     screen = _HealthScreen(state, settings.replicas, settings.stop_on_failure)
-    bonds = int(rollout.refine_topology.bonded.sum()) if settings.refine else 0
-    ledger = RefinementLedger(state, settings.replicas, bonds) if settings.refine else None
+    ledger = None
+    if settings.refine:
+        top = rollout.refine_topology
+        bonds, rama = int(top.bonded.sum()), int(top.rama.sum())
+        ledger = RefinementLedger(state, settings.replicas, bonds, rama)
     refine_s = rollout.refine_s
     resumed_exactly = None
     if start == 0:

@@ -73,7 +73,7 @@ from starmd.structure.local_geometry import (
     distance,
     peptide_bonds,
 )
-from starmd.structure.ramachandran import ramachandran_distance_deg
+from starmd.structure.ramachandran import ramachandran_allowed, ramachandran_distance_deg
 from starmd.structure.rigid import Rigid
 
 LEVER_A = 2.0
@@ -477,7 +477,8 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
         ``(B,)`` each: ``ca_valid`` (no CA clash, no CA chain break: the evaluation's CA
         validity), ``aa_clash`` (a heavy-atom overlap above MolProbity's 0.4 A between residues
         two apart), ``aa_break`` (a C(i)-N(i+1) over 2 A), ``peptide_outside`` (peptide bonds
-        outside 1.2-1.5 A, a count).
+        outside 1.2-1.5 A, a count), ``rama_outliers`` (residues outside the evaluation's 99%
+        Ramachandran region, a count).
     """
     top, clash = energy.topology, energy.clash
     b = atoms.shape[0]
@@ -490,11 +491,15 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
     clashing = d < clash.low + energy.settings.clash_overlap_a - CLASH_OVERLAP_A
     per_replica = torch.zeros(b, dtype=torch.long, device=atoms.device)
     per_replica.index_add_(0, clash.replica, clashing.long())
+    phi, psi = _phi_psi(atoms)
+    allowed = ramachandran_allowed(phi.cpu().double().numpy(), psi.cpu().double().numpy())
+    outliers = ~torch.from_numpy(allowed).to(atoms.device) & top.rama
     return {
         "ca_valid": ~health["nan"] & (health["breaks"] == 0) & (health["clashes"] == 0),
         "aa_clash": per_replica > 0,
         "aa_break": ((c_n > PEPTIDE_BREAK_A) & top.bonded).any(-1),
         "peptide_outside": outside.sum(-1),
+        "rama_outliers": outliers.sum(-1),
     }
 
 
@@ -503,8 +508,15 @@ class RefinementLedger:
     a generation's resume record (``state``) so that a resumed run continues them;
     :meth:`summary` gives the sidecar's percentages, raw next to refined."""
 
-    def __init__(self, state: dict, replicas: int, peptide_bonds_per_frame: int):
+    def __init__(
+        self,
+        state: dict,
+        replicas: int,
+        peptide_bonds_per_frame: int,
+        rama_residues_per_frame: int = 0,
+    ):
         self.bonds = peptide_bonds_per_frame
+        self.rama_residues = rama_residues_per_frame
         self.record = state.setdefault(
             "refinement",
             {
@@ -538,13 +550,17 @@ class RefinementLedger:
                 counts["aa_break"] += broken
                 counts["ca_valid_no_clash_no_break"] += ca_valid and not clash and not broken
                 counts["peptide_outside"] += int(checks["peptide_outside"][r])
+                # a resume record written before this count existed starts it at zero
+                counts.setdefault("rama_outliers", 0)
+                counts["rama_outliers"] += int(checks["rama_outliers"][r])
 
     def summary(self) -> dict:
         """``ms_per_step`` (one refinement call, all replicas), ``ms_per_frame`` (per replica's
         frame) and per replica: ``frames``, ``max_shift_a`` and for ``raw`` and ``refined`` the
         percentages of frames ``ca_valid_pct``, ``aa_clash_pct``, ``aa_break_pct``,
-        ``ca_valid_no_clash_no_break_pct`` and of peptide bonds ``peptide_outside_pct``
-        (outside 1.2-1.5 A)."""
+        ``ca_valid_no_clash_no_break_pct``, of peptide bonds ``peptide_outside_pct``
+        (outside 1.2-1.5 A) and of judged residues ``rama_outlier_pct`` (Ramachandran outliers;
+        None without such residues)."""
         replicas = self.record["replicas"]
         frames = sum(r["frames"] for r in replicas)
         steps = max((r["frames"] for r in replicas), default=0)
@@ -566,11 +582,21 @@ class RefinementLedger:
                 row[tag]["peptide_outside_pct"] = round(
                     100.0 * counts["peptide_outside"] / max(n * self.bonds, 1), 3
                 )
+                rama = counts.get("rama_outliers", 0)
+                row[tag]["rama_outlier_pct"] = (
+                    round(100.0 * rama / (n * self.rama_residues), 3)
+                    if self.rama_residues
+                    else None
+                )
             out["replicas"].append(row)
         return out
 
 
 def _zero_counts() -> dict[str, int]:
     return dict.fromkeys(
-        ("ca_valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break", "peptide_outside"), 0
-    )
+        (
+            "ca_valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break", "peptide_outside",
+            "rama_outliers",
+        ),
+        0,
+    )  # fmt: skip
