@@ -108,8 +108,9 @@ class GenerationSettings:
     chains: list[str] = field(default_factory=list)
     refine: bool = False
     """Refine every generated frame before it is cached and written (:mod:`.refine`); off by
-    default: measured on the validation proteins it mends peptide bonds but not the headline
-    validity, and costs more than the distilled model's own frame (docs/model_card.md)."""
+    default: measured on the validation proteins it mends peptide bonds and Ramachandran
+    outliers but not the headline validity (heavy-atom clashes remain), and costs more than the
+    distilled model's own frame (docs/model_card.md)."""
 
 
 @locked_by(lambda call: Path(call["out_dir"]) / f"{Path(call['structure']).stem}.lock", "generate")
