@@ -111,5 +111,14 @@ def test_refinement_rows_pool_the_sidecar_replicas_by_frames(tmp_path):
     assert rows["gen_raw_clash_frames_pct"] == pytest.approx(97.5)
     assert rows["gen_refined_peptide_outside_pct"] == pytest.approx(2.5)
     assert rows["gen_refine_ms_per_frame"] == 12.5
+    # written before the Ramachandran count existed: not a number, not an error
+    assert np.isnan(rows["gen_raw_rama_outlier_pct"])
+    for replica, rama in zip(replicas, (30.0, 10.0), strict=True):
+        replica["raw"]["rama_outlier_pct"] = rama
+        replica["refined"]["rama_outlier_pct"] = rama / 10
+    sidecar.write_text(json.dumps({"refinement": {"ms_per_frame": 12.5, "replicas": replicas}}))
+    rows = refinement_rows(sidecar)
+    assert rows["gen_raw_rama_outlier_pct"] == pytest.approx(25.0)
+    assert rows["gen_refined_rama_outlier_pct"] == pytest.approx(2.5)
     sidecar.write_text(json.dumps({"refinement": None}))  # generated with --no-refine
     assert refinement_rows(sidecar) == {} and refinement_rows(None) == {}

@@ -209,6 +209,7 @@ REFINEMENT_CHECKS = {
     "ca_valid_no_clash_no_break_pct": "geometry_valid_pct",
     "aa_clash_pct": "clash_frames_pct",
     "peptide_outside_pct": "peptide_outside_pct",
+    "rama_outlier_pct": "rama_outlier_pct",
 }
 """Sidecar check (:class:`starmd.sample.refine.RefinementLedger`) -> row key suffix."""
 
@@ -231,6 +232,7 @@ def refinement_rows(sidecar: Path | None) -> dict[str, float]:
     out = {"gen_refine_ms_per_frame": float(record.get("ms_per_frame") or np.nan)}
     for tag in ("raw", "refined"):
         for check, key in REFINEMENT_CHECKS.items():
-            values = np.array([r[tag][check] for r in replicas], dtype=float)
+            # sidecars written before a check existed lack it: not a number, not an error
+            values = np.array([r[tag].get(check, np.nan) for r in replicas], dtype=float)
             out[f"gen_{tag}_{key}"] = float((values * frames).sum() / frames.sum())
     return out

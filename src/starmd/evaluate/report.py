@@ -61,7 +61,8 @@ SECTION_NOTES = {
     "ConfDiff/MDGen's CA break (4.19 A) is in section A. 'generation' rows: the rollout's own "
     "checks of every frame before and after its refinement, read from the generation sidecar "
     "(the trajectory holds only refined frames; clashes there are counted over the atom pairs "
-    "within 1 A of clashing in the raw frame; no Ramachandran or rotamer check).",
+    "within 1 A of clashing in the raw frame; Ramachandran outliers by section A's rule, "
+    "as a % of the residues judged; no rotamer check).",
 }
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -147,6 +148,7 @@ METRICS: tuple[MetricSpec, ...] = (
             ("geometry_valid_pct", "CA-valid, no clash, no C-N > 2 A (% frames)", "higher"),
             ("clash_frames_pct", "frames with a heavy-atom clash (%)", "lower"),
             ("peptide_outside_pct", "C(i)-N(i+1) outside 1.2-1.5 A (% of bonds)", "lower"),
+            ("rama_outlier_pct", "Ramachandran outliers (% of residues)", "lower"),
         )
         for tag, stage in (("raw", "before refinement"), ("refined", "refined"))
     ),

@@ -21,7 +21,8 @@ Headline thresholds (fixed, :data:`HEADLINE`; Angstrom):
   reference histogram (6 degree bins; ALA CYS GLY PRO SER THR VAL excluded as in MDAnalysis);
   residues with chi1 only (CYS SER THR VAL) are outliers when chi1 is more than 40 degrees from
   every staggered value (60, 180, 300). These are documented substitutes for MolProbity's
-  residue-specific contours; see ``data/README.md`` for source and licence.
+  residue-specific contours; the histograms live in :mod:`starmd.structure.ramachandran`
+  (source and licence: ``starmd/structure/data/README.md``).
 
 Every check thresholds one continuous per-frame measure (:func:`measure_frames`), so the same
 frames can be judged under other conventions (:func:`judge`): ConfDiff/MDGen's CA break at 4.19 A
@@ -36,8 +37,6 @@ does not grow with the number of atom pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 
 import mdtraj as md
 import numpy as np
@@ -46,6 +45,7 @@ from scipy.spatial import cKDTree
 from starmd.evaluate.geometry import dihedrals
 from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A
 from starmd.structure.local_geometry import CLASH_OVERLAP_A, POLAR_ALLOWANCE_A, VDW_RADIUS_A
+from starmd.structure.ramachandran import janin_allowed, ramachandran_allowed
 from starmd.structure.superpose import chunks
 
 # ConfDiff's and MDGen's chain-break threshold (reported as an extra row).
@@ -60,34 +60,6 @@ STAGGERED_TOLERANCE_DEG = 40.0
 
 _JANIN_EXCLUDED = {"ALA", "CYS", "GLY", "PRO", "SER", "THR", "VAL"}
 _CHI1_ONLY = {"CYS", "SER", "THR", "VAL"}
-
-
-@cache
-def _reference_histograms() -> tuple[np.ndarray, np.ndarray]:
-    data = resources.files("starmd.evaluate") / "data"
-    with (data / "rama_ref_data.npy").open("rb") as fh:
-        rama = np.load(fh)
-    with (data / "janin_ref_data.npy").open("rb") as fh:
-        janin = np.load(fh)
-    return rama, janin
-
-
-def ramachandran_allowed(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
-    """Whether (phi, psi) in radians lie inside the 99% reference contour; same shape, bool."""
-    rama, _ = _reference_histograms()
-    phi, psi = np.nan_to_num(phi), np.nan_to_num(psi)  # undefined angles: judged elsewhere
-    i = (np.floor((np.degrees(phi) + 180.0) / 4.0).astype(int)) % 90
-    j = (np.floor((np.degrees(psi) + 180.0) / 4.0).astype(int)) % 90
-    return rama[j, i] >= 1.0
-
-
-def janin_allowed(chi1: np.ndarray, chi2: np.ndarray) -> np.ndarray:
-    """Whether (chi1, chi2) in radians lie inside the 99% Janin reference contour; bool."""
-    _, janin = _reference_histograms()
-    chi1, chi2 = np.nan_to_num(chi1), np.nan_to_num(chi2)
-    i = (np.floor((np.degrees(chi1) % 360.0) / 6.0).astype(int)) % 60
-    j = (np.floor((np.degrees(chi2) % 360.0) / 6.0).astype(int)) % 60
-    return janin[j, i] >= 1.0
 
 
 def staggered(chi1: np.ndarray) -> np.ndarray:

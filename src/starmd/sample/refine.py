@@ -1,4 +1,5 @@
-"""Refinement of each generated frame before it enters the KV cache: peptide geometry and clashes.
+"""Refinement of each generated frame before it enters the KV cache: peptide geometry, clashes and
+Ramachandran outliers.
 
 The denoiser's clean prediction (residue frames + torsions) is adjusted by a bounded number of
 gradient steps on a small energy, so that an error of one frame is not fed back into the history
@@ -20,6 +21,12 @@ spread so the terms are comparable):
   1-3 distances CA(i)-N(i+1) and C(i)-CA(i+1) that fix them (law of cosines; an approximation
   that is exact while the peptide bond has its literature length);
 - omega, beyond ``omega_tolerance_deg`` of trans (of cis before a proline predicted cis);
+- Ramachandran outliers: for every non-glycine residue bonded on both sides, the signed distance
+  of its (phi, psi) to the 99% region of the evaluation's reference histogram
+  (:func:`~starmd.structure.ramachandran.ramachandran_distance_deg`), flat-bottomed at
+  ``rama_margin_deg`` inside the region and in units of ``rama_sd_deg``, times ``rama_weight``
+  (0 = off). phi and psi depend on the frames of residues ``i - 1``, ``i`` and ``i + 1``, so
+  the rigid moves change them;
 - heavy-atom overlaps between residues at least two apart (or in different chains), the
   evaluation's clash criterion (Bondi radii, polar allowance for N/O pairs, SG-SG exempt) with
   ``clash_overlap_a`` allowed (MolProbity's clash is 0.4 A): pairs are listed once, from the
@@ -38,7 +45,9 @@ bond exists, so that the cached torsions (and the carbonyl O, placed by psi) agr
 refined frames; side-chain torsions are the model's.
 
 Approximation: residues move rigidly (no side-chain torsion is changed), so a clash is relieved
-by moving the residues involved, against the restraint and the peptide terms.
+by moving the residues involved, against the restraint and the peptide terms; a Ramachandran
+outlier is moved towards the allowed region by turning residues, against the same terms (there
+is no torsion-space move that turns phi or psi alone).
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ import torch
 
 from starmd.diffusion.so3 import exp_map
 from starmd.structure import geometry
+from starmd.structure import residue_constants as rc
 from starmd.structure.checks import ca_health
 from starmd.structure.local_geometry import (
     C_N_CA_DEG,
@@ -63,6 +73,7 @@ from starmd.structure.local_geometry import (
     distance,
     peptide_bonds,
 )
+from starmd.structure.ramachandran import ramachandran_allowed, ramachandran_distance_deg
 from starmd.structure.rigid import Rigid
 
 LEVER_A = 2.0
@@ -76,6 +87,7 @@ CLASH_SEARCH_MARGIN_A = 1.0
 """Atom pairs closer than contact plus this margin at the start are watched for overlaps."""
 PEPTIDE_RANGE_A = (1.2, 1.5)
 """The issue's acceptable peptide-bond range, reported per frame."""
+GLYCINE = rc.RESTYPE_3.index("GLY")
 PEPTIDE_BREAK_A = 2.0
 """A C(i)-N(i+1) longer than this is a peptide-bond break (the evaluation's all-atom check)."""
 
@@ -94,9 +106,13 @@ class RefineSettings:
         angle_tolerance_sd: free range of the two junction angles, idem.
         omega_tolerance_deg: free range of omega around trans (or cis), degrees.
         clash_overlap_a: van der Waals overlap allowed between atoms (Angstrom).
+        rama_weight: weight of the Ramachandran term (0 = off).
+        rama_sd_deg: distance outside the allowed (phi, psi) region that costs one unit.
+        rama_margin_deg: the term starts this far inside the region's edge, degrees (so that a
+            pulled residue lands inside the evaluation's bin, not on its edge).
     """
 
-    iterations: int = 20
+    iterations: int = 40
     step_a: float = 0.1
     step_rad: float = 0.04
     restraint_a: float = 1.0
@@ -104,6 +120,9 @@ class RefineSettings:
     angle_tolerance_sd: float = 3.0
     omega_tolerance_deg: float = 15.0
     clash_overlap_a: float = 0.3
+    rama_weight: float = 1.0
+    rama_sd_deg: float = 1.0
+    rama_margin_deg: float = 4.0
 
 
 def max_displacement_a(settings: RefineSettings) -> float:
@@ -126,6 +145,8 @@ class RefineTopology:
         pre_proline: ``(L-1,)`` residue i+1 is a proline (cis omega allowed).
         radius, polar, sulfur_gamma: ``(L, 15)`` per atom.
         residue_index, chain_index: ``(L,)``, for the sequence separation of clashes.
+        rama: ``(L,)`` residues judged on the Ramachandran plot (non-glycine, bonded to both
+            neighbours; the evaluation's set).
     """
 
     aatype: torch.Tensor
@@ -141,6 +162,7 @@ class RefineTopology:
     sulfur_gamma: torch.Tensor
     residue_index: torch.Tensor
     chain_index: torch.Tensor
+    rama: torch.Tensor
 
 
 def refine_topology(
@@ -171,6 +193,9 @@ def refine_topology(
         sulfur_gamma=tables["sulfur_gamma"],
         residue_index=residue_index,
         chain_index=chain_index,
+        rama=(aatype != GLYCINE)
+        & torch.cat([bonded.new_zeros(1), bonded])
+        & torch.cat([bonded, bonded.new_zeros(1)]),
     )
 
 
@@ -323,11 +348,32 @@ class _Energy:
         omega_deg = torch.rad2deg(_omega(atoms)).abs()
         off = torch.where(self.cis, omega_deg, 180.0 - omega_deg)
         omega = torch.relu(off - self.settings.omega_tolerance_deg) / OMEGA_SD_DEG
-        return total + (omega**2 * self.topology.bonded).sum(-1)
+        total = total + (omega**2 * self.topology.bonded).sum(-1)
+        if self.settings.rama_weight > 0:
+            total = total + self.settings.rama_weight * self.ramachandran(atoms)
+        return total
+
+    def ramachandran(self, atoms: torch.Tensor) -> torch.Tensor:
+        """Ramachandran term ``(B,)`` of atoms ``(B, L, 15, 3)`` (module docstring)."""
+        s = self.settings
+        phi, psi = _phi_psi(atoms)
+        outside = ramachandran_distance_deg(phi, psi) + s.rama_margin_deg
+        excess = torch.relu(outside) / s.rama_sd_deg
+        return (excess**2 * self.topology.rama).sum(-1)
 
     def restraint(self, motion: torch.Tensor) -> torch.Tensor:
         weight = motion.new_tensor([1.0, 1.0, 1.0, LEVER_A**2, LEVER_A**2, LEVER_A**2])
         return (motion**2 * weight).sum((-1, -2)) / self.settings.restraint_a**2
+
+
+def _phi_psi(atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """phi and psi ``(..., L)`` radians of atoms ``(..., L, 15, 3)`` across the junctions to
+    both neighbours (0 at the chain ends, which :attr:`RefineTopology.rama` leaves out)."""
+    n, ca, c = (atoms[..., s, :] for s in (geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT))
+    phi = geometry.dihedral(c[..., :-1, :], n[..., 1:, :], ca[..., 1:, :], c[..., 1:, :])
+    psi = geometry.dihedral(n[..., :-1, :], ca[..., :-1, :], c[..., :-1, :], n[..., 1:, :])
+    pad = phi.new_zeros((*phi.shape[:-1], 1))
+    return torch.cat([pad, phi], -1), torch.cat([psi, pad], -1)
 
 
 def _omega(atoms: torch.Tensor) -> torch.Tensor:
@@ -385,7 +431,7 @@ def refine(
 
 def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) -> None:
     """Clamped Adam steps on ``motion (B, L, 6)`` (in place), step size decaying to 0."""
-    beta1, beta2, eps = 0.9, 0.999, 1e-12
+    beta1, beta2, eps = 0.9, 0.999, 1e-6
     limit = motion.new_tensor([settings.step_a] * 3 + [settings.step_rad] * 3)
     first, second = torch.zeros_like(motion), torch.zeros_like(motion)
     for k in range(settings.iterations):
@@ -431,7 +477,8 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
         ``(B,)`` each: ``ca_valid`` (no CA clash, no CA chain break: the evaluation's CA
         validity), ``aa_clash`` (a heavy-atom overlap above MolProbity's 0.4 A between residues
         two apart), ``aa_break`` (a C(i)-N(i+1) over 2 A), ``peptide_outside`` (peptide bonds
-        outside 1.2-1.5 A, a count).
+        outside 1.2-1.5 A, a count), ``rama_outliers`` (residues outside the evaluation's 99%
+        Ramachandran region, a count).
     """
     top, clash = energy.topology, energy.clash
     b = atoms.shape[0]
@@ -444,11 +491,15 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
     clashing = d < clash.low + energy.settings.clash_overlap_a - CLASH_OVERLAP_A
     per_replica = torch.zeros(b, dtype=torch.long, device=atoms.device)
     per_replica.index_add_(0, clash.replica, clashing.long())
+    phi, psi = _phi_psi(atoms)
+    allowed = ramachandran_allowed(phi.cpu().double().numpy(), psi.cpu().double().numpy())
+    outliers = ~torch.from_numpy(allowed).to(atoms.device) & top.rama
     return {
         "ca_valid": ~health["nan"] & (health["breaks"] == 0) & (health["clashes"] == 0),
         "aa_clash": per_replica > 0,
         "aa_break": ((c_n > PEPTIDE_BREAK_A) & top.bonded).any(-1),
         "peptide_outside": outside.sum(-1),
+        "rama_outliers": outliers.sum(-1),
     }
 
 
@@ -457,8 +508,15 @@ class RefinementLedger:
     a generation's resume record (``state``) so that a resumed run continues them;
     :meth:`summary` gives the sidecar's percentages, raw next to refined."""
 
-    def __init__(self, state: dict, replicas: int, peptide_bonds_per_frame: int):
+    def __init__(
+        self,
+        state: dict,
+        replicas: int,
+        peptide_bonds_per_frame: int,
+        rama_residues_per_frame: int = 0,
+    ):
         self.bonds = peptide_bonds_per_frame
+        self.rama_residues = rama_residues_per_frame
         self.record = state.setdefault(
             "refinement",
             {
@@ -492,13 +550,17 @@ class RefinementLedger:
                 counts["aa_break"] += broken
                 counts["ca_valid_no_clash_no_break"] += ca_valid and not clash and not broken
                 counts["peptide_outside"] += int(checks["peptide_outside"][r])
+                # a resume record written before this count existed starts it at zero
+                counts.setdefault("rama_outliers", 0)
+                counts["rama_outliers"] += int(checks["rama_outliers"][r])
 
     def summary(self) -> dict:
         """``ms_per_step`` (one refinement call, all replicas), ``ms_per_frame`` (per replica's
         frame) and per replica: ``frames``, ``max_shift_a`` and for ``raw`` and ``refined`` the
         percentages of frames ``ca_valid_pct``, ``aa_clash_pct``, ``aa_break_pct``,
-        ``ca_valid_no_clash_no_break_pct`` and of peptide bonds ``peptide_outside_pct``
-        (outside 1.2-1.5 A)."""
+        ``ca_valid_no_clash_no_break_pct``, of peptide bonds ``peptide_outside_pct``
+        (outside 1.2-1.5 A) and of judged residues ``rama_outlier_pct`` (Ramachandran outliers;
+        None without such residues)."""
         replicas = self.record["replicas"]
         frames = sum(r["frames"] for r in replicas)
         steps = max((r["frames"] for r in replicas), default=0)
@@ -520,11 +582,21 @@ class RefinementLedger:
                 row[tag]["peptide_outside_pct"] = round(
                     100.0 * counts["peptide_outside"] / max(n * self.bonds, 1), 3
                 )
+                rama = counts.get("rama_outliers", 0)
+                row[tag]["rama_outlier_pct"] = (
+                    round(100.0 * rama / (n * self.rama_residues), 3)
+                    if self.rama_residues
+                    else None
+                )
             out["replicas"].append(row)
         return out
 
 
 def _zero_counts() -> dict[str, int]:
     return dict.fromkeys(
-        ("ca_valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break", "peptide_outside"), 0
-    )
+        (
+            "ca_valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break", "peptide_outside",
+            "rama_outliers",
+        ),
+        0,
+    )  # fmt: skip
