@@ -14,9 +14,19 @@ import pytest
 import torch
 
 from starmd.model import KVCache
-from starmd.model.joint_attention import MaskedContext
+from starmd.model.features import nearest_neighbours
+from starmd.model.inputs import FrameTokens
+from starmd.model.joint_attention import (
+    MaskedContext,
+    NeighbourLayout,
+    neighbour_attention,
+    neighbour_mask,
+)
 from starmd.model.masks import training_attention_mask
+from starmd.sample.rollout import protein_input
+from starmd.structure.io import load_structure
 from starmd.structure.rigid import Rigid
+from tests.conftest import STRUCTURES
 from tests.model.conftest import make_model, make_window, random_rigid
 from tests.model.test_equivariance import _assert_moved_by
 
@@ -36,8 +46,9 @@ def _window(**kwargs):
 def test_neighbour_set_is_each_residues_nearest_in_the_input_structure():
     model = make_model(attention_neighbours=NEAR)
     window = _window(num_padding=2)
-    near = model.attention_near(window.cond)
-    assert near.shape == (2, L, L)
+    neighbours = model.attention_neighbours(window.cond)
+    assert neighbours.shape == (2, L, NEAR)
+    near = neighbour_mask(neighbours)
     assert (near.sum(-1) == NEAR).all()
     assert near.diagonal(dim1=-2, dim2=-1)[window.cond.residue_mask].all()  # itself included
     trans = window.cond.init_frames.trans
@@ -45,15 +56,16 @@ def test_neighbour_set_is_each_residues_nearest_in_the_input_structure():
     farthest_kept = d.masked_fill(~near, -torch.inf).amax(-1)
     nearest_dropped = d.masked_fill(near, torch.inf).amin(-1)
     assert (farthest_kept <= nearest_dropped).all()
-    assert make_model(attention_neighbours=L).attention_near(window.cond) is None  # all: off
-    assert make_model().attention_near(window.cond) is None
+    assert make_model(attention_neighbours=L).attention_neighbours(window.cond) is None  # all
+    assert make_model().attention_neighbours(window.cond) is None
 
 
 def test_training_mask_sees_own_frame_fully_and_other_frames_through_neighbours():
     window = _window(frames=K, num_padding=2)
-    near = make_model(attention_neighbours=NEAR).attention_near(window.cond)
+    neighbours = make_model(attention_neighbours=NEAR).attention_neighbours(window.cond)
+    near = neighbour_mask(neighbours)
     mask = training_attention_mask(K, window.cond.residue_mask)
-    restricted = MaskedContext(mask).restrict(near).mask
+    restricted = MaskedContext(mask).restrict(neighbours).mask
     n = 2 * K * L
     for b in range(2):
         for q in range(0, n, 7):
@@ -127,3 +139,86 @@ def test_flex_attention_refuses_the_neighbour_option():
     window = _window(frames=2)
     with pytest.raises(ValueError, match="dense mask"), torch.no_grad():
         model(window.cond, window.clean, window.noisy, attention="flex")
+
+
+def _masked_cache_attention(cache, slot, neighbours, q):
+    """Reference: masked attention over every cached key, visibility written out densely."""
+    slots = [slot] if isinstance(slot, int) else slot
+    num_slots, key_mask = cache.visibility(slot)
+    b, l, _ = neighbours.shape
+    key_slot = torch.arange(num_slots).repeat_interleave(l)
+    query_slot = torch.tensor(slots).repeat_interleave(l)
+    own_frame = query_slot[:, None] == key_slot[None, :]
+    mask = (own_frame | neighbour_mask(neighbours).repeat(1, len(slots), num_slots))[:, None]
+    if key_mask is not None:
+        mask = mask & key_mask
+    mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
+    keys, values = cache.layer(0, num_slots)
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, keys, values, attn_mask=mask, scale=1.0
+    )
+
+
+@pytest.mark.parametrize(("window", "sink", "padding"), [(None, False, 0), (2, True, 3)])
+def test_gathered_neighbour_attention_equals_masked_attention_over_the_cache(window, sink, padding):
+    """Random keys, values and queries through a rollout's slot life: every pass (one group,
+    two groups appended together, queries of the last group only) gives what masked
+    attention over the whole cache gives."""
+    g = torch.Generator().manual_seed(11)
+    b, h, l, k, dk, dv = 2, 3, 12, 4, 8, 16
+    residue_mask = torch.ones(b, l, dtype=torch.bool)
+    residue_mask[1, l - padding :] = False
+    points = torch.randn(b, l, 3, generator=g, dtype=torch.float64)
+    neighbours = nearest_neighbours(points, residue_mask, k)
+    cache = KVCache(window=window, sink=sink)
+
+    def run(count: int, queries: int):
+        slot = cache.open_slot(residue_mask, 1, h, dk, dv, torch.float64, count=count)
+        layout = NeighbourLayout.build(cache, slot, neighbours)
+        keys = torch.randn(b, h, count * l, dk, generator=g, dtype=torch.float64)
+        values = torch.randn(b, h, count * l, dv, generator=g, dtype=torch.float64)
+        q = torch.randn(b, h, queries * l, dk, generator=g, dtype=torch.float64)
+        cache.write(0, slot, keys, values)
+        gathered = neighbour_attention(q, *cache.layer(0, layout.num_slots), layout)
+        expected = _masked_cache_attention(cache, slot, neighbours, q)
+        torch.testing.assert_close(gathered, expected, atol=1e-12, rtol=1e-12)
+        return slot
+
+    cache.commit(run(1, 1))
+    for _ in range(4):
+        cache.commit(run(1, 1))
+        run(1, 1)  # a noisy group: attends, is not committed
+        slots = run(2, 2)  # a clean group appended and the next noisy group in one pass
+        assert run(2, 1) == slots  # the same pass keeping the last group's queries only
+        cache.commit(slots[0])
+    assert len(cache.groups) == (9 if window is None else window + sink)
+
+
+def test_gathered_rollout_equals_masked_forward_on_a_real_structure():
+    """Villin headpiece (36 residues), 8 neighbours: the KV-cache rollout (gathered keys)
+    reproduces the training forward (masked keys) for every frame."""
+    protein, positions = load_structure(STRUCTURES / "1vii.pdb")
+    cond = protein_input(protein, positions, 50.0, replicas=1).cond
+    model = make_model(dtype=cond.init_frames.trans.dtype, attention_neighbours=8)
+    frames = 4
+    g = torch.Generator().manual_seed(2)
+    init = cond.init_frames.unsqueeze(1).map_tensors(lambda t: t.expand(1, frames, *t.shape[2:]))
+
+    def perturbed(scale: float) -> Rigid:
+        noise = scale * torch.randn(init.trans.shape, generator=g, dtype=init.trans.dtype)
+        return Rigid(init.rots, init.trans + noise)
+
+    time_ps = 50.0 * torch.arange(frames, dtype=init.trans.dtype)[None]
+    torsions = torch.zeros(1, frames, 36, 7, dtype=init.trans.dtype)
+    clean = FrameTokens(perturbed(0.3), torsions, torch.full((1, frames), 0.05), time_ps)
+    reference = Rigid.cat([cond.init_frames.unsqueeze(1), clean.frames[:, :-1]], dim=1)
+    noisy = FrameTokens(perturbed(3.0), torsions, torch.full((1, frames), 0.7), time_ps, reference)
+    assert model.attention_neighbours(cond) is not None
+    with torch.no_grad():
+        full = model(cond, clean, noisy, window=2, sink=True)
+    cache = KVCache(window=2, sink=True)
+    for t in range(frames):
+        step = model.denoise(cache, cond, noisy[t])
+        torch.testing.assert_close(step.frames.trans, full.noisy[t].frames.trans)
+        torch.testing.assert_close(step.torsions, full.noisy[t].torsions)
+        model.append_clean(cache, cond, clean[t])

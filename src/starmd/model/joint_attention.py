@@ -24,9 +24,9 @@ a multiple of 8 so that fused SDPA kernels apply.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -142,10 +142,17 @@ class AttentionContext(Protocol):
         ``(B, H, Tq, dv)``; ``Tq < T``: queries of the last ``Tq`` tokens only (rollout)."""
         ...
 
-    def restrict(self, near: torch.Tensor) -> AttentionContext:
+    def restrict(self, neighbours: torch.Tensor) -> AttentionContext:
         """The same context where a token sees, in frames other than its own, only the residues
-        ``near (B, L, L)`` (bool, ``[query residue, key residue]``) allows."""
+        ``neighbours (B, L, k)`` (each residue's key residues) lists."""
         ...
+
+
+def neighbour_mask(neighbours: torch.Tensor) -> torch.Tensor:
+    """``neighbours (B, L, k)`` as a bool ``(B, L, L)``: ``[query residue, key residue]``."""
+    b, l, _ = neighbours.shape
+    allowed = torch.zeros(b, l, l, dtype=torch.bool, device=neighbours.device)
+    return allowed.scatter_(-1, neighbours, True)
 
 
 class MaskedContext:
@@ -154,9 +161,11 @@ class MaskedContext:
     def __init__(self, mask: torch.Tensor | BlockMask | None) -> None:
         self.mask = mask
 
-    def restrict(self, near: torch.Tensor) -> MaskedContext:
+    def restrict(self, neighbours: torch.Tensor) -> MaskedContext:
+        """As a key mask: the same cost as full attention (training windows are short)."""
         if not isinstance(self.mask, torch.Tensor):
             raise ValueError("attention restricted to neighbours needs a dense mask (sdpa)")
+        near = neighbour_mask(neighbours)
         b, l, _ = near.shape
         groups = self.mask.shape[-1] // l
         group = torch.arange(groups, device=near.device).repeat_interleave(l)
@@ -180,27 +189,136 @@ class CacheContext:
 
     def __init__(self, cache: KVCache, slot: int | list[int]) -> None:
         self.cache, self.slot = cache, slot
-        self.num_slots, self.key_mask = cache.visibility(slot)
+        self._visibility: tuple[int, torch.Tensor | None] | None = None
 
-    def restrict(self, near: torch.Tensor) -> CacheContext:
-        b, l, _ = near.shape
-        slots = [self.slot] if isinstance(self.slot, int) else self.slot
-        g, n = len(slots), self.num_slots
-        key_slot = torch.arange(n, device=near.device).repeat_interleave(l)  # (S L,)
-        query_slot = torch.tensor(slots, device=near.device).repeat_interleave(l)  # (G L,)
-        own_frame = query_slot[:, None] == key_slot[None, :]  # (G L, S L)
-        allowed = (own_frame | near.repeat(1, g, n))[:, None]  # (B, 1, G L, S L)
-        restricted = copy.copy(self)
-        restricted.key_mask = allowed if self.key_mask is None else allowed & self.key_mask
-        return restricted
+    def restrict(self, neighbours: torch.Tensor) -> NeighbourCacheContext:
+        return NeighbourCacheContext(self.cache, self.slot, neighbours)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self._visibility is None:  # the same for every layer of the pass
+            self._visibility = self.cache.visibility(self.slot)
+        num_slots, mask = self._visibility
         self.cache.write(layer, self.slot, k, v)
-        keys, values = self.cache.layer(layer, self.num_slots)
-        mask = self.key_mask
+        keys, values = self.cache.layer(layer, num_slots)
         if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only
             mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)
+
+
+@dataclass(frozen=True)
+class NeighbourLayout:
+    """Which cached keys each query sees when attention across frames is restricted to
+    neighbours: every residue of its own slot, and its ``k`` neighbours in ``M`` other slots.
+    Layer-independent: built once per pass, used by every attention layer.
+
+    Attributes:
+        query_slots: the slot of each query group, ``G`` in time order.
+        num_slots: ``S``, leading cache slots covering every key seen.
+        index: ``(B, L M k)`` token position (in the cache's ``S L`` tokens) of each query
+            residue's neighbour in each other slot, ordered (query residue, slot, neighbour).
+        other_visible: ``(B, 1, G, L, M k)`` bool: the neighbour key is visible to the query
+            (its slot is one the query group sees, not its own, and it is not padding).
+        own_visible: ``(B, 1, 1, 1, L)`` bool: the own slot's key residue is not padding.
+    """
+
+    query_slots: list[int]
+    num_slots: int
+    index: torch.Tensor
+    other_visible: torch.Tensor
+    own_visible: torch.Tensor
+
+    @classmethod
+    def build(
+        cls, cache: KVCache, slot: int | list[int], neighbours: torch.Tensor
+    ) -> NeighbourLayout:
+        """The layout of query groups in ``slot`` of ``cache`` (see :meth:`KVCache.visibility`)
+        with key residues ``neighbours (B, L, k)`` in other slots."""
+        query_slots = [slot] if isinstance(slot, int) else list(slot)
+        slot_visible = cache.slot_visibility(slot).cpu()  # (G, S)
+        other = slot_visible.clone()
+        # a group's own slot is seen whole, not through neighbours
+        other[torch.arange(len(query_slots)), query_slots] = False
+        other_slots = [int(i) for i in other.any(0).nonzero().flatten()]
+        b, l, k = neighbours.shape
+        device = neighbours.device
+        slot_offset = torch.tensor(other_slots, dtype=neighbours.dtype, device=device) * l
+        index = slot_offset[None, None, :, None] + neighbours[:, :, None, :]  # (B, L, M, k)
+        residue_mask = cache.residue_mask
+        neighbour_real = residue_mask.gather(1, neighbours.flatten(1)).view(b, l, 1, k)
+        slot_seen = other[:, other_slots].to(device)  # (G, M)
+        other_visible = slot_seen[None, :, None, :, None] & neighbour_real[:, None]
+        return cls(
+            query_slots=query_slots,
+            num_slots=slot_visible.shape[1],
+            index=index.flatten(1),
+            other_visible=other_visible.flatten(-2)[:, None],
+            own_visible=residue_mask[:, None, None, None, :],
+        )
+
+
+def neighbour_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, layout: NeighbourLayout
+) -> torch.Tensor:
+    """Attention of the last ``G'`` query groups of ``layout`` over their own slot's keys and
+    their neighbours' keys in other slots, one softmax over both (scale 1: queries carry it).
+
+    Equal to masked attention over all ``S L`` cached keys with the same visibility, at
+    ``O(L^2 + L M k)`` per group instead of ``O(L^2 S)``: keys of other slots are gathered per
+    query residue (``(B, H, L, M k, d)``, ``k`` times the size of those slots' keys) rather
+    than scored for every residue.
+
+    Args:
+        q: ``(B, H, G' L, dk)``; keys ``(B, H, S L, dk)`` and values ``(B, H, S L, dv)``: the
+            cache's first ``layout.num_slots`` slots.
+
+    Returns:
+        ``(B, H, G' L, dv)``.
+    """
+    b, h, _, dk = q.shape
+    l = layout.own_visible.shape[-1]
+    g = q.shape[2] // l
+    query_slots = layout.query_slots[len(layout.query_slots) - g :]
+    other_visible = layout.other_visible[:, :, layout.other_visible.shape[2] - g :]
+    q = q.view(b, h, g, l, dk)
+
+    def own(x: torch.Tensor) -> torch.Tensor:  # (B, H, G', L, d): each query group's slot
+        return x.unflatten(2, (layout.num_slots, l))[:, :, query_slots]
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # (B, H, L, M k, d)
+        index = layout.index[:, None, :, None].expand(b, h, -1, x.shape[-1])
+        return x.gather(2, index).view(b, h, l, -1, x.shape[-1])
+
+    near_keys, near_values = near(keys), near(values)
+    own_scores = (q @ own(keys).transpose(-1, -2)).masked_fill(~layout.own_visible, -torch.inf)
+    near_scores = torch.einsum("bhgid,bhijd->bhgij", q, near_keys)
+    near_scores = near_scores.masked_fill(~other_visible, -torch.inf)
+    weights = torch.softmax(torch.cat([own_scores, near_scores], dim=-1), dim=-1)
+    out = weights[..., :l] @ own(values) + torch.einsum(
+        "bhgij,bhijd->bhgid", weights[..., l:], near_values
+    )
+    return out.reshape(b, h, g * l, -1)
+
+
+class NeighbourCacheContext:
+    """:class:`CacheContext` with attention across frames restricted to neighbours
+    (``DenoiserConfig.attention_neighbours``), by gathering instead of masking.
+
+    Args:
+        neighbours: ``(B, L, k)`` key residues of each query residue in other frames (fixed for
+            the rollout).
+    """
+
+    def __init__(self, cache: KVCache, slot: int | list[int], neighbours: torch.Tensor) -> None:
+        self.cache, self.slot = cache, slot
+        self.layout = NeighbourLayout.build(cache, slot, neighbours)
+
+    def restrict(self, neighbours: torch.Tensor) -> NeighbourCacheContext:
+        return NeighbourCacheContext(self.cache, self.slot, neighbours)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self.cache.write(layer, self.slot, k, v)
+        keys, values = self.cache.layer(layer, self.layout.num_slots)
+        return neighbour_attention(q, keys, values, self.layout)
 
 
 class JointSpatioTemporalAttention(nn.Module):
