@@ -13,21 +13,17 @@ from dataclasses import replace
 import pytest
 import torch
 
+from starmd.bench import synthetic_structure
 from starmd.model import KVCache
 from starmd.model.features import nearest_neighbours
 from starmd.model.inputs import FrameTokens
-from starmd.model.joint_attention import (
-    MaskedContext,
-    NeighbourLayout,
-    neighbour_attention,
-    neighbour_mask,
-)
+from starmd.model.joint_attention import MaskedContext, NeighbourCacheContext, neighbour_mask
 from starmd.model.masks import training_attention_mask
 from starmd.sample.rollout import protein_input
 from starmd.structure.io import load_structure
 from starmd.structure.rigid import Rigid
 from tests.conftest import STRUCTURES
-from tests.model.conftest import make_model, make_window, random_rigid
+from tests.model.conftest import chain_frames, make_model, make_window, random_rigid
 from tests.model.test_equivariance import _assert_moved_by
 
 L, K, NEAR = 10, 3, 4
@@ -159,31 +155,44 @@ def _masked_cache_attention(cache, slot, neighbours, q):
     )
 
 
-@pytest.mark.parametrize(("window", "sink", "padding"), [(None, False, 0), (2, True, 3)])
-def test_gathered_neighbour_attention_equals_masked_attention_over_the_cache(window, sink, padding):
+@pytest.mark.parametrize(
+    ("window", "sink", "padding", "length", "gathered"),
+    [
+        (None, False, 0, 12, False),
+        (2, True, 3, 12, False),
+        (2, True, 5, 160, True),
+        (None, False, 0, 160, True),
+    ],
+)
+def test_neighbour_cache_attention_equals_masked_attention_over_the_cache(
+    window, sink, padding, length, gathered
+):
     """Random keys, values and queries through a rollout's slot life: every pass (one group,
     two groups appended together, queries of the last group only) gives what masked
-    attention over the whole cache gives."""
+    attention over the whole cache gives, with gathered keys (a 160-residue chain: blocks'
+    key sets a fraction of the protein) and with the masked form (12 residues)."""
     g = torch.Generator().manual_seed(11)
-    b, h, l, k, dk, dv = 2, 3, 12, 4, 8, 16
+    b, h, l, k, dk, dv = 2, 3, length, 4, 8, 16
     residue_mask = torch.ones(b, l, dtype=torch.bool)
     residue_mask[1, l - padding :] = False
-    points = torch.randn(b, l, 3, generator=g, dtype=torch.float64)
+    points = chain_frames((b,), l, g, torch.float64).trans
     neighbours = nearest_neighbours(points, residue_mask, k)
     cache = KVCache(window=window, sink=sink)
 
     def run(count: int, queries: int):
         slot = cache.open_slot(residue_mask, 1, h, dk, dv, torch.float64, count=count)
-        layout = NeighbourLayout.build(cache, slot, neighbours)
+        context = NeighbourCacheContext(cache, slot, neighbours)
         keys = torch.randn(b, h, count * l, dk, generator=g, dtype=torch.float64)
         values = torch.randn(b, h, count * l, dv, generator=g, dtype=torch.float64)
         q = torch.randn(b, h, queries * l, dk, generator=g, dtype=torch.float64)
-        cache.write(0, slot, keys, values)
-        gathered = neighbour_attention(q, *cache.layer(0, layout.num_slots), layout)
+        out = context.attend(0, q, keys, values)
         expected = _masked_cache_attention(cache, slot, neighbours, q)
-        torch.testing.assert_close(gathered, expected, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)
+        seen_before = len(cache.groups) > 0 or count > 1
+        assert (context.layout is not None) == (gathered and seen_before)
         return slot
 
+    run(2, 2)  # on an empty cache: the first group sees no other slot, the second the first
     cache.commit(run(1, 1))
     for _ in range(4):
         cache.commit(run(1, 1))
@@ -194,13 +203,15 @@ def test_gathered_neighbour_attention_equals_masked_attention_over_the_cache(win
     assert len(cache.groups) == (9 if window is None else window + sink)
 
 
-def test_gathered_rollout_equals_masked_forward_on_a_real_structure():
-    """Villin headpiece (36 residues), 8 neighbours: the KV-cache rollout (gathered keys)
-    reproduces the training forward (masked keys) for every frame."""
-    protein, positions = load_structure(STRUCTURES / "1vii.pdb")
+def test_gathered_rollout_equals_masked_forward_on_a_real_structure(tmp_path):
+    """Four villin headpieces (4 x 36 residues, the bench's synthetic protein), 6 neighbours:
+    the KV-cache rollout (gathered keys) reproduces the training forward (masked keys) for
+    every frame."""
+    path = synthetic_structure(STRUCTURES / "1vii.pdb", 144, tmp_path / "villin4.pdb")
+    protein, positions = load_structure(path)
     cond = protein_input(protein, positions, 50.0, replicas=1).cond
-    model = make_model(dtype=cond.init_frames.trans.dtype, attention_neighbours=8)
-    frames = 4
+    model = make_model(dtype=cond.init_frames.trans.dtype, attention_neighbours=6)
+    frames, l = 4, 144
     g = torch.Generator().manual_seed(2)
     init = cond.init_frames.unsqueeze(1).map_tensors(lambda t: t.expand(1, frames, *t.shape[2:]))
 
@@ -209,11 +220,10 @@ def test_gathered_rollout_equals_masked_forward_on_a_real_structure():
         return Rigid(init.rots, init.trans + noise)
 
     time_ps = 50.0 * torch.arange(frames, dtype=init.trans.dtype)[None]
-    torsions = torch.zeros(1, frames, 36, 7, dtype=init.trans.dtype)
+    torsions = torch.zeros(1, frames, l, 7, dtype=init.trans.dtype)
     clean = FrameTokens(perturbed(0.3), torsions, torch.full((1, frames), 0.05), time_ps)
     reference = Rigid.cat([cond.init_frames.unsqueeze(1), clean.frames[:, :-1]], dim=1)
     noisy = FrameTokens(perturbed(3.0), torsions, torch.full((1, frames), 0.7), time_ps, reference)
-    assert model.attention_neighbours(cond) is not None
     with torch.no_grad():
         full = model(cond, clean, noisy, window=2, sink=True)
     cache = KVCache(window=2, sink=True)
@@ -222,3 +232,6 @@ def test_gathered_rollout_equals_masked_forward_on_a_real_structure():
         torch.testing.assert_close(step.frames.trans, full.noisy[t].frames.trans)
         torch.testing.assert_close(step.torsions, full.noisy[t].torsions)
         model.append_clean(cache, cond, clean[t])
+    neighbours = model.attention_neighbours(cond)
+    slot = model._open_slot(cache, cond, noisy[0])
+    assert NeighbourCacheContext(cache, slot, neighbours).layout is not None  # keys gathered
