@@ -75,7 +75,7 @@ class ProteinFeatures:
         reference: ``(B, 3)`` Angstrom, the initial structure's centroid, origin of the joint
             attention's global points.
         rotary: the rotary tables' residue part.
-        attention_neighbours: ``(B, L, k)``, the residues a token sees in other frames (None:
+        attention_near: ``(B, L, L)`` bool, the residues a token sees in other frames (None:
             all; see ``DenoiserConfig.attention_neighbours``).
     """
 
@@ -85,7 +85,7 @@ class ProteinFeatures:
     dt_embedding: torch.Tensor
     reference: torch.Tensor
     rotary: GroupRotary
-    attention_neighbours: torch.Tensor | None = None
+    attention_near: torch.Tensor | None = None
 
 
 class DenoiserBlock(nn.Module):
@@ -344,13 +344,18 @@ class StarDenoiser(nn.Module):
             cond.init_frames.trans, cond.residue_mask, self.config.pair_neighbours
         )
 
-    def attention_neighbours(self, cond: ProteinConditioning) -> torch.Tensor | None:
-        """Each residue's ``config.attention_neighbours`` nearest residues in the input
-        structure ``(B, L, k)``, the residues a token sees in frames other than its own; None
-        when unrestricted (the option off, or ``L`` not above it)."""
-        return nearest_neighbours(
+    def attention_near(self, cond: ProteinConditioning) -> torch.Tensor | None:
+        """``(B, L, L)`` bool: which residues a token sees in frames other than its own, its
+        ``config.attention_neighbours`` nearest in the input structure; None when unrestricted
+        (the option off, or ``L`` not above it)."""
+        near = nearest_neighbours(
             cond.init_frames.trans, cond.residue_mask, self.config.attention_neighbours
         )
+        if near is None:
+            return None
+        b, l, _ = near.shape
+        allowed = torch.zeros(b, l, l, dtype=torch.bool, device=near.device)
+        return allowed.scatter_(-1, near, True)
 
     def _protein_features(
         self, cond: ProteinConditioning, context: AttentionContext
@@ -367,7 +372,7 @@ class StarDenoiser(nn.Module):
                 dt_embedding=self.conditioning.embed_dt(cond.dt_ps),
                 reference=masked_centroid(cond.init_frames.trans, cond.residue_mask),
                 rotary=GroupRotary(self.config, cond.residue_index),
-                attention_neighbours=self.attention_neighbours(cond),
+                attention_near=self.attention_near(cond),
             )
 
         if isinstance(context, CacheContext) and not torch.is_grad_enabled():
@@ -411,8 +416,8 @@ class StarDenoiser(nn.Module):
             dim=-1,
         )
         features = self._protein_features(cond, context)
-        if features.attention_neighbours is not None:
-            context = context.restrict(features.attention_neighbours)
+        if features.attention_near is not None:
+            context = context.restrict(features.attention_near)
         neighbours = features.neighbours
         s = self.single_embedding(cond, tokens, features.residue) + self.reference_embedding(pose)
         s = s * residue_mask[:, None, :, None]

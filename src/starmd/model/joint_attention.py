@@ -24,9 +24,9 @@ a multiple of 8 so that fused SDPA kernels apply.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -142,17 +142,10 @@ class AttentionContext(Protocol):
         ``(B, H, Tq, dv)``; ``Tq < T``: queries of the last ``Tq`` tokens only (rollout)."""
         ...
 
-    def restrict(self, neighbours: torch.Tensor) -> AttentionContext:
+    def restrict(self, near: torch.Tensor) -> AttentionContext:
         """The same context where a token sees, in frames other than its own, only the residues
-        ``neighbours (B, L, k)`` (each residue's key residues) lists."""
+        ``near (B, L, L)`` (bool, ``[query residue, key residue]``) allows."""
         ...
-
-
-def neighbour_mask(neighbours: torch.Tensor) -> torch.Tensor:
-    """``neighbours (B, L, k)`` as a bool ``(B, L, L)``: ``[query residue, key residue]``."""
-    b, l, _ = neighbours.shape
-    allowed = torch.zeros(b, l, l, dtype=torch.bool, device=neighbours.device)
-    return allowed.scatter_(-1, neighbours, True)
 
 
 class MaskedContext:
@@ -161,11 +154,9 @@ class MaskedContext:
     def __init__(self, mask: torch.Tensor | BlockMask | None) -> None:
         self.mask = mask
 
-    def restrict(self, neighbours: torch.Tensor) -> MaskedContext:
-        """As a key mask: the same cost as full attention (training windows are short)."""
+    def restrict(self, near: torch.Tensor) -> MaskedContext:
         if not isinstance(self.mask, torch.Tensor):
             raise ValueError("attention restricted to neighbours needs a dense mask (sdpa)")
-        near = neighbour_mask(neighbours)
         b, l, _ = near.shape
         groups = self.mask.shape[-1] // l
         group = torch.arange(groups, device=near.device).repeat_interleave(l)
@@ -189,253 +180,26 @@ class CacheContext:
 
     def __init__(self, cache: KVCache, slot: int | list[int]) -> None:
         self.cache, self.slot = cache, slot
-        self._visibility: tuple[int, torch.Tensor | None] | None = None
+        self.num_slots, self.key_mask = cache.visibility(slot)
 
-    def restrict(self, neighbours: torch.Tensor) -> NeighbourCacheContext:
-        return NeighbourCacheContext(self.cache, self.slot, neighbours)
-
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self._visibility is None:  # the same for every layer of the pass
-            self._visibility = self.cache.visibility(self.slot)
-        num_slots, mask = self._visibility
-        self.cache.write(layer, self.slot, k, v)
-        keys, values = self.cache.layer(layer, num_slots)
-        if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only
-            mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)
-
-
-NEIGHBOUR_BLOCK = 16
-"""Query residues (consecutive in index order) that share one gathered key set."""
-
-
-@dataclass(frozen=True)
-class NeighbourLayout:
-    """Which cached keys each query sees when attention across frames is restricted to
-    neighbours: every residue of its own slot, and its ``k`` neighbours in ``M`` other slots.
-    Layer-independent: built once per pass, used by every attention layer.
-
-    Query residues go in ``nb`` blocks of ``c`` consecutive residues (the last one padded);
-    a block's key residues in other slots are the union of its residues' neighbour lists
-    (``U`` residues, padded to the largest block's), so one fused attention call scores a
-    block's queries against them (each key gathered once per block, not once per query) and
-    an additive mask keeps each query to its own ``k``. Neighbours of consecutive residues
-    overlap (``U`` about 4-5 k for ``c`` = 16 on protein chains).
-
-    Attributes:
-        query_slots: the slot of each query group, ``G`` in time order.
-        num_slots: ``S``, leading cache slots covering every key seen.
-        block: ``c``, query residues per block.
-        key_index: ``(B, nb M U)`` token positions (in the cache's ``S L`` tokens) of each
-            block's key residues in each other slot.
-        near_bias: ``(B nb, 1, G, c, M U)`` additive mask, 0 where the gathered key is visible
-            to the query (its slot is one the query group sees, not its own; its residue is one
-            of the query's neighbours and not padding), ``-inf`` elsewhere.
-        near_seen: ``(B, 1, G, nb c)`` bool: the query sees at least one gathered key.
-        own_bias: ``(B, 1, 1, L)`` additive mask of the own slot's padding (None: none).
-    """
-
-    query_slots: list[int]
-    num_slots: int
-    block: int
-    key_index: torch.Tensor
-    near_bias: torch.Tensor
-    near_seen: torch.Tensor
-    own_bias: torch.Tensor | None
-
-    @classmethod
-    def build(
-        cls, cache: KVCache, slot: int | list[int], neighbours: torch.Tensor
-    ) -> NeighbourLayout | None:
-        """The layout of query groups in ``slot`` of ``cache`` (see :meth:`KVCache.visibility`)
-        with key residues ``neighbours (B, L, k)`` in other slots; None where masked attention
-        over the whole cache costs less: no other slot seen, blocks' key sets above a quarter of
-        the residues (small proteins: the fused masked call beats two calls and the gathers),
-        or not on a CPU (the merge needs the CPU kernel's log-sum-exp)."""
-        query_slots = [slot] if isinstance(slot, int) else list(slot)
-        slot_visible = cache.slot_visibility(slot).cpu()  # (G, S)
-        other = slot_visible.clone()
-        # a group's own slot is seen whole, not through neighbours
-        other[torch.arange(len(query_slots)), query_slots] = False
-        other_slots = [int(i) for i in other.any(0).nonzero().flatten()]
-        if not other_slots or neighbours.device.type != "cpu":
-            return None
-        residue_mask = cache.residue_mask
-        near = neighbour_mask(neighbours) & residue_mask[:, None, :]  # (B, L, L)
+    def restrict(self, near: torch.Tensor) -> CacheContext:
         b, l, _ = near.shape
-        union, key_near = _neighbour_blocks(near, NEIGHBOUR_BLOCK)
-        nb, u = union.shape[1:]
-        if 4 * u > l:
-            return None
-        offsets = torch.tensor(other_slots, dtype=union.dtype, device=union.device) * l
-        key_index = offsets[None, None, :, None] + union[:, :, None, :]  # (B, nb, M, U)
-        slot_seen = other[:, other_slots].to(near.device)  # (G, M)
-        # (B, nb, G, c, M, U): query block, query group, query residue, key slot, key residue
-        visible = slot_seen[None, None, :, None, :, None] & key_near[:, :, None, :, None]
-        visible = visible.flatten(-2)
-        dtype = cache.keys[0].dtype
-        own_bias = None
-        if not bool(residue_mask.all()):
-            own_bias = _additive(residue_mask, dtype)[:, None, None, :]
-        return cls(
-            query_slots=query_slots,
-            num_slots=slot_visible.shape[1],
-            block=NEIGHBOUR_BLOCK,
-            key_index=key_index.flatten(1),
-            near_bias=_additive(visible, dtype).flatten(0, 1)[:, None],
-            near_seen=visible.any(-1).permute(0, 2, 1, 3).flatten(2)[:, None],
-            own_bias=own_bias,
-        )
-
-
-def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A bool mask as an additive one (0 visible, -inf hidden): the fused CPU kernel that
-    returns the log-sum-exp takes no bool mask."""
-    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
-        ~visible, -torch.inf
-    )
-
-
-def _neighbour_blocks(near: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blocks of ``block`` consecutive query residues of ``near (B, L, L)``: each block's key
-    residues ``(B, nb, U)`` (the union of its rows, padded with residues no row sees) and which
-    of them each row sees ``(B, nb, block, U)``."""
-    b, l, _ = near.shape
-    nb = -(-l // block)
-    rows = F.pad(near, (0, 0, 0, nb * block - l)).view(b, nb, block, l)
-    member = rows.any(2)  # (B, nb, L)
-    u = int(member.sum(-1).max())
-    # members first (a stable sort keeps them in residue order), then padding
-    union = torch.sort(member.to(torch.uint8), dim=-1, descending=True, stable=True).indices
-    union = union[..., :u]
-    return union, rows.gather(-1, union[:, :, None, :].expand(b, nb, block, u))
-
-
-def _attention_with_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused CPU attention (scale 1) returning the output and the log-sum-exp of the scores
-    ``(..., Tq)`` (head sizes of ``q, k`` and ``v`` may differ: zero padding, which changes
-    no score)."""
-    dk, dv = q.shape[-1], v.shape[-1]
-    width = max(dk, dv)
-    q, k, v = (F.pad(x, (0, width - x.shape[-1])) if x.shape[-1] < width else x for x in (q, k, v))
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q, k, v, 0.0, False, attn_mask=bias, scale=1.0
-    )
-    return out[..., :dv], lse
-
-
-def neighbour_attention(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, layout: NeighbourLayout
-) -> torch.Tensor:
-    """Attention of the last ``G'`` query groups of ``layout`` over their own slot's keys and
-    their neighbours' keys in other slots, with one softmax over both (scale 1: queries carry
-    it): two fused calls, own slot and gathered neighbours, merged exactly through their
-    log-sum-exps (``softmax`` over a union = the parts weighted by ``exp(lse_part - lse)``).
-
-    Equal to masked attention over all ``S L`` cached keys with the same visibility, at
-    ``O(L^2 + L M U)`` per group instead of ``O(L^2 S)`` (``U``: key residues per query block,
-    see :class:`NeighbourLayout`).
-
-    Args:
-        q: ``(B, H, G' L, dk)``; keys ``(B, H, S L, dk)`` and values ``(B, H, S L, dv)``: the
-            cache's first ``layout.num_slots`` slots.
-
-    Returns:
-        ``(B, H, G' L, dv)``.
-    """
-    b, h, _, dk = q.shape
-    c, n_blocks = layout.block, layout.near_bias.shape[0] // b
-    l = keys.shape[2] // layout.num_slots
-    g = q.shape[2] // l
-    first = len(layout.query_slots) - g
-    q = q.view(b, h, g, l, dk)
-
-    # own slot, per query group: (B, H, L, dv) and (B, H, L)
-    own = [
-        _attention_with_lse(
-            q[:, :, i],
-            keys[:, :, s * l : (s + 1) * l],
-            values[:, :, s * l : (s + 1) * l],
-            layout.own_bias,
-        )
-        for i, s in enumerate(layout.query_slots[first:])
-    ]
-    own_out = torch.stack([o for o, _ in own], dim=2)
-    own_lse = torch.stack([lse for _, lse in own], dim=2)  # (B, H, G', L)
-
-    # neighbours in other slots: the blocks go into the batch, (B nb, H, G' c, d)
-    def gathered(x: torch.Tensor) -> torch.Tensor:  # (B nb, H, M U, d), token-major gather
-        rows = x.transpose(1, 2).reshape(b, x.shape[2], h * x.shape[-1])
-        index = layout.key_index
-        if b == 1 or bool((index == index[:1]).all()):  # replicas of one protein: one gather
-            picked = rows.index_select(1, index[0])
-        else:
-            picked = torch.stack([r.index_select(0, i) for r, i in zip(rows, index, strict=True)])
-        return picked.view(b * n_blocks, -1, h, x.shape[-1]).transpose(1, 2)
-
-    q_blocks = F.pad(q, (0, 0, 0, n_blocks * c - l)).view(b, h, g, n_blocks, c, dk)
-    q_blocks = q_blocks.permute(0, 3, 1, 2, 4, 5).reshape(b * n_blocks, h, g * c, dk)
-    bias = layout.near_bias[:, :, first:].flatten(2, 3)
-    near_out, near_lse = _attention_with_lse(q_blocks, gathered(keys), gathered(values), bias)
-    near_out = near_out.view(b, n_blocks, h, g, c, -1).permute(0, 2, 3, 1, 4, 5)
-    near_out = near_out.reshape(b, h, g, n_blocks * c, -1)[:, :, :, :l]
-    near_lse = near_lse.view(b, n_blocks, h, g, c).permute(0, 2, 3, 1, 4)
-    near_lse = near_lse.reshape(b, h, g, n_blocks * c)
-    # a query that sees no gathered key: the kernel returns 0 for both, the merge needs -inf
-    near_lse = near_lse.masked_fill(~layout.near_seen[:, :, first:], -torch.inf)[..., :l]
-
-    lse = torch.logaddexp(own_lse, near_lse)
-    out = own_out * (own_lse - lse).exp()[..., None] + near_out * (near_lse - lse).exp()[..., None]
-    return out.reshape(b, h, g * l, -1)
-
-
-def dense_neighbour_mask(
-    cache: KVCache, slot: int | list[int], neighbours: torch.Tensor
-) -> tuple[int, torch.Tensor]:
-    """Masked form of the same visibility: the number ``S`` of leading slots and a bool key
-    mask ``(B, 1, G L, S L)`` over their tokens (the cache's visibility, own slot whole,
-    other slots through ``neighbours (B, L, k)``)."""
-    slots = [slot] if isinstance(slot, int) else list(slot)
-    num_slots, key_mask = cache.visibility(slot)
-    b, l, _ = neighbours.shape
-    device = neighbours.device
-    key_slot = torch.arange(num_slots, device=device).repeat_interleave(l)  # (S L,)
-    query_slot = torch.tensor(slots, device=device).repeat_interleave(l)  # (G L,)
-    own_frame = query_slot[:, None] == key_slot[None, :]  # (G L, S L)
-    near = neighbour_mask(neighbours).repeat(1, len(slots), num_slots)
-    allowed = (own_frame | near)[:, None]  # (B, 1, G L, S L)
-    return num_slots, allowed if key_mask is None else allowed & key_mask
-
-
-class NeighbourCacheContext:
-    """:class:`CacheContext` with attention across frames restricted to neighbours
-    (``DenoiserConfig.attention_neighbours``): gathered keys (:func:`neighbour_attention`)
-    where that costs less, otherwise a key mask on the whole cache (the same result).
-
-    Args:
-        neighbours: ``(B, L, k)`` key residues of each query residue in other frames (fixed for
-            the rollout).
-    """
-
-    def __init__(self, cache: KVCache, slot: int | list[int], neighbours: torch.Tensor) -> None:
-        self.cache, self.slot = cache, slot
-        self.layout = NeighbourLayout.build(cache, slot, neighbours)
-        if self.layout is None:
-            self.num_slots, self.key_mask = dense_neighbour_mask(cache, slot, neighbours)
-        else:
-            self.num_slots, self.key_mask = self.layout.num_slots, None
-
-    def restrict(self, neighbours: torch.Tensor) -> NeighbourCacheContext:
-        return NeighbourCacheContext(self.cache, self.slot, neighbours)
+        slots = [self.slot] if isinstance(self.slot, int) else self.slot
+        g, n = len(slots), self.num_slots
+        key_slot = torch.arange(n, device=near.device).repeat_interleave(l)  # (S L,)
+        query_slot = torch.tensor(slots, device=near.device).repeat_interleave(l)  # (G L,)
+        own_frame = query_slot[:, None] == key_slot[None, :]  # (G L, S L)
+        allowed = (own_frame | near.repeat(1, g, n))[:, None]  # (B, 1, G L, S L)
+        restricted = copy.copy(self)
+        restricted.key_mask = allowed if self.key_mask is None else allowed & self.key_mask
+        return restricted
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.write(layer, self.slot, k, v)
         keys, values = self.cache.layer(layer, self.num_slots)
-        if self.layout is not None:
-            return neighbour_attention(q, keys, values, self.layout)
-        mask = self.key_mask[..., self.key_mask.shape[-2] - q.shape[-2] :, :]
+        mask = self.key_mask
+        if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only
+            mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)
 
 

@@ -197,7 +197,11 @@ class KVCache:
         n = max(held + slots) + 1
         if len(slots) == 1 and len(set(held + slots)) == n and bool(self._residue_mask.all()):
             return n, None
-        slot_visible = self.slot_visibility(slot)
+        device = self._residue_mask.device
+        slot_visible = torch.zeros(len(slots), n, dtype=torch.bool, device=device)
+        for i in range(len(slots)):
+            slot_visible[i, [j for j in held if self._kept(self.slot_group[j], i)]] = True
+            slot_visible[i, slots[: i + 1]] = True
         # (B, G, S, L): query group, key slot, key residue
         key_mask = slot_visible[None, :, :, None] & self._residue_mask[:, None, None, :]
         b, g, l = key_mask.shape[0], len(slots), self.num_residues
@@ -205,23 +209,6 @@ class KVCache:
         if g == 1:
             return n, key_mask.reshape(b, 1, 1, n * l)
         return n, key_mask.expand(b, g, l, n * l).reshape(b, 1, g * l, n * l)
-
-    def slot_visibility(self, slot: int | list[int]) -> torch.Tensor:
-        """Which slots each query group of :meth:`visibility` sees: bool ``(G, S)``, entry
-        ``[query group, slot]``, over the same ``S`` leading slots."""
-        slots = [slot] if isinstance(slot, int) else list(slot)
-        held = [i for i, g in enumerate(self.slot_group) if g >= 0]
-        n = max(held + slots) + 1
-        slot_visible = torch.zeros(len(slots), n, dtype=torch.bool)
-        for i in range(len(slots)):
-            slot_visible[i, [j for j in held if self._kept(self.slot_group[j], i)]] = True
-            slot_visible[i, slots[: i + 1]] = True
-        return slot_visible.to(self._residue_mask.device)
-
-    @property
-    def residue_mask(self) -> torch.Tensor | None:
-        """``(B, L)`` bool of the rollout (None before the first group)."""
-        return self._residue_mask
 
     def memo(self, key: object, compute):
         """``compute()``, remembered while ``key`` (the same object, e.g. a protein's
