@@ -4,8 +4,9 @@ import json
 
 import mdtraj
 import numpy as np
+import torch
 
-from starmd.bench import synthetic_structure
+from starmd.bench import synthetic_structure, with_attention_neighbours
 from starmd.modelfile import bundled_model_path, load_model
 from starmd.modelfile.config import TrainConfig
 from starmd.sample.generate import GenerationSettings, with_model_defaults
@@ -55,6 +56,44 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     for title in ("Speed vs MD", "Peak memory", "Cost vs protein size", "Training throughput"):
         assert title in text and title in stdout
     assert results["machine"]["cores"] >= 1 and "torch" in results["machine"]
+
+
+def test_bench_times_the_neighbour_option_beside_full_attention(tiny_model_path, tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "--quick", "-o", str(out), "--model", str(tiny_model_path)]
+    args += ["--sections", "memory,scaling", "--attention-neighbours", "8"]
+    args += ["--memory-frames", "3,4", "--sizes", "20,30"]
+    code, _, _ = run_cli(args, capsys)
+    assert code == 0
+    sections = json.loads((out / "bench.json").read_text())["sections"]
+    # every size and length once per variant, each variant with its own exponent
+    assert [(r["attention"], r["residues"]) for r in sections["scaling"]] == [
+        ("all", 20),
+        ("8", 20),
+        ("all", 30),
+        ("8", 30),
+    ]
+    assert [(r["attention"], r["frames"]) for r in sections["memory"]] == [
+        ("all", 3),
+        ("all", 4),
+        ("8", 3),
+        ("8", 4),
+    ]
+    assert sections["memory"][2]["vs_first"] == 1.0
+    assert all("time_exponent" in r for r in sections["scaling"])
+
+
+def test_the_neighbour_variant_is_the_same_weights_with_the_option(
+    tiny_model_path, tmp_path, capsys
+):
+    path = with_attention_neighbours(tiny_model_path, 8, tmp_path / "near.safetensors")
+    near, model = load_model(path), load_model(tiny_model_path)
+    assert near.model.config.attention_neighbours == 8
+    assert model.model.config.attention_neighbours is None
+    for name, weight in model.model.state_dict().items():
+        assert torch.equal(near.model.state_dict()[name], weight)
+    code, _, err = run_cli(["bench", "-o", str(tmp_path), "--attention-neighbours", "0"], capsys)
+    assert_one_line_error(code, err, "--attention-neighbours 0: must be at least 1")
 
 
 def test_bench_rejects_unknown_sections(tmp_path, capsys):

@@ -122,6 +122,20 @@ def test_a_teacher_of_another_network_is_one_clear_error(tiny_model_path):
         build_module(config)
 
 
+def test_a_student_may_restrict_its_attention_to_neighbours_of_a_full_attention_teacher(
+    tiny_model_path,
+):
+    """attention_neighbours has no parameters: the student starts from the teacher's weights
+    and keeps its own option, while the teacher keeps attending to every residue."""
+    config = TrainConfig.from_yaml(
+        None,
+        [*TINY, "model.overrides.attention_neighbours=4", f"distill.teacher={tiny_model_path}"],
+    )
+    module = build_module(config)
+    assert module.model.config.attention_neighbours == 4
+    assert module.teacher.config.attention_neighbours is None
+
+
 def test_train_distill_from_exports_a_student_started_from_its_teacher(
     tiny_dataset, tiny_model_path, tmp_path
 ):

@@ -12,6 +12,11 @@ Sections (each a list of rows in ``bench.json`` and a table in ``bench.md``):
   memory, so these runs use 2 steps (the minimum) to keep the 10,000-frame run short.
 - ``scaling``: time per generated frame and peak memory vs residues, on synthetic proteins made
   of copies of a real structure (separate chains), with the fitted log-log exponent.
+
+With ``attention_neighbours=K`` the memory and scaling sections run the model twice, side by
+side: as it is, and with its joint attention across frames restricted to ``K`` neighbours
+(``DenoiserConfig.attention_neighbours``; the same weights, so the cost is what the option
+costs whatever it was trained with).
 - ``quality``: for a protein with reference MD, key metrics (coverage JSD, RMSF r, validity)
   of generated trajectories vs the number of denoising steps.
 - ``train``: training throughput (frames and tokens per second) per preset.
@@ -25,6 +30,7 @@ otherwise.
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import logging
@@ -70,6 +76,7 @@ class BenchSettings:
     quality_steps: Sequence[int] = (2, 5, 10, 20, 50)
     quality_frames: int = 200
     train_presets: Sequence[str] = ("tiny", "small")
+    attention_neighbours: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +84,10 @@ class BenchSettings:
         if unknown:
             raise StarmdInputError(
                 f"--sections: unknown {', '.join(unknown)} (choose from {', '.join(SECTIONS)})"
+            )
+        if self.attention_neighbours is not None and self.attention_neighbours < 1:
+            raise StarmdInputError(
+                f"--attention-neighbours {self.attention_neighbours}: must be at least 1"
             )
         if self.quick:
             self.speed_replicas = (1, 2)
@@ -103,6 +114,34 @@ def untrained_model(path: Path, preset: str = "small") -> Path:
     from starmd.train.run import export_model
 
     return export_model(StarMDModule(TrainConfig.from_yaml(None, [f"model.preset={preset}"])), path)
+
+
+def with_attention_neighbours(model: Path, k: int, path: Path) -> Path:
+    """A copy of model file ``model`` whose joint attention across frames sees ``k``
+    neighbours (same weights: ``attention_neighbours`` has no parameters)."""
+    from starmd.modelfile import load_model, save_model
+
+    loaded = load_model(model)
+    config = copy.deepcopy(loaded.config)
+    config.model.overrides["attention_neighbours"] = k
+    config.model.denoiser(str(model))  # validates the override
+    return save_model(loaded.model, config, path)
+
+
+def attention_variants(settings: BenchSettings, model: Path, work: Path) -> list[tuple[str, Path]]:
+    """``(label, model file)`` per attention variant the memory and scaling sections time:
+    the model as it is, and with ``settings.attention_neighbours`` when set."""
+    from starmd.modelfile import read_config
+
+    own = read_config(model).model.denoiser(str(model)).attention_neighbours
+    variants = [("all" if own is None else str(own), model)]
+    k = settings.attention_neighbours
+    if k is not None:
+        path = work / f"{model.stem}-neighbours{k}.safetensors"
+        if not path.exists():
+            with_attention_neighbours(model, k, path)
+        variants.append((str(k), path))
+    return variants
 
 
 def _generation(
@@ -250,24 +289,28 @@ def model_defaults(model: Path, settings: BenchSettings) -> dict[str, Any]:
 def bench_memory(
     settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Peak memory of generation for growing trajectory lengths (fresh process each)."""
+    """Peak memory of generation for growing trajectory lengths (fresh process each), per
+    attention variant (:func:`attention_variants`)."""
     rows = []
-    for frames in settings.memory_frames:
-        gen = _generation(settings, model, structure, work, defaults, frames=frames, steps=2)
-        rows.append(
-            {
-                "frames": frames,
-                "residues": gen["residues"],
-                "steps": 2,
-                "peak_rss_mb": gen["peak_rss_mb"],
-                "cuda_peak_mb": gen["cuda_peak_mb"],
-                "rollout_s": gen["rollout_s"],
-                "nan_frames": gen["nan_frames"],
-            }
-        )
-    key = "cuda_peak_mb" if rows and rows[0]["cuda_peak_mb"] is not None else "peak_rss_mb"
-    for row in rows:
-        row["vs_first"] = round(row[key] / rows[0][key], 3)
+    for attention, variant in attention_variants(settings, model, work):
+        first = len(rows)
+        for frames in settings.memory_frames:
+            gen = _generation(settings, variant, structure, work, defaults, frames=frames, steps=2)
+            rows.append(
+                {
+                    "attention": attention,
+                    "frames": frames,
+                    "residues": gen["residues"],
+                    "steps": 2,
+                    "peak_rss_mb": gen["peak_rss_mb"],
+                    "cuda_peak_mb": gen["cuda_peak_mb"],
+                    "rollout_s": gen["rollout_s"],
+                    "nan_frames": gen["nan_frames"],
+                }
+            )
+        key = "cuda_peak_mb" if rows[first]["cuda_peak_mb"] is not None else "peak_rss_mb"
+        for row in rows[first:]:
+            row["vs_first"] = round(row[key] / rows[first][key], 3)
     return rows
 
 
@@ -311,42 +354,49 @@ def synthetic_structure(source: Path, residues: int, path: Path) -> Path:
 def bench_scaling(
     settings: BenchSettings, model: Path, structure: Path, work: Path, defaults: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Time per generated frame and peak memory vs protein size; log-log exponent fit.
+    """Time per generated frame and peak memory vs protein size, per attention variant
+    (:func:`attention_variants`; sizes interleaved, so both see the same machine load), with
+    each variant's log-log exponent.
 
     The time is the steady state: the mean over the frames generated once the KV cache holds
     its full context (the joint attention then sees every cached frame), 3 frames after it.
     """
-    rows = []
     context = defaults["context"] or 0
     steady_from, extra = context + 2, 3
+    variants = attention_variants(settings, model, work)
+    rows = []
     for size in settings.sizes:
         path = synthetic_structure(structure, size, work / f"synthetic{size}.pdb")
-        gen = _generation(
-            settings,
-            model,
-            path,
-            work,
-            defaults,
-            frames=steady_from + extra,
-            steps=defaults["steps"],
-            steady_from=steady_from,
-        )
-        rows.append(
-            {
-                "residues": size,
-                "steps": defaults["steps"],
-                "context": context,
-                "s_per_frame": round(gen["steady_s_per_frame"], 4),
-                "peak_rss_mb": gen["peak_rss_mb"],
-                "cuda_peak_mb": gen["cuda_peak_mb"],
-            }
-        )
-    if len(rows) >= 2:
-        x = np.log([r["residues"] for r in rows])
-        y = np.log([r["s_per_frame"] for r in rows])
-        exponent = float(np.polyfit(x, y, 1)[0])
-        for row in rows:
-            row["time_exponent"] = round(exponent, 3)
+        for attention, variant in variants:
+            gen = _generation(
+                settings,
+                variant,
+                path,
+                work,
+                defaults,
+                frames=steady_from + extra,
+                steps=defaults["steps"],
+                steady_from=steady_from,
+            )
+            rows.append(
+                {
+                    "attention": attention,
+                    "residues": size,
+                    "steps": defaults["steps"],
+                    "context": context,
+                    "s_per_frame": round(gen["steady_s_per_frame"], 4),
+                    "peak_rss_mb": gen["peak_rss_mb"],
+                    "cuda_peak_mb": gen["cuda_peak_mb"],
+                }
+            )
+    for attention, _ in variants:
+        own = [r for r in rows if r["attention"] == attention]
+        if len(own) >= 2:
+            x = np.log([r["residues"] for r in own])
+            y = np.log([r["s_per_frame"] for r in own])
+            exponent = float(np.polyfit(x, y, 1)[0])
+            for row in own:
+                row["time_exponent"] = round(exponent, 3)
     return rows
 
 

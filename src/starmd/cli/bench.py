@@ -49,6 +49,12 @@ def bench(
         help="More models (files or bundled names) timed in the speed section against the same "
         "OpenMM run, each at its own defaults, e.g. starmd-small-fast.",
     ),
+    attention_neighbours: int = typer.Option(
+        None,
+        "--attention-neighbours",
+        help="Memory and scaling sections: also time the model with its joint attention across "
+        "frames restricted to this many spatial neighbours (same weights), side by side.",
+    ),
 ) -> None:
     """Measure speed vs OpenMM, memory vs trajectory length, cost vs size, quality vs steps
     and training throughput, side by side on this machine; writes OUT/bench.md + bench.json.
@@ -57,6 +63,8 @@ def bench(
     Two models side by side: starmd bench --sections speed --speed-models starmd-small-fast
     Quality: starmd bench --sections quality --structure corpus/md/2wqg/2wqg.pdb
     --reference corpus/md
+    Neighbour attention: starmd bench --sections scaling --model starmd-small-fast
+    --attention-neighbours 16
     """
     from starmd.bench import BenchSettings, run_bench
     from starmd.cli.common import log_to_stderr
@@ -86,6 +94,7 @@ def bench(
         dt_ps=parse_duration_ps(dt) if dt else None,
         steps=steps,
         speed_models=tuple(m.strip() for m in (speed_models or "").split(",") if m.strip()),
+        attention_neighbours=attention_neighbours,
     )
     for name, value in (
         ("quality_steps", ints("--quality-steps", steps_list, minimum=1)),

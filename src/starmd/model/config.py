@@ -51,7 +51,8 @@ class DenoiserConfig:
             distance in the input structure, itself included), and every residue of its own
             frame. ``None`` (default, the paper's joint attention): every residue of every
             visible frame. Implemented as a key mask on the same attention call, so it changes
-            what is attended, not yet the cost; an untrained option (no bundled model uses it).
+            what is attended, not the cost (gathered forms measured slower on a CPU up to
+            1,000 residues: docs/profile_step.md); no bundled model uses it.
     """
 
     c_s: int = 128

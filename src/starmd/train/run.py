@@ -17,6 +17,7 @@ import logging
 import os
 import zipfile
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from starmd.errors import StarmdCheckpointError, StarmdInputError, located
+from starmd.model.config import DenoiserConfig
 from starmd.modelfile import load_model, resolve_model, save_model
 from starmd.modelfile.config import TrainConfig
 from starmd.outputs import naming_file, output_lock
@@ -244,6 +246,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(serialized.getbuffer()), durable=True)
 
 
+def same_network(teacher: DenoiserConfig, student: DenoiserConfig) -> bool:
+    """Whether a student of config ``student`` can start from and learn from ``teacher``: the
+    same network, up to which residues the joint attention sees across frames
+    (``attention_neighbours`` has no parameters, so a student may restrict what its teacher saw
+    in full)."""
+    return replace(teacher, attention_neighbours=None) == replace(
+        student, attention_neighbours=None
+    )
+
+
 def build_module(config: TrainConfig):
     """The LightningModule of a config: ordinary training, or distillation from
     ``config.distill.teacher`` (whose diffusion and network must match the config's)."""
@@ -260,7 +272,7 @@ def build_module(config: TrainConfig):
         raise StarmdInputError(
             located(teacher_path, "the teacher's diffusion section differs from the config's")
         )
-    if teacher.config.model.denoiser(str(teacher_path)) != config.model.denoiser():
+    if not same_network(teacher.config.model.denoiser(str(teacher_path)), config.model.denoiser()):
         raise StarmdInputError(
             located(teacher_path, "the teacher's network differs from the config's model section")
         )
