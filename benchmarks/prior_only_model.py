@@ -1,0 +1,60 @@
+"""Write a copy of a model with its frame update switched off: the elastic prior alone.
+
+The denoiser predicts each clean frame as an update of its reference frame (the elastic-network
+prior's base for that frame; ``Denoiser.reference_update``). Zeroing that head's last linear
+layer makes every clean prediction the reference itself, while the learned torsions (and so the
+side chains) stay. Scored next to the trained model this is the floor the learned frame motion
+has to beat (issue "Dynamics fidelity", column (f)); it is a model file like any other, so
+``starmd generate`` and ``starmd fidelity`` take it unchanged.
+
+Usage::
+
+    python benchmarks/prior_only_model.py starmd-small -o runs/prior/starmd-small-prior.safetensors
+    starmd fidelity corpus/md -o runs/fidelity -m starmd-small \\
+        -m prior=runs/prior/starmd-small-prior.safetensors --split val --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from starmd.modelfile import resolve_model
+from starmd.structure.io import atomic_write
+
+FRAME_UPDATE = ("reference_update.linear.weight", "reference_update.linear.bias")
+
+
+def prior_only(source: Path, out: Path) -> list[str]:
+    """Copy ``source`` to ``out`` with the frame-update head zeroed; returns the zeroed names."""
+    with safe_open(str(source), "pt") as fh:
+        metadata = dict(fh.metadata() or {})
+        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    missing = [name for name in FRAME_UPDATE if name not in tensors]
+    if missing:
+        raise SystemExit(f"{source}: no frame-update head ({', '.join(missing)} missing)")
+    for name in FRAME_UPDATE:
+        tensors[name] = tensors[name].zero_()
+    metadata["derived"] = json.dumps(
+        {"from": source.name, "zeroed": list(FRAME_UPDATE), "meaning": "elastic prior alone"}
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return list(FRAME_UPDATE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="bundled model name or .safetensors file")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors")
+    args = parser.parse_args()
+    zeroed = prior_only(resolve_model(args.model), args.out)
+    print(f"wrote {args.out} (zeroed: {', '.join(zeroed)})")
+
+
+if __name__ == "__main__":
+    main()
