@@ -8,7 +8,7 @@ rows of report section E (:mod:`starmd.evaluate.local_geometry`). The reference 
 relaxed and measured too (what relaxing an already valid trajectory does). Prints a Markdown
 table (the numbers of the model card's Relaxation section) and writes ``OUT/relax_quality.json``.
 
-    python benchmarks/relax_quality.py -o relax_bench --frames 51 --workers 2
+    python benchmarks/relax_quality.py -o relax_bench --frames 51 --workers 2 [--refine]
 """
 
 from __future__ import annotations
@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=51)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--refine", action="store_true", help="generate with rollout refinement (--refine)"
+    )
     args = parser.parse_args()
     settings = RelaxSettings(workers=args.workers)
     results = {}
@@ -114,7 +117,7 @@ def main() -> None:
         sidecar = generate(
             args.structure,
             out_dir,
-            GenerationSettings(frames=args.frames, seed=args.seed),
+            GenerationSettings(frames=args.frames, seed=args.seed, refine=args.refine),
             model=model,
             device="cpu",
             overwrite=True,
