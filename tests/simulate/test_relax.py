@@ -235,3 +235,43 @@ def test_generate_relax_writes_the_relaxed_file_beside_the_raw(
     assert relaxed.n_frames == raw.n_frames == 3
     sidecar = json.loads((tmp_path / f"{name}.json").read_text())
     assert sidecar["files"]["relaxed"] == [f"{name}_R1.relaxed.xtc"]
+
+
+def test_phi_psi_quartets_measure_what_mdtraj_measures(trpcage_pdb):
+    frame = md.load(str(trpcage_pdb))
+    quartets = relax._phi_psi_quartets(frame.topology)
+    angles = relax._dihedral(frame.xyz[0][quartets])
+    _, phi = md.compute_phi(frame)
+    _, psi = md.compute_psi(frame)
+    assert quartets.shape == (frame.topology.n_residues - 2, 2, 4)
+    np.testing.assert_allclose(angles[:, 0], phi[0, :-1], atol=1e-5)
+    np.testing.assert_allclose(angles[:, 1], psi[0, 1:], atol=1e-5)
+
+
+def _torsion_energy(theta_deg: float, theta0_deg: float, k: float = 100.0) -> float:
+    """Energy (kJ/mol) of the backbone torsion restraint for 4 atoms at dihedral ``theta``."""
+    import openmm
+
+    force = relax._torsion_restraint_force(openmm, np.array([[0, 1, 2, 3]]), tolerance_deg=20.0)
+    force.setTorsionParameters(0, 0, 1, 2, 3, [k, np.radians(theta0_deg)])
+    system = openmm.System()
+    for _ in range(4):
+        system.addParticle(12.0)
+    system.addForce(force)
+    t = np.radians(theta_deg)
+    xyz = [[1, 0, 0], [0, 0, 0], [0, 1, 0], [np.cos(t), 1, -np.sin(t)]]  # dihedral = theta
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001))
+    context.setPositions(openmm.unit.Quantity(xyz, openmm.unit.nanometer))
+    energy = context.getState(getEnergy=True).getPotentialEnergy()
+    return energy.value_in_unit(openmm.unit.kilojoule_per_mole)
+
+
+def test_backbone_torsion_restraint_is_flat_within_the_tolerance_and_periodic():
+    assert _torsion_energy(-60.0, -60.0) == pytest.approx(0.0, abs=1e-6)
+    assert _torsion_energy(-45.0, -60.0) == pytest.approx(0.0, abs=1e-6)  # 15 < 20 degrees
+    beyond = np.radians(10.0)  # 30 degrees off: 10 past the flat bottom
+    assert _torsion_energy(-90.0, -60.0) == pytest.approx(0.5 * 100.0 * beyond**2, rel=1e-3)
+    assert _torsion_energy(-175.0, 175.0) == pytest.approx(0.0, abs=1e-6)  # 10 deg across +-180
+    assert _torsion_energy(150.0, -170.0) == pytest.approx(
+        0.5 * 100.0 * (np.radians(20)) ** 2, rel=1e-3
+    )
