@@ -103,17 +103,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--backbone-tolerance",
-        type=float,
-        default=RelaxSettings.backbone_tolerance_deg,
-        help="phi/psi restraint tolerance in degrees (negative: no torsion restraint)",
-    )
-    parser.add_argument(
         "--refine", action="store_true", help="generate with rollout refinement (--refine)"
     )
     args = parser.parse_args()
-    tolerance = None if args.backbone_tolerance < 0 else args.backbone_tolerance
-    settings = RelaxSettings(workers=args.workers, backbone_tolerance_deg=tolerance)
+    settings = RelaxSettings(workers=args.workers)
     results = {}
     md_copy = args.out / "md" / args.reference.name
     md_copy.parent.mkdir(parents=True, exist_ok=True)

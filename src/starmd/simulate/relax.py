@@ -46,9 +46,6 @@ PEPTIDE_RANGE_A = (1.2, 1.5)
 """A C(i)-N(i+1) bond outside this range (Angstrom) is a violation (MD: 1.34 +- 0.03 A)."""
 CHUNK_FRAMES = 8
 """Frames per job handed to a worker (the unit of the progress bar)."""
-BACKBONE_STIFFNESS_KJ_MOL_RAD2 = 1000.0
-"""Backbone torsion restraint beyond the tolerance: 15 kJ/mol at 10 degrees past it."""
-"""Frames per job handed to a worker (the unit of the progress bar)."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +67,6 @@ class RelaxSettings:
             processes use the cores better than one GPU context each).
         threads: CPU threads per worker process.
         workers: worker processes (frames are split among them in chunks).
-        backbone_tolerance_deg: flat-bottom restraint on backbone torsions: a residue whose
-            input (phi, psi) lies in the allowed Ramachandran region keeps each of them within
-            this many degrees of its input value (``0.5 k_t (|d| - w)^2`` beyond, ``k_t`` =
-            :data:`BACKBONE_STIFFNESS_KJ_MOL_RAD2`), also after its position restraints are
-            released, so that resolving clashes does not create Ramachandran outliers. None:
-            off (residues already outside the allowed region are never held there).
     """
 
     protocol: str = "implicit"
@@ -87,7 +78,6 @@ class RelaxSettings:
     platform: str = "CPU"
     threads: int = 1
     workers: int = 1
-    backbone_tolerance_deg: float | None = 20.0
 
     @property
     def stiffness_kj_mol_nm2(self) -> float:
@@ -199,13 +189,6 @@ class FrameRelaxer:
             force.setForceGroup(0)
         self.restraint = _restraint_force(openmm, self.input_index[self.heavy])
         system.addForce(self.restraint)
-        self.phi_psi = _phi_psi_quartets(self.input_topology)
-        self.torsion_restraint = None
-        if settings.backbone_tolerance_deg is not None and len(self.phi_psi):
-            self.torsion_restraint = _torsion_restraint_force(
-                openmm, self.input_index[self.phi_psi], settings.backbone_tolerance_deg
-            )
-            system.addForce(self.torsion_restraint)
         platform, properties = select_platform(settings.platform, settings.threads)
         self.context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform, properties)
         self._unit = unit
@@ -253,7 +236,6 @@ class FrameRelaxer:
         s = self.settings
         k = np.full(len(self.heavy), s.stiffness_kj_mol_nm2)
         self._set_restraints(frame_nm[self.heavy], k)
-        self._set_torsion_restraints(frame_nm)
         self.context.setPositions(self.full_positions(frame_nm))
         result.energy_before_kj_mol = self._energy()
         released: set[int] = set()
@@ -287,25 +269,6 @@ class FrameRelaxer:
         ):
             self.restraint.setParticleParameters(i, int(atom), [float(k_i), *map(float, xyz)])
         self.restraint.updateParametersInContext(self.context)
-
-    def _set_torsion_restraints(self, frame_nm: np.ndarray) -> None:
-        """Hold the phi/psi of residues allowed in ``frame_nm`` near their values there; the
-        others get no torsion restraint."""
-        if self.torsion_restraint is None:
-            return
-        from starmd.structure.ramachandran import ramachandran_allowed
-
-        angles = _dihedral(frame_nm[self.phi_psi])  # (R, 2) radians: phi, psi
-        allowed = ramachandran_allowed(angles[:, 0], angles[:, 1])
-        k = np.where(allowed, BACKBONE_STIFFNESS_KJ_MOL_RAD2, 0.0)
-        for r in range(len(angles)):
-            for t in range(2):
-                i = 2 * r + t
-                atoms = self.torsion_restraint.getTorsionParameters(i)[:4]
-                self.torsion_restraint.setTorsionParameters(
-                    i, *atoms, [float(k[r]), float(angles[r, t])]
-                )
-        self.torsion_restraint.updateParametersInContext(self.context)
 
     def _energy(self) -> float:
         """Force-field potential energy without the restraints, kJ/mol."""
@@ -348,55 +311,6 @@ def _restraint_force(openmm: Any, atoms: np.ndarray) -> Any:
         force.addParticle(int(atom), [0.0, 0.0, 0.0, 0.0])
     force.setForceGroup(1)
     return force
-
-
-def _torsion_restraint_force(openmm: Any, quartets: np.ndarray, tolerance_deg: float) -> Any:
-    """Flat-bottom restraints on the torsions of ``quartets (R, 2, 4)`` (system atom indices;
-    phi, psi per residue): ``0.5 k max(0, |d| - w)^2`` with ``d`` the torsion's periodic
-    difference to ``theta0``; ``k`` and ``theta0`` per torsion, set per frame; force group 1."""
-    force = openmm.CustomTorsionForce(
-        "0.5*k*max(0, abs(d) - w)^2; d = dt - 6.283185307179586*floor((dt + 3.141592653589793)"
-        "/6.283185307179586); dt = theta - theta0"
-    )
-    force.addGlobalParameter("w", math.radians(tolerance_deg))
-    force.addPerTorsionParameter("k")
-    force.addPerTorsionParameter("theta0")
-    for quartet in quartets.reshape(-1, 4):
-        force.addTorsion(*map(int, quartet), [0.0, 0.0])
-    force.setForceGroup(1)
-    return force
-
-
-def _phi_psi_quartets(topology: Any) -> np.ndarray:
-    """``(R, 2, 4)`` input atom indices of (phi, psi) for residues with both defined (bonded
-    neighbours on both sides, same chain, consecutive numbers)."""
-    atoms = {(a.residue.index, a.name): a.index for a in topology.atoms}
-    residues = list(topology.residues)
-    quartets = []
-    for prev, r, nxt in zip(residues[:-2], residues[1:-1], residues[2:], strict=True):
-        linked = all(
-            a.chain.index == b.chain.index and b.resSeq - a.resSeq == 1
-            for a, b in ((prev, r), (r, nxt))
-        )
-        names = [(prev.index, "C"), (r.index, "N"), (r.index, "CA"), (r.index, "C")]
-        names.append((nxt.index, "N"))
-        if linked and all(n in atoms for n in names):
-            idx = [atoms[n] for n in names]
-            quartets.append([idx[0:4], idx[1:5]])
-    return np.array(quartets, dtype=int).reshape(-1, 2, 4)
-
-
-def _dihedral(points: np.ndarray) -> np.ndarray:
-    """Dihedral angles (radians) of ``points (..., 4, 3)``, IUPAC sign convention."""
-    b0 = points[..., 0, :] - points[..., 1, :]
-    b1 = points[..., 2, :] - points[..., 1, :]
-    b2 = points[..., 3, :] - points[..., 2, :]
-    b1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
-    v = b0 - (b0 * b1).sum(-1, keepdims=True) * b1
-    w = b2 - (b2 * b1).sum(-1, keepdims=True) * b1
-    x = (v * w).sum(-1)
-    y = (np.cross(b1, v) * w).sum(-1)
-    return np.arctan2(y, x)
 
 
 def _heavy_input_atoms(topology: Any) -> np.ndarray:
