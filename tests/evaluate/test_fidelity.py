@@ -126,3 +126,23 @@ def test_fidelity_command_rejects_a_model_label_taken_by_a_baseline(corpus, tmp_
     assert result.exit_code != 0
     assert isinstance(result.exception, StarmdInputError)
     assert "baseline" in str(result.exception)
+
+
+def test_fidelity_command_passes_refine_to_every_generation(corpus, tmp_path, monkeypatch):
+    from starmd.cli import app
+    from starmd.evaluate import fidelity
+
+    seen = []
+
+    def fake_run(reference, out, settings, **options):
+        seen.append(settings.generation_overrides)
+        raise StarmdInputError("stop here")
+
+    monkeypatch.setattr(fidelity, "run_fidelity", fake_run)
+    folder, split = corpus
+    for flag in ("--refine", "--no-refine"):
+        CliRunner().invoke(
+            app, ["fidelity", str(folder), "-o", str(tmp_path), "-m", "tiny=x.safetensors",
+                  "--split-file", str(split), flag],
+        )  # fmt: skip
+    assert seen == [{"refine": True}, {}]
