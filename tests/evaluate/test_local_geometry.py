@@ -120,5 +120,16 @@ def test_refinement_rows_pool_the_sidecar_replicas_by_frames(tmp_path):
     rows = refinement_rows(sidecar)
     assert rows["gen_raw_rama_outlier_pct"] == pytest.approx(25.0)
     assert rows["gen_refined_rama_outlier_pct"] == pytest.approx(2.5)
+    # no polish recorded (written before it existed, or --no-polish): not a number
+    assert np.isnan(rows["gen_written_clash_frames_pct"])
+    assert np.isnan(rows["gen_polish_ms_per_frame"])
+    replicas[0]["written"] = checks(100, 100, 0, 0)
+    replicas[1]["written"] = checks(100, 90, 10, 0)
+    record = {"ms_per_frame": 12.5, "polish_ms_per_frame": 30.0, "replicas": replicas}
+    sidecar.write_text(json.dumps({"refinement": record}))
+    rows = refinement_rows(sidecar)
+    assert rows["gen_written_clash_frames_pct"] == pytest.approx(2.5)
+    assert rows["gen_written_geometry_valid_pct"] == pytest.approx(97.5)
+    assert rows["gen_polish_ms_per_frame"] == 30.0
     sidecar.write_text(json.dumps({"refinement": None}))  # generated with --no-refine
     assert refinement_rows(sidecar) == {} and refinement_rows(None) == {}

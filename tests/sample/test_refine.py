@@ -8,11 +8,13 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import mdtraj
 import pytest
 import torch
 
 from starmd.data.prepare import positions_to_frames_torsions
 from starmd.diffusion.so3 import exp_map, random_rotations
+from starmd.evaluate import validity
 from starmd.modelfile import load_model
 from starmd.sample.generate import GenerationSettings, generate
 from starmd.sample.refine import (
@@ -308,6 +310,22 @@ def test_sidecar_reports_raw_and_refined_checks(tiny_model_path, tmp_path):
         assert refined["aa_break_pct"] <= raw["aa_break_pct"]
     on_disk = json.loads((tmp_path / "on" / "1vii.json").read_text())
     assert on_disk["refinement"] == report
+    # the written (polished) frames are judged by the evaluation's own check, all atom pairs
+    assert report["polish_ms_per_frame"] > 0
+    written = mdtraj.load(
+        str(tmp_path / "on" / "1vii_R1.xtc"), top=str(tmp_path / "on" / "1vii.pdb")
+    )
+    checks = validity.check_validity(
+        written.xyz[1:] * 10.0, validity.plan_validity(written.topology)
+    )
+    first = report["replicas"][0]["written"]
+    assert first["aa_clash_pct"] == pytest.approx(100.0 * checks["aa_clash"].mean(), abs=25.0)
+    assert first["valid_pct"] == pytest.approx(100.0 * checks["valid"].mean(), abs=25.0)
+    unpolished = generate(
+        VILLIN, tmp_path / "unpolished", replace(settings, polish=False), model=tiny_model_path
+    )
+    assert all("written" not in r for r in unpolished["refinement"]["replicas"])
+    assert unpolished["refinement"]["polish_ms_per_frame"] is None
     off = generate(VILLIN, tmp_path / "off", replace(settings, refine=False), model=tiny_model_path)
     assert (tmp_path / "on" / "1vii_R1.xtc").read_bytes() != (
         tmp_path / "off" / "1vii_R1.xtc"

@@ -201,7 +201,8 @@ def bench_speed(
     independent trajectories generated as one batch; frames/s and ns per wall-second count all
     R trajectories together (aggregate sampling throughput). Generation runs at ``generate``'s
     defaults; one more row per model, one trajectory, refines every frame (``generate
-    --refine``): ``refine_ms_per_frame`` is the refinement's share of each frame's time.
+    --refine``): ``refine_ms_per_frame`` and ``polish_ms_per_frame`` are the frame refinement's
+    and the atom polish's shares of each frame's time.
     """
     from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
@@ -257,6 +258,7 @@ def bench_speed(
             "starmd_frames_per_s": gen["frames_per_s"],
             "starmd_ns_per_wall_s": gen["ns_per_wall_s"],
             "refine_ms_per_frame": gen["refine_ms_per_frame"],
+            "polish_ms_per_frame": gen.get("polish_ms_per_frame"),
             "starmd_model_load_s": gen["time_to_model_s"],
             "starmd_first_frame_s": gen["first_frame_s"],
             "md_platform": md_platform,

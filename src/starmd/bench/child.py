@@ -80,5 +80,6 @@ def child_main() -> None:
         "steady_s_per_frame": steady,
         "first_frame_s": round(first_frame[0], 3) if first_frame else None,
         "refine_ms_per_frame": refinement.get("ms_per_frame"),
+        "polish_ms_per_frame": refinement.get("polish_ms_per_frame"),
     }
     print(json.dumps(result))

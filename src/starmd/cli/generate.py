@@ -69,6 +69,13 @@ def generate(
         "reports raw and refined. Peptide bonds outside 1.2-1.5 A: ~70% -> <0.05%; Ramachandran "
         "outliers ~30% -> <0.5%; time per frame x2.2 (starmd-small), x4.7 (starmd-small-fast).",
     ),
+    polish: bool = typer.Option(
+        True,
+        "--polish/--no-polish",
+        help="With --refine: also polish the written heavy atoms (clashes and Ramachandran "
+        "outliers removed by small Cartesian moves that keep bond lengths, angles, chirality "
+        "and planarity); the sidecar reports the written frames' validity.",
+    ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
     ),
@@ -125,6 +132,7 @@ def generate(
         stop_on_failure=stop_on_failure,
         chains=list(chain or []),
         refine=refine,
+        polish=polish,
     )
     if relax:
         from starmd.simulate.relax import check_openmm

@@ -215,9 +215,10 @@ REFINEMENT_CHECKS = {
 
 
 def refinement_rows(sidecar: Path | None) -> dict[str, float]:
-    """The generation-time checks of a refined rollout, from its sidecar: ``gen_raw_{key}`` and
-    ``gen_refined_{key}`` for each :data:`REFINEMENT_CHECKS` key (percentages pooled over the
-    replicas, weighted by their frames) and ``gen_refine_ms_per_frame``. Empty when the sidecar
+    """The generation-time checks of a refined rollout, from its sidecar: ``gen_raw_{key}``,
+    ``gen_refined_{key}`` and ``gen_written_{key}`` (after the atom polish) for each
+    :data:`REFINEMENT_CHECKS` key (percentages pooled over the replicas, weighted by their
+    frames), ``gen_refine_ms_per_frame`` and ``gen_polish_ms_per_frame``. Empty when the sidecar
     is missing, unreadable or records no refinement."""
     try:
         record = json.loads(sidecar.read_text()).get("refinement") if sidecar else None
@@ -229,10 +230,15 @@ def refinement_rows(sidecar: Path | None) -> dict[str, float]:
     frames = np.array([r["frames"] for r in replicas], dtype=float)
     if frames.sum() == 0:
         return {}
-    out = {"gen_refine_ms_per_frame": float(record.get("ms_per_frame") or np.nan)}
-    for tag in ("raw", "refined"):
+    out = {
+        "gen_refine_ms_per_frame": float(record.get("ms_per_frame") or np.nan),
+        "gen_polish_ms_per_frame": float(record.get("polish_ms_per_frame") or np.nan),
+    }
+    for tag in ("raw", "refined", "written"):
         for check, key in REFINEMENT_CHECKS.items():
-            # sidecars written before a check existed lack it: not a number, not an error
-            values = np.array([r[tag].get(check, np.nan) for r in replicas], dtype=float)
+            # sidecars written before a check (or the polish) existed lack it: not a number
+            values = np.array(
+                [(r.get(tag) or {}).get(check, np.nan) for r in replicas], dtype=float
+            )
             out[f"gen_{tag}_{key}"] = float((values * frames).sum() / frames.sum())
     return out

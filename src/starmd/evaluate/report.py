@@ -150,9 +150,14 @@ METRICS: tuple[MetricSpec, ...] = (
             ("peptide_outside_pct", "C(i)-N(i+1) outside 1.2-1.5 A (% of bonds)", "lower"),
             ("rama_outlier_pct", "Ramachandran outliers (% of residues)", "lower"),
         )
-        for tag, stage in (("raw", "before refinement"), ("refined", "refined"))
+        for tag, stage in (
+            ("raw", "before refinement"),
+            ("refined", "refined"),
+            ("written", "written (refined and polished)"),
+        )
     ),
     MetricSpec("gen_refine_ms_per_frame", SECTION_E, "generation: refinement ms per frame"),
+    MetricSpec("gen_polish_ms_per_frame", SECTION_E, "generation: atom polish ms per frame"),
 )
 
 _GEOMETRY_KEYS = {s.key for s in METRICS if s.section == SECTION_E}

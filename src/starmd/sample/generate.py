@@ -36,6 +36,7 @@ from starmd.sample.writer import TrajectoryWriter, open_outputs, restore_history
 from starmd.structure import geometry
 from starmd.structure.checks import ca_health
 from starmd.structure.io import load_structure, write_atomically
+from starmd.structure.polish import PolishSettings
 from starmd.structure.protein import Protein
 from starmd.structure.provenance import input_record
 from starmd.structure.rigid import Rigid
@@ -107,10 +108,14 @@ class GenerationSettings:
     stop_on_failure: bool = False
     chains: list[str] = field(default_factory=list)
     refine: bool = False
-    """Refine every generated frame before it is cached and written (:mod:`.refine`); off by
-    default: measured on the validation proteins it mends peptide bonds and Ramachandran
-    outliers but not the headline validity (heavy-atom clashes remain), and costs more than the
-    distilled model's own frame (docs/model_card.md)."""
+    """Refine every generated frame before it is cached and written (:mod:`.refine`: peptide
+    bonds, omega, Ramachandran outliers, by rigid residue moves), then polish the written heavy
+    atoms (``polish``). Off by default (docs/model_card.md, "Rollout refinement")."""
+    polish: bool = True
+    """With ``refine``: polish the written heavy atoms (:mod:`starmd.structure.polish`: van der
+    Waals clashes and Ramachandran outliers removed by small Cartesian moves that keep the
+    covalent geometry). Only the written frames are polished; the rollout continues from the
+    refined frames."""
 
 
 @locked_by(lambda call: Path(call["out_dir"]) / f"{Path(call['structure']).stem}.lock", "generate")
@@ -167,7 +172,10 @@ def generate(
     atom_mask = geometry.rebuilt_atom_mask(
         torch.from_numpy(protein.aatype), torch.from_numpy(protein.oxt_mask)
     ).numpy()
-    writer = TrajectoryWriter(out_dir, name, protein, atom_mask, settings.replicas, state)
+    polish_settings = PolishSettings() if settings.refine and settings.polish else None
+    writer = TrajectoryWriter(
+        out_dir, name, protein, atom_mask, settings.replicas, state, polish_settings
+    )
     start = min(r["frames"] for r in state["replicas"])
     screen = _HealthScreen(state, settings.replicas, settings.stop_on_failure)
     ledger = None
@@ -190,7 +198,7 @@ def generate(
     t_loop = time.perf_counter()
     frames_done = 0
     input_frames = 1 if start == 0 else 0  # frame 0 is written, not generated: no speed credit
-    pending = _PendingAtoms(rollout, writer)
+    pending = _PendingAtoms(rollout, writer, ledger)
     for t, frames, torsions in rollout.states(settings.frames):
         if t < start:
             continue
@@ -340,9 +348,12 @@ class _PendingAtoms:
     """Frames awaiting their heavy atoms: rebuilt in one call for many frames (cheaper than
     frame by frame), then handed to the writer."""
 
-    def __init__(self, rollout: Rollout, writer: TrajectoryWriter):
+    def __init__(
+        self, rollout: Rollout, writer: TrajectoryWriter, ledger: RefinementLedger | None = None
+    ):
         self.rollout = rollout
         self.writer = writer
+        self.ledger = ledger
         self.frames: list[tuple[int, Rigid, torch.Tensor, list[int]]] = []
 
     def add(self, t: int, frames: Rigid, torsions: torch.Tensor, replicas: list[int]) -> None:
@@ -354,9 +365,22 @@ class _PendingAtoms:
         frames = Rigid.stack([p[1] for p in self.frames], dim=0)
         torsions = torch.stack([p[2] for p in self.frames])
         atoms = self.rollout.atoms(frames, torsions).cpu().numpy()
-        for i, (t, _, _, replicas) in enumerate(self.frames):
-            for r in replicas:
-                self.writer.add(r, t, atoms[i, r])
+        kept = [(t, r) for t, _, _, replicas in self.frames for r in replicas]
+        index = [(i, r) for i, (_, _, _, replicas) in enumerate(self.frames) for r in replicas]
+        if kept:
+            rows, columns = zip(*index, strict=True)
+            polish_s = self.writer.polish_s
+            xyz = self.writer.written(atoms[list(rows), list(columns)])
+            for (t, r), frame in zip(kept, xyz, strict=True):
+                self.writer.add(r, t, frame)
+            generated = [k for k, (t, _) in enumerate(kept) if t > 0]
+            if self.ledger is not None and self.writer.polish is not None and generated:
+                self.ledger.add_written(
+                    [kept[k][1] for k in generated],
+                    xyz[generated],
+                    self.writer.topology,
+                    self.writer.polish_s - polish_s,
+                )
         self.frames.clear()
 
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from starmd.diffusion.so3 import exp_map
@@ -517,6 +518,7 @@ class RefinementLedger:
     ):
         self.bonds = peptide_bonds_per_frame
         self.rama_residues = rama_residues_per_frame
+        self._validity_plan = None
         self.record = state.setdefault(
             "refinement",
             {
@@ -554,6 +556,37 @@ class RefinementLedger:
                 counts.setdefault("rama_outliers", 0)
                 counts["rama_outliers"] += int(checks["rama_outliers"][r])
 
+    def add_written(self, replicas: list[int], xyz, topology, seconds: float) -> None:
+        """Count written (polished) generated frames ``xyz (F, n_atoms, 3)`` Angstrom of the
+        heavy-atom ``topology``, frame ``k`` from replica ``replicas[k]``, judged by the
+        evaluation's own checks (:func:`starmd.evaluate.validity.check_validity`, all atom
+        pairs, headline thresholds); ``seconds``: what polishing them took."""
+        from starmd.evaluate import validity
+
+        if self._validity_plan is None:
+            self._validity_plan = validity.plan_validity(topology)
+        plan = self._validity_plan
+        self.record["polish_seconds"] = self.record.get("polish_seconds", 0.0) + seconds
+        checks = validity.check_validity(xyz, plan)
+        bonds = plan.peptide_bonds
+        c_n = np.linalg.norm(xyz[:, bonds[:, 0]] - xyz[:, bonds[:, 1]], axis=-1)
+        outside = ((c_n < PEPTIDE_RANGE_A[0]) | (c_n > PEPTIDE_RANGE_A[1])).sum(-1)
+        rama = np.rint(checks["rama_outlier_fraction"] * plan.n_rama).astype(int)
+        for k, r in enumerate(replicas):
+            counts = self.record["replicas"][r].setdefault("written", _zero_written())
+            counts["frames"] += 1
+            counts["ca_valid"] += bool(checks["valid_ca"][k])
+            counts["valid"] += bool(checks["valid"][k])
+            counts["aa_clash"] += bool(checks["aa_clash"][k])
+            counts["aa_break"] += bool(checks["aa_break"][k])
+            counts["ca_valid_no_clash_no_break"] += bool(
+                checks["valid_ca"][k] and not checks["aa_clash"][k] and not checks["aa_break"][k]
+            )
+            counts["peptide_outside"] += int(outside[k])
+            counts["rama_outliers"] += int(rama[k])
+        self.record["written_rama_residues"] = int(plan.n_rama)
+        self.record["written_peptide_bonds"] = int(len(bonds))
+
     def summary(self) -> dict:
         """``ms_per_step`` (one refinement call, all replicas), ``ms_per_frame`` (per replica's
         frame) and per replica: ``frames``, ``max_shift_a`` and for ``raw`` and ``refined`` the
@@ -588,7 +621,32 @@ class RefinementLedger:
                     if self.rama_residues
                     else None
                 )
+            written = record.get("written")
+            if written and written["frames"]:
+                m = written["frames"]
+                row["written"] = {
+                    f"{key}_pct": round(100.0 * written[key] / m, 2)
+                    for key in (
+                        "ca_valid", "valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break"
+                    )
+                }  # fmt: skip
+                row["written"]["peptide_outside_pct"] = round(
+                    100.0
+                    * written["peptide_outside"]
+                    / max(m * self.record.get("written_peptide_bonds", 0), 1),
+                    3,
+                )
+                rama_residues = self.record.get("written_rama_residues", 0)
+                row["written"]["rama_outlier_pct"] = (
+                    round(100.0 * written["rama_outliers"] / (m * rama_residues), 3)
+                    if rama_residues
+                    else None
+                )
             out["replicas"].append(row)
+        polished = sum(r.get("written", {}).get("frames", 0) for r in replicas)
+        out["polish_ms_per_frame"] = (
+            round(1000 * self.record.get("polish_seconds", 0.0) / polished, 3) if polished else None
+        )
         return out
 
 
@@ -597,6 +655,16 @@ def _zero_counts() -> dict[str, int]:
         (
             "ca_valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break", "peptide_outside",
             "rama_outliers",
+        ),
+        0,
+    )  # fmt: skip
+
+
+def _zero_written() -> dict[str, int]:
+    return dict.fromkeys(
+        (
+            "frames", "ca_valid", "valid", "aa_clash", "aa_break", "ca_valid_no_clash_no_break",
+            "peptide_outside", "rama_outliers",
         ),
         0,
     )  # fmt: skip

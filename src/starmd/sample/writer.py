@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from starmd.structure.io import (
     write_atomically,
     xtc_bytes,
 )
+from starmd.structure.polish import PolishSettings, plan_polish, polish
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
 from starmd.structure.superpose import superpose
@@ -57,6 +59,7 @@ class TrajectoryWriter:
         atom_mask: np.ndarray,
         replicas: int,
         progress_state: dict,
+        polish: PolishSettings | None = None,
     ):
         self.out_dir = out_dir
         self.name = name
@@ -67,14 +70,30 @@ class TrajectoryWriter:
         self.buffers: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(replicas)]
         self.state = progress_state
         self.progress_path = out_dir / f"{name}.progress.json"
+        self.polish = polish
+        self.polish_plan = plan_polish(self.topology) if polish is not None else None
+        self.polish_s = 0.0
 
     def path(self, replica: int) -> Path:
         return self.out_dir / f"{self.name}_R{replica + 1}.xtc"
 
-    def xyz_nm(self, positions: np.ndarray) -> np.ndarray:
-        """``(L, 15, 3)`` Angstrom -> ``(n_atoms, 3)`` nm, superposed on frame 0 by CA (the
-        first frame seen is frame 0: it becomes the reference)."""
-        xyz = positions[self.slots[:, 0], self.slots[:, 1]] / NM_TO_ANGSTROM
+    def written(self, positions: np.ndarray) -> np.ndarray:
+        """The heavy atoms written for frames ``(F, L, 15, 3)``: ``(F, n_atoms, 3)`` Angstrom in
+        the topology's order, polished (:mod:`starmd.structure.polish`) when the writer was
+        given polish settings. Every frame is polished on its own, so the result does not depend
+        on which frames are passed together."""
+        xyz = positions[:, self.slots[:, 0], self.slots[:, 1]]
+        if self.polish is None or len(xyz) == 0:
+            return xyz
+        start = time.perf_counter()
+        polished = polish(xyz, self.polish_plan, self.polish).xyz
+        self.polish_s += time.perf_counter() - start
+        return polished
+
+    def xyz_nm(self, xyz: np.ndarray) -> np.ndarray:
+        """Written heavy atoms ``(n_atoms, 3)`` Angstrom (:meth:`written`) -> nm, superposed on
+        frame 0 by CA (the first frame seen is frame 0: it becomes the reference)."""
+        xyz = xyz / NM_TO_ANGSTROM
         if self.reference is None:
             self.reference = xyz
             return xyz
@@ -82,16 +101,18 @@ class TrajectoryWriter:
 
     def write_topology(self, frame0: np.ndarray) -> Path:
         """Write ``{name}.pdb``: the heavy-atom topology at frame 0 ``(L, 15, 3)`` Angstrom
-        (which also becomes the superposition reference)."""
+        (written as every frame is, :meth:`written`; it also becomes the superposition
+        reference)."""
         import mdtraj
 
-        xyz0 = self.xyz_nm(frame0)
+        xyz0 = self.xyz_nm(self.written(frame0[None])[0])
         traj0 = mdtraj.Trajectory(xyz0[None].astype(np.float32), self.topology)
         return atomic_write(self.out_dir / f"{self.name}.pdb", lambda tmp: traj0.save_pdb(tmp))
 
-    def add(self, replica: int, t: int, positions: np.ndarray) -> None:
-        """Buffer frame ``t`` ``(L, 15, 3)`` Angstrom of ``replica`` (0-based)."""
-        self.buffers[replica].append((t, self.xyz_nm(positions)))
+    def add(self, replica: int, t: int, xyz: np.ndarray) -> None:
+        """Buffer frame ``t`` of ``replica`` (0-based): its written heavy atoms ``(n_atoms, 3)``
+        Angstrom (:meth:`written`)."""
+        self.buffers[replica].append((t, self.xyz_nm(xyz)))
 
     def state_path(self, frames: int) -> Path:
         """The rollout state saved when ``frames`` frames were committed."""
@@ -222,7 +243,7 @@ def restore_history(
         raise StarmdInputError("replicas were stopped at different frames; resume not possible")
     inputs = rollout.inputs
     frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
-    writer.xyz_nm(frame0)  # sets the superposition reference
+    writer.xyz_nm(writer.written(frame0[None])[0])  # sets the superposition reference
     saved = writer.state.get("rollout_state")
     if saved is not None and (writer.out_dir / saved).is_file():
         rollout.load_state_dict(_read_rollout_state(writer.out_dir / saved, start))

@@ -76,11 +76,18 @@ def _signed_distance_grid() -> np.ndarray:
     return np.where(allowed[centre], -(to_forbidden - half), to_allowed - half)
 
 
+@cache
+def _grid_tensor(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`_signed_distance_grid` as a tensor, made once per dtype and device (it is read
+    at every refinement and polish step)."""
+    return torch.as_tensor(_signed_distance_grid(), dtype=dtype, device=device)
+
+
 def ramachandran_distance_deg(phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """Signed distance (degrees) from (phi, psi) (radians, any shape) to the edge of the 99%
     Ramachandran region: > 0 for an outlier (how far to the nearest allowed angles), < 0
     inside. Bilinear between bin centres on the torus, so differentiable almost everywhere."""
-    grid = torch.as_tensor(_signed_distance_grid(), dtype=phi.dtype, device=phi.device)
+    grid = _grid_tensor(phi.dtype, phi.device)
     n = grid.shape[0]
     # continuous bin coordinates with bin centres at integers
     u = (torch.rad2deg(phi) + 180.0) / RAMA_BIN_DEG - 0.5

@@ -1,0 +1,139 @@
+"""Atom-level polish: removes the clashes that frames + torsions put into real MD frames, keeps
+the covalent geometry and chirality, barely moves MD itself, is equivariant, and polishes every
+frame on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+import torch
+
+from starmd.data.prepare import positions_to_frames_torsions
+from starmd.diffusion.so3 import random_rotations
+from starmd.evaluate import validity
+from starmd.structure import geometry
+from starmd.structure.io import build_topology, iter_trajectory
+from starmd.structure.polish import (
+    PolishSettings,
+    _length,
+    _volume,
+    plan_polish,
+    polish,
+)
+from starmd.structure.rigid import Rigid
+
+MD = Path(__file__).resolve().parents[2] / "corpus" / "md" / "2wqg"
+
+
+@pytest.fixture(scope="module")
+def md_frames():
+    """Eight frames of 2WQG's corpus MD: heavy atoms as written (Angstrom) and the same frames
+    taken through residue frames + torsions and rebuilt (what every generated frame is)."""
+    protein, positions, _ = next(
+        iter_trajectory(MD / "2wqg.pdb", MD / "2wqg_prod_R1_fit.xtc", chunk=8)
+    )
+    atom_mask = geometry.rebuilt_atom_mask(
+        torch.from_numpy(protein.aatype), torch.from_numpy(protein.oxt_mask)
+    ).numpy()
+    topology, slots = build_topology(protein, atom_mask)
+    frames, torsions = positions_to_frames_torsions(positions, protein)
+    rebuilt = geometry.frames_to_atoms(
+        Rigid.from_tensor_7(torch.from_numpy(frames).double()),
+        torch.from_numpy(torsions).double(),
+        torch.from_numpy(protein.aatype).long(),
+        torch.from_numpy(protein.oxt_mask),
+    ).numpy()
+    return {
+        "topology": topology,
+        "md": np.asarray(positions, dtype=np.float64)[:, slots[:, 0], slots[:, 1]],
+        "rebuilt": rebuilt[:, slots[:, 0], slots[:, 1]],
+    }
+
+
+def _checks(xyz: np.ndarray, topology: md.Topology) -> dict[str, np.ndarray]:
+    return validity.check_validity(xyz, validity.plan_validity(topology))
+
+
+def test_plan_covers_the_covalent_geometry(md_frames):
+    plan = plan_polish(md_frames["topology"])
+    top = md_frames["topology"]
+    assert len(plan.bonds) == top.n_bonds  # heavy-atom bonds, peptide bonds included
+    centres = {top.atom(int(k)).name for k in plan.branches[:, 0]}
+    assert {"CA", "C"} <= centres  # CA chirality and the carbonyl's planarity are held
+    assert len(plan.phi_psi) == sum(
+        1 for r in list(top.residues)[1:-1] if r.name != "GLY"
+    )  # one chain, no gaps: every inner non-glycine residue is judged
+
+
+def test_polish_removes_the_clashes_of_rebuilt_md_frames(md_frames):
+    topology, rebuilt = md_frames["topology"], md_frames["rebuilt"]
+    before = _checks(rebuilt, topology)
+    assert before["aa_clash"].sum() >= 4  # the representation's idealised geometry clashes
+    plan = plan_polish(topology)
+    out = polish(rebuilt, plan)
+    after = _checks(out.xyz, topology)
+    assert not after["aa_clash"].any()
+    assert (after["rama_outlier_fraction"] <= before["rama_outlier_fraction"] + 1e-12).all()
+    assert after["valid"].sum() >= before["valid"].sum()
+    x0, x1 = torch.from_numpy(rebuilt), torch.from_numpy(out.xyz)
+    for name, tolerance in (("bonds", 0.03), ("angles", 0.25), ("rigid", 0.25)):
+        pairs = torch.from_numpy(getattr(plan, name))
+        assert (_length(x1, pairs) - _length(x0, pairs)).abs().max() < tolerance, name
+    branches = torch.from_numpy(plan.branches)
+    v0, v1 = _volume(x0, branches), _volume(x1, branches)
+    chiral = v0.abs() > 1.0
+    assert chiral.any() and bool((torch.sign(v0) == torch.sign(v1))[chiral].all())
+    assert out.max_shift_a.max() < 2.0
+    assert (out.overlap_after_a <= out.overlap_before_a).all()
+
+
+def test_polish_barely_moves_md_and_leaves_a_clean_frame_alone(md_frames):
+    topology, frames = md_frames["topology"], md_frames["md"]
+    out = polish(frames, plan_polish(topology))
+    assert out.max_shift_a.max() < 0.3
+    assert _checks(out.xyz, topology)["valid"].sum() >= _checks(frames, topology)["valid"].sum()
+    # nothing to fix (no overlap counted, no Ramachandran term): not moved at all
+    calm = PolishSettings(target_overlap_a=5.0, rama_weight=0.0)
+    still = polish(frames[:2], plan_polish(topology), calm)
+    np.testing.assert_array_equal(still.xyz, frames[:2])
+
+
+def test_polish_fixes_a_side_chain_pushed_into_its_neighbour(md_frames):
+    topology, frame = md_frames["topology"], md_frames["md"][:1].copy()
+    plan = plan_polish(topology)
+    # move one side chain's tip 1 A into the nearest atom of a residue two or more away
+    tip = next(a for a in topology.atoms if a.residue.name == "LYS" and a.name == "NZ")
+    others = [
+        a.index
+        for a in topology.atoms
+        if abs(a.residue.index - tip.residue.index) >= 2 and a.element.symbol == "C"
+    ]
+    d = np.linalg.norm(frame[0, others] - frame[0, tip.index], axis=-1)
+    target = others[int(np.argmin(d))]
+    direction = frame[0, target] - frame[0, tip.index]
+    direction /= np.linalg.norm(direction)
+    frame[0, tip.index] += direction * (d.min() - 2.0)  # NZ 2.0 A from a carbon: 1.25 A overlap
+    assert _checks(frame, topology)["aa_clash"][0]
+    out = polish(frame, plan)
+    assert not _checks(out.xyz, topology)["aa_clash"][0]
+
+
+def test_polish_is_equivariant(md_frames):
+    topology, frames = md_frames["topology"], md_frames["rebuilt"][:2]
+    plan = plan_polish(topology)
+    generator = torch.Generator().manual_seed(3)
+    rotation = random_rotations((1,), generator, dtype=torch.float64)[0].numpy()
+    shift = np.array([12.0, -7.0, 3.5])
+    moved = polish(frames @ rotation.T + shift, plan).xyz
+    np.testing.assert_allclose(moved, polish(frames, plan).xyz @ rotation.T + shift, atol=1e-5)
+
+
+def test_each_frame_is_polished_on_its_own(md_frames):
+    topology, frames = md_frames["topology"], md_frames["rebuilt"][:3]
+    plan = plan_polish(topology)
+    together = polish(frames, plan).xyz
+    alone = polish(frames[1:2], plan).xyz
+    np.testing.assert_allclose(together[1:2], alone, atol=1e-9)
