@@ -4,7 +4,9 @@
 
 Prints, for the first, middle and last tenth of the trajectory, the fraction of frames with no
 CA-CA break (> 4.5 A between bonded residues) and no CA clash (< 3.0 A between non-bonded
-residues), and the CA RMSD to frame 0 (after superposition) at a few times.
+residues), and the CA RMSD to frame 0 (after superposition) at a few times. With
+``--validity-every K``, also the headline all-atom validity (``starmd evaluate``'s CA+AA check,
+:mod:`starmd.evaluate.validity`) of every K-th frame of each tenth.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ def main() -> None:
     parser.add_argument("topology")
     parser.add_argument("trajectory")
     parser.add_argument("--plot", default=None)
+    parser.add_argument(
+        "--validity-every",
+        type=int,
+        default=0,
+        help="also judge CA+AA validity on every K-th frame of each tenth (0 = off)",
+    )
     args = parser.parse_args()
     traj = mdtraj.load(args.trajectory, top=args.topology)
     ca = traj.topology.select("name CA")
@@ -57,6 +65,8 @@ def main() -> None:
             f"{traj.time[i]:.0f} ps": float(rmsd[i]) for i in np.linspace(0, n - 1, 6).astype(int)
         },
     }
+    if args.validity_every > 0:
+        report["ca_aa_valid_fraction"] = all_atom_validity(traj, parts, args.validity_every)
     print(json.dumps(report, indent=2))
     if args.plot:
         import matplotlib
@@ -78,6 +88,28 @@ def main() -> None:
         ax[1].set_ylim(-0.05, 1.05)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
+
+
+def all_atom_validity(traj: mdtraj.Trajectory, parts: dict, every: int) -> dict:
+    """Per part: frames judged and the fraction CA+AA-valid (headline thresholds), with the
+    fraction failing the heavy-atom clash and the Ramachandran limit."""
+    from starmd.evaluate import validity
+
+    heavy = traj.atom_slice(traj.topology.select("not element H"))
+    plan = validity.plan_validity(heavy.topology)
+    out = {}
+    for name, part in parts.items():
+        frames = np.arange(part.start, part.stop)[::every]
+        checks = validity.check_validity(heavy.xyz[frames] * 10.0, plan)
+        out[name] = {
+            "frames": len(frames),
+            "valid": float(checks["valid"].mean()),
+            "aa_clash": float(checks["aa_clash"].mean()),
+            "rama_over_limit": float(
+                (checks["rama_outlier_fraction"] > validity.HEADLINE.rama_outlier_max).mean()
+            ),
+        }
+    return out
 
 
 if __name__ == "__main__":

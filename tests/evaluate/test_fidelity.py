@@ -140,9 +140,9 @@ def test_fidelity_command_passes_refine_to_every_generation(corpus, tmp_path, mo
 
     monkeypatch.setattr(fidelity, "run_fidelity", fake_run)
     folder, split = corpus
-    for flag in ("--refine", "--no-refine"):
+    for flags in (["--refine"], ["--no-refine"], []):
         CliRunner().invoke(
             app, ["fidelity", str(folder), "-o", str(tmp_path), "-m", "tiny=x.safetensors",
-                  "--split-file", str(split), flag],
+                  "--split-file", str(split), *flags],
         )  # fmt: skip
-    assert seen == [{"refine": True}, {}]
+    assert seen == [{"refine": True}, {"refine": False}, {"refine": True}]  # on by default

@@ -61,10 +61,12 @@ def test_same_seed_same_trajectory(tiny_model_path, tmp_path):
 
 
 def test_replica_one_does_not_depend_on_the_number_of_replicas(tiny_model_path, tmp_path):
+    # the network's rollout (--no-refine); the refinement's clamped steps amplify rounding
+    # differences of a batched frame (docs/design.md, section 6), as MD amplifies them
     def replica(n_replicas: int, r: int) -> np.ndarray:
         out = tmp_path / str(n_replicas)
         if not out.exists():
-            settings = _settings(replicas=n_replicas, frames=8, chunk=50)
+            settings = _settings(replicas=n_replicas, frames=8, chunk=50, refine=False)
             generate(VILLIN, out, settings, model=tiny_model_path, device="cpu")
         return mdtraj.load(str(out / f"1vii_R{r}.xtc"), top=str(out / "1vii.pdb")).xyz
 

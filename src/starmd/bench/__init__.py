@@ -200,9 +200,9 @@ def bench_speed(
     and steps) and replica count in ``settings.speed_replicas``, all against one OpenMM run: R
     independent trajectories generated as one batch; frames/s and ns per wall-second count all
     R trajectories together (aggregate sampling throughput). Generation runs at ``generate``'s
-    defaults; one more row per model, one trajectory, refines every frame (``generate
-    --refine``): ``refine_ms_per_frame`` and ``polish_ms_per_frame`` are the frame refinement's
-    and the atom polish's shares of each frame's time.
+    defaults (refinement and atom polish on: ``refine_ms_per_frame`` and
+    ``polish_ms_per_frame`` are their shares of each frame's time); one more row per model, one
+    trajectory, writes the raw network output (``generate --no-refine``).
     """
     from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
@@ -212,7 +212,7 @@ def bench_speed(
     for other in settings.speed_models:
         path = resolve_model(other)
         models.append((path, model_defaults(path, settings)))
-    runs = [(r, False) for r in settings.speed_replicas] + [(1, True)]
+    runs = [(r, True) for r in settings.speed_replicas] + [(1, False)]
     gens = [
         (
             path,

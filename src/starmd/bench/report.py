@@ -58,8 +58,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     titles = {
         "speed": "Speed vs MD (same protein, same threads)",
-        "memory": "Peak memory vs trajectory length (2 denoising steps per frame)",
-        "scaling": "Cost vs protein size (synthetic multi-chain proteins)",
+        "memory": "Peak memory vs trajectory length (2 denoising steps per frame, --no-refine)",
+        "scaling": "Cost vs protein size (synthetic multi-chain proteins, --no-refine)",
         "quality": "Quality vs denoising steps",
         "train": "Training throughput",
     }

@@ -31,10 +31,10 @@ def fidelity(
     steps: int = typer.Option(None, "--steps", help="Denoising steps (default: each model's)."),
     sampler: str = typer.Option(None, "--sampler", help="Sampler (default: each model's)."),
     refine: bool = typer.Option(
-        False,
+        True,
         "--refine/--no-refine",
-        help="Generate with rollout refinement (as generate --refine), for every model; score "
-        "raw and refined output in two OUT folders.",
+        help="Generate with rollout refinement and atom polish (generate's default), or "
+        "--no-refine for the raw network output; use one OUT folder for each.",
     ),
     workers: int = typer.Option(1, "--workers", "-j", help="Proteins evaluated in parallel."),
     plots: bool = typer.Option(False, "--plots/--no-plots", help="Plots in each seed's report."),
@@ -68,8 +68,7 @@ def fidelity(
             raise StarmdInputError(f"--model: expected a unique LABEL=MODEL or MODEL, got '{item}'")
         models[label] = path
     overrides = {k: v for k, v in {"steps": steps, "sampler": sampler}.items() if v is not None}
-    if refine:
-        overrides["refine"] = True
+    overrides["refine"] = refine
     settings = FidelitySettings(models, tuple(range(seeds)), replicas, dt_ps, overrides)
     n_steps = (len(models) * len(split_proteins(reference, split, split_file)) + 1) * seeds
     with progress_bar() as bar:

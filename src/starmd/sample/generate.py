@@ -107,10 +107,12 @@ class GenerationSettings:
     chunk: int = 50
     stop_on_failure: bool = False
     chains: list[str] = field(default_factory=list)
-    refine: bool = False
+    refine: bool = True
     """Refine every generated frame before it is cached and written (:mod:`.refine`: peptide
     bonds, omega, Ramachandran outliers, by rigid residue moves), then polish the written heavy
-    atoms (``polish``). Off by default (docs/model_card.md, "Rollout refinement")."""
+    atoms (``polish``). On by default: on the validation proteins it takes the headline CA+AA
+    validity of starmd-small from 0% to 96% of frames, at about three times the cost of a raw
+    frame (docs/model_card.md, "Rollout refinement"); False writes the network's raw output."""
     polish: bool = True
     """With ``refine``: polish the written heavy atoms (:mod:`starmd.structure.polish`: van der
     Waals clashes and Ramachandran outliers removed by small Cartesian moves that keep the

@@ -28,6 +28,9 @@ def run_summary(sidecar: dict, out_dir: str) -> list[str]:
         f"(rollout {sidecar['rollout_s']:.1f} s, total {sidecar['wall_s']:.1f} s)",
         health_line(sidecar),
     ]
+    validity = validity_line(sidecar)
+    if validity:
+        lines.append(validity)
     source = sidecar.get("input")
     if source:
         lines.append("input: " + describe_input(source["stripped"], source["alternate_locations"]))
@@ -56,4 +59,36 @@ def health_line(sidecar: dict) -> str:
     return (
         f"health: {flagged} of {generated} generated frames flagged ({'; '.join(per_replica)}); "
         f"listed in {sidecar['name']}.json"
+    )
+
+
+def validity_line(sidecar: dict) -> str | None:
+    """``validity: 97% of written frames pass the all-atom check (...)`` from the refinement
+    record: the written (polished) frames by the evaluation's headline check, next to the raw
+    network output's rollout checks; None without refinement."""
+    record = sidecar.get("refinement") or {}
+    replicas = record.get("replicas") or []
+    frames = sum(r["frames"] for r in replicas)
+    if not frames:
+        return None
+
+    def pooled(tag: str, key: str) -> float | None:
+        values = [(r.get(tag) or {}).get(key) for r in replicas]
+        if any(v is None for v in values):
+            return None
+        return sum(v * r["frames"] for v, r in zip(values, replicas, strict=True)) / frames
+
+    raw_clash = pooled("raw", "aa_clash_pct")
+    raw = (
+        f"raw network output: {raw_clash:.0f}% with a heavy-atom clash"
+        if raw_clash is not None
+        else ""
+    )
+    valid = pooled("written", "valid_pct")
+    if valid is None:  # refined, not polished
+        clash = pooled("refined", "aa_clash_pct")
+        return f"validity: refined frames, {clash:.0f}% with a heavy-atom clash ({raw})"
+    return (
+        f"validity: {valid:.0f}% of written frames pass the all-atom check (CA+AA, as starmd "
+        f"evaluate; {raw})"
     )

@@ -279,7 +279,8 @@ def _reencode_history(
     """Encode frame 0 and the last ``context`` frames before ``start`` (None = all), re-read
     from the written trajectories, into the cache of ``rollout``. Approximate: the XTC frames
     are superposed on frame 0 and rounded to 0.001 nm, and the re-encoded frames attend only to
-    each other, not to the history the interrupted run's cache was built from."""
+    each other, not to the history the interrupted run's cache was built from; with the atom
+    polish the written frames also differ from the cached (refined) ones by the polish's moves."""
     import mdtraj
 
     inputs = rollout.inputs
