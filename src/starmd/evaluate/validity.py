@@ -45,7 +45,11 @@ from scipy.spatial import cKDTree
 from starmd.evaluate.geometry import dihedrals
 from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A
 from starmd.structure.local_geometry import CLASH_OVERLAP_A, POLAR_ALLOWANCE_A, VDW_RADIUS_A
-from starmd.structure.ramachandran import janin_allowed, ramachandran_allowed
+from starmd.structure.ramachandran import (
+    janin_allowed,
+    judged_residue_atoms,
+    ramachandran_allowed,
+)
 from starmd.structure.superpose import chunks
 
 # ConfDiff's and MDGen's chain-break threshold (reported as an extra row).
@@ -118,27 +122,10 @@ def plan_validity(topology: md.Topology) -> ValidityPlan:
         r1, r2 = residues[ca_residue[k]], residues[ca_residue[k + 1]]
         if _consecutive(topology, r1, r2):
             adjacent.append((k, k + 1))
-    peptide, phi_psi = [], []
+    peptide = []
     for r1, r2 in zip(residues[:-1], residues[1:], strict=True):
         if _consecutive(topology, r1, r2) and (r1.index, "C") in atoms and (r2.index, "N") in atoms:
             peptide.append((atoms[(r1.index, "C")], atoms[(r2.index, "N")]))
-    for k in range(1, len(residues) - 1):
-        prev, r, nxt = residues[k - 1], residues[k], residues[k + 1]
-        names = [
-            (prev.index, "C"),
-            (r.index, "N"),
-            (r.index, "CA"),
-            (r.index, "C"),
-            (nxt.index, "N"),
-        ]
-        if (
-            r.name != "GLY"
-            and all(n in atoms for n in names)
-            and _consecutive(topology, prev, r)
-            and _consecutive(topology, r, nxt)
-        ):
-            idx = [atoms[n] for n in names]
-            phi_psi.append((idx[0], idx[1], idx[2], idx[3], idx[4]))
     chi_pairs, chi1_only = _chi_quartets(topology)
     elements = [
         (a.element.symbol.upper() if a.element is not None else a.name[0]) for a in topology.atoms
@@ -154,7 +141,7 @@ def plan_validity(topology: md.Topology) -> ValidityPlan:
         atom_is_sg=np.array([a.name == "SG" for a in topology.atoms]),
         residue_chain=np.array([r.chain.index for r in residues], dtype=int),
         residue_number=np.array([r.resSeq for r in residues], dtype=int),
-        phi_psi=np.array(phi_psi, dtype=int).reshape(-1, 5),
+        phi_psi=judged_residue_atoms(topology),
         chi_pairs=chi_pairs,
         chi1_only=chi1_only,
     )

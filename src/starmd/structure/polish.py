@@ -53,7 +53,7 @@ from starmd.structure.local_geometry import (
     POLAR_ALLOWANCE_A,
     VDW_RADIUS_A,
 )
-from starmd.structure.ramachandran import ramachandran_distance_deg
+from starmd.structure.ramachandran import judged_residue_atoms, ramachandran_distance_deg
 
 # Atoms whose mutual distances are all kept: rings and planar groups (with the atom that
 # anchors them, so the group stays in the plane of its bond).
@@ -163,7 +163,6 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         for group in RIGID_GROUPS.get(residue.name, ()):
             members = [named[(residue.index, n)] for n in group if (residue.index, n) in named]
             rigid += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
-    phi_psi = []
     for prev, residue in zip(residues[:-1], residues[1:], strict=True):
         if not _bonded(prev, residue):
             continue
@@ -173,21 +172,6 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         )
         members = [named[key] for key in plane if key in named]
         rigid += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
-    for prev, residue, nxt in zip(residues[:-2], residues[1:-1], residues[2:], strict=True):
-        keys = [
-            (prev.index, "C"),
-            (residue.index, "N"),
-            (residue.index, "CA"),
-            (residue.index, "C"),
-            (nxt.index, "N"),
-        ]
-        if (
-            residue.name != "GLY"
-            and _bonded(prev, residue)
-            and _bonded(residue, nxt)
-            and all(k in named for k in keys)
-        ):
-            phi_psi.append([named[k] for k in keys])
     elements = [
         atom.element.symbol.upper() if atom.element is not None else atom.name[0]
         for atom in topology.atoms
@@ -197,7 +181,7 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         angles=_pairs(angles),
         rigid=_pairs(rigid),
         branches=np.array(branches, dtype=np.int64).reshape(-1, 4),
-        phi_psi=np.array(phi_psi, dtype=np.int64).reshape(-1, 5),
+        phi_psi=judged_residue_atoms(topology),
         radius=np.array([VDW_RADIUS_A.get(e, 1.7) for e in elements]),
         polar=np.array([e in ("N", "O") for e in elements]),
         sulfur_gamma=np.array([a.name == "SG" for a in topology.atoms]),
@@ -288,14 +272,17 @@ class _Energy:
     def __init__(self, start: torch.Tensor, plan: PolishPlan, settings: PolishSettings):
         self.tables = _tables(plan)
         self.plan, self.settings, self.start = plan, settings, start
-        self.kept = {
-            name: _length(start, self.tables[name]) for name in ("bonds", "angles", "rigid")
-        }
-        self.spread = {
-            "bonds": settings.bond_sd_a,
-            "angles": settings.angle_sd_a,
-            "rigid": settings.rigid_sd_a,
-        }
+        # bonds, 1-3 pairs and rigid-group pairs in one table, each with its spread
+        groups = (
+            ("bonds", settings.bond_sd_a),
+            ("angles", settings.angle_sd_a),
+            ("rigid", settings.rigid_sd_a),
+        )
+        self.pairs = torch.cat([self.tables[name] for name, _ in groups])
+        self.inverse_sd = torch.cat(
+            [start.new_full((len(self.tables[name]),), 1.0 / sd) for name, sd in groups]
+        )
+        self.kept = _length(start, self.pairs)
         self.volume = _volume(start, self.tables["branches"])
         self.restraint = torch.where(
             self.tables["backbone"], settings.backbone_restraint_a, settings.sidechain_restraint_a
@@ -318,8 +305,7 @@ class _Energy:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         s, tables = self.settings, self.tables
         total = (((x - self.start) / self.restraint[None, :, None]) ** 2).sum((1, 2))
-        for name, sd in self.spread.items():
-            total = total + (((_length(x, tables[name]) - self.kept[name]) / sd) ** 2).sum(1)
+        total = total + (((_length(x, self.pairs) - self.kept) * self.inverse_sd) ** 2).sum(1)
         volume = _volume(x, tables["branches"])
         total = total + (((volume - self.volume) / s.volume_sd_a3) ** 2).sum(1)
         w = self.watched

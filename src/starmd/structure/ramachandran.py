@@ -102,3 +102,27 @@ def ramachandran_distance_deg(phi: torch.Tensor, psi: torch.Tensor) -> torch.Ten
         + (1 - fu) * fv * grid[j1, i0]
         + fu * fv * grid[j1, i1]
     )
+
+
+def judged_residue_atoms(topology) -> np.ndarray:
+    """The atoms C(i-1), N, CA, C, N(i+1) ``(K, 5)`` of every residue of an mdtraj topology whose
+    (phi, psi) the Ramachandran check judges: not glycine, bonded to both neighbours (same
+    chain, consecutive residue numbers), all five atoms present."""
+    named = {(atom.residue.index, atom.name): atom.index for atom in topology.atoms}
+    residues = list(topology.residues)
+
+    def bonded(r1, r2) -> bool:
+        return r1.chain.index == r2.chain.index and r2.resSeq - r1.resSeq == 1
+
+    rows = []
+    for prev, residue, nxt in zip(residues[:-2], residues[1:-1], residues[2:], strict=True):
+        keys = [(prev.index, "C")] + [(residue.index, n) for n in ("N", "CA", "C")]
+        keys.append((nxt.index, "N"))
+        if (
+            residue.name != "GLY"
+            and bonded(prev, residue)
+            and bonded(residue, nxt)
+            and all(k in named for k in keys)
+        ):
+            rows.append([named[k] for k in keys])
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
