@@ -104,7 +104,7 @@ class PolishSettings:
     target_overlap_a: float = 0.15
     rama_sd_deg: float = 2.0
     rama_margin_deg: float = 4.0
-    rama_weight: float = 1.0
+    rama_weight: float = 3.0
     backbone_restraint_a: float = 0.3
     sidechain_restraint_a: float = 0.6
 
