@@ -111,7 +111,7 @@ class GenerationSettings:
     """Refine every generated frame before it is cached and written (:mod:`.refine`: peptide
     bonds, omega, Ramachandran outliers, by rigid residue moves), then polish the written heavy
     atoms (``polish``). On by default: on the validation proteins it takes the headline CA+AA
-    validity of starmd-small from 0% to 96% of frames, at about three times the cost of a raw
+    validity of starmd-small from 0% to 97-98% of frames, at 3-4 times the time of a raw
     frame (docs/model_card.md, "Rollout refinement"); False writes the network's raw output."""
     polish: bool = True
     """With ``refine``: polish the written heavy atoms (:mod:`starmd.structure.polish`: van der
