@@ -169,3 +169,21 @@ def test_wrap_angle_maps_onto_the_half_open_interval_from_minus_pi():
     torch.testing.assert_close(
         wrapped, torch.tensor([-math.pi, -math.pi, -math.pi, 0.5, -0.5], dtype=torch.float64)
     )
+
+
+def test_dihedral_gradient_equals_autograd_and_finite_differences():
+    generator = torch.Generator().manual_seed(5)
+    points = torch.randn(4, 200, 3, generator=generator, dtype=torch.float64)
+    points.requires_grad_(True)
+    angle = geometry.dihedral(*points)
+    (expected,) = torch.autograd.grad(angle.sum(), points)
+    value, gradient = geometry.dihedral_gradient(*points.detach())
+    torch.testing.assert_close(value, angle.detach())
+    torch.testing.assert_close(torch.stack(gradient), expected, rtol=1e-9, atol=1e-10)
+    # one point moved a little along x changes the angle by its gradient's x component
+    step = 1e-6
+    moved = points.detach().clone()
+    moved[2, :, 0] += step
+    change = geometry.dihedral(*moved) - value
+    wrapped = torch.remainder(change + math.pi, 2 * math.pi) - math.pi
+    torch.testing.assert_close(wrapped / step, gradient[2][:, 0], rtol=1e-4, atol=1e-4)

@@ -18,6 +18,7 @@ from starmd.structure import geometry
 from starmd.structure.io import build_topology, iter_trajectory
 from starmd.structure.polish import (
     PolishSettings,
+    _Energy,
     _length,
     _volume,
     plan_polish,
@@ -95,8 +96,8 @@ def test_polish_barely_moves_md_and_leaves_a_clean_frame_alone(md_frames):
     out = polish(frames, plan_polish(topology))
     assert out.max_shift_a.max() < 0.3
     assert _checks(out.xyz, topology)["valid"].sum() >= _checks(frames, topology)["valid"].sum()
-    # nothing to fix (no overlap counted, no Ramachandran term): not moved at all
-    calm = PolishSettings(target_overlap_a=5.0, rama_weight=0.0)
+    # nothing to fix (no overlap counted, no Ramachandran or omega term): not moved at all
+    calm = PolishSettings(target_overlap_a=5.0, rama_weight=0.0, omega_tolerance_deg=180.0)
     still = polish(frames[:2], plan_polish(topology), calm)
     np.testing.assert_array_equal(still.xyz, frames[:2])
 
@@ -137,3 +138,70 @@ def test_each_frame_is_polished_on_its_own(md_frames):
     together = polish(frames, plan).xyz
     alone = polish(frames[1:2], plan).xyz
     np.testing.assert_allclose(together[1:2], alone, atol=1e-9)
+
+
+def test_closed_form_gradient_equals_autograd(md_frames):
+    topology, frames = md_frames["topology"], md_frames["rebuilt"][:3]
+    start = torch.from_numpy(frames)
+    energy = _Energy(start, plan_polish(topology), PolishSettings())
+    generator = torch.Generator().manual_seed(7)
+    x = start + 0.1 * torch.randn(start.shape, generator=generator, dtype=torch.float64)
+    leaf = x.clone().requires_grad_(True)
+    value, _, _ = energy.value_and_grad(leaf, gradient=False)
+    (expected,) = torch.autograd.grad(value.sum(), leaf)
+    closed_value, strain, gradient = energy.value_and_grad(x)
+    torch.testing.assert_close(closed_value, value.detach())
+    assert (strain > 1).all()  # randomly shaken frames: far from settled
+    scale = expected.abs().max()
+    torch.testing.assert_close(gradient / scale, expected / scale, rtol=0, atol=1e-12)
+
+
+def _rotate_about(points: np.ndarray, axis_from: np.ndarray, axis_to: np.ndarray, degrees):
+    axis = (axis_to - axis_from) / np.linalg.norm(axis_to - axis_from)
+    theta = np.radians(degrees)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
+    return (points - axis_from) @ rotation.T + axis_from
+
+
+def test_polish_brings_a_twisted_peptide_back_to_trans(md_frames):
+    topology, frame = md_frames["topology"], md_frames["md"][:1].copy()
+    residue = list(topology.residues)[20]
+    c = next(a.index for a in topology.atoms if a.residue.index == 19 and a.name == "C")
+    n = next(a.index for a in residue.atoms if a.name == "N")
+    after = [a.index for a in topology.atoms if a.residue.index >= 20 and a.index != n]
+    frame[0, after] = _rotate_about(frame[0, after], frame[0, c], frame[0, n], 40.0)
+    trajectory = md.Trajectory(frame / 10.0, topology)
+    _, omega = md.compute_omega(trajectory)
+    twisted = np.degrees(np.abs(omega[0]))
+    assert (twisted < 150).sum() == 1  # that peptide bond alone is now far from planar
+    out = polish(frame, plan_polish(topology))
+    _, omega = md.compute_omega(md.Trajectory(out.xyz / 10.0, topology))
+    assert (np.degrees(np.abs(omega[0])) > 160).all()
+    plan = plan_polish(topology)
+    x0, x1 = torch.from_numpy(frame), torch.from_numpy(out.xyz)
+    bonds = torch.from_numpy(plan.bonds)
+    assert (_length(x1, bonds) - _length(x0, bonds)).abs().max() < 0.03
+
+
+def test_polish_turns_a_side_chain_back_into_its_rotamer(md_frames):
+    topology, frame = md_frames["topology"], md_frames["md"][:1].copy()
+    residue = next(r for r in topology.residues if r.name in ("SER", "THR", "VAL", "CYS"))
+    atoms = {a.name: a.index for a in residue.atoms}
+    chi1_atoms = [atoms["N"], atoms["CA"], atoms["CB"]]
+    side = [i for name, i in atoms.items() if name not in ("N", "CA", "C", "O", "CB")]
+    trajectory = md.Trajectory(frame / 10.0, topology)
+    quads, chi1 = md.compute_chi1(trajectory)
+    row = next(k for k, q in enumerate(quads) if q[1] == atoms["CA"])
+    now = np.degrees(chi1[0, row]) % 360.0
+    nearest = min((60.0, 180.0, 300.0), key=lambda c: abs((now - c + 180.0) % 360.0 - 180.0))
+    # turn chi1 to 55 degrees from that staggered rotamer: 15 beyond the check's tolerance
+    turn = (nearest + 55.0) - now
+    ca, cb = frame[0, chi1_atoms[1]], frame[0, chi1_atoms[2]]
+    frame[0, side] = _rotate_about(frame[0, side], ca, cb, turn)
+    assert _checks(frame, topology)["rotamer_outlier_fraction"][0] > 0
+    plan = plan_polish(topology)
+    out = polish(frame, plan)
+    assert _checks(out.xyz, topology)["rotamer_outlier_fraction"][0] == 0
+    calm = polish(frame, plan, PolishSettings(rotamer_weight=0.0))
+    assert _checks(calm.xyz, topology)["rotamer_outlier_fraction"][0] > 0  # the term did it

@@ -6,10 +6,16 @@ import math
 
 import torch
 
+from starmd.evaluate.validity import staggered
 from starmd.structure.ramachandran import (
+    JANIN_BIN_DEG,
     RAMA_BIN_DEG,
+    janin_allowed,
+    janin_distance_slope,
     ramachandran_allowed,
     ramachandran_distance_deg,
+    ramachandran_distance_slope,
+    staggered_distance_slope,
 )
 
 
@@ -60,3 +66,40 @@ def test_gradient_of_an_outlier_points_to_the_allowed_region():
     gain = distance[outliers] - closer
     assert (gain > 0).float().mean() > 0.95
     assert gain.median() > 0.5  # degrees: the field is a distance, slope about 1
+
+
+def test_closed_form_slope_equals_the_autograd_derivative():
+    phi, psi = _grid(5000, seed=2)
+    phi, psi = phi.requires_grad_(True), psi.requires_grad_(True)
+    distance = ramachandran_distance_deg(phi, psi)
+    d_phi, d_psi = torch.autograd.grad(distance.sum(), (phi, psi))
+    value, slope_phi, slope_psi = ramachandran_distance_slope(phi.detach(), psi.detach())
+    torch.testing.assert_close(value, distance.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(slope_phi, d_phi, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(slope_psi, d_psi, rtol=1e-10, atol=1e-9)
+    assert (slope_phi.abs() > 1.0).float().mean() > 0.5  # not a field of zeros
+
+
+def test_janin_distance_sign_matches_the_rotamer_rule_and_its_slope_is_exact():
+    chi1, chi2 = _grid(20000, seed=3)
+    chi1, chi2 = chi1.requires_grad_(True), chi2.requires_grad_(True)
+    distance, slope1, slope2 = janin_distance_slope(chi1, chi2)
+    d1, d2 = torch.autograd.grad(distance.sum(), (chi1, chi2))
+    torch.testing.assert_close(slope1, d1, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(slope2, d2, rtol=1e-10, atol=1e-9)
+    distance = distance.detach()
+    allowed = torch.from_numpy(janin_allowed(chi1.detach().numpy(), chi2.detach().numpy()))
+    clear = distance.abs() > JANIN_BIN_DEG / 2
+    assert clear.float().mean() > 0.5 and (distance > 0).any() and (distance < 0).any()
+    assert torch.equal(distance[clear] < 0, allowed[clear])
+
+
+def test_staggered_distance_matches_the_chi1_rule():
+    chi1, _ = _grid(5000, seed=4)
+    distance, slope = staggered_distance_slope(chi1)
+    inside = torch.from_numpy(staggered(chi1.numpy()))
+    assert torch.equal(distance <= 0, inside)
+    assert inside.float().mean() > 0.5 and (~inside).any()  # 3 x 80 of 360 degrees allowed
+    step = 1e-6
+    moved, _ = staggered_distance_slope(chi1 + step)
+    torch.testing.assert_close((moved - distance) / step, slope, rtol=1e-4, atol=1e-4)

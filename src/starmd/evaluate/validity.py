@@ -46,7 +46,9 @@ from starmd.evaluate.geometry import dihedrals
 from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A
 from starmd.structure.local_geometry import CLASH_OVERLAP_A, POLAR_ALLOWANCE_A, VDW_RADIUS_A
 from starmd.structure.ramachandran import (
+    STAGGERED_TOLERANCE_DEG,
     janin_allowed,
+    judged_chi_atoms,
     judged_residue_atoms,
     ramachandran_allowed,
 )
@@ -60,10 +62,6 @@ MD_PERCENTILE = 99.0
 PEPTIDE_BREAK_A = 2.0
 RAMA_OUTLIER_MAX = 0.0412
 ROTAMER_OUTLIER_MAX = 0.0705
-STAGGERED_TOLERANCE_DEG = 40.0
-
-_JANIN_EXCLUDED = {"ALA", "CYS", "GLY", "PRO", "SER", "THR", "VAL"}
-_CHI1_ONLY = {"CYS", "SER", "THR", "VAL"}
 
 
 def staggered(chi1: np.ndarray) -> np.ndarray:
@@ -126,7 +124,7 @@ def plan_validity(topology: md.Topology) -> ValidityPlan:
     for r1, r2 in zip(residues[:-1], residues[1:], strict=True):
         if _consecutive(topology, r1, r2) and (r1.index, "C") in atoms and (r2.index, "N") in atoms:
             peptide.append((atoms[(r1.index, "C")], atoms[(r2.index, "N")]))
-    chi_pairs, chi1_only = _chi_quartets(topology)
+    chi_pairs, chi1_only = judged_chi_atoms(topology)
     elements = [
         (a.element.symbol.upper() if a.element is not None else a.name[0]) for a in topology.atoms
     ]
@@ -144,25 +142,6 @@ def plan_validity(topology: md.Topology) -> ValidityPlan:
         phi_psi=judged_residue_atoms(topology),
         chi_pairs=chi_pairs,
         chi1_only=chi1_only,
-    )
-
-
-def _chi_quartets(topology: md.Topology) -> tuple[np.ndarray, np.ndarray]:
-    """(chi1, chi2) quartet pairs ``(K, 2, 4)`` of Janin residues; chi1 quartets ``(K', 4)``."""
-    dummy = md.Trajectory(np.zeros((1, topology.n_atoms, 3), dtype=np.float32), topology)
-    chi1_idx, _ = md.compute_chi1(dummy)
-    chi2_idx, _ = md.compute_chi2(dummy)
-    chi2_by_residue = {topology.atom(q[1]).residue.index: q for q in chi2_idx}
-    pairs, singles = [], []
-    for q in chi1_idx:
-        residue = topology.atom(q[1]).residue
-        if residue.name in _CHI1_ONLY:
-            singles.append(q)
-        elif residue.name not in _JANIN_EXCLUDED and residue.index in chi2_by_residue:
-            pairs.append((q, chi2_by_residue[residue.index]))
-    return (
-        np.array(pairs, dtype=int).reshape(-1, 2, 4),
-        np.array(singles, dtype=int).reshape(-1, 4),
     )
 
 

@@ -98,6 +98,27 @@ def dihedral(
     return torch.atan2(y, x)
 
 
+def dihedral_gradient(
+    p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`dihedral` of four points ``(..., 3)`` and its gradient with respect to each point
+    (radians per length unit), by the closed form of Blondel and Karplus (1996), which has no
+    singularity at 0 or pi. Undefined (division by zero) when three points are collinear."""
+    f, g, h = p0 - p1, p1 - p2, p3 - p2
+    a = torch.linalg.cross(f, g, dim=-1)
+    b = torch.linalg.cross(h, g, dim=-1)
+    g_norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
+    a2 = (a * a).sum(-1, keepdim=True)
+    b2 = (b * b).sum(-1, keepdim=True)
+    fg = (f * g).sum(-1, keepdim=True) / (a2 * g_norm)
+    hg = (h * g).sum(-1, keepdim=True) / (b2 * g_norm)
+    d0 = -g_norm / a2 * a
+    d3 = g_norm / b2 * b
+    d1 = g_norm / a2 * a + fg * a - hg * b
+    d2 = hg * b - fg * a - g_norm / b2 * b
+    return dihedral(p0, p1, p2, p3), (d0, d1, d2, d3)
+
+
 def _gather_slots(positions: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """``positions (..., L, 15, 3)``, ``slots (..., L, k)`` (broadcast) -> ``(..., L, k, 3)``."""
     index = slots.expand(*positions.shape[:-2], slots.shape[-1])[..., None]

@@ -1,5 +1,6 @@
-"""Atom-level polish of heavy-atom frames: removes van der Waals clashes and Ramachandran
-outliers by small Cartesian moves that keep the covalent geometry.
+"""Atom-level polish of heavy-atom frames: removes van der Waals clashes, Ramachandran and
+rotamer outliers and non-planar peptides by small Cartesian moves that keep the covalent
+geometry.
 
 Why atoms and not frames + torsions: a frame rebuilt from residue frames and torsions has ideal
 bond angles, and MD's own frames taken through that representation clash in almost every frame
@@ -16,9 +17,14 @@ Energy of a frame (positions in Angstrom, each term a squared deviation in units
   angles), the signed volume at every atom with three heavy neighbours (chirality of CA, THR CB,
   ILE CB; pyramidality of LEU CG and VAL CB), and all distances within the planar or ring groups
   (aromatic rings with their CB, proline's ring, the carboxylate, amide and guanidinium ends,
-  and each peptide plane CA(i), C(i), O(i), N(i+1), CA(i+1)), which keep them planar and keep
-  omega. The input is taken as correct here: the polish does not mend a stretched peptide bond
-  (the rollout's frame refinement does, :mod:`starmd.sample.refine`, before this runs);
+  and the two halves of each peptide plane: CA(i), C(i), O(i), N(i+1) and C(i), N(i+1),
+  CA(i+1)), which keep them planar. The input is taken as correct here: the polish does not
+  mend a stretched peptide bond (the rollout's frame refinement does,
+  :mod:`starmd.sample.refine`, before this runs);
+- omega, the rotation between the two halves of a peptide plane: free within
+  ``omega_tolerance_deg`` of trans (of cis before a proline that is cis in the input), a square
+  beyond (MD has almost no omega 30 degrees or more from planar; the frames the rollout writes
+  had 2-7% before this term);
 - van der Waals overlaps between atoms of residues at least two apart (or in different
   chains), by the evaluation's clash rule (:mod:`starmd.evaluate.validity`: Bondi radii, 0.3 A
   more for N/O pairs, SG-SG exempt) beyond ``target_overlap_a`` (below MolProbity's 0.4 A, so
@@ -26,11 +32,19 @@ Energy of a frame (positions in Angstrom, each term a squared deviation in units
 - Ramachandran outliers: the signed distance of each judged residue's (phi, psi) to the 99%
   region (:func:`~starmd.structure.ramachandran.ramachandran_distance_deg`), from
   ``rama_margin_deg`` inside its edge;
+- rotamer outliers, as the evaluation judges them: (chi1, chi2) outside the 99% Janin region
+  (signed distance field built as the Ramachandran one,
+  :func:`~starmd.structure.ramachandran.janin_distance_slope`), chi1 of CYS, SER, THR and VAL
+  more than 40 degrees from staggered, from ``rama_margin_deg`` inside the edge;
 - a harmonic restraint of every atom to its input position (backbone atoms held tighter).
 
-Minimised with L-BFGS (strong Wolfe line search) in rounds; the list of watched atom pairs is
-rebuilt at the start of each round. Float64 throughout. Invariant under a global rotation and
-translation of the input (only distances, volumes and dihedrals enter), so the polish is
+Minimised with L-BFGS (backtracking Armijo line search, every frame on its own) in rounds; the
+list of watched atom pairs is rebuilt at the start of each round. A frame stops once nothing
+left is worth a step (every overlap, Ramachandran and omega excess and every covalent deviation
+within its settle slack, :class:`PolishSettings`), so the cost follows the frames that need
+work. The gradient is assembled in closed form (distances, signed volumes, dihedrals by Blondel
+and Karplus' formula), no autograd graph. Float64 throughout. Invariant under a global rotation
+and translation of the input (only distances, volumes and dihedrals enter), so the polish is
 equivariant to float rounding.
 
 Approximation: the energy knows no electrostatics, hydrogen bonds or solvent; it removes
@@ -40,6 +54,8 @@ overlaps and keeps the covalent geometry, nothing more. The restraint bounds how
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 
 import mdtraj as md
@@ -47,13 +63,19 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from starmd.structure.geometry import dihedral
+from starmd.structure.geometry import dihedral_gradient
 from starmd.structure.local_geometry import (
     CONTACT_SEARCH_A,
     POLAR_ALLOWANCE_A,
     VDW_RADIUS_A,
 )
-from starmd.structure.ramachandran import judged_residue_atoms, ramachandran_distance_deg
+from starmd.structure.ramachandran import (
+    janin_distance_slope,
+    judged_chi_atoms,
+    judged_residue_atoms,
+    ramachandran_distance_slope,
+    staggered_distance_slope,
+)
 
 # Atoms whose mutual distances are all kept: rings and planar groups (with the atom that
 # anchors them, so the group stays in the plane of its bond).
@@ -90,6 +112,19 @@ class PolishSettings:
             region, and how far inside the region's edge the term starts (0 weight = off via
             ``rama_weight``).
         rama_weight: weight of the Ramachandran term.
+        rotamer_weight: weight of the rotamer term (same spread and margin as Ramachandran's).
+        omega_tolerance_deg, omega_sd_deg: omega is free within this many degrees of trans
+            (of cis before a proline that is cis in the input); beyond, each ``omega_sd_deg``
+            costs one unit.
+        settle_overlap_a, settle_rama_deg, settle_omega_deg: a frame stops early once every
+            overlap is within this of ``target_overlap_a`` (so below MolProbity's 0.4 A), every
+            residue within this of the Ramachandran margin (so inside the allowed region) and
+            every omega within this of its tolerance: what is left is not worth more steps
+            (``settle_rotamer_deg``: the same for rotamers as for Ramachandran).
+        settle_bond_a, settle_angle_a, settle_volume_a3: ... and every bond length within
+            this of its input value, every 1-3 and rigid-group distance and every signed volume
+            likewise (a frame stopped while an overlap still stretches a bond would keep the
+            stretch; 0.15 A in a 1-3 distance is about 6 degrees of bond angle).
         backbone_restraint_a, sidechain_restraint_a: displacement from the input that costs one
             unit, per atom.
     """
@@ -105,6 +140,16 @@ class PolishSettings:
     rama_sd_deg: float = 2.0
     rama_margin_deg: float = 4.0
     rama_weight: float = 3.0
+    rotamer_weight: float = 3.0
+    omega_tolerance_deg: float = 10.0
+    omega_sd_deg: float = 2.0
+    settle_overlap_a: float = 0.15
+    settle_rama_deg: float = 3.0
+    settle_omega_deg: float = 10.0
+    settle_rotamer_deg: float = 3.0
+    settle_bond_a: float = 0.02
+    settle_angle_a: float = 0.15
+    settle_volume_a3: float = 0.5
     backbone_restraint_a: float = 0.3
     sidechain_restraint_a: float = 0.6
 
@@ -117,6 +162,10 @@ class PolishPlan:
         bonds, angles, rigid: ``(P, 2)`` atom pairs whose distance is kept.
         branches: ``(V, 4)`` centre atom and its three heavy neighbours (signed volume kept).
         phi_psi: ``(K, 5)`` C(i-1), N, CA, C, N(i+1) of the residues judged for Ramachandran.
+        omega: ``(W, 5)`` CA(i), C(i), N(i+1), CA(i+1) of every peptide bond, and 1 where
+            residue i + 1 is a proline (cis allowed).
+        chi_pairs: ``(K, 2, 4)`` chi1 and chi2 atoms of the residues judged on the Janin plot;
+            chi1_only: ``(K', 4)`` chi1 atoms of CYS, SER, THR, VAL (judged by staggering).
         radius: ``(N,)`` van der Waals radius, Angstrom.
         polar, sulfur_gamma, backbone: ``(N,)`` bool.
         residue, chain, residue_number: ``(N,)`` residue index, chain index and number.
@@ -127,6 +176,9 @@ class PolishPlan:
     rigid: np.ndarray
     branches: np.ndarray
     phi_psi: np.ndarray
+    omega: np.ndarray
+    chi_pairs: np.ndarray
+    chi1_only: np.ndarray
     radius: np.ndarray
     polar: np.ndarray
     sulfur_gamma: np.ndarray
@@ -163,15 +215,23 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         for group in RIGID_GROUPS.get(residue.name, ()):
             members = [named[(residue.index, n)] for n in group if (residue.index, n) in named]
             rigid += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
+    omega = []
     for prev, residue in zip(residues[:-1], residues[1:], strict=True):
         if not _bonded(prev, residue):
             continue
-        plane = [(prev.index, "CA"), (prev.index, "C"), (prev.index, "O"), (residue.index, "N")]
-        plane += [(residue.index, "CA")] + (
-            [(residue.index, "CD")] if residue.name == "PRO" else []
-        )
-        members = [named[key] for key in plane if key in named]
-        rigid += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
+        # the peptide plane as two rigid halves that share the C-N bond: the carbonyl end
+        # (CA, C, O of i and N of i + 1) and the amide end (C of i, N, CA and proline's CD of
+        # i + 1); the rotation about C-N between them, omega, is held by its own term
+        carbonyl = [(prev.index, "CA"), (prev.index, "C"), (prev.index, "O"), (residue.index, "N")]
+        amide = [(prev.index, "C"), (residue.index, "N"), (residue.index, "CA")]
+        amide += [(residue.index, "CD")] if residue.name == "PRO" else []
+        for group in (carbonyl, amide):
+            members = [named[key] for key in group if key in named]
+            rigid += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
+        quad = [(prev.index, "CA"), (prev.index, "C"), (residue.index, "N"), (residue.index, "CA")]
+        if all(key in named for key in quad):
+            omega.append([named[key] for key in quad] + [residue.name == "PRO"])
+    chi_pairs, chi1_only = judged_chi_atoms(topology)
     elements = [
         atom.element.symbol.upper() if atom.element is not None else atom.name[0]
         for atom in topology.atoms
@@ -182,6 +242,9 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         rigid=_pairs(rigid),
         branches=np.array(branches, dtype=np.int64).reshape(-1, 4),
         phi_psi=judged_residue_atoms(topology),
+        omega=np.array(omega, dtype=np.int64).reshape(-1, 5),
+        chi_pairs=chi_pairs,
+        chi1_only=chi1_only,
         radius=np.array([VDW_RADIUS_A.get(e, 1.7) for e in elements]),
         polar=np.array([e in ("N", "O") for e in elements]),
         sulfur_gamma=np.array([a.name == "SG" for a in topology.atoms]),
@@ -236,6 +299,15 @@ class _Watched:
         )
         self.limit = (contact - target)[keep]
 
+    def select(self, keep: torch.Tensor) -> _Watched:
+        """The pairs of the frames ``keep (T,)`` (bool), frames renumbered in their order."""
+        out = copy.copy(self)
+        mine = keep[self.frame]
+        renumber = torch.cumsum(keep.long(), 0) - 1
+        out.frame = renumber[self.frame[mine]]
+        out.first, out.second, out.limit = self.first[mine], self.second[mine], self.limit[mine]
+        return out
+
 
 def _tables(plan: PolishPlan) -> dict[str, torch.Tensor]:
     return {
@@ -249,6 +321,9 @@ def _tables(plan: PolishPlan) -> dict[str, torch.Tensor]:
         "rigid": torch.from_numpy(plan.rigid),
         "branches": torch.from_numpy(plan.branches),
         "phi_psi": torch.from_numpy(plan.phi_psi),
+        "omega": torch.from_numpy(plan.omega),
+        "chi_pairs": torch.from_numpy(plan.chi_pairs),
+        "chi1_only": torch.from_numpy(plan.chi1_only),
         "backbone": torch.from_numpy(plan.backbone),
     }
 
@@ -266,8 +341,9 @@ class Polished:
 
 
 class _Energy:
-    """The polish energy of frames ``(T, N, 3)`` around their input positions ``start``,
-    per frame ``(T,)``."""
+    """The polish energy of frames ``(T, N, 3)`` around their input positions ``start``, per
+    frame ``(T,)``, with its gradient assembled term by term in closed form (distances, signed
+    volumes, dihedrals): no autograd graph, a few large gathers and scatters per term."""
 
     def __init__(self, start: torch.Tensor, plan: PolishPlan, settings: PolishSettings):
         self.tables = _tables(plan)
@@ -282,8 +358,29 @@ class _Energy:
         self.inverse_sd = torch.cat(
             [start.new_full((len(self.tables[name]),), 1.0 / sd) for name, sd in groups]
         )
-        self.kept = _length(start, self.pairs)
-        self.volume = _volume(start, self.tables["branches"])
+        # per pair / branch and frame, (P, T) and (V, T), in the atom-major layout
+        self.kept = _length(start, self.pairs).T.contiguous()
+        self.settle_slack = torch.cat(
+            [
+                start.new_full((len(self.tables[name]),), slack)
+                for name, slack in (
+                    ("bonds", settings.settle_bond_a),
+                    ("angles", settings.settle_angle_a),
+                    ("rigid", settings.settle_angle_a),
+                )
+            ]
+        )
+        self.branches = self.tables["branches"]
+        self.volume = _volume(start, self.branches).T.contiguous()
+        self.phi_psi = self.tables["phi_psi"]
+        self.chi_pairs, self.chi1_only = self.tables["chi_pairs"], self.tables["chi1_only"]
+        omega = self.tables["omega"]
+        self.omega = omega[:, :4]
+        if len(omega):
+            corner = start.transpose(0, 1).index_select(0, self.omega.T.reshape(-1))
+            measured = dihedral_gradient(*corner.view(4, len(omega), -1, 3))[0]  # (W, T)
+            # cis kept where the input has it before a proline; trans everywhere else
+            self.cis = (omega[:, 4:] == 1) & (measured.abs() < math.pi / 2)
         self.restraint = torch.where(
             self.tables["backbone"], settings.backbone_restraint_a, settings.sidechain_restraint_a
         ).to(start.dtype)
@@ -302,30 +399,169 @@ class _Energy:
         out = x.new_zeros(x.shape[0])
         return out.scatter_reduce(0, w.frame, overlap, reduce="amax")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        s, tables = self.settings, self.tables
-        total = (((x - self.start) / self.restraint[None, :, None]) ** 2).sum((1, 2))
-        total = total + (((_length(x, self.pairs) - self.kept) * self.inverse_sd) ** 2).sum(1)
-        volume = _volume(x, tables["branches"])
-        total = total + (((volume - self.volume) / s.volume_sd_a3) ** 2).sum(1)
-        w = self.watched
-        d = torch.linalg.vector_norm(x[w.frame, w.first] - x[w.frame, w.second], dim=-1)
-        clash = (torch.relu(w.limit - d) / s.clash_sd_a) ** 2
-        total = total.index_add(0, w.frame, clash)
-        q = tables["phi_psi"]
-        if s.rama_weight > 0 and len(q):
-            phi = dihedral(x[:, q[:, 0]], x[:, q[:, 1]], x[:, q[:, 2]], x[:, q[:, 3]])
-            psi = dihedral(x[:, q[:, 1]], x[:, q[:, 2]], x[:, q[:, 3]], x[:, q[:, 4]])
-            outside = torch.relu(ramachandran_distance_deg(phi, psi) + s.rama_margin_deg)
-            total = total + s.rama_weight * ((outside / s.rama_sd_deg) ** 2).sum(1)
-        return total
+    def select(self, keep: torch.Tensor) -> _Energy:
+        """The same energy for the frames ``keep (T,)`` (bool) only, in their order."""
+        out = copy.copy(self)
+        out.start = self.start[keep]
+        out.kept, out.volume = self.kept[:, keep], self.volume[:, keep]
+        if len(self.omega):
+            out.cis = self.cis[:, keep]
+        out.watched = self.watched.select(keep)
+        return out
 
-    def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            value = self(x)
-            (grad,) = torch.autograd.grad(value.sum(), x)
-        return value.detach(), grad
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value_and_grad(x, gradient=False)[0]
+
+    def value_and_grad(
+        self, x: torch.Tensor, gradient: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Energy ``(T,)`` of frames ``x (T, N, 3)``, its strain ``(T,)`` (the largest remaining
+        overlap, Ramachandran or omega excess or covalent deviation, each in units of its settle
+        slack: a frame at or below 1 has nothing left worth fixing) and, if asked, the energy's
+        gradient ``(T, N, 3)``.
+
+        Atoms are gathered and scattered in an atom-major copy ``(N, T, 3)``, so that each
+        index names one contiguous row holding the atom in every frame."""
+        s = self.settings
+        t, n = x.shape[:2]
+        atoms = x.transpose(0, 1).contiguous()
+        grad = torch.zeros_like(atoms) if gradient else None
+        # restraint to the input
+        shift = (x - self.start) / self.restraint[None, :, None] ** 2
+        total = (shift * (x - self.start)).sum((1, 2))
+        # kept distances: bonds, 1-3 pairs, rigid groups
+        bond = atoms.index_select(0, self.pairs[:, 0]) - atoms.index_select(0, self.pairs[:, 1])
+        length = torch.linalg.vector_norm(bond, dim=-1)  # (P, T)
+        error = (length - self.kept) * self.inverse_sd[:, None]
+        total = total + (error**2).sum(0)
+        strain = ((length - self.kept).abs() / self.settle_slack[:, None]).amax(0)
+        if grad is not None:
+            pull = (2 * error * self.inverse_sd[:, None] / length)[..., None] * bond
+            grad.index_add_(0, self.pairs[:, 0], pull)
+            grad.index_add_(0, self.pairs[:, 1], pull, alpha=-1)
+        # signed volumes at branch atoms
+        centre = atoms.index_select(0, self.branches[:, 0])
+        u, v, w = (atoms.index_select(0, self.branches[:, k]) - centre for k in (1, 2, 3))
+        uv = torch.linalg.cross(u, v, dim=-1)
+        error = ((uv * w).sum(-1) - self.volume) / s.volume_sd_a3  # (V, T)
+        total = total + (error**2).sum(0)
+        drift = (error.abs() * s.volume_sd_a3 / s.settle_volume_a3).amax(0)
+        strain = torch.maximum(strain, drift)
+        if grad is not None:
+            scale = (2 * error / s.volume_sd_a3)[..., None]
+            du = scale * torch.linalg.cross(v, w, dim=-1)
+            dv = scale * torch.linalg.cross(w, u, dim=-1)
+            dw = scale * uv
+            for k, part in ((1, du), (2, dv), (3, dw)):
+                grad.index_add_(0, self.branches[:, k], part)
+            grad.index_add_(0, self.branches[:, 0], du + dv + dw, alpha=-1)
+        # van der Waals overlaps of the watched pairs (flat atom-major indices: atom * T + frame)
+        pairs = self.watched
+        first, second = pairs.first * t + pairs.frame, pairs.second * t + pairs.frame
+        flat = atoms.view(-1, 3)
+        contact = flat.index_select(0, first) - flat.index_select(0, second)
+        d = torch.linalg.vector_norm(contact, dim=-1)
+        excess = torch.relu(pairs.limit - d)
+        overlap = excess / s.clash_sd_a
+        total = total.index_add(0, pairs.frame, overlap**2)
+        strain = strain.scatter_reduce(0, pairs.frame, excess / s.settle_overlap_a, reduce="amax")
+        if grad is not None:
+            push = (-2 * overlap / s.clash_sd_a / d)[:, None] * contact
+            grad.view(-1, 3).index_add_(0, first, push)
+            grad.view(-1, 3).index_add_(0, second, push, alpha=-1)
+        for term in (self._ramachandran, self._omega, self._rotamers):
+            value, worst = term(atoms, grad)
+            total, strain = total + value, torch.maximum(strain, worst)
+        if grad is None:
+            return total, strain, None
+        return total, strain, grad.transpose(0, 1) + 2 * shift
+
+    def _omega(
+        self, atoms: torch.Tensor, grad: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The omega term ``(T,)`` of atom-major positions ``(N, T, 3)`` (degrees beyond the
+        tolerance from trans, or cis, squared in units of the spread) and its strain ``(T,)``;
+        gradient into ``grad``."""
+        s, q = self.settings, self.omega
+        if not len(q):
+            zero = atoms.new_zeros(atoms.shape[1])
+            return zero, zero
+        p = [atoms.index_select(0, q[:, k]) for k in range(4)]  # each (W, T, 3)
+        omega, d_omega = dihedral_gradient(*p)
+        degrees = torch.rad2deg(omega)
+        off = torch.where(self.cis, degrees, degrees - torch.sign(degrees) * 180.0)  # signed
+        beyond = torch.relu(off.abs() - s.omega_tolerance_deg)
+        excess = beyond / s.omega_sd_deg
+        if grad is not None:
+            scale = (2 * excess / s.omega_sd_deg * torch.sign(off) * 180.0 / math.pi)[..., None]
+            for k in range(4):
+                grad.index_add_(0, q[:, k], scale * d_omega[k])
+        return (excess**2).sum(0), (beyond / s.settle_omega_deg).amax(0)
+
+    def _rotamers(
+        self, atoms: torch.Tensor, grad: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotamer term ``(T,)`` of atom-major positions ``(N, T, 3)``: (chi1, chi2) outside
+        the Janin region, chi1 of CYS/SER/THR/VAL away from staggered, each in degrees from
+        ``rama_margin_deg`` inside the allowed edge, squared in units of ``rama_sd_deg``; and its
+        strain ``(T,)``. Gradient into ``grad`` if given."""
+        s = self.settings
+        zero = atoms.new_zeros(atoms.shape[1])
+        total, strain = zero, zero
+        if s.rotamer_weight <= 0:
+            return total, strain
+        for quads, janin in ((self.chi_pairs, True), (self.chi1_only, False)):
+            if not len(quads):
+                continue
+            first = quads[:, 0] if janin else quads
+            chi1, d_chi1 = dihedral_gradient(
+                *(atoms.index_select(0, first[:, k]) for k in range(4))
+            )
+            if janin:
+                second = quads[:, 1]
+                chi2, d_chi2 = dihedral_gradient(
+                    *(atoms.index_select(0, second[:, k]) for k in range(4))
+                )
+                distance, slope1, slope2 = janin_distance_slope(chi1, chi2)
+            else:
+                distance, slope1 = staggered_distance_slope(chi1)
+            beyond = torch.relu(distance + s.rama_margin_deg)
+            outside = beyond / s.rama_sd_deg
+            total = total + s.rotamer_weight * (outside**2).sum(0)
+            strain = torch.maximum(strain, (beyond / s.settle_rotamer_deg).amax(0))
+            if grad is None:
+                continue
+            scale = 2 * s.rotamer_weight * outside / s.rama_sd_deg
+            for k in range(4):
+                grad.index_add_(0, first[:, k], (scale * slope1)[..., None] * d_chi1[k])
+                if janin:
+                    grad.index_add_(0, second[:, k], (scale * slope2)[..., None] * d_chi2[k])
+        return total, strain
+
+    def _ramachandran(
+        self, atoms: torch.Tensor, grad: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Ramachandran term ``(T,)`` of atom-major positions ``(N, T, 3)`` and its strain
+        ``(T,)``; its gradient is added into ``grad`` (same layout) if given."""
+        s, q = self.settings, self.phi_psi
+        if s.rama_weight <= 0 or not len(q):
+            zero = atoms.new_zeros(atoms.shape[1])
+            return zero, zero
+        p = [atoms.index_select(0, q[:, k]) for k in range(5)]  # each (K, T, 3)
+        phi, d_phi = dihedral_gradient(p[0], p[1], p[2], p[3])
+        psi, d_psi = dihedral_gradient(p[1], p[2], p[3], p[4])
+        distance, slope_phi, slope_psi = ramachandran_distance_slope(phi, psi)
+        beyond = torch.relu(distance + s.rama_margin_deg)
+        outside = beyond / s.rama_sd_deg
+        if grad is not None:
+            scale = 2 * s.rama_weight * outside / s.rama_sd_deg
+            by_phi, by_psi = (scale * slope_phi)[..., None], (scale * slope_psi)[..., None]
+            grad.index_add_(0, q[:, 0], by_phi * d_phi[0])
+            grad.index_add_(0, q[:, 1], by_phi * d_phi[1] + by_psi * d_psi[0])
+            grad.index_add_(0, q[:, 2], by_phi * d_phi[2] + by_psi * d_psi[1])
+            grad.index_add_(0, q[:, 3], by_phi * d_phi[3] + by_psi * d_psi[2])
+            grad.index_add_(0, q[:, 4], by_psi * d_psi[3])
+        return s.rama_weight * (outside**2).sum(0), (beyond / s.settle_rama_deg).amax(0)
 
 
 def polish(
@@ -361,14 +597,28 @@ BACKTRACKS = 8
 
 
 def _lbfgs(energy: _Energy, x: torch.Tensor, iterations: int) -> torch.Tensor:
-    """``iterations`` L-BFGS steps on every frame of ``x (T, N, 3)`` independently: per-frame
-    two-loop recursion over the last :data:`HISTORY` steps, then a backtracking (Armijo) line
-    search per frame from the full step, capped at :data:`MAX_STEP_A` per atom. A frame whose
-    line search fails keeps its position for that step."""
-    t = x.shape[0]
-    value, grad = energy.value_and_grad(x)
+    """Up to ``iterations`` L-BFGS steps on every frame of ``x (T, N, 3)`` independently:
+    per-frame two-loop recursion over the last :data:`HISTORY` steps, then a backtracking
+    (Armijo) line search per frame from the full step, capped at :data:`MAX_STEP_A` per atom.
+    A frame whose line search fails keeps its position for that step; a frame with nothing left
+    worth fixing (strain <= 1: every watched overlap, Ramachandran and omega excess and
+    covalent deviation within its settle slack) stops there and leaves the batch, so the cost
+    follows the frames that still need work."""
+    out = x.clone()
+    active = torch.arange(x.shape[0])
+    value, strain, grad = energy.value_and_grad(x)
     steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for _ in range(iterations):
+        settled = strain <= 1.0
+        if bool(settled.any()):
+            out[active[settled]] = x[settled]
+            keep = ~settled
+            if not bool(keep.any()):
+                return out
+            active, x, value, strain, grad = (a[keep] for a in (active, x, value, strain, grad))
+            steps = [(s[keep], y[keep], rho[keep]) for s, y, rho in steps]
+            energy = energy.select(keep)
+        t = x.shape[0]
         q = grad.flatten(1).clone()
         alphas = []
         for s, y, rho in reversed(steps):
@@ -394,18 +644,21 @@ def _lbfgs(energy: _Energy, x: torch.Tensor, iterations: int) -> torch.Tensor:
         longest = torch.linalg.vector_norm(direction, dim=-1).amax(-1)
         alpha = torch.clamp(MAX_STEP_A / longest.clamp(min=1e-30), max=1.0)
         accepted = torch.zeros(t, dtype=torch.bool)
-        new_x, new_value = x.clone(), value.clone()
+        new = [x.clone(), value.clone(), strain.clone(), grad.clone()]
         for _ in range(BACKTRACKS):
+            # the gradient comes with each trial (in closed form it costs about one more
+            # energy), so the usual case, a full step accepted, needs one evaluation
             trial = x + alpha[:, None, None] * direction
-            with torch.no_grad():
-                trial_value = energy(trial)
+            trial_value, trial_strain, trial_grad = energy.value_and_grad(trial)
             ok = ~accepted & (trial_value <= value + ARMIJO * alpha * slope)
-            new_x[ok], new_value[ok] = trial[ok], trial_value[ok]
+            tried = (trial, trial_value, trial_strain, trial_grad)
+            for kept, candidate in zip(new, tried, strict=True):
+                kept[ok] = candidate[ok]
             accepted |= ok
             if bool(accepted.all()):
                 break
             alpha = torch.where(accepted, alpha, alpha / 2)
-        new_value, new_grad = energy.value_and_grad(new_x)
+        new_x, new_value, new_strain, new_grad = new
         s = (new_x - x).flatten(1)
         y = (new_grad - grad).flatten(1)
         curvature = (s * y).sum(1)
@@ -413,5 +666,6 @@ def _lbfgs(energy: _Energy, x: torch.Tensor, iterations: int) -> torch.Tensor:
         steps.append((s, y, rho))
         if len(steps) > HISTORY:
             steps.pop(0)
-        x, value, grad = new_x, new_value, new_grad
-    return x
+        x, value, strain, grad = new_x, new_value, new_strain, new_grad
+    out[active] = x
+    return out

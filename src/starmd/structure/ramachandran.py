@@ -18,6 +18,7 @@ on the bin edges to within the interpolation (about 1 degree).
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from importlib import resources
 
@@ -27,6 +28,11 @@ from scipy.ndimage import distance_transform_edt
 
 RAMA_BIN_DEG = 4.0
 JANIN_BIN_DEG = 6.0
+STAGGERED_TOLERANCE_DEG = 40.0
+"""chi1 of a residue with no chi2 rotamer library (CYS, SER, THR, VAL) must lie this close to a
+staggered rotamer."""
+JANIN_EXCLUDED = frozenset({"ALA", "CYS", "GLY", "PRO", "SER", "THR", "VAL"})
+CHI1_ONLY = frozenset({"CYS", "SER", "THR", "VAL"})
 
 
 @cache
@@ -60,48 +66,92 @@ def janin_allowed(chi1: np.ndarray, chi2: np.ndarray) -> np.ndarray:
     return janin[j, i] >= 1.0
 
 
-@cache
-def _signed_distance_grid() -> np.ndarray:
-    """``(90, 90)`` signed distance (degrees) of each bin centre to the allowed region's edge,
-    indexed ``[psi_bin, phi_bin]``; periodic (computed on a 3 x 3 tiling, centre kept)."""
-    rama, _ = reference_histograms()
-    allowed = np.tile(rama >= 1.0, (3, 3))
-    n = len(rama)
-    centre = (slice(n, 2 * n), slice(n, 2 * n))
-    # distance between bin centres to the nearest bin of the other kind, less half a bin: the
-    # edge between two bins is where the field crosses zero
-    to_allowed = distance_transform_edt(~allowed)[centre] * RAMA_BIN_DEG
-    to_forbidden = distance_transform_edt(allowed)[centre] * RAMA_BIN_DEG
-    half = RAMA_BIN_DEG / 2
-    return np.where(allowed[centre], -(to_forbidden - half), to_allowed - half)
+def _signed_distance(allowed: np.ndarray, bin_deg: float) -> np.ndarray:
+    """Signed distance (degrees) of each bin centre of a periodic ``allowed`` grid to the
+    region's edge: the distance between bin centres to the nearest bin of the other kind, less
+    half a bin (the edge between two bins is where the field crosses zero); computed on a 3 x 3
+    tiling, centre kept."""
+    tiled = np.tile(allowed, (3, 3))
+    n, m = allowed.shape
+    centre = (slice(n, 2 * n), slice(m, 2 * m))
+    to_allowed = distance_transform_edt(~tiled)[centre] * bin_deg
+    to_forbidden = distance_transform_edt(tiled)[centre] * bin_deg
+    half = bin_deg / 2
+    return np.where(allowed, -(to_forbidden - half), to_allowed - half)
 
 
 @cache
-def _grid_tensor(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """:func:`_signed_distance_grid` as a tensor, made once per dtype and device (it is read
-    at every refinement and polish step)."""
-    return torch.as_tensor(_signed_distance_grid(), dtype=dtype, device=device)
+def _grid_tensor(kind: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Signed distance grid of the Ramachandran (``"rama"``, ``(90, 90)`` indexed ``[psi_bin,
+    phi_bin]``) or Janin (``"janin"``, ``(60, 60)`` indexed ``[chi2_bin, chi1_bin]``) 99%
+    region, made once per kind, dtype and device (it is read at every refinement and polish
+    step)."""
+    rama, janin = reference_histograms()
+    if kind == "rama":
+        grid = _signed_distance(rama >= 1.0, RAMA_BIN_DEG)
+    else:
+        grid = _signed_distance(janin >= 1.0, JANIN_BIN_DEG)
+    return torch.as_tensor(grid, dtype=dtype, device=device)
+
+
+def _bilinear(kind: str, first: torch.Tensor, second: torch.Tensor, gradient: bool):
+    """Signed distance at angles (radians) ``first`` (phi or chi1) and ``second`` (psi or chi2)
+    on a grid of :func:`_grid_tensor`, bilinear between bin centres on the torus, and its
+    partial derivatives (degrees per radian) if asked (else None)."""
+    grid = _grid_tensor(kind, first.dtype, first.device)
+    n = grid.shape[0]
+    bin_deg, origin = (RAMA_BIN_DEG, -180.0) if kind == "rama" else (JANIN_BIN_DEG, 0.0)
+    # continuous bin coordinates with bin centres at integers
+    u = (torch.rad2deg(first) - origin) / bin_deg - 0.5
+    v = (torch.rad2deg(second) - origin) / bin_deg - 0.5
+    u0, v0 = torch.floor(u), torch.floor(v)
+    fu, fv = u - u0, v - v0
+    i0, j0 = u0.long() % n, v0.long() % n
+    i1, j1 = (i0 + 1) % n, (j0 + 1) % n
+    g00, g01, g10, g11 = grid[j0, i0], grid[j0, i1], grid[j1, i0], grid[j1, i1]
+    distance = (1 - fu) * (1 - fv) * g00 + fu * (1 - fv) * g01 + (1 - fu) * fv * g10 + fu * fv * g11
+    if not gradient:
+        return distance, None, None
+    per_radian = 180.0 / math.pi / bin_deg  # bin coordinates per radian
+    d_first = ((1 - fv) * (g01 - g00) + fv * (g11 - g10)) * per_radian
+    d_second = ((1 - fu) * (g10 - g00) + fu * (g11 - g01)) * per_radian
+    return distance, d_first, d_second
 
 
 def ramachandran_distance_deg(phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """Signed distance (degrees) from (phi, psi) (radians, any shape) to the edge of the 99%
     Ramachandran region: > 0 for an outlier (how far to the nearest allowed angles), < 0
     inside. Bilinear between bin centres on the torus, so differentiable almost everywhere."""
-    grid = _grid_tensor(phi.dtype, phi.device)
-    n = grid.shape[0]
-    # continuous bin coordinates with bin centres at integers
-    u = (torch.rad2deg(phi) + 180.0) / RAMA_BIN_DEG - 0.5
-    v = (torch.rad2deg(psi) + 180.0) / RAMA_BIN_DEG - 0.5
-    u0, v0 = torch.floor(u), torch.floor(v)
-    fu, fv = u - u0, v - v0
-    i0, j0 = u0.long() % n, v0.long() % n
-    i1, j1 = (i0 + 1) % n, (j0 + 1) % n
-    return (
-        (1 - fu) * (1 - fv) * grid[j0, i0]
-        + fu * (1 - fv) * grid[j0, i1]
-        + (1 - fu) * fv * grid[j1, i0]
-        + fu * fv * grid[j1, i1]
+    return _bilinear("rama", phi, psi, gradient=False)[0]
+
+
+def ramachandran_distance_slope(
+    phi: torch.Tensor, psi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ramachandran_distance_deg` and its partial derivatives with respect to phi and
+    psi (degrees per radian), for minimisers that assemble gradients by hand."""
+    return _bilinear("rama", phi, psi, gradient=True)
+
+
+def janin_distance_slope(
+    chi1: torch.Tensor, chi2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Signed distance (degrees) from (chi1, chi2) (radians) to the edge of the 99% Janin
+    region (> 0 for the evaluation's rotamer outlier, :func:`janin_allowed`), built as the
+    Ramachandran field is, and its partial derivatives (degrees per radian)."""
+    return _bilinear("janin", chi1, chi2, gradient=True)
+
+
+def staggered_distance_slope(chi1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far (degrees) chi1 (radians) lies beyond :data:`STAGGERED_TOLERANCE_DEG` of the
+    nearest staggered rotamer (60, 180, 300 degrees; > 0 for the evaluation's outlier of a
+    chi1-only residue), and its derivative (degrees per radian)."""
+    degrees = torch.rad2deg(chi1)
+    offsets = torch.stack(
+        [torch.remainder(degrees - c + 180.0, 360.0) - 180.0 for c in (60.0, 180.0, 300.0)]
     )
+    offset = offsets.gather(0, offsets.abs().argmin(0, keepdim=True))[0]
+    return offset.abs() - STAGGERED_TOLERANCE_DEG, torch.sign(offset) * 180.0 / math.pi
 
 
 def judged_residue_atoms(topology) -> np.ndarray:
@@ -126,3 +176,26 @@ def judged_residue_atoms(topology) -> np.ndarray:
         ):
             rows.append([named[k] for k in keys])
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def judged_chi_atoms(topology) -> tuple[np.ndarray, np.ndarray]:
+    """The side-chain torsions the rotamer check judges in an mdtraj topology: (chi1, chi2)
+    quartet pairs ``(K, 2, 4)`` of Janin residues, and chi1 quartets ``(K', 4)`` of the
+    chi1-only residues (CYS, SER, THR, VAL)."""
+    import mdtraj as md
+
+    dummy = md.Trajectory(np.zeros((1, topology.n_atoms, 3), dtype=np.float32), topology)
+    chi1_idx, _ = md.compute_chi1(dummy)
+    chi2_idx, _ = md.compute_chi2(dummy)
+    chi2_by_residue = {topology.atom(q[1]).residue.index: q for q in chi2_idx}
+    pairs, singles = [], []
+    for q in chi1_idx:
+        residue = topology.atom(q[1]).residue
+        if residue.name in CHI1_ONLY:
+            singles.append(q)
+        elif residue.name not in JANIN_EXCLUDED and residue.index in chi2_by_residue:
+            pairs.append((q, chi2_by_residue[residue.index]))
+    return (
+        np.array(pairs, dtype=np.int64).reshape(-1, 2, 4),
+        np.array(singles, dtype=np.int64).reshape(-1, 4),
+    )
