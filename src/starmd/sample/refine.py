@@ -398,7 +398,15 @@ def _energy_and_grad(energy: _Energy, motion: torch.Tensor) -> tuple[torch.Tenso
     flat_force.index_add_(0, r.second, -pull)
     # omega beyond its tolerance of trans (or cis)
     n, ca, c = (atoms[..., k, :] for k in (geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT))
-    omega, d_omega = geometry.dihedral_gradient(ca[:, :-1], c[:, :-1], n[:, 1:], ca[:, 1:])
+    # omega, phi (of residue i + 1) and psi (of residue i) across every junction, in one call
+    points = (
+        torch.stack([ca[:, :-1], c[:, :-1], n[:, :-1]]),
+        torch.stack([c[:, :-1], n[:, 1:], ca[:, :-1]]),
+        torch.stack([n[:, 1:], ca[:, 1:], c[:, :-1]]),
+        torch.stack([ca[:, 1:], c[:, 1:], n[:, 1:]]),
+    )
+    angles, slopes = geometry.dihedral_gradient(*points)
+    omega, d_omega = angles[0], [g[0] for g in slopes]
     degrees = torch.rad2deg(omega).abs()
     off = torch.where(energy.cis, degrees, 180.0 - degrees)
     term = torch.relu(off - s.omega_tolerance_deg) / OMEGA_SD_DEG * top.bonded
@@ -416,8 +424,8 @@ def _energy_and_grad(energy: _Energy, motion: torch.Tensor) -> tuple[torch.Tenso
     )
     # Ramachandran outliers
     if s.rama_weight > 0:
-        phi, d_phi = geometry.dihedral_gradient(c[:, :-1], n[:, 1:], ca[:, 1:], c[:, 1:])
-        psi, d_psi = geometry.dihedral_gradient(n[:, :-1], ca[:, :-1], c[:, :-1], n[:, 1:])
+        phi, d_phi = angles[1], [g[1] for g in slopes]
+        psi, d_psi = angles[2], [g[2] for g in slopes]
         pad = phi.new_zeros((b, 1))
         distance, slope_phi, slope_psi = ramachandran_distance_slope(
             torch.cat([pad, phi], -1), torch.cat([psi, pad], -1)

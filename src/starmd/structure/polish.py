@@ -372,15 +372,27 @@ class _Energy:
         )
         self.branches = self.tables["branches"]
         self.volume = _volume(start, self.branches).T.contiguous()
-        self.phi_psi = self.tables["phi_psi"]
-        self.chi_pairs, self.chi1_only = self.tables["chi_pairs"], self.tables["chi1_only"]
-        omega = self.tables["omega"]
-        self.omega = omega[:, :4]
-        if len(omega):
-            corner = start.transpose(0, 1).index_select(0, self.omega.T.reshape(-1))
-            measured = dihedral_gradient(*corner.view(4, len(omega), -1, 3))[0]  # (W, T)
-            # cis kept where the input has it before a proline; trans everywhere else
-            self.cis = (omega[:, 4:] == 1) & (measured.abs() < math.pi / 2)
+        # every dihedral of the torsion terms, one row each (atoms of its four corners)
+        phi_psi, omega = self.tables["phi_psi"], self.tables["omega"]
+        chi_pairs, chi1_only = self.tables["chi_pairs"], self.tables["chi1_only"]
+        parts = {
+            "phi": phi_psi[:, :4],
+            "psi": phi_psi[:, 1:],
+            "omega": omega[:, :4],
+            "chi1": chi_pairs[:, 0],
+            "chi2": chi_pairs[:, 1],
+            "chi1_only": chi1_only,
+        }
+        self.dihedrals = torch.cat(list(parts.values())).reshape(-1, 4)
+        bounds = np.cumsum([0] + [len(rows) for rows in parts.values()])
+        self.dihedral_part = {
+            name: slice(int(lo), int(hi))
+            for name, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True)
+        }
+        corners = start.transpose(0, 1).index_select(0, omega[:, :4].T.reshape(-1))
+        measured = dihedral_gradient(*corners.view(4, len(omega), -1, 3))[0]  # (W, T)
+        # cis kept where the input has it before a proline; trans everywhere else
+        self.cis = (omega[:, 4:] == 1) & (measured.abs() < math.pi / 2)
         self.restraint = torch.where(
             self.tables["backbone"], settings.backbone_restraint_a, settings.sidechain_restraint_a
         ).to(start.dtype)
@@ -404,8 +416,7 @@ class _Energy:
         out = copy.copy(self)
         out.start = self.start[keep]
         out.kept, out.volume = self.kept[:, keep], self.volume[:, keep]
-        if len(self.omega):
-            out.cis = self.cis[:, keep]
+        out.cis = self.cis[:, keep]
         out.watched = self.watched.select(keep)
         return out
 
@@ -469,99 +480,77 @@ class _Energy:
             push = (-2 * overlap / s.clash_sd_a / d)[:, None] * contact
             grad.view(-1, 3).index_add_(0, first, push)
             grad.view(-1, 3).index_add_(0, second, push, alpha=-1)
-        for term in (self._ramachandran, self._omega, self._rotamers):
-            value, worst = term(atoms, grad)
-            total, strain = total + value, torch.maximum(strain, worst)
+        value, worst = self._torsions(atoms, grad)
+        total, strain = total + value, torch.maximum(strain, worst)
         if grad is None:
             return total, strain, None
         return total, strain, grad.transpose(0, 1) + 2 * shift
 
-    def _omega(
+    def _torsions(
         self, atoms: torch.Tensor, grad: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The omega term ``(T,)`` of atom-major positions ``(N, T, 3)`` (degrees beyond the
-        tolerance from trans, or cis, squared in units of the spread) and its strain ``(T,)``;
-        gradient into ``grad``."""
-        s, q = self.settings, self.omega
-        if not len(q):
-            zero = atoms.new_zeros(atoms.shape[1])
-            return zero, zero
-        p = [atoms.index_select(0, q[:, k]) for k in range(4)]  # each (W, T, 3)
-        omega, d_omega = dihedral_gradient(*p)
-        degrees = torch.rad2deg(omega)
-        off = torch.where(self.cis, degrees, degrees - torch.sign(degrees) * 180.0)  # signed
-        beyond = torch.relu(off.abs() - s.omega_tolerance_deg)
-        excess = beyond / s.omega_sd_deg
-        if grad is not None:
-            scale = (2 * excess / s.omega_sd_deg * torch.sign(off) * 180.0 / math.pi)[..., None]
-            for k in range(4):
-                grad.index_add_(0, q[:, k], scale * d_omega[k])
-        return (excess**2).sum(0), (beyond / s.settle_omega_deg).amax(0)
+        """The torsion terms ``(T,)`` of atom-major positions ``(N, T, 3)`` and their strain
+        ``(T,)``, gradient into ``grad`` if given. Every dihedral they need (phi, psi, omega,
+        the judged chi1 and chi2) is measured in one call on the table :attr:`dihedrals`:
 
-    def _rotamers(
-        self, atoms: torch.Tensor, grad: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rotamer term ``(T,)`` of atom-major positions ``(N, T, 3)``: (chi1, chi2) outside
-        the Janin region, chi1 of CYS/SER/THR/VAL away from staggered, each in degrees from
-        ``rama_margin_deg`` inside the allowed edge, squared in units of ``rama_sd_deg``; and its
-        strain ``(T,)``. Gradient into ``grad`` if given."""
-        s = self.settings
+        - Ramachandran: (phi, psi) from ``rama_margin_deg`` inside the 99% region's edge,
+          squared in units of ``rama_sd_deg``, times ``rama_weight``;
+        - omega: degrees beyond ``omega_tolerance_deg`` of trans (or cis), squared in units of
+          ``omega_sd_deg``;
+        - rotamers: (chi1, chi2) outside the Janin region, chi1 of CYS/SER/THR/VAL away from
+          staggered, as the Ramachandran term, times ``rotamer_weight``.
+        """
+        s, table, part = self.settings, self.dihedrals, self.dihedral_part
         zero = atoms.new_zeros(atoms.shape[1])
-        total, strain = zero, zero
-        if s.rotamer_weight <= 0:
-            return total, strain
-        for quads, janin in ((self.chi_pairs, True), (self.chi1_only, False)):
-            if not len(quads):
-                continue
-            first = quads[:, 0] if janin else quads
-            chi1, d_chi1 = dihedral_gradient(
-                *(atoms.index_select(0, first[:, k]) for k in range(4))
-            )
-            if janin:
-                second = quads[:, 1]
-                chi2, d_chi2 = dihedral_gradient(
-                    *(atoms.index_select(0, second[:, k]) for k in range(4))
-                )
-                distance, slope1, slope2 = janin_distance_slope(chi1, chi2)
-            else:
-                distance, slope1 = staggered_distance_slope(chi1)
-            beyond = torch.relu(distance + s.rama_margin_deg)
-            outside = beyond / s.rama_sd_deg
-            total = total + s.rotamer_weight * (outside**2).sum(0)
-            strain = torch.maximum(strain, (beyond / s.settle_rotamer_deg).amax(0))
-            if grad is None:
-                continue
-            scale = 2 * s.rotamer_weight * outside / s.rama_sd_deg
-            for k in range(4):
-                grad.index_add_(0, first[:, k], (scale * slope1)[..., None] * d_chi1[k])
-                if janin:
-                    grad.index_add_(0, second[:, k], (scale * slope2)[..., None] * d_chi2[k])
-        return total, strain
-
-    def _ramachandran(
-        self, atoms: torch.Tensor, grad: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Ramachandran term ``(T,)`` of atom-major positions ``(N, T, 3)`` and its strain
-        ``(T,)``; its gradient is added into ``grad`` (same layout) if given."""
-        s, q = self.settings, self.phi_psi
-        if s.rama_weight <= 0 or not len(q):
-            zero = atoms.new_zeros(atoms.shape[1])
+        if not len(table):
             return zero, zero
-        p = [atoms.index_select(0, q[:, k]) for k in range(5)]  # each (K, T, 3)
-        phi, d_phi = dihedral_gradient(p[0], p[1], p[2], p[3])
-        psi, d_psi = dihedral_gradient(p[1], p[2], p[3], p[4])
-        distance, slope_phi, slope_psi = ramachandran_distance_slope(phi, psi)
-        beyond = torch.relu(distance + s.rama_margin_deg)
-        outside = beyond / s.rama_sd_deg
+        corners = [atoms.index_select(0, table[:, k]) for k in range(4)]  # each (Q, T, 3)
+        angle, d_angle = dihedral_gradient(*corners)
+        slope = torch.zeros_like(angle)  # dE/d(angle), (Q, T)
+        total, strain = zero, zero
+
+        def region(weight, sd, settle, distance, pieces):
+            """A term on the signed distance to an allowed region; ``pieces``: (slice of the
+            table, d(distance)/d(angle)) for each angle the distance depends on."""
+            beyond = torch.relu(distance + s.rama_margin_deg)
+            outside = beyond / sd
+            for rows, d_distance in pieces:
+                slope[rows] += 2 * weight * outside / sd * d_distance
+            return weight * (outside**2).sum(0), (beyond / settle).amax(0)
+
+        terms = []
+        if s.rama_weight > 0 and part["phi"].stop > part["phi"].start:
+            phi, psi = angle[part["phi"]], angle[part["psi"]]
+            distance, d_phi, d_psi = ramachandran_distance_slope(phi, psi)
+            pieces = ((part["phi"], d_phi), (part["psi"], d_psi))
+            terms.append(region(s.rama_weight, s.rama_sd_deg, s.settle_rama_deg, distance, pieces))
+        if s.rotamer_weight > 0:
+            if part["chi1"].stop > part["chi1"].start:
+                chi1, chi2 = angle[part["chi1"]], angle[part["chi2"]]
+                distance, d_chi1, d_chi2 = janin_distance_slope(chi1, chi2)
+                pieces = ((part["chi1"], d_chi1), (part["chi2"], d_chi2))
+                terms.append(
+                    region(s.rotamer_weight, s.rama_sd_deg, s.settle_rotamer_deg, distance, pieces)
+                )
+            if part["chi1_only"].stop > part["chi1_only"].start:
+                distance, d_chi = staggered_distance_slope(angle[part["chi1_only"]])
+                pieces = ((part["chi1_only"], d_chi),)
+                terms.append(
+                    region(s.rotamer_weight, s.rama_sd_deg, s.settle_rotamer_deg, distance, pieces)
+                )
+        if part["omega"].stop > part["omega"].start:
+            degrees = torch.rad2deg(angle[part["omega"]])
+            off = torch.where(self.cis, degrees, degrees - torch.sign(degrees) * 180.0)
+            beyond = torch.relu(off.abs() - s.omega_tolerance_deg)
+            excess = beyond / s.omega_sd_deg
+            slope[part["omega"]] += 2 * excess / s.omega_sd_deg * torch.sign(off) * 180 / math.pi
+            terms.append(((excess**2).sum(0), (beyond / s.settle_omega_deg).amax(0)))
+        for value, worst in terms:
+            total, strain = total + value, torch.maximum(strain, worst)
         if grad is not None:
-            scale = 2 * s.rama_weight * outside / s.rama_sd_deg
-            by_phi, by_psi = (scale * slope_phi)[..., None], (scale * slope_psi)[..., None]
-            grad.index_add_(0, q[:, 0], by_phi * d_phi[0])
-            grad.index_add_(0, q[:, 1], by_phi * d_phi[1] + by_psi * d_psi[0])
-            grad.index_add_(0, q[:, 2], by_phi * d_phi[2] + by_psi * d_psi[1])
-            grad.index_add_(0, q[:, 3], by_phi * d_phi[3] + by_psi * d_psi[2])
-            grad.index_add_(0, q[:, 4], by_psi * d_psi[3])
-        return s.rama_weight * (outside**2).sum(0), (beyond / s.settle_rama_deg).amax(0)
+            for k in range(4):
+                grad.index_add_(0, table[:, k], slope[..., None] * d_angle[k])
+        return total, strain
 
 
 def polish(
