@@ -8,6 +8,9 @@ pair 128). ``starmd.model.count_parameters`` gives their sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+ATTENTION_LAYOUTS = ("joint", "factorized")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,13 @@ class DenoiserConfig:
             visible frame. Implemented as a key mask on the same attention call, so it changes
             what is attended, not the cost (gathered forms measured slower on a CPU up to
             1,000 residues: docs/profile_step.md); no bundled model uses it.
+        attention_layout: ``"joint"`` (default, the paper's model): both attention layers of a
+            block see every visible token. ``"factorized"`` (the paper's ablation, space then
+            time): a block's first attention layer is spatial (a token sees only the residues
+            of its own frame) and its second temporal (a token sees only its own residue, in
+            its own frame and the earlier frames the causal layout allows). Key masks on the
+            same layers: no parameters change, so a factorized model can start from joint
+            weights; no bundled model uses it.
     """
 
     c_s: int = 128
@@ -83,6 +93,7 @@ class DenoiserConfig:
     trans_scale: float = 0.1
     pair_neighbours: int | None = 64
     attention_neighbours: int | None = None
+    attention_layout: Literal["joint", "factorized"] = "joint"
 
     def __post_init__(self) -> None:
         if self.rope_residue_dims % 2 or self.rope_time_dims % 2:
@@ -99,6 +110,11 @@ class DenoiserConfig:
         if self.attention_neighbours is not None and self.attention_neighbours < 1:
             raise ValueError(
                 f"attention_neighbours must be >= 1 or None, got {self.attention_neighbours}"
+            )
+        if self.attention_layout not in ATTENTION_LAYOUTS:
+            raise ValueError(
+                f"attention_layout must be one of {ATTENTION_LAYOUTS}, "
+                f"got {self.attention_layout!r}"
             )
 
     @classmethod

@@ -7,6 +7,8 @@ LayerNorm (shift, scale, gate from the (tau, log dt) embedding of the token's gr
    that frame's pair features, then a transition MLP;
 2. two joint spatio-temporal attention layers
    (:class:`~starmd.model.joint_attention.JointSpatioTemporalAttention`), each with an MLP;
+   with ``DenoiserConfig.attention_layout="factorized"`` the first is spatial (own frame only)
+   and the second temporal (own residue only), by key masks on the same layers;
 3. a per-frame pair update (outer product of single features; skipped in the last block, whose
    pair would feed nothing) and a rigid update in each token's local frame.
 
@@ -47,6 +49,7 @@ from starmd.model.joint_attention import (
     GroupRotary,
     JointSpatioTemporalAttention,
     MaskedContext,
+    factorized_contexts,
 )
 from starmd.model.kv_cache import KVCache
 from starmd.model.layers import OuterProductPairUpdate, RigidUpdate, TorsionHead, Transition
@@ -418,6 +421,9 @@ class StarDenoiser(nn.Module):
         features = self._protein_features(cond, context)
         if features.attention_near is not None:
             context = context.restrict(features.attention_near)
+        if self.config.attention_layout == "factorized":
+            context = factorized_contexts(context, residue_mask)
+            assert len(context.contexts) == ATTENTION_LAYERS_PER_BLOCK  # one per layer of a block
         neighbours = features.neighbours
         s = self.single_embedding(cond, tokens, features.residue) + self.reference_embedding(pose)
         s = s * residue_mask[:, None, :, None]

@@ -1,8 +1,10 @@
 """Joint spatio-temporal attention with rotary encodings and an invariant point term.
 
 One attention call covers the single features of all tokens (frame group x residue) that a
-query may see, with no space/time factorization. Per head the query/key vectors are augmented so
-that ``scaled_dot_product_attention`` computes, up to a per-query constant that softmax drops,
+query may see, with no space/time factorization (the factorized layout of the paper's ablation
+restricts what each layer sees by key masks on the same call: :func:`factorized_contexts`). Per
+head the query/key vectors are augmented so that ``scaled_dot_product_attention`` computes, up
+to a per-query constant that softmax drops,
 
     w_L * ( q_i . k_j / sqrt(c)  -  gamma_h w_C / 2 * sum_p |T_i q_ip - T_j k_jp|^2 )
 
@@ -142,10 +144,23 @@ class AttentionContext(Protocol):
         ``(B, H, Tq, dv)``; ``Tq < T``: queries of the last ``Tq`` tokens only (rollout)."""
         ...
 
-    def restrict(self, near: torch.Tensor) -> AttentionContext:
+    def restrict(self, near: torch.Tensor, own: torch.Tensor | None = None) -> AttentionContext:
         """The same context where a token sees, in frames other than its own, only the residues
-        ``near (B, L, L)`` (bool, ``[query residue, key residue]``) allows."""
+        ``near (B, L, L)`` (bool, ``[query residue, key residue]``) allows, and in its own frame
+        only those ``own (B, L, L)`` allows (None: every residue of its own frame)."""
         ...
+
+
+def _allowed(
+    own_frame: torch.Tensor, near: torch.Tensor, own: torch.Tensor | None, groups: tuple[int, int]
+) -> torch.Tensor:
+    """Token visibility ``(B, G L, S L)`` from group visibility ``own_frame (G L, S L)`` (True
+    where query and key are the same frame) and the residue masks ``near``, ``own`` of
+    :meth:`AttentionContext.restrict` tiled over ``groups = (G, S)``."""
+    other = near.repeat(1, *groups)
+    if own is None:
+        return own_frame | other
+    return torch.where(own_frame, own.repeat(1, *groups), other)
 
 
 class MaskedContext:
@@ -154,14 +169,14 @@ class MaskedContext:
     def __init__(self, mask: torch.Tensor | BlockMask | None) -> None:
         self.mask = mask
 
-    def restrict(self, near: torch.Tensor) -> MaskedContext:
+    def restrict(self, near: torch.Tensor, own: torch.Tensor | None = None) -> MaskedContext:
         if not isinstance(self.mask, torch.Tensor):
-            raise ValueError("attention restricted to neighbours needs a dense mask (sdpa)")
+            raise ValueError("attention restricted by residue needs a dense mask (sdpa)")
         b, l, _ = near.shape
         groups = self.mask.shape[-1] // l
         group = torch.arange(groups, device=near.device).repeat_interleave(l)
         own_frame = group[:, None] == group[None, :]  # (N, N)
-        allowed = own_frame | near.repeat(1, groups, groups)  # (B, N, N)
+        allowed = _allowed(own_frame, near, own, (groups, groups))  # (B, N, N)
         return MaskedContext(self.mask & allowed[:, None])
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -182,14 +197,14 @@ class CacheContext:
         self.cache, self.slot = cache, slot
         self.num_slots, self.key_mask = cache.visibility(slot)
 
-    def restrict(self, near: torch.Tensor) -> CacheContext:
+    def restrict(self, near: torch.Tensor, own: torch.Tensor | None = None) -> CacheContext:
         b, l, _ = near.shape
         slots = [self.slot] if isinstance(self.slot, int) else self.slot
         g, n = len(slots), self.num_slots
         key_slot = torch.arange(n, device=near.device).repeat_interleave(l)  # (S L,)
         query_slot = torch.tensor(slots, device=near.device).repeat_interleave(l)  # (G L,)
         own_frame = query_slot[:, None] == key_slot[None, :]  # (G L, S L)
-        allowed = (own_frame | near.repeat(1, g, n))[:, None]  # (B, 1, G L, S L)
+        allowed = _allowed(own_frame, near, own, (g, n))[:, None]  # (B, 1, G L, S L)
         restricted = copy.copy(self)
         restricted.key_mask = allowed if self.key_mask is None else allowed & self.key_mask
         return restricted
@@ -201,6 +216,38 @@ class CacheContext:
         if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only
             mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)
+
+
+class LayerContexts:
+    """A different visibility per attention layer: layer ``i`` attends through
+    ``contexts[i % len(contexts)]`` (the factorized layout: with two contexts and two layers per
+    block, every block's first layer uses the first, its second layer the second)."""
+
+    def __init__(self, contexts: list[AttentionContext]) -> None:
+        self.contexts = contexts
+
+    def restrict(self, near: torch.Tensor, own: torch.Tensor | None = None) -> LayerContexts:
+        return LayerContexts([context.restrict(near, own) for context in self.contexts])
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.contexts[layer % len(self.contexts)].attend(layer, q, k, v)
+
+
+def factorized_contexts(context: AttentionContext, residue_mask: torch.Tensor) -> LayerContexts:
+    """Space, then time: a spatial context (a token sees every residue of its own frame and
+    nothing of other frames) and a temporal one (a token sees only its own residue, in its own
+    frame and in every other frame ``context`` lets it see).
+
+    Args:
+        residue_mask: ``(B, L)`` bool, False for padding. A padding query keeps every key of
+            the temporal layer (its own residue is masked as a key everywhere, and a query with
+            no key would need the kernels' handling of empty rows); its output is discarded.
+    """
+    b, l = residue_mask.shape
+    nothing = torch.zeros(b, l, l, dtype=torch.bool, device=residue_mask.device)
+    own_residue = torch.eye(l, dtype=torch.bool, device=residue_mask.device)[None]
+    own_residue = own_residue | ~residue_mask[:, :, None]  # (B, L, L)
+    return LayerContexts([context.restrict(nothing), context.restrict(own_residue, own_residue)])
 
 
 class JointSpatioTemporalAttention(nn.Module):
