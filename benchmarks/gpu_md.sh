@@ -1,31 +1,81 @@
 #!/usr/bin/env bash
-# Grow the bundled corpus on one GPU for MD_SECONDS: GROUPS build processes side by side (MD_GROUPS), each
-# taking its share of the proteins round-robin in stages of STEP_NS (2 replicas each).
-# Measured on an H100 (session 2): one OpenMM CUDA context runs 1ENH at ~4,000 ns/day, but 34
-# contexts at once share the GPU by time-slicing and gave only ~3,400 ns/day together, so a few
-# groups beat one process per protein. Carry .whl (see benchmarks/gpu_session.sh) on the device.
+# Grow the bundled corpus on one GPU for MD_SECONDS (counted from the start of this script).
+# HELDOUT_GROUPS build processes take the validation + test proteins (target HELDOUT_NS per
+# replica), TRAIN_GROUPS processes the training proteins (target TRAIN_NS), each in round-robin
+# stages of STEP_NS; every process runs its 2 replicas side by side (2 CUDA contexts).
+# The GPU is time-sliced between contexts, so the held-out share of the throughput is about
+# HELDOUT_GROUPS / (HELDOUT_GROUPS + TRAIN_GROUPS).
+# Measured on an H100 (session 2): one OpenMM CUDA context runs 1ENH (implicit solvent) at
+# ~4,000 ns/day, 34 contexts at once only ~3,400 ns/day together.
+# Outputs under $OUT (the device tool returns at most 8 files of 16 MiB): one tarball of protein
+# folders per group (md_<group>.tgz), index.csv, logs.tgz.
+# The image has Python 3.12 + torch but no OpenMM/mdtraj: carry wheels in .whl (openmm,
+# openmm-cuda-13, mdtraj, pdbfixer; see benchmarks/gpu_session.sh for the download command).
+# Locally (CPU platform, smoke test): LOCAL=1 PLATFORM=CPU MD_SECONDS=30 bash benchmarks/gpu_md.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"; LOG=/tmp/gpu_logs; mkdir -p "$LOG"
-# (MD_GROUPS, not GROUPS: bash reserves GROUPS for the user's group ids)
-MD_SECONDS=${MD_SECONDS:-240}; GROUPS_N=${MD_GROUPS:-4}; STEP_NS=${STEP_NS:-0.25}; NS=${NS:-3}
+MD_SECONDS=${MD_SECONDS:-240}; STEP_NS=${STEP_NS:-0.25}; PLATFORM=${PLATFORM:-CUDA}
+HELDOUT_GROUPS=${HELDOUT_GROUPS:-3}; TRAIN_GROUPS=${TRAIN_GROUPS:-3}
+HELDOUT_NS=${HELDOUT_NS:-2.0}; TRAIN_NS=${TRAIN_NS:-1.0}
 T0=$(date +%s)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >"$LOG/pip.log" 2>&1
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
-LIBS=$(python3 -c "import glob,os,site; print(':'.join(sorted({os.path.dirname(p) for r in site.getsitepackages()+['/tmp/site'] for p in glob.glob(os.path.join(r,'nvidia','**','lib*.so*'),recursive=True)})))")
-export LD_LIBRARY_PATH=${LIBS}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-NAMES=($(python3 -c "from starmd.simulate.corpus import load_manifest; print(' '.join(e.name for e in load_manifest()))"))
-PIDS=()
-for g in $(seq 0 $((GROUPS_N - 1))); do
-    ONLY=(); for i in "${!NAMES[@]}"; do [ $((i % GROUPS_N)) = "$g" ] && ONLY+=(--only "${NAMES[$i]}"); done
-    setsid python3 -m starmd.cli.simulate build --out corpus/md --ns "$NS" --step-ns "$STEP_NS" \
-        --replicas 2 "${ONLY[@]}" --platform CUDA --threads 1 --workers 2 >"$LOG/md_$g.log" 2>&1 &
+if [ "${LOCAL:-0}" = 1 ]; then
+    PY=${PY:-.venv/bin/python}
+    export PYTHONPATH=$PWD/src:$PWD
+else
+    PY=python3
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl >"$LOG/pip.log" 2>&1 || tail -5 "$LOG/pip.log"
+    export PYTHONPATH=/tmp/site:$PWD/src:$PWD
+    LIBS=$(python3 -c "import glob,os,site; print(':'.join(sorted({os.path.dirname(p) for r in site.getsitepackages()+['/tmp/site'] for p in glob.glob(os.path.join(r,'nvidia','**','lib*.so*'),recursive=True)})))")
+    export LD_LIBRARY_PATH=${LIBS}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+fi
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+$PY -c "
+import openmm
+print('openmm', openmm.__version__, [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())])
+for f in openmm.Platform.getPluginLoadFailures(): print('plugin load failure:', f.splitlines()[0][:300])"
+if ! $PY -c "import openmm, sys; sys.exit('$PLATFORM' not in [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())])"; then
+    echo "OpenMM platform $PLATFORM unavailable: CPU platform, one process per core"
+    PLATFORM=CPU; N=$(nproc); HELDOUT_GROUPS=$(( N / 4 )); TRAIN_GROUPS=$(( N / 2 - N / 4 ))
+fi
+# "name split" per line; held-out (val + test) proteins to the first HELDOUT_GROUPS groups
+mapfile -t HELD < <($PY -c "from starmd.simulate.corpus import load_manifest; print('\n'.join(e.name for e in load_manifest() if e.split != 'train'))")
+mapfile -t TRAIN < <($PY -c "from starmd.simulate.corpus import load_manifest; print('\n'.join(e.name for e in load_manifest() if e.split == 'train'))")
+PIDS=(); GROUP_NAMES=()
+launch() {  # group-id target-ns names...
+    local g=$1 ns=$2; shift 2
+    local only=(); for n in "$@"; do only+=(--only "$n"); done
+    GROUP_NAMES+=("$g:$*")
+    # one corpus folder per group (a build locks its folder): move the proteins there
+    mkdir -p "corpus/groups/$g"; for n in "$@"; do mv "corpus/md/$n" "corpus/groups/$g/"; done
+    setsid $PY -m starmd.simulate.cli build --out "corpus/groups/$g" --ns "$ns" --step-ns "$STEP_NS" \
+        --split-ns "val=$ns" --split-ns "test=$ns" --replicas 2 "${only[@]}" \
+        --platform "$PLATFORM" --threads 1 --workers 2 >"$LOG/md_$g.log" 2>&1 &
     PIDS+=($!)
+}
+for g in $(seq 0 $((HELDOUT_GROUPS - 1))); do
+    names=(); for i in "${!HELD[@]}"; do [ $((i % HELDOUT_GROUPS)) = "$g" ] && names+=("${HELD[$i]}"); done
+    [ ${#names[@]} -gt 0 ] && launch "h$g" "$HELDOUT_NS" "${names[@]}"
 done
-sleep $(( MD_SECONDS - ( $(date +%s) - T0 ) ))
+for g in $(seq 0 $((TRAIN_GROUPS - 1))); do
+    names=(); for i in "${!TRAIN[@]}"; do [ $((i % TRAIN_GROUPS)) = "$g" ] && names+=("${TRAIN[$i]}"); done
+    [ ${#names[@]} -gt 0 ] && launch "t$g" "$TRAIN_NS" "${names[@]}"
+done
+printf '%s\n' "${GROUP_NAMES[@]}"
+LEFT=$(( MD_SECONDS - ( $(date +%s) - T0 ) )); [ "$LEFT" -gt 0 ] && sleep "$LEFT"
 for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done; sleep 3
 for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done; sleep 1
-python3 benchmarks/settle_corpus.py corpus/md | tee "$OUT/index.csv"
-find corpus/md -name "*.lock" -delete
-tar czf "$OUT/corpus_md.tgz" corpus/md
+for entry in "${GROUP_NAMES[@]}"; do
+    g=${entry%%:*}; names=(${entry#*:})
+    find "corpus/groups/$g" -name "*.lock" -delete
+    for n in "${names[@]}"; do mv "corpus/groups/$g/$n" corpus/md/; done
+done
+$PY benchmarks/settle_corpus.py corpus/md > "$OUT/index.csv"
+for entry in "${GROUP_NAMES[@]}"; do
+    g=${entry%%:*}; names=(${entry#*:})
+    tar czf "$OUT/md_$g.tgz" -C corpus/md "${names[@]}"
+done
 tar czf "$OUT/logs.tgz" -C /tmp gpu_logs
+grep -h "ns/day" "$LOG"/md_*.log | tail -n 40
 echo "done in $(( $(date +%s) - T0 )) s"
