@@ -46,6 +46,8 @@ def test_health_counts_each_kind_per_replica():
         "health: 5 of 20 generated frames flagged (R1: 2 CA-CA break, 3 clash; "
         "R2: 1 clash, stopped at frame 7); listed in p.json"
     )
+    sidecar["refinement"] = {"polish_ms_per_frame": 40.0}  # the screen precedes the polish
+    assert health_line(sidecar).startswith("health: 5 of 20 generated frames flagged before the")
     sidecar.update(flagged_count=0, health=[{"nan_frames": 0}] * 2)
     assert health_line(sidecar).startswith("health: no flagged frame among 20 generated")
 

@@ -97,7 +97,9 @@ def test_polish_barely_moves_md_and_leaves_a_clean_frame_alone(md_frames):
     assert out.max_shift_a.max() < 0.3
     assert _checks(out.xyz, topology)["valid"].sum() >= _checks(frames, topology)["valid"].sum()
     # nothing to fix (no overlap counted, no Ramachandran or omega term): not moved at all
-    calm = PolishSettings(target_overlap_a=5.0, rama_weight=0.0, omega_tolerance_deg=180.0)
+    calm = PolishSettings(
+        target_overlap_a=5.0, neighbour_overlap_a=5.0, rama_weight=0.0, omega_tolerance_deg=180.0
+    )
     still = polish(frames[:2], plan_polish(topology), calm)
     np.testing.assert_array_equal(still.xyz, frames[:2])
 
@@ -120,6 +122,39 @@ def test_polish_fixes_a_side_chain_pushed_into_its_neighbour(md_frames):
     assert _checks(frame, topology)["aa_clash"][0]
     out = polish(frame, plan)
     assert not _checks(out.xyz, topology)["aa_clash"][0]
+
+
+def test_polish_separates_consecutive_residues_pushed_onto_each_other(md_frames):
+    """The evaluation's clash rule skips neighbours in sequence; the polish does not: atoms of
+    residues i and i + 1 more than three bonds apart keep MD's spacing (BioEmu's 1.0 A filter
+    is what rollouts failed)."""
+    topology, frame = md_frames["topology"], md_frames["md"][:1].copy()
+    plan = plan_polish(topology)
+    n = topology.n_atoms
+    residues = list(topology.residues)
+    first, second = residues[10], residues[11]
+
+    def atom(residue, name):
+        return next(a.index for a in residue.atoms if a.name == name)
+
+    def key(a, b):
+        return min(a, b) * n + max(a, b)
+
+    near = set(plan.bonded_neighbours.tolist())
+    assert key(atom(first, "C"), atom(second, "N")) in near  # the peptide bond
+    assert key(atom(first, "O"), atom(second, "CA")) in near  # 1-4 across it
+    assert key(atom(first, "O"), atom(second, "C")) not in near  # 1-5: judged
+    # put CB of residue i + 1 0.8 A from the carbonyl O of residue i
+    o, cb = atom(first, "O"), atom(second, "CB")
+    direction = frame[0, o] - frame[0, cb]
+    gap = np.linalg.norm(direction)
+    frame[0, cb] += direction / gap * (gap - 0.8)
+    out = polish(frame, plan)
+    distance = np.linalg.norm(out.xyz[0, o] - out.xyz[0, cb])
+    settings = PolishSettings()
+    limit = 1.70 + 1.52 - settings.neighbour_overlap_a - settings.settle_overlap_a
+    assert distance > limit - 0.02  # at most the allowed overlap plus its settle slack left
+    assert distance > 2.0
 
 
 def test_polish_is_equivariant(md_frames):

@@ -56,9 +56,13 @@ def health_line(sidecar: dict) -> str:
         if kinds:
             prefix = f"R{r + 1}: " if replicas > 1 else ""
             per_replica.append(prefix + ", ".join(kinds))
+    # the screen runs on the frames the rollout continues from; the atom polish comes after it
+    # and the validity line judges the written frames
+    polished = (sidecar.get("refinement") or {}).get("polish_ms_per_frame")
+    stage = " before the atom polish" if polished else ""
     return (
-        f"health: {flagged} of {generated} generated frames flagged ({'; '.join(per_replica)}); "
-        f"listed in {sidecar['name']}.json"
+        f"health: {flagged} of {generated} generated frames flagged{stage} "
+        f"({'; '.join(per_replica)}); listed in {sidecar['name']}.json"
     )
 
 

@@ -28,7 +28,11 @@ Energy of a frame (positions in Angstrom, each term a squared deviation in units
 - van der Waals overlaps between atoms of residues at least two apart (or in different
   chains), by the evaluation's clash rule (:mod:`starmd.evaluate.validity`: Bondi radii, 0.3 A
   more for N/O pairs, SG-SG exempt) beyond ``target_overlap_a`` (below MolProbity's 0.4 A, so
-  a polished pair does not sit on the limit);
+  a polished pair does not sit on the limit); and between atoms of consecutive residues more
+  than three bonds apart, beyond ``neighbour_overlap_a`` (the evaluation's clash rule does not
+  judge neighbours, but rollouts put an aromatic ring onto the previous carbonyl or two side
+  chain tips onto each other, closer than BioEmu's 1.0 A filter; MD's own frames reach
+  0.46-0.63 A of overlap here, mostly O(i)-C(i+1), on 12 corpus proteins);
 - Ramachandran outliers: the signed distance of each judged residue's (phi, psi) to the 99%
   region (:func:`~starmd.structure.ramachandran.ramachandran_distance_deg`), from
   ``rama_margin_deg`` inside its edge;
@@ -116,6 +120,8 @@ class PolishSettings:
         omega_tolerance_deg, omega_sd_deg: omega is free within this many degrees of trans
             (of cis before a proline that is cis in the input); beyond, each ``omega_sd_deg``
             costs one unit.
+        neighbour_overlap_a: overlap left unpenalised between atoms of consecutive residues
+            that are more than three bonds apart (MD: at most 0.63 A).
         settle_overlap_a, settle_rama_deg, settle_omega_deg: a frame stops early once every
             overlap is within this of ``target_overlap_a`` (so below MolProbity's 0.4 A), every
             residue within this of the Ramachandran margin (so inside the allowed region) and
@@ -137,6 +143,7 @@ class PolishSettings:
     volume_sd_a3: float = 0.1
     clash_sd_a: float = 0.02
     target_overlap_a: float = 0.15
+    neighbour_overlap_a: float = 0.7
     rama_sd_deg: float = 2.0
     rama_margin_deg: float = 4.0
     rama_weight: float = 3.0
@@ -166,6 +173,9 @@ class PolishPlan:
             residue i + 1 is a proline (cis allowed).
         chi_pairs: ``(K, 2, 4)`` chi1 and chi2 atoms of the residues judged on the Janin plot;
             chi1_only: ``(K', 4)`` chi1 atoms of CYS, SER, THR, VAL (judged by staggering).
+        bonded_neighbours: ``(E,)`` keys ``first * N + second`` (first < second) of the atom
+            pairs of consecutive residues within three bonds of each other (never judged as
+            overlapping).
         radius: ``(N,)`` van der Waals radius, Angstrom.
         polar, sulfur_gamma, backbone: ``(N,)`` bool.
         residue, chain, residue_number: ``(N,)`` residue index, chain index and number.
@@ -179,6 +189,7 @@ class PolishPlan:
     omega: np.ndarray
     chi_pairs: np.ndarray
     chi1_only: np.ndarray
+    bonded_neighbours: np.ndarray
     radius: np.ndarray
     polar: np.ndarray
     sulfur_gamma: np.ndarray
@@ -232,6 +243,17 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         if all(key in named for key in quad):
             omega.append([named[key] for key in quad] + [residue.name == "PRO"])
     chi_pairs, chi1_only = judged_chi_atoms(topology)
+    residue_of = np.array([a.residue.index for a in topology.atoms], dtype=np.int64)
+    within_three: set[tuple[int, int]] = set()
+    for origin in range(topology.n_atoms):  # breadth-first, three bonds deep
+        frontier, seen = {origin}, {origin}
+        for _ in range(3):
+            frontier = {b for a in frontier for b in neighbours[a]} - seen
+            seen |= frontier
+        within_three |= {(origin, b) for b in seen if b > origin}
+    bonded_neighbours = sorted(
+        a * topology.n_atoms + b for a, b in within_three if abs(residue_of[a] - residue_of[b]) == 1
+    )
     elements = [
         atom.element.symbol.upper() if atom.element is not None else atom.name[0]
         for atom in topology.atoms
@@ -245,11 +267,12 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         omega=np.array(omega, dtype=np.int64).reshape(-1, 5),
         chi_pairs=chi_pairs,
         chi1_only=chi1_only,
+        bonded_neighbours=np.array(bonded_neighbours, dtype=np.int64),
         radius=np.array([VDW_RADIUS_A.get(e, 1.7) for e in elements]),
         polar=np.array([e in ("N", "O") for e in elements]),
         sulfur_gamma=np.array([a.name == "SG" for a in topology.atoms]),
         backbone=np.array([a.name in BACKBONE for a in topology.atoms]),
-        residue=np.array([a.residue.index for a in topology.atoms], dtype=np.int64),
+        residue=residue_of,
         chain=np.array([a.residue.chain.index for a in topology.atoms], dtype=np.int64),
         residue_number=np.array([a.residue.resSeq for a in topology.atoms], dtype=np.int64),
     )
@@ -271,12 +294,13 @@ def _length(x: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
 
 
 class _Watched:
-    """Atom pairs that may overlap, listed per frame: ``frame, first, second`` ``(P,)`` and
-    ``limit`` (the distance below which they overlap by more than the target). Found with a
-    k-d tree per frame, so memory grows with the atoms in contact, not with the square of the
-    atom count."""
+    """Atom pairs that may overlap, listed per frame: ``frame, first, second`` ``(P,)``,
+    ``limit`` (the distance below which they overlap by more than allowed), ``contact`` (the
+    sum of their radii, less the N/O allowance) and ``judged`` (a pair the evaluation's clash
+    rule judges: residues two or more apart). Found with a k-d tree per frame, so memory grows
+    with the atoms in contact, not with the square of the atom count."""
 
-    def __init__(self, x: torch.Tensor, tables: dict, target: float):
+    def __init__(self, x: torch.Tensor, tables: dict, target: float, neighbour: float):
         reach = CONTACT_SEARCH_A + CLASH_WATCH_MARGIN_A
         coordinates = x.detach().cpu().numpy()
         found = [cKDTree(frame).query_pairs(reach, output_type="ndarray") for frame in coordinates]
@@ -288,16 +312,24 @@ class _Watched:
         i, j = self.first, self.second
         number, chain, sg = tables["residue_number"], tables["chain"], tables["sulfur_gamma"]
         far = ((number[i] - number[j]).abs() >= 2) | (chain[i] != chain[j])
-        may_clash = far & ~(sg[i] & sg[j])
+        next_to = ~far & ((number[i] - number[j]).abs() == 1)
+        # consecutive residues: only atoms more than three bonds apart
+        bonded = tables["bonded_neighbours"]
+        key = i * len(number) + j
+        if len(bonded):
+            at = torch.searchsorted(bonded, key).clamp(max=len(bonded) - 1)
+            next_to &= bonded[at] != key
+        may_clash = (far | next_to) & ~(sg[i] & sg[j])
         radius, polar = tables["radius"], tables["polar"]
         allowance = POLAR_ALLOWANCE_A * (polar[i] & polar[j]).to(x.dtype)
         contact = radius[i] + radius[j] - allowance
+        limit = contact - torch.where(far, target, neighbour)
         d = torch.linalg.vector_norm(x[self.frame, i] - x[self.frame, j], dim=-1)
-        keep = may_clash & (d < contact - target + CLASH_WATCH_MARGIN_A)
+        keep = may_clash & (d < limit + CLASH_WATCH_MARGIN_A)
         self.frame, self.first, self.second = (
             a[keep] for a in (self.frame, self.first, self.second)
         )
-        self.limit = (contact - target)[keep]
+        self.limit, self.contact, self.judged = limit[keep], contact[keep], far[keep]
 
     def select(self, keep: torch.Tensor) -> _Watched:
         """The pairs of the frames ``keep (T,)`` (bool), frames renumbered in their order."""
@@ -305,7 +337,8 @@ class _Watched:
         mine = keep[self.frame]
         renumber = torch.cumsum(keep.long(), 0) - 1
         out.frame = renumber[self.frame[mine]]
-        out.first, out.second, out.limit = self.first[mine], self.second[mine], self.limit[mine]
+        for name in ("first", "second", "limit", "contact", "judged"):
+            setattr(out, name, getattr(self, name)[mine])
         return out
 
 
@@ -324,6 +357,7 @@ def _tables(plan: PolishPlan) -> dict[str, torch.Tensor]:
         "omega": torch.from_numpy(plan.omega),
         "chi_pairs": torch.from_numpy(plan.chi_pairs),
         "chi1_only": torch.from_numpy(plan.chi1_only),
+        "bonded_neighbours": torch.from_numpy(plan.bonded_neighbours),
         "backbone": torch.from_numpy(plan.backbone),
     }
 
@@ -400,14 +434,16 @@ class _Energy:
 
     def watch(self, x: torch.Tensor) -> _Watched:
         """List the atom pairs of ``x`` within reach of overlapping (done once per round)."""
-        self.watched = _Watched(x, self.tables, self.settings.target_overlap_a)
+        s = self.settings
+        self.watched = _Watched(x, self.tables, s.target_overlap_a, s.neighbour_overlap_a)
         return self.watched
 
     def overlap(self, x: torch.Tensor) -> torch.Tensor:
-        """Largest overlap per frame ``(T,)`` among the watched pairs, Angstrom (>= 0)."""
+        """Largest overlap per frame ``(T,)`` among the watched pairs that the evaluation's
+        clash rule judges (residues two or more apart), Angstrom (>= 0)."""
         w = self.watched
         d = torch.linalg.vector_norm(x[w.frame, w.first] - x[w.frame, w.second], dim=-1)
-        overlap = (w.limit + self.settings.target_overlap_a - d).clamp(min=0.0)
+        overlap = ((w.contact - d) * w.judged).clamp(min=0.0)
         out = x.new_zeros(x.shape[0])
         return out.scatter_reduce(0, w.frame, overlap, reduce="amax")
 
