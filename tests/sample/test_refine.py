@@ -31,7 +31,13 @@ from starmd.sample.refine import (
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
 from starmd.structure.io import iter_trajectory, load_structure
-from starmd.structure.local_geometry import CLASH_OVERLAP_A, POLAR_ALLOWANCE_A, atom_contacts
+from starmd.structure.local_geometry import (
+    CLASH_OVERLAP_A,
+    POLAR_ALLOWANCE_A,
+    PROLINE_C_CD_A,
+    PROLINE_CD_SLOT,
+    atom_contacts,
+)
 from starmd.structure.ramachandran import ramachandran_allowed, ramachandran_distance_deg
 from starmd.structure.rigid import Rigid
 from tests.conftest import STRUCTURES
@@ -132,6 +138,59 @@ def test_refinement_fixes_a_stretched_peptide_bond(md):
     assert refined.violation_after[0] < 0.05 * refined.violation_before[0]
     assert refined.raw_checks["aa_break"].item() and not refined.checks["aa_break"].item()
     assert refined.checks["peptide_outside"].item() == 0
+
+
+def test_refinement_keeps_the_previous_carbonyl_off_a_proline_ring():
+    """Before a proline, C(i) and the ring's CD come from two residues: turning residues up to i
+    about the proline's N-CA axis keeps the peptide bond and the C-N-CA angle but brings C(i)
+    onto CD (what rollouts did); the refinement's C(i)-CD(i+1) term moves it back out."""
+    folder = MD.parent / "2k1b"
+    protein, positions, _ = next(
+        iter_trajectory(folder / "2k1b.pdb", folder / "2k1b_prod_R1_fit.xtc", chunk=2)
+    )
+    frames, torsions = positions_to_frames_torsions(positions, protein)
+    frames = Rigid.from_tensor_7(torch.from_numpy(frames).double())
+    torsions = torch.from_numpy(torsions).double()
+    topology = refine_topology(
+        torch.from_numpy(protein.aatype).long(),
+        torch.from_numpy(protein.segment_index).long(),
+        torch.from_numpy(protein.chain_index).long(),
+        torch.from_numpy(protein.oxt_mask),
+        torch.float64,
+    )
+    i = int(torch.nonzero(topology.pre_proline & topology.bonded)[0, 0])  # X(i)-Pro(i+1)
+    atoms = _atoms(frames, torsions, topology)
+
+    def c_cd(atoms):
+        return torch.linalg.vector_norm(
+            atoms[:, i, geometry.C_SLOT] - atoms[:, i + 1, PROLINE_CD_SLOT], dim=-1
+        )
+
+    length, spread = PROLINE_C_CD_A
+    assert ((c_cd(atoms) - length).abs() < 3 * spread).all()  # MD: inside the band
+    pivot = atoms[:, i + 1, geometry.N_SLOT]
+    axis = atoms[:, i + 1, geometry.CA_SLOT] - pivot
+    axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True)
+    best = None
+    for degrees in range(0, 360, 5):
+        turn = exp_map(axis * math.radians(degrees))  # (B, 3, 3)
+        rots, trans = frames.rots.clone(), frames.trans.clone()
+        rots[:, : i + 1] = turn[:, None] @ frames.rots[:, : i + 1]
+        moved = (frames.trans[:, : i + 1] - pivot[:, None]) @ turn.transpose(-1, -2)
+        trans[:, : i + 1] = moved + pivot[:, None]
+        candidate = Rigid(rots, trans)
+        gap = c_cd(_atoms(candidate, torsions, topology))
+        if best is None or (gap - 1.2).abs().max() < best[0]:
+            best = ((gap - 1.2).abs().max(), candidate)
+    turned = best[1]
+    bad = _atoms(turned, torsions, topology)
+    assert (c_cd(bad) < 1.6).all()
+    assert ((_c_n(bad)[:, i] - _c_n(atoms)[:, i]).abs() < 1e-6).all()  # peptide bond intact
+    refined = refine(turned, torsions, topology)
+    after = c_cd(_atoms(refined.frames, refined.torsions, topology))
+    # bounded moves: well out of the overlap (without the term the Ramachandran pull took it
+    # to 0.4-0.6 A), the rest is the atom polish's (tests/structure/test_polish.py)
+    assert (after > 1.7).all(), after
 
 
 def _contacts(atoms: torch.Tensor, topology) -> dict[str, torch.Tensor]:

@@ -10,12 +10,14 @@ import mdtraj as md
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from starmd.data.prepare import positions_to_frames_torsions
 from starmd.diffusion.so3 import random_rotations
 from starmd.evaluate import validity
 from starmd.structure import geometry
 from starmd.structure.io import build_topology, iter_trajectory
+from starmd.structure.local_geometry import PROLINE_C_CD_A
 from starmd.structure.polish import (
     PolishSettings,
     _Energy,
@@ -155,6 +157,43 @@ def test_polish_separates_consecutive_residues_pushed_onto_each_other(md_frames)
     limit = 1.70 + 1.52 - settings.neighbour_overlap_a - settings.settle_overlap_a
     assert distance > limit - 0.02  # at most the allowed overlap plus its settle slack left
     assert distance > 2.0
+
+
+def test_polish_puts_a_pyramidal_proline_nitrogen_back_in_plane():
+    """Rollouts pyramidalise a proline's N until C(i) lies on CD(i+1) (BioEmu's 1.0 A rule):
+    the polish holds that N planar and C(i)-CD(i+1) at its ideal length, whatever the input."""
+    folder = MD.parent / "2k1b"
+    trajectory = md.load(folder / "2k1b_prod_R1_fit.xtc", top=folder / "2k1b.pdb")[:1]
+    trajectory = trajectory.atom_slice(trajectory.topology.select("not element H"))
+    topology, frame = trajectory.topology, trajectory.xyz.astype(np.float64) * 10
+    plan = plan_polish(topology)
+    prolines = [r for r in topology.residues if r.name == "PRO" and r.index > 0]
+    assert len(plan.ideal) == len(prolines) == int(plan.planar.sum())
+    # MD: already at the ideal length and planar
+    first, second = plan.ideal[:, 0].astype(int), plan.ideal[:, 1].astype(int)
+    md_length = np.linalg.norm(frame[0, first] - frame[0, second], axis=-1)
+    assert np.abs(md_length - PROLINE_C_CD_A[0]).max() < 0.15
+    # fold the ring of the first proline about its N-CA axis so that CD comes 1.0 A from C(i)
+    proline = prolines[0]
+    c_prev = next(a.index for a in topology.residue(proline.index - 1).atoms if a.name == "C")
+    atom = {a.name: a.index for a in proline.atoms}
+    n, ca = frame[0, atom["N"]], frame[0, atom["CA"]]
+    axis = (ca - n) / np.linalg.norm(ca - n)
+    ring = [atom[name] for name in ("CB", "CG", "CD")]
+
+    def turned(angle):
+        rotation = Rotation.from_rotvec(angle * axis).as_matrix()
+        out = frame.copy()
+        out[0, ring] = (frame[0, ring] - n) @ rotation.T + n
+        return out
+
+    angles = np.radians(np.arange(0, 360, 2))
+    gaps = [np.linalg.norm(turned(a)[0, atom["CD"]] - frame[0, c_prev]) for a in angles]
+    bad = turned(angles[int(np.argmin(np.abs(np.array(gaps) - 1.0)))])
+    assert np.linalg.norm(bad[0, atom["CD"]] - bad[0, c_prev]) < 1.3
+    out = polish(bad, plan)
+    gap = np.linalg.norm(out.xyz[0, atom["CD"]] - out.xyz[0, c_prev])
+    assert abs(gap - PROLINE_C_CD_A[0]) < 0.1
 
 
 def test_polish_is_equivariant(md_frames):

@@ -19,7 +19,9 @@ spread so the terms are comparable):
   deviations of Engh & Huber's value (:data:`~starmd.structure.local_geometry.PEPTIDE_BOND_A`);
 - the angles CA(i)-C(i)-N(i+1) and C(i)-N(i+1)-CA(i+1), beyond ``angle_tolerance_sd``, as the
   1-3 distances CA(i)-N(i+1) and C(i)-CA(i+1) that fix them (law of cosines; an approximation
-  that is exact while the peptide bond has its literature length);
+  that is exact while the peptide bond has its literature length); before a proline also
+  C(i)-CD(i+1) (:data:`~starmd.structure.local_geometry.PROLINE_C_CD_A`, the C-N-CD angle: the
+  ring comes with residue i + 1, C(i) with residue i, and nothing else keeps them apart);
 - omega, beyond ``omega_tolerance_deg`` of trans (of cis before a proline predicted cis);
 - Ramachandran outliers: for every non-glycine residue bonded on both sides, the signed distance
   of its (phi, psi) to the 99% region of the evaluation's reference histogram
@@ -72,6 +74,8 @@ from starmd.structure.local_geometry import (
     PEPTIDE_BOND_A,
     POLAR_ALLOWANCE_A,
     PROLINE,
+    PROLINE_C_CD_A,
+    PROLINE_CD_SLOT,
     VDW_RADIUS_A,
     atom15_tables,
     distance,
@@ -311,6 +315,21 @@ def _junction_restraints(
                 replica=replica,
             )
         )
+    # C(i) to CD(i+1) before a proline: the C-N-CD angle, which the proline's ring (rebuilt
+    # with residue i + 1) and C(i) (with residue i) otherwise leave free
+    pro = topology.pre_proline[i]
+    length, spread = PROLINE_C_CD_A
+    ideal = local.new_full((int(pro.sum()),), length)
+    out.append(
+        _DistanceRestraints(
+            first=base[pro] + geometry.C_SLOT,
+            second=following[pro] + PROLINE_CD_SLOT,
+            low=ideal - settings.angle_tolerance_sd * spread,
+            high=ideal + settings.angle_tolerance_sd * spread,
+            sd=torch.full_like(ideal, spread),
+            replica=replica[pro],
+        )
+    )
     return _DistanceRestraints.cat(out)
 
 

@@ -20,7 +20,11 @@ Energy of a frame (positions in Angstrom, each term a squared deviation in units
   and the two halves of each peptide plane: CA(i), C(i), O(i), N(i+1) and C(i), N(i+1),
   CA(i+1)), which keep them planar. The input is taken as correct here: the polish does not
   mend a stretched peptide bond (the rollout's frame refinement does,
-  :mod:`starmd.sample.refine`, before this runs);
+  :mod:`starmd.sample.refine`, before this runs). One exception: a proline's N, bonded to
+  C(i), CA and CD, is held planar (signed volume 0) with C(i) to CD(i+1) at its ideal length
+  (:data:`~starmd.structure.local_geometry.PROLINE_C_CD_A`). The refinement restrains that
+  distance too, but only within its tolerance; without this the polish would keep an input
+  whose C(i) lies within 1 A of CD, as rollouts had in some frames;
 - omega, the rotation between the two halves of a peptide plane: free within
   ``omega_tolerance_deg`` of trans (of cis before a proline that is cis in the input), a square
   beyond (MD has almost no omega 30 degrees or more from planar; the frames the rollout writes
@@ -71,6 +75,7 @@ from starmd.structure.geometry import dihedral_gradient
 from starmd.structure.local_geometry import (
     CONTACT_SEARCH_A,
     POLAR_ALLOWANCE_A,
+    PROLINE_C_CD_A,
     VDW_RADIUS_A,
 )
 from starmd.structure.ramachandran import (
@@ -167,6 +172,10 @@ class PolishPlan:
 
     Attributes:
         bonds, angles, rigid: ``(P, 2)`` atom pairs whose distance is kept.
+        ideal: ``(J, 3)`` atom pairs held at a fixed distance instead of their input one
+            (first, second, distance in Angstrom): C(i) to CD(i+1) of every proline.
+        planar: ``(V,)`` bool, branch atoms held planar (signed volume 0) instead of at their
+            input volume: the N of every proline bonded to the residue before it.
         branches: ``(V, 4)`` centre atom and its three heavy neighbours (signed volume kept).
         phi_psi: ``(K, 5)`` C(i-1), N, CA, C, N(i+1) of the residues judged for Ramachandran.
         omega: ``(W, 5)`` CA(i), C(i), N(i+1), CA(i+1) of every peptide bond, and 1 where
@@ -184,6 +193,8 @@ class PolishPlan:
     bonds: np.ndarray
     angles: np.ndarray
     rigid: np.ndarray
+    ideal: np.ndarray
+    planar: np.ndarray
     branches: np.ndarray
     phi_psi: np.ndarray
     omega: np.ndarray
@@ -226,10 +237,14 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         for group in RIGID_GROUPS.get(residue.name, ()):
             members = [named[(residue.index, n)] for n in group if (residue.index, n) in named]
             rigid += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :]]
-    omega = []
+    omega, ideal, planar_n = [], [], set()
     for prev, residue in zip(residues[:-1], residues[1:], strict=True):
         if not _bonded(prev, residue):
             continue
+        if residue.name == "PRO" and {(prev.index, "C"), (residue.index, "CD")} <= named.keys():
+            first, second = named[(prev.index, "C")], named[(residue.index, "CD")]
+            ideal.append((min(first, second), max(first, second), PROLINE_C_CD_A[0]))
+            planar_n.add(named.get((residue.index, "N")))
         # the peptide plane as two rigid halves that share the C-N bond: the carbonyl end
         # (CA, C, O of i and N of i + 1) and the amide end (C of i, N, CA and proline's CD of
         # i + 1); the rotation about C-N between them, omega, is held by its own term
@@ -262,6 +277,8 @@ def plan_polish(topology: md.Topology) -> PolishPlan:
         bonds=_pairs(bonds),
         angles=_pairs(angles),
         rigid=_pairs(rigid),
+        ideal=np.array(ideal, dtype=np.float64).reshape(-1, 3),
+        planar=np.array([row[0] in planar_n for row in branches], dtype=bool),
         branches=np.array(branches, dtype=np.int64).reshape(-1, 4),
         phi_psi=judged_residue_atoms(topology),
         omega=np.array(omega, dtype=np.int64).reshape(-1, 5),
@@ -394,6 +411,10 @@ class _Energy:
         )
         # per pair / branch and frame, (P, T) and (V, T), in the atom-major layout
         self.kept = _length(start, self.pairs).T.contiguous()
+        n = start.shape[1]
+        keys = self.pairs[:, 0] * n + self.pairs[:, 1]
+        for first, second, length in plan.ideal:
+            self.kept[keys == int(first) * n + int(second)] = float(length)
         self.settle_slack = torch.cat(
             [
                 start.new_full((len(self.tables[name]),), slack)
@@ -406,6 +427,7 @@ class _Energy:
         )
         self.branches = self.tables["branches"]
         self.volume = _volume(start, self.branches).T.contiguous()
+        self.volume[torch.from_numpy(plan.planar)] = 0.0
         # every dihedral of the torsion terms, one row each (atoms of its four corners)
         phi_psi, omega = self.tables["phi_psi"], self.tables["omega"]
         chi_pairs, chi1_only = self.tables["chi_pairs"], self.tables["chi1_only"]
