@@ -46,11 +46,12 @@ MD = Path(__file__).resolve().parents[2] / "corpus" / "md" / "2wqg"
 VILLIN = STRUCTURES / "1vii.pdb"
 
 
-@pytest.fixture(scope="module")
-def md():
-    """Ten frames of 2WQG's corpus MD as frames + torsions (float64) and the protein's tables."""
+def _md_frames(folder: Path, frames: int) -> dict:
+    """The first frames of a corpus protein's MD replica 1 as frames + torsions (float64) and
+    the protein's refinement tables."""
+    name = folder.name
     protein, positions, _ = next(
-        iter_trajectory(MD / "2wqg.pdb", MD / "2wqg_prod_R1_fit.xtc", chunk=10)
+        iter_trajectory(folder / f"{name}.pdb", folder / f"{name}_prod_R1_fit.xtc", chunk=frames)
     )
     frames, torsions = positions_to_frames_torsions(positions, protein)
     topology = refine_topology(
@@ -65,6 +66,12 @@ def md():
         "torsions": torch.from_numpy(torsions).double(),
         "topology": topology,
     }
+
+
+@pytest.fixture(scope="module")
+def md():
+    """Ten frames of 2WQG's corpus MD (:func:`_md_frames`)."""
+    return _md_frames(MD, 10)
 
 
 def _atoms(frames: Rigid, torsions: torch.Tensor, topology) -> torch.Tensor:
@@ -144,20 +151,8 @@ def test_refinement_keeps_the_previous_carbonyl_off_a_proline_ring():
     """Before a proline, C(i) and the ring's CD come from two residues: turning residues up to i
     about the proline's N-CA axis keeps the peptide bond and the C-N-CA angle but brings C(i)
     onto CD (what rollouts did); the refinement's C(i)-CD(i+1) term moves it back out."""
-    folder = MD.parent / "2k1b"
-    protein, positions, _ = next(
-        iter_trajectory(folder / "2k1b.pdb", folder / "2k1b_prod_R1_fit.xtc", chunk=2)
-    )
-    frames, torsions = positions_to_frames_torsions(positions, protein)
-    frames = Rigid.from_tensor_7(torch.from_numpy(frames).double())
-    torsions = torch.from_numpy(torsions).double()
-    topology = refine_topology(
-        torch.from_numpy(protein.aatype).long(),
-        torch.from_numpy(protein.segment_index).long(),
-        torch.from_numpy(protein.chain_index).long(),
-        torch.from_numpy(protein.oxt_mask),
-        torch.float64,
-    )
+    pro = _md_frames(MD.parent / "2k1b", 2)
+    frames, torsions, topology = pro["frames"], pro["torsions"], pro["topology"]
     i = int(torch.nonzero(topology.pre_proline & topology.bonded)[0, 0])  # X(i)-Pro(i+1)
     atoms = _atoms(frames, torsions, topology)
 
