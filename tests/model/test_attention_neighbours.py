@@ -17,8 +17,8 @@ from starmd.model import KVCache
 from starmd.model.joint_attention import MaskedContext
 from starmd.model.masks import training_attention_mask
 from starmd.structure.rigid import Rigid
-from tests.model.conftest import make_model, make_window, random_rigid
-from tests.model.test_equivariance import _assert_moved_by
+from tests.model.conftest import make_model, make_window
+from tests.model.test_equivariance import _assert_moved_by, _forward_before_and_after_motion
 
 L, K, NEAR = 10, 3, 4
 
@@ -114,11 +114,7 @@ def test_neighbour_attention_rollout_with_cache_matches_full_forward(window, sin
 def test_neighbour_attention_is_equivariant():
     model = make_model(attention_neighbours=NEAR)
     window = _window(frames=K, num_padding=2)
-    motion = random_rigid((), torch.Generator().manual_seed(5), torch.float64, scale=30.0)
-    moved_window = window.map_frames(motion.compose)
-    with torch.no_grad():
-        out = model(window.cond, window.clean, window.noisy)
-        moved = model(moved_window.cond, moved_window.clean, moved_window.noisy)
+    out, moved, motion = _forward_before_and_after_motion(model, window, 5)
     _assert_moved_by(moved.noisy, out.noisy, motion, 1e-6)
 
 

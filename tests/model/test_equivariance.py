@@ -21,18 +21,24 @@ def _assert_moved_by(moved: DenoiserOutput, original: DenoiserOutput, motion, to
     torch.testing.assert_close(moved.torsions, original.torsions, atol=tol, rtol=0)
 
 
+def _forward_before_and_after_motion(model, window, seed: int, dtype=torch.float64, scale=30.0):
+    """The model's outputs on ``window`` and on the same window moved by a random rigid motion
+    (``Generator(seed)``), and that motion."""
+    motion = random_rigid((), torch.Generator().manual_seed(seed), dtype, scale=scale)
+    moved_window = window.map_frames(motion.compose)
+    with torch.no_grad():
+        out = model(window.cond, window.clean, window.noisy)
+        moved = model(moved_window.cond, moved_window.clean, moved_window.noisy)
+    return out, moved, motion
+
+
 @pytest.mark.parametrize(
     ("dtype", "tol", "shift"), [(torch.float64, 1e-6, 30.0), (torch.float32, 1e-3, 30.0)]
 )
 def test_global_rigid_motion_moves_predicted_frames_and_keeps_torsions(dtype, tol, shift):
     model = make_model(dtype)
     window = make_window(dtype=dtype, num_padding=2)
-    motion = random_rigid((), torch.Generator().manual_seed(7), dtype, scale=shift)
-    moved_window = window.map_frames(motion.compose)
-
-    with torch.no_grad():
-        out = model(window.cond, window.clean, window.noisy)
-        moved = model(moved_window.cond, moved_window.clean, moved_window.noisy)
+    out, moved, motion = _forward_before_and_after_motion(model, window, 7, dtype, shift)
 
     # The network does move the frames (the test would be vacuous for the identity update).
     change = (out.noisy.frames.trans - window.noisy.frames.trans).norm(dim=-1)  # (B, G, L)

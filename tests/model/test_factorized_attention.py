@@ -21,9 +21,9 @@ from starmd.model.masks import training_attention_mask
 from starmd.modelfile import bundled_model_path, load_model, save_model
 from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
-from tests.model.conftest import make_model, make_window, random_rigid
-from tests.model.test_causality import _group_differences, _perturb_group
-from tests.model.test_equivariance import _assert_moved_by
+from tests.model.conftest import make_model, make_window
+from tests.model.test_causality import _assert_clean_frames_seen_only_later
+from tests.model.test_equivariance import _assert_moved_by, _forward_before_and_after_motion
 from tests.model.test_kv_cache import _assert_same_prediction
 
 L, K = 8, 3
@@ -121,18 +121,7 @@ def test_factorized_layout_changes_predictions_with_the_same_weights():
 
 def test_factorized_attention_is_causal():
     model = make_model(attention_layout="factorized")
-    window = make_window(length=L, frames=K, num_padding=2)
-    with torch.no_grad():
-        ref = model(window.cond, window.clean, window.noisy)
-        for j in range(K):
-            out = model(window.cond, _perturb_group(window.clean, j, seed=j), window.noisy)
-            clean_diff = _group_differences(out.clean, ref.clean)
-            noisy_diff = _group_differences(out.noisy, ref.noisy)
-            if j:
-                assert clean_diff[:j].max() < 1e-12
-            assert noisy_diff[: j + 1].max() < 1e-12
-            assert clean_diff[j] > 1e-3
-            assert (noisy_diff[j + 1 :] > 1e-3).all()
+    _assert_clean_frames_seen_only_later(model, make_window(length=L, frames=K, num_padding=2))
 
 
 @pytest.mark.parametrize(("window", "sink"), [(None, False), (1, True)])
@@ -157,11 +146,7 @@ def test_factorized_rollout_with_cache_matches_full_forward(window, sink):
 def test_factorized_attention_is_equivariant():
     model = make_model(attention_layout="factorized")
     window = make_window(length=L, frames=K, num_padding=2)
-    motion = random_rigid((), torch.Generator().manual_seed(5), torch.float64, scale=30.0)
-    moved_window = window.map_frames(motion.compose)
-    with torch.no_grad():
-        out = model(window.cond, window.clean, window.noisy)
-        moved = model(moved_window.cond, moved_window.clean, moved_window.noisy)
+    out, moved, motion = _forward_before_and_after_motion(model, window, 5)
     _assert_moved_by(moved.noisy, out.noisy, motion, 1e-6)
     _assert_moved_by(moved.clean, out.clean, motion, 1e-6)
 

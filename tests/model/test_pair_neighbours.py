@@ -14,8 +14,8 @@ import torch
 from starmd.model import KVCache
 from starmd.model.features import gather_pairs, nearest_neighbours
 from starmd.structure.rigid import Rigid
-from tests.model.conftest import make_model, make_window, random_rigid
-from tests.model.test_equivariance import _assert_moved_by
+from tests.model.conftest import make_model, make_window
+from tests.model.test_equivariance import _assert_moved_by, _forward_before_and_after_motion
 
 L = 12
 
@@ -66,11 +66,7 @@ def test_neighbour_path_is_equivariant_causal_and_cacheable():
     model = make_model(pair_neighbours=5)
     window = make_window(length=L, frames=3, num_padding=2)
     assert model.pair_neighbours(window.cond).shape == (2, L, 5)
-    motion = random_rigid((), torch.Generator().manual_seed(5), torch.float64, scale=30.0)
-    moved_window = window.map_frames(motion.compose)
-    with torch.no_grad():
-        out = model(window.cond, window.clean, window.noisy)
-        moved = model(moved_window.cond, moved_window.clean, moved_window.noisy)
+    out, moved, motion = _forward_before_and_after_motion(model, window, 5)
     _assert_moved_by(moved.noisy, out.noisy, motion, 1e-6)
 
     # causality: moving the last clean frame (seen by no noisy frame) changes only itself
