@@ -10,6 +10,7 @@ import torch
 
 from starmd.structure import geometry
 from starmd.structure.io import load_structure
+from starmd.structure.rigid import Rigid
 from tests.conftest import STRUCTURES
 
 ROUND_TRIP_FILES = ["1ubi.pdb", "2beg.pdb", "3u7t.cif", "1a8o.pdb", "1vii.pdb"]
@@ -187,3 +188,60 @@ def test_dihedral_gradient_equals_autograd_and_finite_differences():
     change = geometry.dihedral(*moved) - value
     wrapped = torch.remainder(change + math.pi, 2 * math.pi) - math.pi
     torch.testing.assert_close(wrapped / step, gradient[2][:, 0], rtol=1e-4, atol=1e-4)
+
+
+def _proline_rings(atoms, aatype):
+    """N-CD and CG-CD lengths (Angstrom) of every proline in ``atoms (..., L, 15, 3)``."""
+    pro = aatype == geometry.PROLINE
+    slot = {n: i for i, n in enumerate(("N", "CA", "C", "O", "CB", "CG", "CD"))}
+    ring = atoms[..., pro, :, :]
+    n_cd = (ring[..., slot["N"], :] - ring[..., slot["CD"], :]).norm(dim=-1)
+    cg_cd = (ring[..., slot["CG"], :] - ring[..., slot["CD"], :]).norm(dim=-1)
+    return n_cd, cg_cd
+
+
+@pytest.mark.parametrize("name", ["1ubi.pdb", "1a8o.pdb"])
+def test_rebuilt_proline_rings_are_closed_and_near_the_input(name):
+    protein, positions = load_structure(STRUCTURES / name)
+    pos = torch.from_numpy(positions)
+    aatype = torch.from_numpy(protein.aatype)
+    assert (aatype == geometry.PROLINE).sum() >= 2
+    frames = geometry.atoms_to_frames(pos)
+    torsions, _ = geometry.atoms_to_torsions(
+        pos, aatype, torch.from_numpy(protein.atom_mask), torch.from_numpy(protein.linked_prev)
+    )
+    rebuilt = geometry.frames_to_atoms(frames, torsions, aatype)
+    n_cd, cg_cd = _proline_rings(rebuilt, aatype)
+    torch.testing.assert_close(n_cd, torch.full_like(n_cd, geometry.PRO_N_CD_A))
+    torch.testing.assert_close(cg_cd, torch.full_like(cg_cd, geometry.PRO_CG_CD_A))
+    # the input's own ring bond, for scale: a crystal structure's N-CD is 1.44-1.50 A
+    n_cd_input, _ = _proline_rings(pos, aatype)
+    assert ((n_cd_input - geometry.PRO_N_CD_A).abs() < 0.05).all()
+    cd = rebuilt[aatype == geometry.PROLINE, 6] - pos[aatype == geometry.PROLINE, 6]
+    assert cd.norm(dim=-1).max() < 0.5
+
+
+def test_proline_ring_closes_for_any_chi_and_moves_with_the_frame():
+    """Whatever chi2 is, and any chi1 a ring allows (MD and generated frames: within +-50
+    degrees), the rebuilt N-CD is the ideal length (a pair off the ring's puckers left it open by
+    up to 0.4 A before), and a rigid motion of the frames moves the ring with them."""
+    gen = torch.Generator().manual_seed(0)
+    aatype = torch.tensor([geometry.PROLINE] * 64)
+    frames = Rigid.identity((64,), dtype=torch.float64)
+    torsions = (torch.rand(64, 7, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    torsions[:, 3] = torsions[:, 3] * 50 / 180
+    atoms = geometry.frames_to_atoms(frames, torsions, aatype)
+    n_cd, cg_cd = _proline_rings(atoms, aatype)
+    torch.testing.assert_close(n_cd, torch.full_like(n_cd, geometry.PRO_N_CD_A))
+    torch.testing.assert_close(cg_cd, torch.full_like(cg_cd, geometry.PRO_CG_CD_A))
+    rotation = Rigid.from_3_points(
+        torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64),
+        torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64),
+        torch.tensor([-2.0, 0.4, 1.0], dtype=torch.float64),
+    )
+    moved = Rigid(rotation.rots @ frames.rots, (rotation.rots @ frames.trans[..., None])[..., 0])
+    moved = Rigid(moved.rots, moved.trans + rotation.trans)
+    real = geometry.residue_atom_mask(aatype)  # absent slots stay at zero
+    torch.testing.assert_close(
+        geometry.frames_to_atoms(moved, torsions, aatype)[real], rotation.apply(atoms)[real]
+    )

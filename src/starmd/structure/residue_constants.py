@@ -281,7 +281,8 @@ RIGID_GROUP_ATOMS: dict[str, tuple[tuple[str, int, tuple[float, float, float]], 
         ("CZ", 5, (2.794, -0.003, -0.001)),
     ),
     # CD's angle is widened by 2 degrees relative to Engh & Huber so that the
-    # idealized ring closes on N (AlphaFold's adjustment).
+    # idealized ring closes on N (AlphaFold's adjustment). It closes only where chi1 and chi2
+    # sit on one of the ring's puckers, so the rebuild closes it itself (geometry.py).
     "PRO": (
         ("N", 0, (-0.566, 1.351, 0.000)),
         ("CA", 0, (0.000, 0.000, 0.000)),
