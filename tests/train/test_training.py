@@ -285,3 +285,11 @@ def test_masked_noisy_frames_do_not_count_in_the_loss():
     for name in base:
         torch.testing.assert_close(moved_first[name], base[name])
     assert moved_second["trans"] > base["trans"] + 0.01
+
+
+def test_every_shipped_config_loads():
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert len(configs) >= 7
+    for path in configs:
+        config = TrainConfig.from_yaml(path)
+        assert config.model.preset in ("tiny", "small", "base"), path.name
