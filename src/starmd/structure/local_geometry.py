@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from starmd.structure import residue_constants as rc
+from starmd.structure.geometry import PROLINE as PROLINE  # re-exported: one definition
 from starmd.structure.geometry import dihedral
 
 # Bondi van der Waals radii (Angstrom) of the heavy elements of proteins.
@@ -44,7 +45,6 @@ _PAIR_BUDGET = 20_000_000  # atom-pair distances computed at once (memory bound)
 PEPTIDE_BOND_A = ((1.329, 0.014), (1.341, 0.016))
 CA_C_N_DEG = (116.568, 1.995)
 C_N_CA_DEG = (121.352, 2.315)
-PROLINE = rc.RESTYPE_3.index("PRO")
 # C(i) to CD(i+1) of a proline, the 1-3 distance across its N (mean, sd; Angstrom): C-N 1.341 A
 # and N-CD 1.473 A at a C-N-CD angle of about 127 degrees (Engh & Huber) give 2.52 A; the corpus
 # MD's own frames 2.508 +- 0.049 A (24 proteins, 84 X-Pro junctions).
