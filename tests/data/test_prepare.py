@@ -151,6 +151,47 @@ def test_short_replicas_give_shorter_windows_at_long_time_steps(dataset):
         TrajectoryWindowDataset(out, "train", WindowSpec(window=8, dt_ps=(2000.0,), min_window=4))
 
 
+def test_input_from_trajectory_conditions_on_a_replica_frame_outside_the_window(dataset):
+    """With probability 1 a window's conditioning structure is one of the replica's own frames
+    (never one of the window's), with its torsions; at 0 the prepared input structure, and the
+    windows are exactly those drawn without the option."""
+    out, _ = dataset
+    plain = WindowSpec(window=4, dt_ps=(100.0,), crop=None)
+    swapped = WindowSpec(window=4, dt_ps=(100.0,), crop=None, input_from_trajectory=1.0)
+    group = store.open_store(out)
+    all_frames = group["proteins/1am7/R1/frames"][...]
+    all_torsions = group["proteins/1am7/R1/torsions"][...]
+    input_frames = group["proteins/1am7/init_frames"][...]
+    base = TrajectoryWindowDataset(out, "train", plain, samples_per_epoch=8, seed=2)
+    ds = TrajectoryWindowDataset(out, "train", swapped, samples_per_epoch=8, seed=2)
+    # p = 0 draws nothing extra: each window's start and spatial crop are the first draws of
+    # its generator, as before the option existed (runs of older configs stay reproducible)
+    cropped = WindowSpec(window=4, dt_ps=(100.0,), crop=40, crop_mode="spatial")
+    off = TrajectoryWindowDataset(out, "train", cropped)
+    for i in range(8):
+        rng = np.random.default_rng([0, 0, i])  # (seed, epoch, index)
+        rng.choice(1, p=[1.0])  # the (only) replica and time step
+        start = int(rng.integers(0, len(all_frames) - 4 + 1))
+        ca = all_frames[start, :, 4:]
+        centre = int(rng.integers(0, len(ca)))
+        near = np.sort(np.argsort(np.linalg.norm(ca - ca[centre], axis=-1), kind="stable")[:40])
+        np.testing.assert_array_equal(off[i]["frames"].numpy(), all_frames[start : start + 4, near])
+        np.testing.assert_array_equal(base[i]["init_frames"].numpy(), input_frames)
+        it = ds[i]
+        matches = np.flatnonzero((all_frames == it["init_frames"].numpy()[None]).all(axis=(1, 2)))
+        assert len(matches) == 1, i
+        j = int(matches[0])
+        np.testing.assert_array_equal(it["init_torsions"].numpy(), all_torsions[j])
+        window = [
+            k for k in range(len(all_frames)) if (all_frames[k] == it["frames"][0].numpy()).all()
+        ]
+        assert window and not window[0] <= j < window[0] + 4, (j, window)
+    with pytest.raises(StarmdInputError, match="probability"):
+        WindowSpec(input_from_trajectory=1.5)
+    with pytest.raises(StarmdInputError, match="crop_mode"):
+        WindowSpec(crop_mode="random")
+
+
 def test_too_short_for_any_window_is_a_clear_error(dataset):
     out, _ = dataset
     with pytest.raises(StarmdInputError, match="long enough"):

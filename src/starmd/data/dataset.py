@@ -44,6 +44,12 @@ class WindowSpec:
             a replica's saved interval to be usable for it (others are skipped for it).
         crop: maximum residues per sample (None: whole protein).
         crop_mode: ``"contiguous"`` or ``"spatial"`` (nearest residues to a random centre).
+        input_from_trajectory: probability that a window's conditioning structure
+            (``init_frames``, ``init_torsions``) is a random frame of the same replica outside
+            the window instead of the prepared input structure: the input then stands for one
+            member of the ensemble rather than the place the trajectory started from (a lever
+            against the pull towards the input, docs/ablations.md). 0 (default): always the
+            input structure, and no extra random draw (windows as before).
     """
 
     window: int = 8
@@ -51,6 +57,7 @@ class WindowSpec:
     crop: int | None = 128
     crop_mode: str = "contiguous"
     min_window: int | None = None
+    input_from_trajectory: float = 0.0
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -59,14 +66,18 @@ class WindowSpec:
             raise StarmdInputError(
                 f"min_window must be between 2 and window ({self.window}), got {self.min_window}"
             )
+        if self.crop_mode not in ("contiguous", "spatial"):
+            raise StarmdInputError(f"crop_mode must be contiguous or spatial, got {self.crop_mode}")
+        if not 0.0 <= self.input_from_trajectory <= 1.0:
+            raise StarmdInputError(
+                f"input_from_trajectory is a probability, got {self.input_from_trajectory}"
+            )
 
     def frames_for(self, n_frames: int, stride: int) -> int:
         """Window length for a replica of ``n_frames`` at ``stride`` (0: none fits)."""
         fits = (n_frames - 1) // stride + 1
         shortest = self.window if self.min_window is None else self.min_window
         return min(self.window, fits) if fits >= shortest else 0
-        if self.crop_mode not in ("contiguous", "spatial"):
-            raise StarmdInputError(f"crop_mode must be contiguous or spatial, got {self.crop_mode}")
 
 
 class TrajectoryWindowDataset(Dataset):
@@ -172,6 +183,10 @@ class TrajectoryWindowDataset(Dataset):
             frames = traj["frames"][time_slice]
             torsions = traj["torsions"][time_slice]
             per_residue = {k: protein[k][...] for k in PROTEIN_KEYS}
+            other = self._input_frame(n_frames, time_slice, rng)
+            if other is not None:
+                per_residue["init_frames"] = traj["frames"][other]
+                per_residue["init_torsions"] = traj["torsions"][other]
         except Exception as exc:  # zarr and its codecs raise many types on damaged stores
             raise self._corrupt(f"{where} unreadable ({exc})") from exc
         # zarr reads a missing chunk as zeros: no rotation has a zero quaternion
@@ -191,6 +206,15 @@ class TrajectoryWindowDataset(Dataset):
         item["dt_ps"] = torch.tensor(dt, dtype=torch.float32)
         item["time_ps"] = torch.arange(length, dtype=torch.float32) * dt
         return item
+
+    def _input_frame(self, n_frames: int, window: slice, rng: np.random.Generator) -> int | None:
+        """The replica frame that conditions this window instead of the input structure
+        (``spec.input_from_trajectory``), or None for the input structure."""
+        p = self.spec.input_from_trajectory
+        if p == 0.0 or rng.random() >= p:
+            return None
+        outside = np.setdiff1d(np.arange(n_frames), np.arange(n_frames)[window])
+        return int(rng.choice(outside)) if len(outside) else None
 
     def _crop(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = frames.shape[1]

@@ -45,6 +45,9 @@ class DataSection:
     dt_ps: list[float] = field(default_factory=lambda: [10.0, 20.0, 50.0, 100.0])
     crop: int | None = 96
     crop_mode: str = "contiguous"
+    input_from_trajectory: float = 0.0
+    """Training windows only: probability of conditioning on a random frame of the replica
+    instead of the input structure (validation windows always use the input structure)."""
     batch_size: int = 4
     samples_per_epoch: int = 512
     val_samples: int = 64

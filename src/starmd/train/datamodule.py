@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +27,7 @@ class WindowDataModule(L.LightningDataModule):
             crop=data.crop,
             crop_mode=data.crop_mode,
             min_window=data.min_window,
+            input_from_trajectory=data.input_from_trajectory,
         )
         self.train_set: TrajectoryWindowDataset | None = None
         self.val_set: TrajectoryWindowDataset | None = None
@@ -40,8 +42,10 @@ class WindowDataModule(L.LightningDataModule):
                 self.root, "train", self.spec, self.data.samples_per_epoch, self.seed
             )
         if self.val_set is None and self.has_validation:
+            # validation always conditions on the input structure, as a rollout does
+            val_spec = replace(self.spec, input_from_trajectory=0.0)
             self.val_set = TrajectoryWindowDataset(
-                self.root, "val", self.spec, self.data.val_samples, self.seed + 1
+                self.root, "val", val_spec, self.data.val_samples, self.seed + 1
             )
 
     def _loader(self, dataset: TrajectoryWindowDataset) -> DataLoader:
