@@ -84,12 +84,37 @@ def md_frames(folder: Path) -> tuple[object, np.ndarray, list[np.ndarray], float
     return protein, init, replicas, interval
 
 
+def replica_states(replica: np.ndarray, protein) -> tuple[Rigid, torch.Tensor]:
+    """Frames ``(T, L)`` and torsions ``(T, L, 7)`` of MD positions ``(T, L, 15, 3)``."""
+    positions = torch.from_numpy(replica)
+    frames = geometry.atoms_to_frames(positions)
+    torsions, _ = geometry.atoms_to_torsions(
+        positions,
+        torch.from_numpy(protein.aatype),
+        torch.from_numpy(protein.atom_mask),
+        torch.from_numpy(protein.linked_prev),
+    )
+    return frames, torsions
+
+
+def md_state(
+    frames: Rigid, torsions: torch.Tensor, i: int, centre: torch.Tensor, copies: int
+) -> tuple[Rigid, torch.Tensor]:
+    """MD frame ``i`` centred like the rollout's input, as a batch of ``copies``, float32."""
+    rigid = Rigid(
+        frames.rots[i].float().expand(copies, -1, -1, -1),
+        (frames.trans[i] - centre).float().expand(copies, -1, -1),
+    )
+    return rigid, torsions[i].float().expand(copies, -1, -1)
+
+
 def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
     protein, init, replicas, interval = md_frames(folder)
     stride = round(args.dt / interval)
     if stride < 1 or abs(stride * interval - args.dt) > 1e-3:
         raise SystemExit(f"{folder}: dt {args.dt} ps is not a multiple of MD's {interval} ps")
-    inputs = protein_input(protein, init, args.dt, args.samples)
+    n = args.samples
+    inputs = protein_input(protein, init, args.dt, n)
     defaults = loaded.config.sampling
     settings = RolloutSettings(
         steps=args.steps or defaults.steps,
@@ -104,14 +129,7 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
     md_disp, model_disp = [], []
     md_rg, model_rg = [], []
     for replica in replicas:
-        # the positions as frames + torsions, centred like the input
-        frames_all = geometry.atoms_to_frames(torch.from_numpy(replica))
-        torsions_all, _ = geometry.atoms_to_torsions(
-            torch.from_numpy(replica),
-            torch.from_numpy(protein.aatype),
-            torch.from_numpy(protein.atom_mask),
-            torch.from_numpy(protein.linked_prev),
-        )
+        frames_all, torsions_all = replica_states(replica, protein)
         centre = inputs.centre[0].double()
         first = args.context * stride
         for last in range(first, len(replica) - stride, args.every * stride):
@@ -125,13 +143,8 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
                 rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
             t_last = args.context if args.early else last // stride
             for k in range(args.context - 1, -1, -1):
-                i = last - k * stride
-                f = Rigid(
-                    frames_all.rots[i].float().expand(args.samples, -1, -1, -1),
-                    (frames_all.trans[i] - centre).float().expand(args.samples, -1, -1),
-                )
-                tor = torsions_all[i].float().expand(args.samples, -1, -1)
-                rollout.push_clean(t_last - k, f, tor)
+                state = md_state(frames_all, torsions_all, last - k * stride, centre, n)
+                rollout.push_clean(t_last - k, *state)
             frames, _ = rollout.sample_frame(t_last + 1)
             ca = frames.trans.double().numpy() + centre.numpy()
             now, nxt = replica[last, :, 1], replica[last + stride, :, 1]
