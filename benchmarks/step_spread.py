@@ -20,8 +20,8 @@ model's time step, the input structure as the sink, exactly what a rollout cache
   samples and contexts vs MD mean over contexts).
 
 Network output only (no refinement), the model's sampler defaults unless given. ``--restoring``,
-``--context-noise``, ``--no-sink`` and ``--early`` change what the sampler conditions on, to find
-where a pull comes from (docs/ablations.md, "Where the spread goes").
+``--context-noise``, ``--no-sink``, ``--early`` and ``--anchor-back`` change what the sampler
+conditions on, to find where a pull comes from (docs/ablations.md, "Where the spread goes").
 
     python benchmarks/step_spread.py starmd-small --md corpus/md --protein 2wqg --protein 2k1b \\
         --protein 2m2l --dt 50
@@ -115,6 +115,7 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
         raise SystemExit(f"{folder}: dt {args.dt} ps is not a multiple of MD's {interval} ps")
     n = args.samples
     inputs = protein_input(protein, init, args.dt, n)
+    anchor = init
     defaults = loaded.config.sampling
     settings = RolloutSettings(
         steps=args.steps or defaults.steps,
@@ -123,7 +124,6 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
         sink=not args.no_sink,
         context_noise=args.context_noise,
     )
-    init_ca = init[:, 1]
     md_step, md_pull, md_at = [], [], []
     model_step, model_spread, model_pull, model_at = [], [], [], []
     md_disp, model_disp = [], []
@@ -133,6 +133,12 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
         centre = inputs.centre[0].double()
         first = args.context * stride
         for last in range(first, len(replica) - stride, args.every * stride):
+            if args.anchor_back is not None:
+                # condition on an MD frame instead of the input structure (sink, pair
+                # features, restoring springs); the pull is then measured towards it
+                anchor = replica[last - args.anchor_back * stride]
+                inputs = protein_input(protein, anchor, args.dt, n)
+                centre = inputs.centre[0].double()
             rollout = Rollout(loaded, inputs, settings, seed=last)
             if args.restoring is not None:
                 rollout.conditioner = FrameConditioner(
@@ -148,6 +154,7 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
             frames, _ = rollout.sample_frame(t_last + 1)
             ca = frames.trans.double().numpy() + centre.numpy()
             now, nxt = replica[last, :, 1], replica[last + stride, :, 1]
+            init_ca = anchor[:, 1]
             r_now = kabsch_rmsd(now, init_ca)
             md_step.append(kabsch_rmsd(nxt, now))
             md_pull.append(kabsch_rmsd(nxt, init_ca) - r_now)
@@ -224,6 +231,13 @@ def main() -> None:
         type=float,
         default=None,
         help="contextual-noise level of the cached frames (default: the model's rollout level)",
+    )
+    parser.add_argument(
+        "--anchor-back",
+        type=int,
+        default=None,
+        help="condition on the MD frame N time steps before the last context frame instead "
+        "of the input structure (N >= --context - 1 keeps it outside the context)",
     )
     parser.add_argument("--no-sink", action="store_true", help="no input frame in the cache")
     parser.add_argument(
