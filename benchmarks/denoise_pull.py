@@ -12,7 +12,6 @@ tau an unbiased denoiser returns about the truth; a pull there is learned, not a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from starmd.structure.rigid import Rigid
 sys.path.insert(0, str(Path(__file__).parent))
 from step_spread import (  # noqa: E402
     kabsch_rmsd,
+    md_context_parser,
     md_frames,
     md_state,
     radius_of_gyration,
@@ -73,14 +73,7 @@ def protein_rows(loaded, folder: Path, args) -> dict[float, tuple[float, float]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="bundled model name or .safetensors file")
-    parser.add_argument("--md", type=Path, default=Path("corpus/md"), help="ATLAS-layout MD")
-    parser.add_argument("--protein", action="append", required=True, help="protein folder name")
-    parser.add_argument("--dt", type=float, default=50.0, help="time step (ps)")
-    parser.add_argument("--context", type=int, default=7, help="cached MD frames")
-    parser.add_argument("--every", type=int, default=4, help="contexts every N time steps")
-    args = parser.parse_args()
+    args = md_context_parser(__doc__, every=4).parse_args()
     torch.set_num_threads(1)
     loaded = load_model(resolve_model(args.model))
     print(f"{args.model} at {args.dt:g} ps: Rg change / pull (A), prediction minus truth\n")

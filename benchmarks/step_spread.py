@@ -208,14 +208,20 @@ COLUMNS = (
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def md_context_parser(doc: str, every: int) -> argparse.ArgumentParser:
+    """The arguments every MD-context diagnostic takes (model, MD, proteins, step, context)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("model", help="bundled model name or .safetensors file")
     parser.add_argument("--md", type=Path, default=Path("corpus/md"), help="ATLAS-layout MD")
     parser.add_argument("--protein", action="append", required=True, help="protein folder name")
     parser.add_argument("--dt", type=float, default=50.0, help="time step (ps)")
     parser.add_argument("--context", type=int, default=7, help="cached MD frames")
-    parser.add_argument("--every", type=int, default=2, help="contexts every N time steps")
+    parser.add_argument("--every", type=int, default=every, help="contexts every N time steps")
+    return parser
+
+
+def main() -> None:
+    parser = md_context_parser(__doc__, every=2)
     parser.add_argument("--samples", type=int, default=8, help="next frames per context")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--sampler", default=None)
