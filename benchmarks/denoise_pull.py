@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from starmd.errors import StarmdInputError
 from starmd.modelfile import load_model, resolve_model
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.rigid import Rigid
@@ -86,4 +87,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StarmdInputError as exc:  # a missing or unreadable protein folder: one line
+        raise SystemExit(f"error: {exc}") from None

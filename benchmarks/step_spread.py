@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from starmd.diffusion.conditioning import FrameConditioner
+from starmd.errors import StarmdInputError
 from starmd.modelfile import load_model, resolve_model
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
@@ -264,4 +265,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StarmdInputError as exc:  # a missing or unreadable protein folder: one line
+        raise SystemExit(f"error: {exc}") from None
