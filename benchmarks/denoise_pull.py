@@ -33,7 +33,7 @@ from step_spread import (  # noqa: E402
     replica_states,
 )
 
-TAUS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
+TAUS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
 
 
 def protein_rows(loaded, folder: Path, args) -> dict[float, tuple[float, float]]:

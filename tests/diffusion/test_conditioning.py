@@ -1,6 +1,7 @@
 """What a noisy frame is denoised against, built once from a model's diffusion settings: the
 same call serves a training window (B, K, L) and a rollout frame (B, L)."""
 
+import pytest
 import torch
 
 from starmd.diffusion import random_rotations
@@ -75,3 +76,18 @@ def test_a_training_window_gets_what_each_rollout_frame_gets():
         )
         torch.testing.assert_close(whole.trans[:, k], alone.trans)
         torch.testing.assert_close(whole.rots[:, k], alone.rots)
+
+
+def test_training_tau_is_uniform_by_default_and_rho_moves_mass_to_low_noise():
+    u = torch.linspace(0, 1, 10_001, dtype=torch.float64)
+    uniform = DiffusionSection()
+    assert torch.allclose(uniform.training_tau(u), uniform.tau_min + (1 - uniform.tau_min) * u)
+    low = DiffusionSection(train_tau_rho=3.0)
+    tau = low.training_tau(u)
+    assert float(tau.min()) == pytest.approx(low.tau_min) and float(tau.max()) == pytest.approx(1)
+    # P(tau < t) = ((t - tau_min) / (1 - tau_min))^(1/rho): 0.265 at t = 0.02 (uniform: 0.018)
+    expected = ((0.02 - low.tau_min) / (1 - low.tau_min)) ** (1 / 3)
+    assert float((tau < 0.02).double().mean()) == pytest.approx(expected, abs=1e-3)
+    assert float((uniform.training_tau(u) < 0.02).double().mean()) < 0.02
+    with pytest.raises(ValueError, match="train_tau_rho must be > 0"):
+        DiffusionSection(train_tau_rho=0.0).training_tau(u)

@@ -112,3 +112,42 @@ def test_rotation_loss_is_zero_at_the_true_rotation_and_grows_away_from_it():
     assert rot_loss(true.rots) == pytest.approx(0.0, abs=1e-8)
     tilted = random_rotations((b, k, l), g, dtype=torch.float64)
     assert rot_loss(tilted) > 0.1
+
+
+def test_translation_weight_scales_each_frames_error_by_its_noise_level():
+    g = torch.Generator().manual_seed(3)
+    b, k, l = 1, 2, 5
+    true = _random_frames((b, k, l), g)
+    torsions = torch.zeros(b, k, l, 7, dtype=torch.float64)
+    mask = torch.ones(b, l, 7, dtype=torch.bool)
+    diffuser = SE3TorusDiffuser()
+    tau = torch.tensor([[0.002, 0.9]], dtype=torch.float64)[..., None].expand(b, k, l)
+    noisy = diffuser.forward_marginal(true, torsions, mask[:, None], tau, g)
+    # the same 1 A error on every residue of both frames: 0.01 nm^2 each
+    shifted = Rigid(true.rots, true.trans + torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+
+    def trans_loss(sigma_data: float) -> float:
+        unit = _unit(torsions)
+        terms = denoising_losses(
+            diffuser=diffuser,
+            noisy=noisy,
+            pred_frames=shifted,
+            pred_torsions=unit,
+            pred_torsions_unnormalized=unit,
+            pred_frames_per_block=None,
+            true_frames=true,
+            true_torsions=torsions,
+            aatype=torch.zeros(b, l, dtype=torch.long),
+            residue_mask=torch.ones(b, l, dtype=torch.bool),
+            torsion_mask=mask,
+            oxt_mask=None,
+            weights=LossSection(trans_sigma_data_angstrom=sigma_data),
+        )
+        return float(terms["trans"])
+
+    assert trans_loss(0.0) == pytest.approx(0.01)
+    # noise per coordinate in A: sqrt(1 - exp(-B(tau))) / 0.1, B = 0.1 tau + 9.95 tau^2
+    sigma = [math.sqrt(-math.expm1(-(0.1 * t + 9.95 * t * t))) / 0.1 for t in (0.002, 0.9)]
+    expected = 0.01 * sum(1 + (1.0 / s) ** 2 for s in sigma) / 2
+    assert sigma[0] == pytest.approx(0.155, abs=0.001) and sigma[1] > 9.0
+    assert trans_loss(1.0) == pytest.approx(expected, rel=1e-6)

@@ -119,6 +119,9 @@ def test_config_yaml_and_overrides(tmp_path):
         TrainConfig.from_yaml(None, ["model.overrides.c_zz=3"])
     with pytest.raises(StarmdInputError, match="unknown denoiser preset 'huge'"):
         TrainConfig.from_yaml(None, ["model.preset=huge"])
+    path.write_text("diffusion:\n  train_tau_rho: -1\n")
+    with pytest.raises(StarmdInputError, match="cfg.yaml: diffusion.train_tau_rho must be > 0"):
+        TrainConfig.from_yaml(path)
 
 
 def test_config_numbers_are_coerced_or_rejected(tmp_path):

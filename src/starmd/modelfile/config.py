@@ -60,6 +60,12 @@ class LossSection:
 
     rot: float = 0.5
     trans: float = 1.0
+    trans_sigma_data_angstrom: float = 0.0
+    """0 (default): the translation term weighs every noise level alike. s > 0: each residue's
+    squared error is weighted by ``1 + (s / sigma)^2``, sigma the translation noise (A RMS per
+    coordinate) of its frame, as EDM's weighting with ``s`` the spread of the target (Karras et
+    al. 2022): near 1 at high noise, ~40 at the lowest (s = 1 A, tau_min 0.002), where errors
+    are tenths of an Angstrom and otherwise count for nothing next to the high-noise terms."""
     torsion: float = 0.5
     backbone_fape: float = 0.5
     sidechain_fape: float = 0.5
@@ -177,6 +183,13 @@ class TrainConfig:
         for item in overrides or []:
             config.apply_override(item)
         config.model.denoiser(str(path or "config"))  # a bad model section fails here, at once
+        if config.diffusion.train_tau_rho <= 0:
+            raise StarmdInputError(
+                located(
+                    str(path or "config"),
+                    f"diffusion.train_tau_rho must be > 0, got {config.diffusion.train_tau_rho}",
+                )
+            )
         return config
 
     def apply_override(self, item: str) -> None:

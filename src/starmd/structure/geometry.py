@@ -291,7 +291,9 @@ def _close_proline_ring(positions: torch.Tensor, aatype: torch.Tensor) -> torch.
     too far apart for both lengths (never in a real ring), CD goes on the N-CG line at the ratio
     of the two lengths. Built from the atoms' positions only: equivariant, differentiable."""
     proline = aatype == PROLINE
-    if not bool(proline.any()):
+    # the shortcut reads a value back from the device: taken on CPU only (free there), so a
+    # GPU step (training losses) never waits on it
+    if positions.device.type == "cpu" and not bool(proline.any()):
         return positions
     n = positions[..., _PRO_SLOTS["N"], :]
     cg = positions[..., _PRO_SLOTS["CG"], :]

@@ -103,7 +103,7 @@ class DistillModule(StarMDModule):
         )
         target_frames, target_torsions = self.teacher_sample(ctx, z_frames, z_torsions, generator)
         u = torch.rand(b, k, generator=generator, device=device, dtype=ctx.dtype)
-        tau = diffusion.tau_min + (1 - diffusion.tau_min) * u
+        tau = diffusion.training_tau(u)
         one = torch.rand(b, k, generator=generator, device=device) < (
             self.config.distill.one_step_fraction
         )

@@ -180,6 +180,17 @@ def structural_violations(
     }
 
 
+def translation_weight(
+    diffuser: SE3TorusDiffuser, tau: torch.Tensor, sigma_data_angstrom: float
+) -> torch.Tensor:
+    """``1 + (s / sigma(tau))^2``: the weight of a translation error at diffusion time ``tau``
+    (any shape), ``sigma`` the forward process's noise in Angstrom per coordinate and ``s`` the
+    target's spread (:attr:`LossSection.trans_sigma_data_angstrom`)."""
+    _, std = diffuser.r3.marginal_params(tau)
+    sigma = std / diffuser.r3.coordinate_scale
+    return 1.0 + (sigma_data_angstrom / sigma) ** 2
+
+
 def denoising_losses(
     *,
     diffuser: SE3TorusDiffuser,
@@ -223,6 +234,8 @@ def denoising_losses(
     tau = noisy.tau  # (B, K, L)
 
     trans = ((pred_frames.trans - true_frames.trans) * NM).pow(2).sum(-1)
+    if weights.trans_sigma_data_angstrom > 0:
+        trans = trans * translation_weight(diffuser, tau, weights.trans_sigma_data_angstrom)
     rot_pred_score = diffuser.rot_score(noisy.frames.rots, pred_frames.rots, tau)
     rot = ((rot_pred_score - noisy.rot_score) / noisy.rot_score_scaling[..., None]).pow(2).mean(-1)
     tors = torsion_loss(

@@ -3,7 +3,8 @@
 Training scheme (as in the paper): each window's frames are corrupted twice through the same
 forward process, once to a small "contextual noise" level ``tau_ctx ~ U[0, context_noise_max]``
 (the clean copy the model conditions on, as at rollout) and once to a diffusion time
-``tau ~ U[tau_min, 1]`` per frame (the noisy copy); both are concatenated and every noisy frame
+``tau`` in ``[tau_min, 1]`` per frame (the noisy copy; uniform unless
+``diffusion.train_tau_rho`` says otherwise); both are concatenated and every noisy frame
 is a target in one block-causal pass.
 
 Randomness: the diffusion noise of step ``s`` comes from a generator seeded with
@@ -85,7 +86,7 @@ class StarMDModule(L.LightningModule):
         b, k = ctx.tau_ctx.shape
         window = ctx.window
         tau = torch.rand(b, k, generator=generator, device=window.torsions.device, dtype=ctx.dtype)
-        tau = diffusion.tau_min + (1 - diffusion.tau_min) * tau
+        tau = diffusion.training_tau(tau)
         noisy = self.diffuser.forward_marginal(
             window.frames, window.torsions, ctx.torsion_mask, tau[..., None], generator
         )
