@@ -30,7 +30,9 @@ test-slow: $(STAMP)
 # on a GPU use configs/small_gpu.yaml), export the best validation checkpoint with the
 # recommended sampling defaults. MODEL_TIME bounds the wall time; INIT starts from weights
 # (the bundled model's last leg: INIT=models/dev/starmd-small-dev.safetensors
-# MODEL_TIME=00:00:55:00, see docs/model_card.md).
+# MODEL_TIME=00:00:55:00, see docs/model_card.md). That gives version 1; versions 2 and 3 are
+# fine-tuning legs on top of it (configs/small_cpu_geometry.yaml, then configs/small_cpu_v3.yaml
+# with --init; their commands are in docs/model_card.md, "Version 2" and "Version 3").
 MODEL_TIME ?= 00:12:00:00
 INIT ?=
 model: $(STAMP)

@@ -80,6 +80,28 @@ def test_fape_of_one_displaced_point_is_its_displacement_over_clamp():
     assert float(value) == pytest.approx((2.0 + 9 * 1e-4) / (10 * 10.0), abs=1e-9)
 
 
+def _terms_with_true_torsions(diffuser, noisy, pred_frames, true, torsions, aatype, weights):
+    """All loss terms of ``pred_frames`` against ``true`` (every residue and torsion counted),
+    the predicted torsions being the true ones."""
+    b, _, l = true.shape
+    unit = _unit(torsions)
+    return denoising_losses(
+        diffuser=diffuser,
+        noisy=noisy,
+        pred_frames=pred_frames,
+        pred_torsions=unit,
+        pred_torsions_unnormalized=unit,
+        pred_frames_per_block=None,
+        true_frames=true,
+        true_torsions=torsions,
+        aatype=aatype,
+        residue_mask=torch.ones(b, l, dtype=torch.bool),
+        torsion_mask=torch.ones(b, l, 7, dtype=torch.bool),
+        oxt_mask=None,
+        weights=weights,
+    )
+
+
 def test_rotation_loss_is_zero_at_the_true_rotation_and_grows_away_from_it():
     g = torch.Generator().manual_seed(2)
     b, k, l = 1, 2, 6
@@ -91,21 +113,8 @@ def test_rotation_loss_is_zero_at_the_true_rotation_and_grows_away_from_it():
     noisy = diffuser.forward_marginal(true, torsions, mask[:, None], 0.3, g)
 
     def rot_loss(pred_rots: torch.Tensor) -> float:
-        unit = _unit(torsions)
-        terms = denoising_losses(
-            diffuser=diffuser,
-            noisy=noisy,
-            pred_frames=Rigid(pred_rots, true.trans),
-            pred_torsions=unit,
-            pred_torsions_unnormalized=unit,
-            pred_frames_per_block=None,
-            true_frames=true,
-            true_torsions=torsions,
-            aatype=aatype,
-            residue_mask=torch.ones(b, l, dtype=torch.bool),
-            torsion_mask=mask,
-            oxt_mask=None,
-            weights=LossSection(),
+        terms = _terms_with_true_torsions(
+            diffuser, noisy, Rigid(pred_rots, true.trans), true, torsions, aatype, LossSection()
         )
         return float(terms["rot"])
 
@@ -127,22 +136,9 @@ def test_translation_weight_scales_each_frames_error_by_its_noise_level():
     shifted = Rigid(true.rots, true.trans + torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
 
     def trans_loss(sigma_data: float) -> float:
-        unit = _unit(torsions)
-        terms = denoising_losses(
-            diffuser=diffuser,
-            noisy=noisy,
-            pred_frames=shifted,
-            pred_torsions=unit,
-            pred_torsions_unnormalized=unit,
-            pred_frames_per_block=None,
-            true_frames=true,
-            true_torsions=torsions,
-            aatype=torch.zeros(b, l, dtype=torch.long),
-            residue_mask=torch.ones(b, l, dtype=torch.bool),
-            torsion_mask=mask,
-            oxt_mask=None,
-            weights=LossSection(trans_sigma_data_angstrom=sigma_data),
-        )
+        weights = LossSection(trans_sigma_data_angstrom=sigma_data)
+        aatype = torch.zeros(b, l, dtype=torch.long)
+        terms = _terms_with_true_torsions(diffuser, noisy, shifted, true, torsions, aatype, weights)
         return float(terms["trans"])
 
     assert trans_loss(0.0) == pytest.approx(0.01)
