@@ -20,8 +20,9 @@ model's time step, the input structure as the sink, exactly what a rollout cache
   samples and contexts vs MD mean over contexts).
 
 Network output only (no refinement), the model's sampler defaults unless given. ``--restoring``,
-``--context-noise``, ``--no-sink``, ``--early`` and ``--anchor-back`` change what the sampler
-conditions on, to find where a pull comes from (docs/ablations.md, "Where the spread goes").
+``--deadband``, ``--context-noise``, ``--no-sink``, ``--early`` and ``--anchor-back`` change
+what the sampler conditions on, to find where a pull comes from (docs/ablations.md, "Where the
+spread goes").
 
     python benchmarks/step_spread.py starmd-small --md corpus/md --protein 2wqg --protein 2k1b \\
         --protein 2m2l --dt 50
@@ -125,6 +126,14 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
         sink=not args.no_sink,
         context_noise=args.context_noise,
     )
+    prior_changes = {
+        key: value
+        for key, value in (
+            ("reference_contact_restoring", args.restoring),
+            ("reference_contact_deadband", args.deadband),
+        )
+        if value is not None
+    }
     md_step, md_pull, md_at = [], [], []
     model_step, model_spread, model_pull, model_at = [], [], [], []
     md_disp, model_disp = [], []
@@ -141,10 +150,9 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
                 inputs = protein_input(protein, anchor, args.dt, n)
                 centre = inputs.centre[0].double()
             rollout = Rollout(loaded, inputs, settings, seed=last)
-            if args.restoring is not None:
+            if prior_changes:
                 rollout.conditioner = FrameConditioner(
-                    replace(loaded.config.diffusion, reference_contact_restoring=args.restoring),
-                    rollout.diffuser,
+                    replace(loaded.config.diffusion, **prior_changes), rollout.diffuser
                 )
             if not args.no_sink:
                 rollout.push_clean(0, inputs.init_frames, inputs.init_torsions)
@@ -232,6 +240,12 @@ def main() -> None:
         default=None,
         help="restoring fraction of the elastic prior at sampling only (the network was "
         "trained with the model file's)",
+    )
+    parser.add_argument(
+        "--deadband",
+        type=float,
+        default=None,
+        help="flat bottom (A) of the restoring contacts at sampling only",
     )
     parser.add_argument(
         "--context-noise",

@@ -70,10 +70,12 @@ def test_posterior_mean_is_gaussian_conditioning():
     torch.testing.assert_close(got.flatten(), expected)
 
 
-def test_sparse_prior_of_large_proteins_matches_the_dense_one(monkeypatch):
+@pytest.mark.parametrize("deadband", [0.0, 0.15])
+def test_sparse_prior_of_large_proteins_matches_the_dense_one(monkeypatch, deadband):
     """Above SPARSE_ABOVE residues the prior is a sparse precision with direct solves; its
     posterior means (batched, per-frame alpha/sigma, padding) and mean shift equal the dense
-    eigendecomposition's to rounding."""
+    eigendecomposition's to rounding (with and without a flat bottom on the restoring
+    contacts)."""
     from starmd.diffusion import elastic
 
     g = torch.Generator().manual_seed(1)
@@ -84,7 +86,7 @@ def test_sparse_prior_of_large_proteins_matches_the_dense_one(monkeypatch):
     mask = torch.ones(2, length, dtype=torch.bool)
     mask[1, -5:] = False
     args = (frames, rest.expand(2, -1, -1), mask, _bonded(length).expand(2, -1, -1))
-    args = (*args, 1.5, 100.0, 2.0, 10.0, 0.5)
+    args = (*args, 1.5, 100.0, 2.0, 10.0, 0.5, deadband)
     priors = {}
     for label, threshold in (("dense", length), ("sparse", length - 1)):
         monkeypatch.setattr(elastic, "SPARSE_ABOVE", threshold)
@@ -240,3 +242,31 @@ def test_restoring_contacts_pull_towards_the_input_structure():
     deficit = gyration(ca) - gyration(shrunk)
     assert gyration(ca) - gyration(restored) < 0.5 * deficit
     assert gyration(ca) - gyration(relaxed) > 0.7 * deficit
+
+
+def test_restoring_deadband_pulls_only_beyond_the_band():
+    """Flat-bottomed restoring contacts: a structure whose contact distances all lie within the
+    band of the input's gets exactly the shift of relaxed contacts (bonds still pull); one
+    strained beyond it is pulled back, less than by linear springs."""
+    ca = _ca()
+    n = len(ca)
+    args = (torch.ones(n, dtype=torch.bool), _bonded(n), 1.5, 100.0, 2.0, 10.0)
+
+    def shift(x, restoring, band=0.0):
+        return elastic_prior(x, ca, *args, contact_restoring=restoring, contact_deadband=band)
+
+    def gyration(x):
+        return (x - x.mean(0)).pow(2).sum(-1).mean().sqrt()
+
+    near = 0.99 * (ca - ca.mean(0)) + ca.mean(0)  # contacts (< 10 A) change by < 0.1 A
+    assert (torch.cdist(near, near) - torch.cdist(ca, ca)).abs().max() < 0.35
+    torch.testing.assert_close(shift(near, 0.5, 0.35).mean_shift, shift(near, 0.0).mean_shift)
+    assert (shift(near, 0.5).mean_shift - shift(near, 0.0).mean_shift).abs().max() > 1e-3
+    far = 0.9 * (ca - ca.mean(0)) + ca.mean(0)
+    size = {
+        label: gyration(far + shift(far, *setting).mean_shift)
+        for label, setting in (("relaxed", (0.0,)), ("band", (1.0, 0.3)), ("linear", (1.0,)))
+    }
+    assert size["relaxed"] < size["band"] < size["linear"] <= gyration(ca) + 0.05, size
+    with pytest.raises(ValueError, match="deadband >= 0"):
+        shift(near, 0.5, -0.1)

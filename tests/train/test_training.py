@@ -122,6 +122,10 @@ def test_config_yaml_and_overrides(tmp_path):
     path.write_text("diffusion:\n  train_tau_rho: -1\n")
     with pytest.raises(StarmdInputError, match="cfg.yaml: diffusion.train_tau_rho must be > 0"):
         TrainConfig.from_yaml(path)
+    with pytest.raises(StarmdInputError, match="config: diffusion.reference_contact_deadband"):
+        TrainConfig.from_yaml(None, ["diffusion.reference_contact_deadband=-0.5"])
+    with pytest.raises(StarmdInputError, match="loss.trans_sigma_data_angstrom must be >= 0"):
+        TrainConfig.from_yaml(None, ["loss.trans_sigma_data_angstrom=-1"])
 
 
 def test_config_numbers_are_coerced_or_rejected(tmp_path):

@@ -68,6 +68,7 @@ class FrameConditioner:
             s.reference_contact_stiffness,
             s.reference_contact_cutoff,
             s.reference_contact_restoring,
+            s.reference_contact_deadband,
         )
         return PreviousFrame(frames, prior)
 

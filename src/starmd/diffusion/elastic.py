@@ -174,6 +174,7 @@ def elastic_prior(
     k_contact: float,
     cutoff: float,
     contact_restoring: float = 0.0,
+    contact_deadband: float = 0.0,
 ) -> ElasticPrior:
     """The prior of the module docstring for C-alpha positions ``ca (..., L, 3)`` (Angstrom).
 
@@ -189,21 +190,31 @@ def elastic_prior(
         contact_restoring: fraction of each contact spring whose rest length is the distance in
             ``rest_ca`` (the input structure) rather than in ``ca`` (0: contacts only correlate
             motion; 1: a full elastic network around the input structure).
+        contact_deadband: Angstrom; a restoring contact pulls only on the part of its
+            distance change beyond this (flat-bottomed: within the band around the input's
+            distance it correlates motion without pulling; 0: linear, as a plain ANM).
 
     Returns:
         :class:`ElasticPrior` in float64, or :class:`SparseElasticPrior` above
         :data:`SPARSE_ABOVE` residues.
     """
-    if spread <= 0 or k_bond < 0 or k_contact < 0 or cutoff <= 0:
+    if spread <= 0 or k_bond < 0 or k_contact < 0 or cutoff <= 0 or contact_deadband < 0:
         raise ValueError(
-            f"need spread > 0, stiffnesses >= 0 and cutoff > 0, got {spread}, {k_bond}, "
-            f"{k_contact}, {cutoff}"
+            f"need spread > 0, stiffnesses >= 0, cutoff > 0 and deadband >= 0, got {spread}, "
+            f"{k_bond}, {k_contact}, {cutoff}, {contact_deadband}"
         )
     x = ca.to(torch.float64)
     *batch, length, _ = x.shape
     if length > SPARSE_ABOVE:
         return _sparse_prior(
-            x, rest_ca, residue_mask, bonded, spread, k_bond, k_contact, cutoff, contact_restoring
+            x,
+            rest_ca,
+            residue_mask,
+            bonded,
+            spread,
+            (k_bond, k_contact),
+            cutoff,
+            (contact_restoring, contact_deadband),
         )
     offsets = x[..., None, :, :] - x[..., :, None, :]  # (..., L, L, 3): x_j - x_i
     distance2 = (offsets**2).sum(-1)
@@ -218,7 +229,8 @@ def elastic_prior(
     rest_distance = ((rest[..., None, :, :] - rest[..., :, None, :]) ** 2).sum(-1).sqrt()
     distance = distance2.sqrt()
     spring = torch.where(bonded, k_bond, k_contact * contact_restoring)
-    strain = torch.where(bonded | contact, distance - rest_distance, 0.0) * spring
+    excess = _beyond_band(distance - rest_distance, bonded, contact_deadband)
+    strain = torch.where(bonded | contact, excess, 0.0) * spring
     strain = torch.where(pair_mask, strain, 0.0)
     unit = offsets / distance.clamp_min(1e-6)[..., None]
     gradient = -(strain[..., None] * unit).sum(-2).flatten(-2)  # (..., 3L)
@@ -239,16 +251,16 @@ def _sparse_prior(
     residue_mask: torch.Tensor,
     bonded: torch.Tensor,
     spread: float,
-    k_bond: float,
-    k_contact: float,
+    stiffness: tuple[float, float],
     cutoff: float,
-    contact_restoring: float,
+    restoring: tuple[float, float],
 ) -> SparseElasticPrior:
     """:func:`elastic_prior` as sparse matrices, built from the list of springs (bonded pairs
     and contacts): no ``L x L x 3`` tensors, the Hessian's 3x3 blocks of the springs only."""
     from scipy.sparse import coo_matrix, identity
     from scipy.sparse.linalg import splu
 
+    (k_bond, k_contact), (contact_restoring, contact_deadband) = stiffness, restoring
     *batch, length, _ = x.shape
     n = 3 * length
     flat_x = x.reshape(-1, length, 3)
@@ -280,13 +292,23 @@ def _sparse_prior(
         # the strained springs' pull, as in the dense code
         rest_distance = (flat_rest[e, j] - flat_rest[e, i]).norm(dim=-1)
         spring = torch.where(is_bond, k_bond, k_contact * contact_restoring)
-        pull = ((distance - rest_distance) * spring)[:, None] * offsets
+        excess = _beyond_band(distance - rest_distance, is_bond, contact_deadband)
+        pull = (excess * spring)[:, None] * offsets
         pull = pull / distance.clamp_min(1e-6)[:, None]
         gradient = -torch.zeros(length, 3, dtype=x.dtype, device=x.device).index_add_(0, i, pull)
         precisions.append(precision)
         shifts.append(-splu(precision).solve(gradient.reshape(-1).cpu().numpy()))
     shift = torch.from_numpy(np.stack(shifts)).to(x.device)
     return SparseElasticPrior(tuple(precisions), shift.reshape(*batch, length, 3))
+
+
+def _beyond_band(change: torch.Tensor, bonded: torch.Tensor, band: float) -> torch.Tensor:
+    """Distance changes from the rest length, less ``band`` towards zero for contacts (bonds
+    keep the whole change): the strain a flat-bottomed restoring spring acts on."""
+    if band <= 0:
+        return change
+    soft = torch.sign(change) * torch.relu(change.abs() - band)
+    return torch.where(bonded, change, soft)
 
 
 def _block_entries(block_rows: torch.Tensor, block_cols: torch.Tensor) -> tuple[np.ndarray, ...]:

@@ -56,6 +56,9 @@ class DiffusionSection:
     reference_contact_restoring: float = 0.0
     """Fraction of the contact springs with the input structure's distances as rest lengths
     (0: contacts only correlate motion; see ``starmd.diffusion.elastic.elastic_prior``)."""
+    reference_contact_deadband: float = 0.0
+    """Angstrom: the restoring contacts pull only on the part of a distance change beyond this
+    (flat-bottomed; 0, what models before it used: linear springs)."""
 
     def training_tau(self, u: torch.Tensor) -> torch.Tensor:
         """Diffusion times of training's noisy frames from uniform draws ``u`` in [0, 1]

@@ -183,13 +183,26 @@ class TrainConfig:
         for item in overrides or []:
             config.apply_override(item)
         config.model.denoiser(str(path or "config"))  # a bad model section fails here, at once
-        if config.diffusion.train_tau_rho <= 0:
-            raise StarmdInputError(
-                located(
-                    str(path or "config"),
-                    f"diffusion.train_tau_rho must be > 0, got {config.diffusion.train_tau_rho}",
+        d = config.diffusion
+        for name, value, ok, need in (
+            ("diffusion.train_tau_rho", d.train_tau_rho, d.train_tau_rho > 0, "> 0"),
+            (
+                "diffusion.reference_contact_deadband",
+                d.reference_contact_deadband,
+                d.reference_contact_deadband >= 0,
+                ">= 0",
+            ),
+            (
+                "loss.trans_sigma_data_angstrom",
+                config.loss.trans_sigma_data_angstrom,
+                config.loss.trans_sigma_data_angstrom >= 0,
+                ">= 0 (0: off)",
+            ),
+        ):
+            if not ok:
+                raise StarmdInputError(
+                    located(str(path or "config"), f"{name} must be {need}, got {value}")
                 )
-            )
         return config
 
     def apply_override(self, item: str) -> None:

@@ -95,6 +95,7 @@ OMEGA_SD_DEG = 6.0
 """Spread of omega in MD (implicit-solvent frames of the corpus: about 6 degrees)."""
 CLASH_SD_A = 0.1
 """Unit of an overlap in the energy (Angstrom)."""
+
 CLASH_SEARCH_MARGIN_A = 1.0
 """Atom pairs closer than contact plus this margin at the start are watched for overlaps."""
 PEPTIDE_RANGE_A = (1.2, 1.5)
@@ -102,6 +103,25 @@ PEPTIDE_RANGE_A = (1.2, 1.5)
 GLYCINE = rc.RESTYPE_3.index("GLY")
 PEPTIDE_BREAK_A = 2.0
 """A C(i)-N(i+1) longer than this is a peptide-bond break (the evaluation's all-atom check)."""
+
+
+def _dihedral_targets() -> torch.Tensor:
+    """``(6, 4, 3)`` 0/1: which backbone atom of a junction ``i -> i + 1`` (N, CA, C of residue
+    ``i``, then of ``i + 1``) is point ``k`` of dihedral ``d`` (omega, phi of ``i + 1``, psi of
+    ``i``): the points of the ``points`` stacks in :func:`_energy_and_grad`."""
+    members = (
+        (1, 2, 3, 4),  # omega: CA(i), C(i), N(i+1), CA(i+1)
+        (2, 3, 4, 5),  # phi(i+1): C(i), N(i+1), CA(i+1), C(i+1)
+        (0, 1, 2, 3),  # psi(i): N(i), CA(i), C(i), N(i+1)
+    )
+    targets = torch.zeros(6, 4, 3)
+    for d, atoms in enumerate(members):
+        for k, t in enumerate(atoms):
+            targets[t, k, d] = 1.0
+    return targets
+
+
+_DIHEDRAL_TARGETS = _dihedral_targets()
 
 
 @dataclass(frozen=True)
@@ -362,7 +382,7 @@ class _Energy:
         shift, rotvec = motion[..., :3], motion[..., 3:]
         rots = self.frames.rots @ exp_map(rotvec)
         trans = self.frames.trans + (self.frames.rots @ shift[..., None])[..., 0]
-        atoms = torch.einsum("blij,blaj->blai", rots, self.local) + trans[..., None, :]
+        atoms = self.local @ rots.transpose(-1, -2) + trans[..., None, :]
         return Rigid(rots, trans), atoms
 
     def violation(self, atoms: torch.Tensor) -> torch.Tensor:
@@ -425,71 +445,42 @@ def _energy_and_grad(energy: _Energy, motion: torch.Tensor) -> tuple[torch.Tenso
         torch.stack([ca[:, 1:], c[:, 1:], n[:, 1:]]),
     )
     angles, slopes = geometry.dihedral_gradient(*points)
-    omega, d_omega = angles[0], [g[0] for g in slopes]
+    omega = angles[0]
     degrees = torch.rad2deg(omega).abs()
     off = torch.where(energy.cis, degrees, 180.0 - degrees)
     term = torch.relu(off - s.omega_tolerance_deg) / OMEGA_SD_DEG * top.bonded
     total = total + (term**2).sum(-1)
     slope = 2 * term / OMEGA_SD_DEG * torch.rad2deg(torch.sign(omega))
-    slope = torch.where(energy.cis, slope, -slope)[..., None]
-    _add_dihedral_force(
-        force,
-        slope,
-        d_omega,
-        (geometry.CA_SLOT, 0),
-        (geometry.C_SLOT, 0),
-        (geometry.N_SLOT, 1),
-        (geometry.CA_SLOT, 1),
-    )
+    dihedral_slopes = [torch.where(energy.cis, slope, -slope)]  # dE/d(omega), (B, J)
     # Ramachandran outliers
     if s.rama_weight > 0:
-        phi, d_phi = angles[1], [g[1] for g in slopes]
-        psi, d_psi = angles[2], [g[2] for g in slopes]
-        pad = phi.new_zeros((b, 1))
+        pad = omega.new_zeros((b, 1))
         distance, slope_phi, slope_psi = ramachandran_distance_slope(
-            torch.cat([pad, phi], -1), torch.cat([psi, pad], -1)
+            torch.cat([pad, angles[1]], -1), torch.cat([angles[2], pad], -1)
         )
         outside = torch.relu(distance + s.rama_margin_deg) / s.rama_sd_deg * top.rama
         total = total + s.rama_weight * (outside**2).sum(-1)
         scale = 2 * s.rama_weight * outside / s.rama_sd_deg
-        # phi of residue i + 1: C(i), N, CA, C(i + 1); psi of residue i: N, CA, C(i), N(i + 1)
-        _add_dihedral_force(
-            force,
-            (scale * slope_phi)[:, 1:, None],
-            d_phi,
-            (geometry.C_SLOT, 0),
-            (geometry.N_SLOT, 1),
-            (geometry.CA_SLOT, 1),
-            (geometry.C_SLOT, 1),
-        )
-        _add_dihedral_force(
-            force,
-            (scale * slope_psi)[:, :-1, None],
-            d_psi,
-            (geometry.N_SLOT, 0),
-            (geometry.CA_SLOT, 0),
-            (geometry.C_SLOT, 0),
-            (geometry.N_SLOT, 1),
-        )
+        # phi of residue i + 1 and psi of residue i, both across junction i -> i + 1
+        dihedral_slopes += [(scale * slope_phi)[:, 1:], (scale * slope_psi)[:, :-1]]
+    # each dihedral's slope times its gradient, summed onto N, CA, C of residues i and i + 1
+    count = len(dihedral_slopes)
+    weighted = torch.stack(dihedral_slopes)[None, ..., None] * torch.stack(slopes)[:, :count]
+    targets = _DIHEDRAL_TARGETS[..., :count].reshape(6, -1).to(weighted)
+    junction = (targets @ weighted.reshape(4 * count, -1)).view(6, *weighted.shape[2:])
+    force[:, :-1, : geometry.C_SLOT + 1] += junction[:3].permute(1, 2, 0, 3)
+    force[:, 1:, : geometry.C_SLOT + 1] += junction[3:].permute(1, 2, 0, 3)
     total = total + energy.restraint(motion)
     # chain rule to the residue moves: x = R exp(w) local + t + R shift
     weight = motion.new_tensor([1.0, 1.0, 1.0, LEVER_A**2, LEVER_A**2, LEVER_A**2])
     grad = 2 * motion * weight / s.restraint_a**2
     frame_rots = energy.frames.rots
     summed = force.sum(-2)  # (B, L, 3)
-    grad[..., :3] += (frame_rots.transpose(-1, -2) @ summed[..., None])[..., 0]
-    in_frame = torch.einsum("blji,blaj->blai", moved.rots, force)  # R'^T dE/dx
+    grad[..., :3] += (summed[..., None, :] @ frame_rots)[..., 0, :]  # R^T sum dE/dx
+    in_frame = force @ moved.rots  # R'^T dE/dx, atom by atom
     torque = torch.linalg.cross(energy.local, in_frame, dim=-1).sum(-2)
     grad[..., 3:] += _right_jacobian_transpose(motion[..., 3:], torque)
     return total, grad
-
-
-def _add_dihedral_force(force, slope, gradients, *points) -> None:
-    """Add ``slope (B, J, 1) * d(angle)/d(point)`` to ``force (B, L, 15, 3)`` for a dihedral
-    across junctions ``i -> i + 1``: each point is ``(slot, 0 for residue i or 1 for i + 1)``."""
-    for (slot, shift), gradient in zip(points, gradients, strict=True):
-        j = gradient.shape[1]
-        force[:, shift : shift + j, slot] += slope * gradient
 
 
 def _right_jacobian_transpose(rotvec: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
