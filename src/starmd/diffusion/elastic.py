@@ -29,6 +29,8 @@ of the untrained sampler) and, with a trained network that errs slightly inwards
 step, its size (2WQG, 40 frames at 10 ps: CA radius of gyration 9.12 -> 8.19 A without
 restoring contacts, 8.9-9.1 A with 0.25-1; MD 9.2-9.9 A). The restoring part is a bias
 towards the input structure: it keeps long rollouts folded but damps departures from it.
+``contact_deadband`` makes it flat-bottomed: a restoring contact then pulls only on the part
+of its distance change beyond the band (docs/ablations.md, "Flat-bottomed restoring springs").
 
 Under the independent Gaussian likelihood of the VP forward process,
 ``x_tau = alpha x0 + sigma eps``, the posterior mean is
