@@ -258,7 +258,9 @@ def _sparse_prior(
     restoring: tuple[float, float],
 ) -> SparseElasticPrior:
     """:func:`elastic_prior` as sparse matrices, built from the list of springs (bonded pairs
-    and contacts): no ``L x L x 3`` tensors, the Hessian's 3x3 blocks of the springs only."""
+    and contacts): no ``L x L x 3`` tensors, the Hessian's 3x3 blocks of the springs only.
+    ``stiffness`` is ``(k_bond, k_contact)``, ``restoring`` ``(contact_restoring,
+    contact_deadband)``."""
     from scipy.sparse import coo_matrix, identity
     from scipy.sparse.linalg import splu
 

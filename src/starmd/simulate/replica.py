@@ -231,8 +231,14 @@ def _read_state(openmm: Any, path: Path) -> Any:
     Raises:
         StarmdInputError: truncated or edited beyond what OpenMM can read (named).
     """
+    from xml.etree import ElementTree
+
     try:
-        return openmm.XmlSerializer.deserialize(path.read_text())
+        text = path.read_text()
+        # OpenMM's own parser can accept a truncated file (particles missing, read as NaN):
+        # a file that is not well-formed XML is refused here first
+        ElementTree.fromstring(text)
+        return openmm.XmlSerializer.deserialize(text)
     except Exception as exc:  # OpenMM raises its own and XML-parser exceptions
         raise StarmdInputError(
             located(path, f"corrupt OpenMM state ({first_line(exc)}); {atlas.CORRUPT_ADVICE}")
