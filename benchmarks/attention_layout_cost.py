@@ -29,7 +29,7 @@ def with_layout(loaded: LoadedModel, layout: str) -> LoadedModel:
     """``loaded`` with its attention layout set to ``layout`` (same weights)."""
     config = copy.deepcopy(loaded.config)
     config.model.overrides["attention_layout"] = layout
-    model = StarDenoiser(config.model.denoiser(loaded.source))
+    model = StarDenoiser(config.denoiser(loaded.source))
     model.load_state_dict(loaded.model.state_dict())
     return LoadedModel(model.eval(), config, loaded.source)
 

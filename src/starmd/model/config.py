@@ -7,6 +7,7 @@ pair 128). ``starmd.model.count_parameters`` gives their sizes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,6 +64,18 @@ class DenoiserConfig:
             its own frame and the earlier frames the causal layout allows). Key masks on the
             same layers: no parameters change, so a factorized model can start from joint
             weights; no bundled model uses it.
+        torsion_skip: predict each clean torsion as the posterior mean direction of a von
+            Mises belief from the context (the torsion head's output ``kappa (sin, cos)`` of its
+            mean direction, the natural parameters) times the noisy torsion's likelihood
+            (``(sin, cos)`` of the noisy angle times ``1 / sigma(tau)^2``, the wrapped normal's
+            concentration for small sigma): the noisy torsion passes straight through at low
+            noise, as an EDM skip connection, and the head only has to say how sure the context
+            is. Off (default, every bundled model before version 4): the head predicts the
+            clean torsion alone, and a trained head follows the noisy torsion only part of the
+            way even at the lowest noise (docs/model_card.md, "Side chains").
+        torsion_sigma_min, torsion_sigma_max: the torsion diffusion's noise range (radians),
+            needed by ``torsion_skip``; set from the training configuration's diffusion section
+            (:meth:`starmd.modelfile.config.TrainConfig.denoiser`), not by hand.
     """
 
     c_s: int = 128
@@ -94,6 +107,9 @@ class DenoiserConfig:
     pair_neighbours: int | None = 64
     attention_neighbours: int | None = None
     attention_layout: Literal["joint", "factorized"] = "joint"
+    torsion_skip: bool = False
+    torsion_sigma_min: float = 0.01
+    torsion_sigma_max: float = math.pi
 
     def __post_init__(self) -> None:
         if self.rope_residue_dims % 2 or self.rope_time_dims % 2:
@@ -110,6 +126,11 @@ class DenoiserConfig:
         if self.attention_neighbours is not None and self.attention_neighbours < 1:
             raise ValueError(
                 f"attention_neighbours must be >= 1 or None, got {self.attention_neighbours}"
+            )
+        if not 0 < self.torsion_sigma_min < self.torsion_sigma_max:
+            raise ValueError(
+                "torsion noise range must satisfy 0 < min < max, got "
+                f"{self.torsion_sigma_min}, {self.torsion_sigma_max}"
             )
         if self.attention_layout not in ATTENTION_LAYOUTS:
             raise ValueError(

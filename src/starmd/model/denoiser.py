@@ -26,6 +26,7 @@ Three entry points share one trunk:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -218,6 +219,32 @@ class DenoiserBlock(nn.Module):
         with torch.autocast(device_type=s.device.type, enabled=False):
             frames = frames.compose(self.rigid_update(s.to(frames.dtype)))
         return s, z_out, frames
+
+
+def torsion_posterior(
+    context: torch.Tensor,
+    noisy: torch.Tensor,
+    tau: torch.Tensor,
+    sigma_min: float,
+    sigma_max: float,
+) -> torch.Tensor:
+    """Unit ``(sin, cos)`` ``(B, G, L, 7, 2)`` of the posterior mean direction of each clean
+    torsion (``DenoiserConfig.torsion_skip``).
+
+    ``context`` ``(B, G, L, 7, 2)``: the torsion head's output, read as the natural parameters
+    ``kappa (sin mu, cos mu)`` of a von Mises belief from everything but the noisy torsion;
+    ``noisy`` ``(B, G, L, 7)`` radians at diffusion times ``tau (B, G)``, whose likelihood is a
+    wrapped normal of scale ``sigma(tau) = sigma_min^(1 - tau) sigma_max^tau``, approximated by
+    the von Mises of concentration ``1 / sigma^2`` (exact as sigma -> 0). The product of two von
+    Mises densities is a von Mises whose natural parameters are the sum, so the prediction is
+    the direction of ``context + (sin, cos)(noisy) / sigma^2``: the noisy torsion itself at low
+    noise, the context's mean at high noise.
+    """
+    log_sigma = (1.0 - tau) * math.log(sigma_min) + tau * math.log(sigma_max)
+    concentration = torch.exp(-2.0 * log_sigma).to(context.dtype)[..., None, None, None]
+    observed = torch.stack([torch.sin(noisy), torch.cos(noisy)], dim=-1).to(context.dtype)
+    natural = context + concentration * observed
+    return natural / torch.sqrt((natural**2).sum(-1, keepdim=True) + 1e-8)
 
 
 class StarDenoiser(nn.Module):
@@ -459,6 +486,15 @@ class StarDenoiser(nn.Module):
             per_block = [f[:, g - keep :] for f in per_block[:-1]] + per_block[-1:]
             reference_frames = reference_frames[:, g - keep :]
         raw, unit = self.torsion_head(s)
+        if self.config.torsion_skip:
+            kept = slice(None) if keep is None else slice(tokens.num_groups - keep, None)
+            unit = torsion_posterior(
+                raw,
+                tokens.torsions[:, kept],
+                tokens.tau[:, kept],
+                self.config.torsion_sigma_min,
+                self.config.torsion_sigma_max,
+            )
         update = self.reference_update(s)
         with torch.autocast(device_type=s.device.type, enabled=False):
             clean = reference_frames.compose(

@@ -160,7 +160,9 @@ class DenoiserOutput:
     Attributes:
         frames: predicted clean frames, :class:`Rigid` ``(B, G, L)``, Angstrom.
         torsions: predicted clean torsions as unit ``(sin, cos)``, ``(B, G, L, 7, 2)``.
-        torsions_unnormalized: the same before normalization (for AlphaFold's angle-norm loss).
+        torsions_unnormalized: the torsion head's output before normalization (for AlphaFold's
+            angle-norm loss; with ``DenoiserConfig.torsion_skip``, the context's von Mises
+            natural parameters, before the noisy torsions' are added).
         frames_per_block: frames after each block, :class:`Rigid` ``(n_blocks, B, G, L)``; the
             last equals ``frames``. Use for an auxiliary loss (see ``stop_rotation_gradient``).
         single: final single features ``(B, G, L, c_s)``.

@@ -124,7 +124,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     """
     path = Path(path)
     config, state = _read(path, weights=True)
-    model = StarDenoiser(config.model.denoiser(str(path)))
+    model = StarDenoiser(config.denoiser(str(path)))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -155,6 +155,29 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def denoiser(self, source: str = "config"):
+        """The network's :class:`~starmd.model.config.DenoiserConfig`: the model section, with
+        the torsion diffusion's noise range from the diffusion section (the torsion skip
+        needs it; it is never a model override)."""
+        taken = {"torsion_sigma_min", "torsion_sigma_max"} & set(self.model.overrides)
+        if taken:
+            raise StarmdInputError(
+                located(
+                    source,
+                    f"model: {', '.join(sorted(taken))} comes from the diffusion section "
+                    "(diffusion.torsion_sigma_min / _max), not a model override",
+                )
+            )
+        config = self.model.denoiser(source)
+        try:
+            return dataclasses.replace(
+                config,
+                torsion_sigma_min=self.diffusion.torsion_sigma_min,
+                torsion_sigma_max=self.diffusion.torsion_sigma_max,
+            )
+        except ValueError as exc:
+            raise StarmdInputError(located(source, f"diffusion: {exc}")) from None
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         config = cls()
@@ -182,7 +205,7 @@ class TrainConfig:
         config = cls.from_dict(data, str(path or "config"))
         for item in overrides or []:
             config.apply_override(item)
-        config.model.denoiser(str(path or "config"))  # a bad model section fails here, at once
+        config.denoiser(str(path or "config"))  # a bad model section fails here, at once
         d = config.diffusion
         for name, value, ok, need in (
             ("diffusion.train_tau_rho", d.train_tau_rho, d.train_tau_rho > 0, "> 0"),

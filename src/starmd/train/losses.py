@@ -70,15 +70,17 @@ def torsion_loss(
     true_torsions: torch.Tensor,
     aatype: torch.Tensor,
     mask: torch.Tensor,
+    norm_weight: float = 0.02,
 ) -> torch.Tensor:
     """Squared (sin, cos) error, the smaller of chi and chi + pi for symmetric side chains,
-    plus AlphaFold's angle-norm term (weight 0.02)."""
+    plus AlphaFold's angle-norm term (``norm_weight``; 0 for a head whose output length means
+    something, as the torsion skip's concentration does)."""
     true = torch.stack([torch.sin(true_torsions), torch.cos(true_torsions)], -1)
     alt_angles = geometry.alternative_torsions(true_torsions, aatype[:, None, :])
     alt = torch.stack([torch.sin(alt_angles), torch.cos(alt_angles)], -1)
     err = torch.minimum(((pred_sin_cos - true) ** 2).sum(-1), ((pred_sin_cos - alt) ** 2).sum(-1))
     norm = torch.linalg.vector_norm(pred_unnormalized, dim=-1)
-    return _masked_mean(err, mask) + 0.02 * _masked_mean((norm - 1.0).abs(), mask)
+    return _masked_mean(err, mask) + norm_weight * _masked_mean((norm - 1.0).abs(), mask)
 
 
 def between_residue_clash(
@@ -209,6 +211,7 @@ def denoising_losses(
     frame_mask: torch.Tensor | None = None,
     residue_index: torch.Tensor | None = None,
     chain_index: torch.Tensor | None = None,
+    angle_norm: bool = True,
 ) -> dict[str, torch.Tensor]:
     """All loss terms for predictions of ``K`` noisy frames.
 
@@ -224,6 +227,9 @@ def denoising_losses(
     ``residue_index``, ``chain_index`` ``(B, L)``: where the peptide bonds are; needed only when
     a structural-violation weight is non-zero (the terms are then added, averaged over the
     low-noise frames, :func:`structural_violations`).
+
+    ``angle_norm``: add AlphaFold's angle-norm term on ``pred_torsions_unnormalized`` (off for
+    a denoiser with ``torsion_skip``, whose head output length is a concentration).
 
     Returns:
         dict of scalar terms and ``"loss"``, their weighted sum.
@@ -244,6 +250,7 @@ def denoising_losses(
         true_torsions,
         aatype,
         torsion_mask[:, None] & res_mask[..., None],
+        norm_weight=0.02 if angle_norm else 0.0,
     )
 
     pred_angles = torch.atan2(pred_torsions[..., 0], pred_torsions[..., 1])

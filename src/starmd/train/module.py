@@ -50,7 +50,7 @@ class WindowContext:
 
 
 def build_denoiser(config: TrainConfig) -> StarDenoiser:
-    return StarDenoiser(config.model.denoiser())
+    return StarDenoiser(config.denoiser())
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -164,6 +164,7 @@ class StarMDModule(L.LightningModule):
             frame_mask=frame_mask,
             residue_index=ctx.cond.residue_index,
             chain_index=ctx.cond.chain_index,
+            angle_norm=not self.model.config.torsion_skip,
         )
 
     # Lightning hooks ------------------------------------------------------------------------

@@ -272,7 +272,7 @@ def build_module(config: TrainConfig):
         raise StarmdInputError(
             located(teacher_path, "the teacher's diffusion section differs from the config's")
         )
-    if not same_network(teacher.config.model.denoiser(str(teacher_path)), config.model.denoiser()):
+    if not same_network(teacher.config.denoiser(str(teacher_path)), config.denoiser()):
         raise StarmdInputError(
             located(teacher_path, "the teacher's network differs from the config's model section")
         )
