@@ -75,11 +75,13 @@ def test_debug_flag_shows_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
+def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys, monkeypatch):
     """The demo with a tiny untrained model and the replica and static baselines (the ANM
-    baseline adds about a minute; `make demo` runs it)."""
+    baseline adds about a minute; `make demo` runs it), on a machine made to look busy: it
+    generates on the one CPU left free."""
     import torch
 
+    from starmd.cli import lists
     from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
     from starmd.train.run import export_model
@@ -88,6 +90,10 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
     model = export_model(
         StarMDModule(TrainConfig.from_yaml(None, ["model.preset=tiny"])), tmp_path / "m.safetensors"
     )
+    monkeypatch.setattr(lists, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(lists, "load_average", lambda: 1.0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
     code, out, _ = run_cli(
         [
             "demo",
@@ -105,6 +111,9 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
         capsys,
     )
     assert code == 0 and "done" in out and "coverage JSD" in out
+    assert "generating on 1 thread(s) of 2" in out
+    sidecar = json.loads((tmp_path / "demo" / "generated" / "2wqg.json").read_text())
+    assert sidecar["threads"] == 1
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["md_frames"] == 50 and summary["generated"]["frames"] == 4
     assert set(summary["metrics"]["coverage_jsd"]) >= {"model", "md_replica", "static"}
@@ -113,6 +122,7 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys):
 
     traj = mdtraj.load(summary["rebuilt_xtc"], top=summary["rebuilt_pdb"])
     assert traj.n_frames == 50 and traj.topology.n_residues == 41
+    torch.set_num_threads(previous)
 
 
 def test_usage_errors_exit_2_without_traceback(capsys):

@@ -81,11 +81,21 @@ def run_demo(
     baselines: tuple[str, ...] = ("replica", "static", "anm"),
     log=print,
 ) -> dict:
-    """Run the demo into ``out_dir``; returns the summary written to ``summary.json``."""
+    """Run the demo into ``out_dir``; returns the summary written to ``summary.json``.
+
+    The generation runs on torch's threads, fewer when other processes keep CPUs busy (the load
+    average at the start, before the demo's own work counts in it): threads that share a busy
+    CPU wait on each other at every operation, ~10x slower on this project's 2-core machine with
+    one core taken."""
+    import torch
+
+    from starmd.cli.lists import free_cpus, load_average
     from starmd.evaluate import evaluate
     from starmd.modelfile import bundled_model_path, installed_default_model, resolve_model
     from starmd.sample.generate import GenerationSettings, generate
 
+    load = load_average()
+    threads = min(torch.get_num_threads(), max(1, free_cpus(load)))
     out_dir = Path(out_dir)
     model_path = resolve_model(model) if model is not None else installed_default_model()
     md_dir = demo_md_dir()
@@ -114,7 +124,17 @@ def run_demo(
     if model_path is not None:
         gen_dir = out_dir / "generated"
         settings = GenerationSettings(frames=frames, seed=seed, steps=steps)
-        sidecar = generate(topology, gen_dir, settings, model=model_path, overwrite=True)
+        previous = torch.get_num_threads()
+        if threads < previous:
+            log(
+                f"      generating on {threads} thread(s) of {previous}: other processes keep "
+                f"CPUs busy (load average {load:.1f})"
+            )
+        torch.set_num_threads(threads)
+        try:
+            sidecar = generate(topology, gen_dir, settings, model=model_path, overwrite=True)
+        finally:
+            torch.set_num_threads(previous)
         gen_dt = sidecar["dt_ps"]
         summary["generated"] = {
             "model": str(model_path),

@@ -143,3 +143,11 @@ def test_busy_cpus_are_warned_about(monkeypatch):
     assert warning and "--threads 1" in warning and "1 of 2 CPUs" in warning
     assert lists.busy_cpu_warning(2, load=0.2) is None  # a free machine
     assert lists.busy_cpu_warning(1, load=5.0) is None  # one thread cannot wait on another
+
+
+def test_free_cpus_follow_the_load(monkeypatch):
+    monkeypatch.setattr(lists, "usable_cpus", lambda: 4)
+    assert lists.free_cpus(None) == 4  # unknown load: every CPU
+    assert lists.free_cpus(1.2) == 3
+    assert lists.free_cpus(2.6) == 1
+    assert lists.free_cpus(9.0) == 0

@@ -114,18 +114,32 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the system does not say."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def free_cpus(load: float | None) -> int:
+    """CPUs of :func:`usable_cpus` not taken by a ``load`` (1-minute load average) of other busy
+    processes, rounded, at least 0; all of them when the load is unknown (None)."""
+    cpus = usable_cpus()
+    return cpus if load is None else max(0, round(cpus - load))
+
+
 def busy_cpu_warning(threads: int, load: float | None = None) -> str | None:
     """A warning when ``threads`` compute threads would share CPUs with other busy processes
     (1-minute load average vs :func:`usable_cpus`): torch's threads wait on each other at every
     operation, so a 2-thread rollout on 2 cores with one core taken ran ~100x slower (4.3 s vs
     0.04 s per frame). None when the machine looks free enough, or the load is unknown."""
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
+        load = load_average()
+        if load is None:
             return None
     cpus = usable_cpus()
-    free = max(0, round(cpus - load))
+    free = free_cpus(load)
     if threads <= 1 or threads <= free:
         return None
     return (
