@@ -72,7 +72,7 @@ class DenoiserConfig:
             noise, as an EDM skip connection, and the head only has to say how sure the context
             is. Off (default, every bundled model before version 4): the head predicts the
             clean torsion alone, and a trained head follows the noisy torsion only part of the
-            way even at the lowest noise (docs/model_card.md, "Side chains").
+            way even at the lowest noise (docs/model_card.md, "Version 4").
         torsion_sigma_min, torsion_sigma_max: the torsion diffusion's noise range (radians),
             needed by ``torsion_skip``; set from the training configuration's diffusion section
             (:meth:`starmd.modelfile.config.TrainConfig.denoiser`), not by hand.
