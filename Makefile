@@ -55,7 +55,7 @@ fast-model: $(STAMP)
 		--distill-from src/starmd/assets/models/starmd-small.safetensors --max-time $(FAST_TIME)
 	$(PY) scripts/export_model.py runs/fast/checkpoints/best.ckpt \
 		src/starmd/assets/models/starmd-small-fast.safetensors --dt-ps 50 \
-		--steps $(FAST_STEPS) --sampler ddim
+		--steps $(FAST_STEPS) --sampler cm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
