@@ -25,6 +25,14 @@ PredictFn = Callable[[Rigid, torch.Tensor, float], tuple[Rigid, torch.Tensor]]
 SAMPLERS = ("ddpm", "ddim", "dpm2", "sde", "ode", "cm")
 
 
+def rho_times(u: torch.Tensor, tau_min: float, rho: float) -> torch.Tensor:
+    """Diffusion times ``tau_min + (1 - tau_min) u^rho`` of fractions ``u`` in [0, 1] (1 gives
+    time 1, 0 gives ``tau_min``): the form shared by the sampling schedule
+    (:func:`reverse_schedule`) and training's draws of noise levels
+    (:meth:`~starmd.diffusion.settings.DiffusionSection.training_tau`)."""
+    return tau_min + (1.0 - tau_min) * u**rho
+
+
 def reverse_schedule(
     steps: int, tau_min: float = 1e-3, dtype: torch.dtype = torch.float64, rho: float = 1.0
 ) -> torch.Tensor:
@@ -39,8 +47,7 @@ def reverse_schedule(
         raise ValueError(
             f"need steps >= 1, 0 < tau_min < 1 and rho > 0, got {steps}, {tau_min}, {rho}"
         )
-    u = torch.linspace(1.0, 0.0, steps, dtype=dtype)
-    return tau_min + (1.0 - tau_min) * u**rho
+    return rho_times(torch.linspace(1.0, 0.0, steps, dtype=dtype), tau_min, rho)
 
 
 def sampler_schedule(

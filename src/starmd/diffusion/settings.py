@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from starmd.diffusion.r3_diffuser import R3Diffuser
+from starmd.diffusion.sampler import rho_times
 from starmd.diffusion.se3_diffuser import SE3TorusDiffuser
 from starmd.diffusion.so3_diffuser import SO3Diffuser
 from starmd.diffusion.torus_diffuser import TorusDiffuser
@@ -65,7 +66,7 @@ class DiffusionSection:
         (see ``train_tau_rho``)."""
         if self.train_tau_rho <= 0:
             raise ValueError(f"diffusion.train_tau_rho must be > 0, got {self.train_tau_rho}")
-        return self.tau_min + (1 - self.tau_min) * u**self.train_tau_rho
+        return rho_times(u, self.tau_min, self.train_tau_rho)
 
     @property
     def elastic_reference(self) -> bool:
