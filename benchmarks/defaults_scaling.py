@@ -41,7 +41,10 @@ def main() -> None:
             ]  # fmt: skip
             if args.no_refine:
                 command.append("--no-refine")
-            subprocess.run(command, check=True, capture_output=True)
+            run = subprocess.run(command, capture_output=True, text=True)
+            if run.returncode != 0:  # starmd's own one-line error, naming the structure
+                lines = (run.stderr or run.stdout).strip().splitlines() or ["no message"]
+                raise SystemExit(f"{structure}: starmd generate failed: {lines[-1]}")
             sidecar = json.loads(next(out.glob("*.json")).read_text())
             refinement = sidecar.get("refinement") or {}
             frame_ms = 1000.0 / sidecar["frames_per_s"]

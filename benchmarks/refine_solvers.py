@@ -33,6 +33,7 @@ import scipy.sparse.linalg as sparse_linalg
 import torch
 
 import starmd.sample.rollout as rollout_module
+from starmd.errors import StarmdError
 from starmd.modelfile import load_model, resolve_model
 from starmd.sample import refine as refinement
 from starmd.sample.generate import GenerationSettings, with_model_defaults
@@ -237,4 +238,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StarmdError as exc:  # an unknown model, an unreadable structure: one line
+        raise SystemExit(f"error: {exc}") from None
