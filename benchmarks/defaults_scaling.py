@@ -50,22 +50,27 @@ def main() -> None:
             frame_ms = 1000.0 / sidecar["frames_per_s"]
             refine_ms = refinement.get("ms_per_frame", 0.0)
             polish_ms = refinement.get("polish_ms_per_frame", 0.0)
-            written = refinement.get("replicas", [{}])[0].get("written") or {}
+            replica = refinement.get("replicas", [{}])[0]
+            written = replica.get("written") or {}
+            raw = (replica.get("raw") or {}).get("ca_valid_pct")
             rows.append(
                 (structure.stem, sidecar["residues"], frame_ms, refine_ms, polish_ms,
-                 written.get("valid_pct"))
+                 raw, written.get("valid_pct"))
             )  # fmt: skip
     rows.sort(key=lambda row: row[1])
     print(
         f"{args.model}, {'raw' if args.no_refine else 'defaults'}, one thread, {args.frames} frames"
     )
-    print("| protein | residues | ms per frame | refinement | polish | rest | written valid (%) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, residues, frame, refine, polish, valid in rows:
+    print(
+        "| protein | residues | ms per frame | refinement | polish | rest "
+        "| raw CA-valid (%) | written CA+AA-valid (%) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, residues, frame, refine, polish, raw, valid in rows:
         rest = frame - refine - polish
         print(
             f"| {name} | {residues} | {frame:.0f} | {refine:.0f} | {polish:.0f} | {rest:.0f} | "
-            f"{'' if valid is None else valid} |"
+            f"{'' if raw is None else raw} | {'' if valid is None else valid} |"
         )
     (_, small, t_small, *_), (_, large, t_large, *_) = rows[0], rows[-1]
     if large > small:
