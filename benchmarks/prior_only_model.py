@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from starmd.modelfile import resolve_model
+from starmd.errors import StarmdError
+from starmd.modelfile import read_config, resolve_model
 from starmd.structure.io import atomic_write
 
 FRAME_UPDATE = ("reference_update.linear.weight", "reference_update.linear.bias")
@@ -34,6 +36,7 @@ FRAME_UPDATE = ("reference_update.linear.weight", "reference_update.linear.bias"
 def prior_only(source: Path, out: Path, scale: float = 0.0) -> list[str]:
     """Copy ``source`` to ``out`` with the frame-update head times ``scale`` (0: zeroed);
     returns the names of the scaled tensors."""
+    read_config(source)  # one-line errors for a missing, corrupt or foreign file
     with safe_open(str(source), "pt") as fh:
         metadata = dict(fh.metadata() or {})
         tensors = {name: fh.get_tensor(name) for name in fh.keys()}
@@ -57,7 +60,10 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors")
     parser.add_argument("--scale", type=float, default=0.0, help="factor on the head (0: off)")
     args = parser.parse_args()
-    scaled = prior_only(resolve_model(args.model), args.out, args.scale)
+    try:
+        scaled = prior_only(resolve_model(args.model), args.out, args.scale)
+    except (StarmdError, OSError) as exc:
+        sys.exit(f"error: {exc}")
     print(f"wrote {args.out} ({', '.join(scaled)} x {args.scale})")
 
 

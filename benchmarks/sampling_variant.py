@@ -26,9 +26,8 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from starmd.errors import StarmdInputError
-from starmd.modelfile import resolve_model
-from starmd.modelfile.config import TrainConfig
+from starmd.errors import StarmdError, StarmdInputError
+from starmd.modelfile import read_config, resolve_model
 from starmd.structure.io import atomic_write
 
 SAMPLING_KEYS = ("diffusion.reference_", "sampling.")
@@ -42,12 +41,10 @@ def write_variant(source: Path, out: Path, changes: list[str]) -> dict[str, str]
             raise StarmdInputError(
                 f"--set {item!r}: expected diffusion.reference_*=VALUE or sampling.*=VALUE"
             )
+    config = read_config(source)  # one-line errors for a missing, corrupt or foreign file
     with safe_open(str(source), "pt") as fh:
         metadata = dict(fh.metadata() or {})
         tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    if "config" not in metadata:
-        raise StarmdInputError(f"{source}: not a starmd model (no stored configuration)")
-    config = TrainConfig.from_dict(json.loads(metadata["config"]), str(source))
     before = config.to_dict()
     for item in changes:
         config.apply_override(item)
@@ -80,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         changed = write_variant(resolve_model(args.model), args.out, args.changes)
-    except (StarmdInputError, OSError) as exc:
+    except (StarmdError, OSError) as exc:
         sys.exit(f"error: {exc}")
     for key, change in changed.items():
         print(f"{key}: {change}")
