@@ -58,6 +58,8 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     for title in ("Speed vs MD", "Peak memory", "Cost vs protein size", "Training throughput"):
         assert title in text and title in stdout
     assert results["machine"]["cores"] >= 1 and "torch" in results["machine"]
+    capability = results["machine"]["cpu_capability"]
+    assert capability and f"({capability} kernels)" in text
 
 
 def test_bench_times_the_neighbour_option_beside_full_attention(tiny_model_path, tmp_path, capsys):

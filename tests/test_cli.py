@@ -114,6 +114,7 @@ def test_demo_runs_end_to_end_with_a_model(tmp_path, capsys, monkeypatch):
     assert "generating on 1 thread(s) of 2" in out
     sidecar = json.loads((tmp_path / "demo" / "generated" / "2wqg.json").read_text())
     assert sidecar["threads"] == 1
+    assert sidecar["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["md_frames"] == 50 and summary["generated"]["frames"] == 4
     assert set(summary["metrics"]["coverage_jsd"]) >= {"model", "md_replica", "static"}

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -16,6 +17,7 @@ from starmd.evaluate.fidelity import (
     FidelitySettings,
     _row_value,
     bootstrap_mean,
+    generation_machines,
     run_fidelity,
     split_proteins,
 )
@@ -86,7 +88,10 @@ def test_fidelity_end_to_end_and_resumes_without_regenerating(corpus, tiny_model
     assert len(rows) == len(ROWS) * 4
     markdown = (tmp_path / "fidelity.md").read_text()
     assert "| RMSF per-target r | higher |" in markdown and "[" in markdown
-    per_protein = json.loads((tmp_path / "fidelity.json").read_text())["per_protein"]
+    summary = json.loads((tmp_path / "fidelity.json").read_text())
+    here = f"{summary['machine']['cpu']} ({torch.backends.cpu.get_cpu_capability()} kernels)"
+    assert summary["generated_on"] == [here] and f"Generated on: {here}." in markdown
+    per_protein = summary["per_protein"]
     seeds = [
         json.loads((tmp_path / f"evaluate/seed{s}/proteins/villin/results.json").read_text())
         for s in (0, 1)
@@ -146,3 +151,18 @@ def test_fidelity_command_passes_refine_to_every_generation(corpus, tmp_path, mo
                   "--split-file", str(split), *flags],
         )  # fmt: skip
     assert seen == [{"refine": True}, {"refine": False}, {"refine": True}]  # on by default
+
+
+def test_generation_machines_names_each_cpu_kind_once_and_older_sidecars(tmp_path):
+    machine = {"cpu": "Some CPU", "cpu_capability": "AVX512"}
+    folders = {}
+    for seed, record in enumerate(({"machine": machine}, {"machine": machine}, {})):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        (folder / "villin.json").write_text(json.dumps(record))
+        folders[("m", seed)] = folder
+    folders[("m", 9)] = tmp_path / "never_generated"
+    assert generation_machines(folders, ["villin"]) == [
+        "Some CPU (AVX512 kernels)",
+        "not recorded",
+    ]

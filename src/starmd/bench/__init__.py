@@ -46,8 +46,9 @@ from typing import Any
 import numpy as np
 
 from starmd.bench.child import run_child
-from starmd.bench.report import SECTIONS, machine_info, markdown
+from starmd.bench.report import SECTIONS, markdown
 from starmd.errors import StarmdInputError
+from starmd.machine import machine_info
 from starmd.outputs import locked_by
 
 log = logging.getLogger("starmd.bench")

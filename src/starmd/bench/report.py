@@ -2,44 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import platform
-from pathlib import Path
 from typing import Any
 
 SECTIONS = ("speed", "memory", "scaling", "quality", "train")
 """The sections of ``starmd bench``, in the order of ``bench.md``."""
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    """CPU model, cores, memory, torch version and accelerator of this machine."""
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-    }
-    try:
-        import openmm
-
-        info["openmm"] = openmm.__version__
-    except ImportError:
-        pass
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -48,7 +14,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# starmd bench",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}"
+        f"Machine: {m['cpu']} ({m.get('cpu_capability', '?')} kernels), {m['cores']} cores; "
+        f"torch {m['torch']}"
         + (f", OpenMM {m['openmm']}" if "openmm" in m else "")
         + f"; device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")

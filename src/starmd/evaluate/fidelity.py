@@ -31,6 +31,7 @@ import numpy as np
 
 from starmd.errors import StarmdInputError, located
 from starmd.evaluate.trajectories import ProteinFiles, discover_proteins
+from starmd.machine import machine_info
 from starmd.structure.io import write_atomically
 
 log = logging.getLogger(__name__)
@@ -346,11 +347,31 @@ def run_fidelity(
     methods = [*settings.models, *BASELINE_METHODS]
     values = per_protein_values(reports, names, methods)
     table = FidelityTable.build(values, names)
-    _write_outputs(out_dir, table, values, settings, split, reference_dir)
+    machines = generation_machines(folders, names)
+    _write_outputs(out_dir, table, values, settings, split, reference_dir, machines)
     return table
 
 
-def _write_outputs(out_dir, table, values, settings, split, reference_dir) -> None:
+def generation_machines(folders: Mapping[tuple[str, int], Path], names: Sequence[str]) -> list[str]:
+    """The kinds of CPU the trajectories were generated on, as ``"cpu (capability kernels)"``
+    from each generated sidecar (``"not recorded"`` for sidecars older than the record), sorted.
+    More than one kind means the columns are not bit-reproducible against each other (see
+    :mod:`starmd.machine`)."""
+    kinds = set()
+    for folder in folders.values():
+        for name in names:
+            sidecar = folder / f"{name}.json"
+            if not sidecar.exists():
+                continue
+            machine = json.loads(sidecar.read_text()).get("machine")
+            if machine is None:
+                kinds.add("not recorded")
+            else:
+                kinds.add(f"{machine['cpu']} ({machine['cpu_capability']} kernels)")
+    return sorted(kinds)
+
+
+def _write_outputs(out_dir, table, values, settings, split, reference_dir, machines) -> None:
     header = (
         f"# Fidelity on the {split} proteins ({', '.join(table.proteins)})\n\n"
         f"Reference: {reference_dir}; seeds {list(settings.seeds)}, {settings.replicas} "
@@ -358,6 +379,7 @@ def _write_outputs(out_dir, table, values, settings, split, reference_dir) -> No
         f"[{INTERVAL:.0%} percentile-bootstrap interval over proteins]. md_replica is MD replica 2 "
         "scored against replica 1 (the ceiling), static the input structure, anm an elastic "
         "network ensemble.\n\n"
+        f"Generated on: {'; '.join(machines) or 'nothing'}.\n\n"
     )
     write_atomically(out_dir / "fidelity.md", header + table.to_markdown() + "\n")
     records = table.to_records()
@@ -374,6 +396,8 @@ def _write_outputs(out_dir, table, values, settings, split, reference_dir) -> No
         "replicas": settings.replicas,
         "dt_ps": settings.dt_ps,
         "generation_overrides": dict(settings.generation_overrides),
+        "machine": machine_info("cpu", md_engine=False),
+        "generated_on": machines,
         "per_protein": {
             m: {k: [None if np.isnan(v) else float(v) for v in arr] for k, arr in rows.items()}
             for m, rows in values.items()

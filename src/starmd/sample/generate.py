@@ -27,6 +27,7 @@ import torch
 from starmd import __version__
 from starmd.diffusion.sampler import SAMPLERS
 from starmd.errors import StarmdInputError, located
+from starmd.machine import machine_info
 from starmd.modelfile import LoadedModel, load_model, resolve_model
 from starmd.outputs import locked_by
 from starmd.sample.domain import check_domain
@@ -243,6 +244,7 @@ def generate(
         "dt_ps": settings.dt_ps,
         "device": str(torch_device),
         "threads": torch.get_num_threads(),
+        "machine": machine_info(str(torch_device), md_engine=False),
         "residues": protein.n_residues,
         "domain_warnings": domain_warnings,
         "files": {
