@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -103,6 +104,15 @@ def test_fidelity_end_to_end_and_resumes_without_regenerating(corpus, tiny_model
     assert per_protein["tiny"]["rmsd_lag_gap"][0] == pytest.approx(
         np.mean([s["methods"]["tiny"]["rmsd_lag_gap"] for s in seeds])
     )
+    # one protein: each seed's mean over proteins is that seed's value
+    assert summary["per_seed"]["tiny"]["rmsd_lag_gap"] == pytest.approx(
+        [s["methods"]["tiny"]["rmsd_lag_gap"] for s in seeds]
+    )
+    assert "| row | tiny (seeds 0 / 1) |" in markdown
+    # a label's own bars are escaped, so every row of the main table has one cell per column
+    assert "torsion decorrelation \\|log10 ratio\\| to MD" in markdown
+    main = [line for line in markdown.splitlines() if line.startswith("| ") and "[" in line]
+    assert all(len(re.split(r"(?<!\\)\|", line)) == len(table.methods) + 4 for line in main)
 
     xtc = tmp_path / "generated/tiny/seed0/villin_R1.xtc"
     before = xtc.stat().st_mtime_ns

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 
@@ -32,3 +33,13 @@ def test_proteins_with_two_empty_sets_are_left_out_of_the_median_and_counted(tmp
     note = "weak contacts Jaccard / model: 1 of 3 protein(s) left out of the median"
     assert any(note in n for n in table.left_out)
     assert note in table.to_markdown()
+
+
+def test_a_label_with_bars_keeps_its_row_in_one_cell_per_column(tmp_path):
+    _write_protein(tmp_path, "a", {"decorrelation_log_ratio": 0.1, "weak_contacts_jaccard": 0.2})
+    markdown = aggregate(tmp_path).to_markdown()
+    (row,) = [line for line in markdown.splitlines() if "log10 ratio" in line]
+    assert "decorrelation \\|log10 ratio\\| to MD" in row
+    header = next(line for line in markdown.splitlines() if line.startswith("| metric"))
+    cells = re.split(r"(?<!\\)\|", row)
+    assert len(cells) == len(re.split(r"(?<!\\)\|", header))

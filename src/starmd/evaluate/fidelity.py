@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from starmd.errors import StarmdInputError, located
+from starmd.evaluate.report import markdown_cell
 from starmd.evaluate.trajectories import ProteinFiles, discover_proteins
 from starmd.machine import machine_info
 from starmd.structure.io import write_atomically
@@ -247,6 +248,33 @@ def per_protein_values(
     return out
 
 
+def seed_means(
+    reports: Mapping[int, Path], proteins: Sequence[str], methods: Sequence[str]
+) -> dict[str, dict[str, list[float]]]:
+    """method -> row key -> the mean over proteins for each seed (in ``reports``' order; NaN
+    proteins left out): the seed-to-seed spread that a difference between columns must beat."""
+    out: dict[str, dict[str, list[float]]] = {m: {r.key: [] for r in ROWS} for m in methods}
+    for seed, report in reports.items():
+        values = per_protein_values({seed: report}, proteins, methods)
+        for method in methods:
+            for row in ROWS:
+                finite = values[method][row.key][np.isfinite(values[method][row.key])]
+                out[method][row.key].append(float(finite.mean()) if finite.size else np.nan)
+    return out
+
+
+def seed_markdown(means: Mapping[str, Mapping[str, list[float]]], seeds: Sequence[int]) -> str:
+    """Rows x methods, each cell the per-seed means ``a / b / ...``."""
+    order = " / ".join(str(s) for s in seeds)
+    lines = ["| row | " + " | ".join(f"{m} (seeds {order})" for m in means) + " |"]
+    lines.append("|---" * (len(means) + 1) + "|")
+    for row in ROWS:
+        cells = [" / ".join("N/A" if np.isnan(v) else f"{v:.3g}" for v in means[m][row.key])
+                 for m in means]  # fmt: skip
+        lines.append(f"| {markdown_cell(row.label)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def bootstrap_mean(
     values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, level: float = INTERVAL, seed: int = 0
 ) -> tuple[float, float, float, int]:
@@ -287,7 +315,9 @@ class FidelityTable:
         lines = [head, "|---" * (len(self.methods) + 2) + "|"]
         for row in ROWS:
             cells = [_format_cell(self.cells[row.key][m], len(self.proteins)) for m in self.methods]
-            lines.append(f"| {row.label} | {row.better} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {markdown_cell(row.label)} | {row.better} | " + " | ".join(cells) + " |"
+            )
         return "\n".join(lines)
 
     def to_records(self) -> list[dict]:
@@ -319,9 +349,10 @@ def run_fidelity(
     on_step: Callable[[str], None] | None = None,
 ) -> FidelityTable:
     """Run the fidelity protocol and write ``OUT/fidelity.md``, ``fidelity.csv`` (one row per
-    headline row and method: mean, interval, proteins) and ``fidelity.json`` (settings and the
-    per-protein values averaged over seeds). ``on_step(what)`` is called after each generated
-    (model, seed, protein) and each evaluated seed.
+    headline row and method: mean, interval, proteins) and ``fidelity.json`` (settings, the
+    per-protein values averaged over seeds, and each model's per-seed means over proteins).
+    ``on_step(what)`` is called after each generated (model, seed, protein) and each evaluated
+    seed.
 
     Raises:
         StarmdInputError: no model or seed, a model label that clashes with a baseline, no
@@ -348,7 +379,8 @@ def run_fidelity(
     values = per_protein_values(reports, names, methods)
     table = FidelityTable.build(values, names)
     machines = generation_machines(folders, names)
-    _write_outputs(out_dir, table, values, settings, split, reference_dir, machines)
+    per_seed = seed_means(reports, names, list(settings.models))
+    _write_outputs(out_dir, table, values, settings, split, reference_dir, machines, per_seed)
     return table
 
 
@@ -371,7 +403,9 @@ def generation_machines(folders: Mapping[tuple[str, int], Path], names: Sequence
     return sorted(kinds)
 
 
-def _write_outputs(out_dir, table, values, settings, split, reference_dir, machines) -> None:
+def _write_outputs(
+    out_dir, table, values, settings, split, reference_dir, machines, per_seed
+) -> None:
     header = (
         f"# Fidelity on the {split} proteins ({', '.join(table.proteins)})\n\n"
         f"Reference: {reference_dir}; seeds {list(settings.seeds)}, {settings.replicas} "
@@ -381,7 +415,14 @@ def _write_outputs(out_dir, table, values, settings, split, reference_dir, machi
         "network ensemble.\n\n"
         f"Generated on: {'; '.join(machines) or 'nothing'}.\n\n"
     )
-    write_atomically(out_dir / "fidelity.md", header + table.to_markdown() + "\n")
+    seeds = (
+        "\n\nEach model's mean over proteins, seed by seed: a difference between two columns that "
+        "is smaller than a row's seed-to-seed difference is not evidence.\n\n"
+        + seed_markdown(per_seed, settings.seeds)
+        if len(settings.seeds) > 1
+        else ""
+    )
+    write_atomically(out_dir / "fidelity.md", header + table.to_markdown() + seeds + "\n")
     records = table.to_records()
     lines = ["row,method,mean,low,high,proteins"]
     lines += [",".join(str(r[k]) for k in ("row", "method", "mean", "low", "high", "proteins"))
@@ -398,6 +439,13 @@ def _write_outputs(out_dir, table, values, settings, split, reference_dir, machi
         "generation_overrides": dict(settings.generation_overrides),
         "machine": machine_info("cpu", md_engine=False),
         "generated_on": machines,
+        "per_seed": {
+            m: {
+                k: [None if np.isnan(v) else v for v in seed_values]
+                for k, seed_values in rows.items()
+            }
+            for m, rows in per_seed.items()
+        },
         "per_protein": {
             m: {k: [None if np.isnan(v) else float(v) for v in arr] for k, arr in rows.items()}
             for m, rows in values.items()

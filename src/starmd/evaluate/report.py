@@ -189,6 +189,14 @@ _BASELINE_ORDER = ("static", "anm")
 # ensemble.mean_pairwise_rmsd cancels to ~1e-6 A (3.37e-06 on 2wqg). 1e-4 A is far below
 # what the inputs resolve (XTC stores coordinates to 1e-3 nm = 0.01 A).
 ANGSTROM_ZERO_TOLERANCE = 1e-4
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: a bare ``|`` (as in ``|log10 ratio|``) would
+    end the cell and shift every column after it."""
+    return text.replace("|", "\\|")
+
+
 _ANGSTROM_KEYS = {s.key for s in METRICS if "(A" in s.label}
 
 
@@ -262,7 +270,7 @@ class MetricsTable:
                 section = spec.section
                 lines.append(f"| **{section}** | |" + " |" * len(self.methods))
             cells = " | ".join(self.cell(spec.key, m) for m in self.methods)
-            lines.append(f"| {spec.label} | {spec.better} | {cells} |")
+            lines.append(f"| {markdown_cell(spec.label)} | {spec.better} | {cells} |")
         lines.append("")
         lines.append(
             f"Median over {self.n_proteins} protein(s). {JS_NOTE} Section B: {self.subsets_note()}."
