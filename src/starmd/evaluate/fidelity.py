@@ -223,11 +223,11 @@ def _row_value(methods: Mapping[str, Mapping], method: str, key: str) -> float:
     return np.nan if value is None else float(value)
 
 
-def per_protein_values(
+def seed_values(
     reports: Mapping[int, Path], proteins: Sequence[str], methods: Sequence[str]
 ) -> dict[str, dict[str, np.ndarray]]:
-    """method -> row key -> values ``(n_proteins,)``, each the mean over seeds (NaN seeds left
-    out; NaN if every seed is)."""
+    """method -> row key -> values ``(n_seeds, n_proteins)`` read from each seed's report (NaN
+    where missing or N/A)."""
     stacked = {m: {r.key: np.full((len(reports), len(proteins)), np.nan) for r in ROWS}
                for m in methods}  # fmt: skip
     for s, report in enumerate(reports.values()):
@@ -237,30 +237,32 @@ def per_protein_values(
             for method in methods:
                 for row in ROWS:
                     stacked[method][row.key][s, p] = _row_value(found, method, row.key)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for method, rows in stacked.items():
-        out[method] = {}
-        for key, values in rows.items():
-            finite = np.isfinite(values)
-            total = np.where(finite, values, 0.0).sum(axis=0)
-            count = finite.sum(axis=0)
-            out[method][key] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return out
+    return stacked
+
+
+def _finite_mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over ``axis`` of the finite values; NaN where none is."""
+    finite = np.isfinite(values)
+    total = np.where(finite, values, 0.0).sum(axis=axis)
+    count = finite.sum(axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def per_protein_values(
+    stacked: Mapping[str, Mapping[str, np.ndarray]],
+) -> dict[str, dict[str, np.ndarray]]:
+    """method -> row key -> values ``(n_proteins,)`` of :func:`seed_values`, each the mean over
+    seeds (NaN seeds left out; NaN if every seed is)."""
+    return {m: {k: _finite_mean(v, axis=0) for k, v in rows.items()} for m, rows in stacked.items()}
 
 
 def seed_means(
-    reports: Mapping[int, Path], proteins: Sequence[str], methods: Sequence[str]
+    stacked: Mapping[str, Mapping[str, np.ndarray]], methods: Sequence[str]
 ) -> dict[str, dict[str, list[float]]]:
-    """method -> row key -> the mean over proteins for each seed (in ``reports``' order; NaN
+    """method -> row key -> the mean over proteins of :func:`seed_values` for each seed (NaN
     proteins left out): the seed-to-seed spread that a difference between columns must beat."""
-    out: dict[str, dict[str, list[float]]] = {m: {r.key: [] for r in ROWS} for m in methods}
-    for seed, report in reports.items():
-        values = per_protein_values({seed: report}, proteins, methods)
-        for method in methods:
-            for row in ROWS:
-                finite = values[method][row.key][np.isfinite(values[method][row.key])]
-                out[method][row.key].append(float(finite.mean()) if finite.size else np.nan)
-    return out
+    return {m: {k: [float(x) for x in _finite_mean(v, axis=1)] for k, v in stacked[m].items()}
+            for m in methods}  # fmt: skip
 
 
 def seed_markdown(means: Mapping[str, Mapping[str, list[float]]], seeds: Sequence[int]) -> str:
@@ -376,10 +378,11 @@ def run_fidelity(
         reference_dir, names, settings, folders, out_dir, workers, plots, on_step
     )
     methods = [*settings.models, *BASELINE_METHODS]
-    values = per_protein_values(reports, names, methods)
+    stacked = seed_values(reports, names, methods)
+    values = per_protein_values(stacked)
     table = FidelityTable.build(values, names)
     machines = generation_machines(folders, names)
-    per_seed = seed_means(reports, names, list(settings.models))
+    per_seed = seed_means(stacked, list(settings.models))
     _write_outputs(out_dir, table, values, settings, split, reference_dir, machines, per_seed)
     return table
 
