@@ -9,8 +9,19 @@
 # ~4,000 ns/day, 34 contexts at once only ~3,400 ns/day together.
 # Outputs under $OUT (the device tool returns at most 8 files of 16 MiB): one tarball of protein
 # folders per group (md_<group>.tgz), index.csv, logs.tgz.
-# The image has Python 3.12 + torch but no OpenMM/mdtraj: carry wheels in .whl (openmm,
-# openmm-cuda-13, mdtraj, pdbfixer; see benchmarks/gpu_session.sh for the download command).
+# The image has Python 3.12 + torch but no OpenMM/mdtraj: carry wheels in the git-ignored .whl/
+# (run's carry [".whl"]). Session 21 (H100, 18.70 ns in 525 s) fetched them with
+#   P="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl
+#      --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
+#      --platform manylinux2014_x86_64"
+#   pip download $P openmm==8.6.1 openmm-cuda-13==8.6.1 mdtraj==1.11.1.post2 typer==0.29.2 \
+#       rich==15.0.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
+#       typing-inspection==0.4.5 typing_extensions==4.16.0 annotated-doc==0.0.7 shellingham==1.5.4 \
+#       markdown-it-py==4.3.0 mdurl==0.1.2 Pygments==2.21.0 pyparsing
+#   .venv/bin/pip wheel --no-deps -w .whl pdbfixer==1.12.0        # sdist only on PyPI
+# (OpenMM 8.6.1 has manylinux_2_34 wheels only.) Working tree + carried paths must stay under
+# 64 MiB: move the three bundled .safetensors files (20 MB; MD does not need them) out of the
+# tree for the call and back afterwards.
 # Locally (CPU platform, smoke test): LOCAL=1 PLATFORM=CPU MD_SECONDS=30 bash benchmarks/gpu_md.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"; LOG=/tmp/gpu_logs; mkdir -p "$LOG"
