@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import mdtraj
 import numpy as np
@@ -31,6 +32,8 @@ def chi_spread(topology: str, trajectories: list[str]) -> dict:
     _, chi1 = mdtraj.compute_chi1(traj)
     _, chi2 = mdtraj.compute_chi2(traj)
     spread = circular_sd_deg(np.concatenate([chi1, chi2], axis=1))
+    if spread.size == 0:
+        raise ValueError(f"{topology}: no chi1 or chi2 angle (no side chains to measure)")
     return {
         "median_chi_sd_deg": round(float(np.median(spread)), 2),
         "angles": int(spread.size),
@@ -43,7 +46,11 @@ def main() -> None:
     parser.add_argument("topology")
     parser.add_argument("trajectories", nargs="+")
     args = parser.parse_args()
-    print(json.dumps(chi_spread(args.topology, args.trajectories)))
+    try:
+        report = chi_spread(args.topology, args.trajectories)
+    except (OSError, ValueError, IndexError) as error:
+        sys.exit("error: " + " ".join(str(error).split()))
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
