@@ -42,7 +42,8 @@ from each term, then per residue the summed force and the torque through the rig
 the exponential map; :func:`_energy_and_grad`, equal to autograd's to rounding). Steps are
 Adam's (first and second moment estimates) with
 every element's step clamped to ``step_a`` (translations) or ``step_rad`` (rotations) and the
-step size decaying linearly to 0, so the rigid moves displace no atom by more than
+step size decaying linearly to 0 (on the CPU the steps run as one compiled loop,
+:mod:`starmd.sample.refine_kernel`, the same steps in float64; elsewhere as tensor operations), so the rigid moves displace no atom by more than
 :func:`max_displacement_a` in all (the carbonyl O then follows the re-measured psi). A replica
 without any violation gets zero gradients and is not moved at all. After the steps, the
 backbone torsions (omega, phi, psi) are re-derived from the refined backbone where the peptide
@@ -82,9 +83,11 @@ from starmd.structure.local_geometry import (
     peptide_bonds,
 )
 from starmd.structure.ramachandran import (
+    RAMA_BIN_DEG,
     ramachandran_allowed,
     ramachandran_distance_deg,
     ramachandran_distance_slope,
+    ramachandran_grid,
 )
 from starmd.structure.rigid import Rigid
 
@@ -561,6 +564,56 @@ def refine(
 
 
 def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) -> None:
+    """Clamped Adam steps on ``motion (B, L, 6)`` (in place), step size decaying to 0: the
+    compiled loop of :mod:`starmd.sample.refine_kernel` for frames on the CPU, else
+    :func:`_descend_torch` (the same steps as tensor operations)."""
+    if motion.device.type != "cpu":
+        _descend_torch(energy, motion, settings)
+        return
+    from starmd.sample.refine_kernel import descend
+
+    def host(x: torch.Tensor, dtype=np.float64) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().numpy(), dtype=dtype)
+
+    r, top, s = energy.restraints, energy.topology, settings
+    params = np.array(
+        [
+            s.step_a,
+            s.step_rad,
+            s.restraint_a,
+            s.omega_tolerance_deg,
+            OMEGA_SD_DEG,
+            s.rama_weight,
+            s.rama_sd_deg,
+            s.rama_margin_deg,
+            LEVER_A,
+            RAMA_BIN_DEG,
+            -180.0,
+        ]
+    )
+    moves = host(motion)
+    descend(
+        host(energy.local),
+        host(energy.frames.rots),
+        host(energy.frames.trans),
+        host(r.first, np.int64),
+        host(r.second, np.int64),
+        host(r.low),
+        host(r.high),
+        host(r.sd),
+        host(top.bonded),
+        host(energy.cis, np.bool_),
+        host(top.rama),
+        ramachandran_grid(),
+        np.array([geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT], dtype=np.int64),
+        params,
+        settings.iterations,
+        moves,
+    )
+    motion.copy_(torch.from_numpy(moves))
+
+
+def _descend_torch(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) -> None:
     """Clamped Adam steps on ``motion (B, L, 6)`` (in place), step size decaying to 0."""
     beta1, beta2, eps = 0.9, 0.999, 1e-6
     limit = motion.new_tensor([settings.step_a] * 3 + [settings.step_rad] * 3)

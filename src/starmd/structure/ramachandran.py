@@ -125,6 +125,13 @@ def ramachandran_distance_deg(phi: torch.Tensor, psi: torch.Tensor) -> torch.Ten
     return _bilinear("rama", phi, psi, gradient=False)[0]
 
 
+def ramachandran_grid() -> np.ndarray:
+    """The signed-distance grid behind :func:`ramachandran_distance_deg`, float64 ``(90, 90)``
+    indexed ``[psi_bin, phi_bin]`` with bin ``k`` centred at ``-180 + (k + 0.5) *
+    RAMA_BIN_DEG`` degrees (read-only: it is cached)."""
+    return _grid_tensor("rama", torch.float64, torch.device("cpu")).numpy()
+
+
 def ramachandran_distance_slope(
     phi: torch.Tensor, psi: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,322 @@
+"""The refinement's descent as one compiled loop (numba), for frames on the CPU.
+
+:func:`starmd.sample.refine._descend_torch` takes the refinement's clamped Adam steps with a
+closed-form gradient of a few hundred small tensor operations per step; at 50-200 residues each
+of those operations costs more in dispatch than in arithmetic, so a step of a 48-residue frame
+takes about a millisecond whatever the arithmetic. :func:`descend` runs exactly the same steps
+(the same energy terms, gradient and Adam update, documented in :mod:`starmd.sample.refine`) as
+one compiled loop over residues, atoms and restraints, in float64. The torch version stays the
+reference (and the path for frames on a GPU); the two agree to float32 rounding (tested in
+``tests/sample/test_refine_kernel.py``).
+
+The first call in a fresh environment compiles the loop (a few seconds; cached on disk by numba
+afterwards, next to this module or in numba's user cache).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-6
+_DEG = 180.0 / math.pi
+
+
+@njit(cache=True, inline="always")
+def _cross(ax, ay, az, bx, by, bz):
+    return ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+
+
+@njit(cache=True)
+def _dihedral_gradient(atoms, b, idx, out):
+    """Dihedral (radians, IUPAC sign) of the four atoms ``atoms[b, idx[k, 0], idx[k, 1]]`` and
+    its gradient with respect to each point into ``out (4, 3)`` (Blondel and Karplus 1996: the
+    same formulas as :func:`starmd.structure.geometry.dihedral_gradient`)."""
+    p0 = atoms[b, idx[0, 0], idx[0, 1]]
+    p1 = atoms[b, idx[1, 0], idx[1, 1]]
+    p2 = atoms[b, idx[2, 0], idx[2, 1]]
+    p3 = atoms[b, idx[3, 0], idx[3, 1]]
+    fx, fy, fz = p0[0] - p1[0], p0[1] - p1[1], p0[2] - p1[2]
+    gx, gy, gz = p1[0] - p2[0], p1[1] - p2[1], p1[2] - p2[2]
+    hx, hy, hz = p3[0] - p2[0], p3[1] - p2[1], p3[2] - p2[2]
+    ax, ay, az = _cross(fx, fy, fz, gx, gy, gz)
+    bx, by, bz = _cross(hx, hy, hz, gx, gy, gz)
+    g_norm = math.sqrt(gx * gx + gy * gy + gz * gz)
+    a2 = ax * ax + ay * ay + az * az
+    b2 = bx * bx + by * by + bz * bz
+    fg = (fx * gx + fy * gy + fz * gz) / (a2 * g_norm)
+    hg = (hx * gx + hy * gy + hz * gz) / (b2 * g_norm)
+    ca, cb = g_norm / a2, g_norm / b2
+    out[0, 0], out[0, 1], out[0, 2] = -ca * ax, -ca * ay, -ca * az
+    out[3, 0], out[3, 1], out[3, 2] = cb * bx, cb * by, cb * bz
+    out[1, 0] = ca * ax + fg * ax - hg * bx
+    out[1, 1] = ca * ay + fg * ay - hg * by
+    out[1, 2] = ca * az + fg * az - hg * bz
+    out[2, 0] = hg * bx - fg * ax - cb * bx
+    out[2, 1] = hg * by - fg * ay - cb * by
+    out[2, 2] = hg * bz - fg * az - cb * bz
+    # the angle itself, as geometry.dihedral computes it: b0 = -f, b1 = -g, b2 = h
+    n1x, n1y, n1z = _cross(-fx, -fy, -fz, -gx, -gy, -gz)
+    n2x, n2y, n2z = _cross(-gx, -gy, -gz, hx, hy, hz)
+    y = g_norm * (-fx * n2x - fy * n2y - fz * n2z)
+    x = n1x * n2x + n1y * n2y + n1z * n2z
+    return math.atan2(y, x)
+
+
+@njit(cache=True)
+def _add_dihedral_force(force, b, idx, gradient, slope):
+    for k in range(4):
+        for c in range(3):
+            force[b, idx[k, 0], idx[k, 1], c] += slope * gradient[k, c]
+
+
+@njit(cache=True)
+def _bilinear(grid, first, second, bin_deg, origin_deg):
+    """Signed distance on a torus grid ``[second_bin, first_bin]`` at angles (radians) and its
+    partial derivatives (degrees per radian), as :func:`starmd.structure.ramachandran._bilinear`."""
+    n = grid.shape[0]
+    u = (first * _DEG - origin_deg) / bin_deg - 0.5
+    v = (second * _DEG - origin_deg) / bin_deg - 0.5
+    u0, v0 = math.floor(u), math.floor(v)
+    fu, fv = u - u0, v - v0
+    i0, j0 = int(u0) % n, int(v0) % n
+    i1, j1 = (i0 + 1) % n, (j0 + 1) % n
+    g00, g01, g10, g11 = grid[j0, i0], grid[j0, i1], grid[j1, i0], grid[j1, i1]
+    value = (1 - fu) * (1 - fv) * g00 + fu * (1 - fv) * g01 + (1 - fu) * fv * g10 + fu * fv * g11
+    per_radian = _DEG / bin_deg
+    d_first = ((1 - fv) * (g01 - g00) + fv * (g11 - g10)) * per_radian
+    d_second = ((1 - fu) * (g10 - g00) + fu * (g11 - g01)) * per_radian
+    return value, d_first, d_second
+
+
+@njit(cache=True)
+def _exp_map(wx, wy, wz, out):
+    """Rotation matrix of a rotation vector (Rodrigues; series below 1e-4 rad)."""
+    theta_sq = wx * wx + wy * wy + wz * wz
+    if theta_sq < 1e-8:
+        a = 1.0 - theta_sq / 6.0
+        c = 0.5 - theta_sq / 24.0
+    else:
+        theta = math.sqrt(theta_sq)
+        a = math.sin(theta) / theta
+        c = (1.0 - math.cos(theta)) / theta_sq
+    out[0, 0] = 1.0 - c * (wy * wy + wz * wz)
+    out[1, 1] = 1.0 - c * (wx * wx + wz * wz)
+    out[2, 2] = 1.0 - c * (wx * wx + wy * wy)
+    out[0, 1] = c * wx * wy - a * wz
+    out[1, 0] = c * wx * wy + a * wz
+    out[0, 2] = c * wx * wz + a * wy
+    out[2, 0] = c * wx * wz - a * wy
+    out[1, 2] = c * wy * wz - a * wx
+    out[2, 1] = c * wy * wz + a * wx
+
+
+@njit(cache=True)
+def descend(
+    local,
+    rots0,
+    trans0,
+    first,
+    second,
+    low,
+    high,
+    sd,
+    bonded,
+    cis,
+    rama_mask,
+    grid,
+    backbone,
+    params,
+    iterations,
+    motion,
+):
+    """Clamped Adam steps on ``motion (B, L, 6)`` (in place, float64), the refinement's descent.
+
+    ``local (B, L, S, 3)`` atoms in their residue's frame, ``rots0 (B, L, 3, 3)``, ``trans0 (B,
+    L, 3)`` the predicted frames; distance restraints ``first``, ``second`` (flat atom indices
+    into ``B * L * S``), ``low``, ``high``, ``sd``; per junction ``bonded (L-1,)`` (0/1) and
+    ``cis (B, L-1)``; ``rama_mask (L,)`` (0/1); ``grid`` the Ramachandran signed-distance grid;
+    ``backbone`` the atom slots (N, CA, C); ``params`` = step_a, step_rad, restraint_a,
+    omega_tolerance_deg, omega_sd_deg, rama_weight, rama_sd_deg, rama_margin_deg, lever_a,
+    rama_bin_deg, rama_origin_deg.
+    """
+    n_b, n_l, n_s = local.shape[0], local.shape[1], local.shape[2]
+    step_a, step_rad, restraint_a = params[0], params[1], params[2]
+    omega_tol, omega_sd = params[3], params[4]
+    rama_weight, rama_sd, rama_margin, lever = params[5], params[6], params[7], params[8]
+    rama_bin, rama_origin = params[9], params[10]
+    n_slot, ca_slot, c_slot = backbone[0], backbone[1], backbone[2]
+    atoms = np.empty((n_b, n_l, n_s, 3))
+    force = np.empty((n_b, n_l, n_s, 3))
+    rots = np.empty((n_b, n_l, 3, 3))
+    first_m = np.zeros((n_b, n_l, 6))
+    second_m = np.zeros((n_b, n_l, 6))
+    grad = np.empty(6)
+    rot_w = np.empty((3, 3))
+    weight = np.array([1.0, 1.0, 1.0, lever * lever, lever * lever, lever * lever])
+    limit = np.array([step_a, step_a, step_a, step_rad, step_rad, step_rad])
+    n_j = n_l - 1
+    phi = np.zeros((n_b, n_l))
+    psi = np.zeros((n_b, n_l))
+    phi_grad = np.empty((n_b, n_l, 4, 3))  # phi of residue i (junction i - 1)
+    psi_grad = np.empty((n_b, n_l, 4, 3))  # psi of residue i (junction i)
+    omega_grad = np.empty((4, 3))
+    omega_idx = np.empty((4, 2), dtype=np.int64)
+    phi_idx = np.empty((4, 2), dtype=np.int64)
+    psi_idx = np.empty((4, 2), dtype=np.int64)
+    t = np.empty(3)
+    flat_atoms = atoms.reshape((n_b * n_l * n_s, 3))
+    flat_force = force.reshape((n_b * n_l * n_s, 3))
+    for k in range(iterations):
+        # place every residue: R' = R exp(w), t' = t + R s, atoms = R' local + t'
+        for b in range(n_b):
+            for i in range(n_l):
+                _exp_map(motion[b, i, 3], motion[b, i, 4], motion[b, i, 5], rot_w)
+                for r in range(3):
+                    for c in range(3):
+                        rots[b, i, r, c] = (
+                            rots0[b, i, r, 0] * rot_w[0, c]
+                            + rots0[b, i, r, 1] * rot_w[1, c]
+                            + rots0[b, i, r, 2] * rot_w[2, c]
+                        )
+                for r in range(3):
+                    t[r] = trans0[b, i, r] + (
+                        rots0[b, i, r, 0] * motion[b, i, 0]
+                        + rots0[b, i, r, 1] * motion[b, i, 1]
+                        + rots0[b, i, r, 2] * motion[b, i, 2]
+                    )
+                for a in range(n_s):
+                    for r in range(3):
+                        atoms[b, i, a, r] = t[r] + (
+                            rots[b, i, r, 0] * local[b, i, a, 0]
+                            + rots[b, i, r, 1] * local[b, i, a, 1]
+                            + rots[b, i, r, 2] * local[b, i, a, 2]
+                        )
+        force[:] = 0.0
+        # distance restraints: peptide junctions and watched overlaps
+        for p in range(first.shape[0]):
+            f, s = first[p], second[p]
+            vx = flat_atoms[f, 0] - flat_atoms[s, 0]
+            vy = flat_atoms[f, 1] - flat_atoms[s, 1]
+            vz = flat_atoms[f, 2] - flat_atoms[s, 2]
+            d = math.sqrt(vx * vx + vy * vy + vz * vz + 1e-12)
+            below = max(low[p] - d, 0.0)
+            above = max(d - high[p], 0.0)
+            if below == 0.0 and above == 0.0:
+                continue
+            excess = (below + above) / sd[p]
+            sign = (1.0 if above > 0.0 else 0.0) - (1.0 if below > 0.0 else 0.0)
+            coef = 2.0 * excess / sd[p] * sign / d
+            flat_force[f, 0] += coef * vx
+            flat_force[f, 1] += coef * vy
+            flat_force[f, 2] += coef * vz
+            flat_force[s, 0] -= coef * vx
+            flat_force[s, 1] -= coef * vy
+            flat_force[s, 2] -= coef * vz
+        # omega beyond its tolerance of trans (or cis); phi and psi kept for the Ramachandran term
+        for b in range(n_b):
+            for j in range(n_j):
+                omega_idx[0, 0], omega_idx[0, 1] = j, ca_slot
+                omega_idx[1, 0], omega_idx[1, 1] = j, c_slot
+                omega_idx[2, 0], omega_idx[2, 1] = j + 1, n_slot
+                omega_idx[3, 0], omega_idx[3, 1] = j + 1, ca_slot
+                omega = _dihedral_gradient(atoms, b, omega_idx, omega_grad)
+                degrees = abs(omega) * _DEG
+                off = degrees if cis[b, j] else 180.0 - degrees
+                term = max(off - omega_tol, 0.0) / omega_sd * bonded[j]
+                if term > 0.0:
+                    slope = 2.0 * term / omega_sd * _DEG * (1.0 if omega > 0 else -1.0)
+                    if not cis[b, j]:
+                        slope = -slope
+                    _add_dihedral_force(force, b, omega_idx, omega_grad, slope)
+                if rama_weight > 0.0:
+                    phi_idx[0, 0], phi_idx[0, 1] = j, c_slot
+                    phi_idx[1, 0], phi_idx[1, 1] = j + 1, n_slot
+                    phi_idx[2, 0], phi_idx[2, 1] = j + 1, ca_slot
+                    phi_idx[3, 0], phi_idx[3, 1] = j + 1, c_slot
+                    phi[b, j + 1] = _dihedral_gradient(atoms, b, phi_idx, phi_grad[b, j + 1])
+                    psi_idx[0, 0], psi_idx[0, 1] = j, n_slot
+                    psi_idx[1, 0], psi_idx[1, 1] = j, ca_slot
+                    psi_idx[2, 0], psi_idx[2, 1] = j, c_slot
+                    psi_idx[3, 0], psi_idx[3, 1] = j + 1, n_slot
+                    psi[b, j] = _dihedral_gradient(atoms, b, psi_idx, psi_grad[b, j])
+        # Ramachandran outliers (judged residues are bonded on both sides: 0 < i < L - 1)
+        if rama_weight > 0.0:
+            for b in range(n_b):
+                for i in range(1, n_l - 1):
+                    if rama_mask[i] == 0.0:
+                        continue
+                    value, d_phi, d_psi = _bilinear(
+                        grid, phi[b, i], psi[b, i], rama_bin, rama_origin
+                    )
+                    outside = max(value + rama_margin, 0.0) / rama_sd
+                    if outside == 0.0:
+                        continue
+                    scale = 2.0 * rama_weight * outside / rama_sd
+                    phi_idx[0, 0], phi_idx[0, 1] = i - 1, c_slot
+                    phi_idx[1, 0], phi_idx[1, 1] = i, n_slot
+                    phi_idx[2, 0], phi_idx[2, 1] = i, ca_slot
+                    phi_idx[3, 0], phi_idx[3, 1] = i, c_slot
+                    _add_dihedral_force(force, b, phi_idx, phi_grad[b, i], scale * d_phi)
+                    psi_idx[0, 0], psi_idx[0, 1] = i, n_slot
+                    psi_idx[1, 0], psi_idx[1, 1] = i, ca_slot
+                    psi_idx[2, 0], psi_idx[2, 1] = i, c_slot
+                    psi_idx[3, 0], psi_idx[3, 1] = i + 1, n_slot
+                    _add_dihedral_force(force, b, psi_idx, psi_grad[b, i], scale * d_psi)
+        # chain rule to the residue moves, then the clamped Adam step
+        scale_k = math.sqrt(1.0 - _BETA2 ** (k + 1)) / (1.0 - _BETA1 ** (k + 1))
+        decay = 1.0 - k / iterations
+        for b in range(n_b):
+            for i in range(n_l):
+                for c in range(6):
+                    grad[c] = 2.0 * motion[b, i, c] * weight[c] / (restraint_a * restraint_a)
+                tx, ty, tz = 0.0, 0.0, 0.0
+                sx, sy, sz = 0.0, 0.0, 0.0
+                for a in range(n_s):
+                    fx, fy, fz = force[b, i, a, 0], force[b, i, a, 1], force[b, i, a, 2]
+                    if fx == 0.0 and fy == 0.0 and fz == 0.0:
+                        continue
+                    sx += fx
+                    sy += fy
+                    sz += fz
+                    # R'^T f, then local x (R'^T f)
+                    qx = rots[b, i, 0, 0] * fx + rots[b, i, 1, 0] * fy + rots[b, i, 2, 0] * fz
+                    qy = rots[b, i, 0, 1] * fx + rots[b, i, 1, 1] * fy + rots[b, i, 2, 1] * fz
+                    qz = rots[b, i, 0, 2] * fx + rots[b, i, 1, 2] * fy + rots[b, i, 2, 2] * fz
+                    cx, cy, cz = _cross(
+                        local[b, i, a, 0], local[b, i, a, 1], local[b, i, a, 2], qx, qy, qz
+                    )
+                    tx += cx
+                    ty += cy
+                    tz += cz
+                for c in range(3):
+                    grad[c] += (
+                        rots0[b, i, 0, c] * sx + rots0[b, i, 1, c] * sy + rots0[b, i, 2, c] * sz
+                    )
+                # J_r(w)^T torque = torque + a w x torque + b w x (w x torque)
+                wx, wy, wz = motion[b, i, 3], motion[b, i, 4], motion[b, i, 5]
+                theta_sq = wx * wx + wy * wy + wz * wz
+                if theta_sq < 1e-6:
+                    ja = 0.5 - theta_sq / 24.0
+                    jb = 1.0 / 6.0 - theta_sq / 120.0
+                else:
+                    theta = math.sqrt(theta_sq)
+                    ja = (1.0 - math.cos(theta)) / theta_sq
+                    jb = (theta - math.sin(theta)) / (theta_sq * theta)
+                c1x, c1y, c1z = _cross(wx, wy, wz, tx, ty, tz)
+                c2x, c2y, c2z = _cross(wx, wy, wz, c1x, c1y, c1z)
+                grad[3] += tx + ja * c1x + jb * c2x
+                grad[4] += ty + ja * c1y + jb * c2y
+                grad[5] += tz + ja * c1z + jb * c2z
+                for c in range(6):
+                    m = _BETA1 * first_m[b, i, c] + (1.0 - _BETA1) * grad[c]
+                    v = _BETA2 * second_m[b, i, c] + (1.0 - _BETA2) * grad[c] * grad[c]
+                    first_m[b, i, c] = m
+                    second_m[b, i, c] = v
+                    step = min(limit[c] * scale_k * abs(m) / (math.sqrt(v) + _EPS), limit[c])
+                    if m > 0.0:
+                        motion[b, i, c] -= decay * step
+                    elif m < 0.0:
+                        motion[b, i, c] += decay * step
