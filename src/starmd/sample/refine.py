@@ -40,15 +40,15 @@ bonds and angles that need fixing are those between residues, which depend on th
 residues ``i`` and ``i + 1`` only. The gradient is assembled in closed form (forces on atoms
 from each term, then per residue the summed force and the torque through the right Jacobian of
 the exponential map; :func:`_energy_and_grad`, equal to autograd's to rounding). Steps are
-Adam's (first and second moment estimates) with
-every element's step clamped to ``step_a`` (translations) or ``step_rad`` (rotations) and the
-step size decaying linearly to 0 (on the CPU the steps run as one compiled loop,
-:mod:`starmd.sample.refine_kernel`, the same steps in float64; elsewhere as tensor operations), so the rigid moves displace no atom by more than
-:func:`max_displacement_a` in all (the carbonyl O then follows the re-measured psi). A replica
-without any violation gets zero gradients and is not moved at all. After the steps, the
-backbone torsions (omega, phi, psi) are re-derived from the refined backbone where the peptide
-bond exists, so that the cached torsions (and the carbonyl O, placed by psi) agree with the
-refined frames; side-chain torsions are the model's.
+Adam's (first and second moment estimates) with every element's step clamped to ``step_a``
+(translations) or ``step_rad`` (rotations) and the step size decaying linearly to 0, so the
+rigid moves displace no atom by more than :func:`max_displacement_a` in all (the carbonyl O
+then follows the re-measured psi). On the CPU the steps run as one compiled loop
+(:mod:`starmd.sample.refine_kernel`: the same steps in float64), elsewhere as tensor
+operations. A replica without any violation gets zero gradients and is not moved at all. After
+the steps, the backbone torsions (omega, phi, psi) are re-derived from the refined backbone
+where the peptide bond exists, so that the cached torsions (and the carbonyl O, placed by psi)
+agree with the refined frames; side-chain torsions are the model's.
 
 Approximation: residues move rigidly (no side-chain torsion is changed), so a clash is relieved
 by moving the residues involved, against the restraint and the peptide terms; a Ramachandran
@@ -84,10 +84,10 @@ from starmd.structure.local_geometry import (
 )
 from starmd.structure.ramachandran import (
     RAMA_BIN_DEG,
+    distance_grid,
     ramachandran_allowed,
     ramachandran_distance_deg,
     ramachandran_distance_slope,
-    ramachandran_grid,
 )
 from starmd.structure.rigid import Rigid
 
@@ -604,7 +604,7 @@ def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) ->
         host(top.bonded),
         host(energy.cis, np.bool_),
         host(top.rama),
-        ramachandran_grid(),
+        distance_grid("rama"),
         np.array([geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT], dtype=np.int64),
         params,
         settings.iterations,

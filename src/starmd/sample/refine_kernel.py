@@ -20,75 +20,20 @@ import math
 import numpy as np
 from numba import njit
 
+from starmd.structure.kernels import DEG, bilinear, cross, dihedral_gradient
+
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-6
-_DEG = 180.0 / math.pi
-
-
-@njit(cache=True, inline="always")
-def _cross(ax, ay, az, bx, by, bz):
-    return ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
 
 
 @njit(cache=True)
-def _dihedral_gradient(atoms, b, idx, out):
-    """Dihedral (radians, IUPAC sign) of the four atoms ``atoms[b, idx[k, 0], idx[k, 1]]`` and
-    its gradient with respect to each point into ``out (4, 3)`` (Blondel and Karplus 1996: the
-    same formulas as :func:`starmd.structure.geometry.dihedral_gradient`)."""
-    p0 = atoms[b, idx[0, 0], idx[0, 1]]
-    p1 = atoms[b, idx[1, 0], idx[1, 1]]
-    p2 = atoms[b, idx[2, 0], idx[2, 1]]
-    p3 = atoms[b, idx[3, 0], idx[3, 1]]
-    fx, fy, fz = p0[0] - p1[0], p0[1] - p1[1], p0[2] - p1[2]
-    gx, gy, gz = p1[0] - p2[0], p1[1] - p2[1], p1[2] - p2[2]
-    hx, hy, hz = p3[0] - p2[0], p3[1] - p2[1], p3[2] - p2[2]
-    ax, ay, az = _cross(fx, fy, fz, gx, gy, gz)
-    bx, by, bz = _cross(hx, hy, hz, gx, gy, gz)
-    g_norm = math.sqrt(gx * gx + gy * gy + gz * gz)
-    a2 = ax * ax + ay * ay + az * az
-    b2 = bx * bx + by * by + bz * bz
-    fg = (fx * gx + fy * gy + fz * gz) / (a2 * g_norm)
-    hg = (hx * gx + hy * gy + hz * gz) / (b2 * g_norm)
-    ca, cb = g_norm / a2, g_norm / b2
-    out[0, 0], out[0, 1], out[0, 2] = -ca * ax, -ca * ay, -ca * az
-    out[3, 0], out[3, 1], out[3, 2] = cb * bx, cb * by, cb * bz
-    out[1, 0] = ca * ax + fg * ax - hg * bx
-    out[1, 1] = ca * ay + fg * ay - hg * by
-    out[1, 2] = ca * az + fg * az - hg * bz
-    out[2, 0] = hg * bx - fg * ax - cb * bx
-    out[2, 1] = hg * by - fg * ay - cb * by
-    out[2, 2] = hg * bz - fg * az - cb * bz
-    # the angle itself, as geometry.dihedral computes it: b0 = -f, b1 = -g, b2 = h
-    n1x, n1y, n1z = _cross(-fx, -fy, -fz, -gx, -gy, -gz)
-    n2x, n2y, n2z = _cross(-gx, -gy, -gz, hx, hy, hz)
-    y = g_norm * (-fx * n2x - fy * n2y - fz * n2z)
-    x = n1x * n2x + n1y * n2y + n1z * n2z
-    return math.atan2(y, x)
-
-
-@njit(cache=True)
-def _add_dihedral_force(force, b, idx, gradient, slope):
-    for k in range(4):
-        for c in range(3):
-            force[b, idx[k, 0], idx[k, 1], c] += slope * gradient[k, c]
-
-
-@njit(cache=True)
-def _bilinear(grid, first, second, bin_deg, origin_deg):
-    """Signed distance on a torus grid ``[second_bin, first_bin]`` at angles (radians) and its
-    partial derivatives (degrees per radian), as :func:`starmd.structure.ramachandran._bilinear`."""
-    n = grid.shape[0]
-    u = (first * _DEG - origin_deg) / bin_deg - 0.5
-    v = (second * _DEG - origin_deg) / bin_deg - 0.5
-    u0, v0 = math.floor(u), math.floor(v)
-    fu, fv = u - u0, v - v0
-    i0, j0 = int(u0) % n, int(v0) % n
-    i1, j1 = (i0 + 1) % n, (j0 + 1) % n
-    g00, g01, g10, g11 = grid[j0, i0], grid[j0, i1], grid[j1, i0], grid[j1, i1]
-    value = (1 - fu) * (1 - fv) * g00 + fu * (1 - fv) * g01 + (1 - fu) * fv * g10 + fu * fv * g11
-    per_radian = _DEG / bin_deg
-    d_first = ((1 - fv) * (g01 - g00) + fv * (g11 - g10)) * per_radian
-    d_second = ((1 - fu) * (g10 - g00) + fu * (g11 - g01)) * per_radian
-    return value, d_first, d_second
+def _push(force, b, i0, a0, i1, a1, i2, a2, i3, a3, gradient, slope):
+    """Add ``slope`` times a dihedral's gradient ``(4, 3)`` to the forces on its four atoms
+    (residue, slot) of replica ``b``."""
+    for c in range(3):
+        force[b, i0, a0, c] += slope * gradient[0, c]
+        force[b, i1, a1, c] += slope * gradient[1, c]
+        force[b, i2, a2, c] += slope * gradient[2, c]
+        force[b, i3, a3, c] += slope * gradient[3, c]
 
 
 @njit(cache=True)
@@ -163,9 +108,6 @@ def descend(
     phi_grad = np.empty((n_b, n_l, 4, 3))  # phi of residue i (junction i - 1)
     psi_grad = np.empty((n_b, n_l, 4, 3))  # psi of residue i (junction i)
     omega_grad = np.empty((4, 3))
-    omega_idx = np.empty((4, 2), dtype=np.int64)
-    phi_idx = np.empty((4, 2), dtype=np.int64)
-    psi_idx = np.empty((4, 2), dtype=np.int64)
     t = np.empty(3)
     flat_atoms = atoms.reshape((n_b * n_l * n_s, 3))
     flat_force = force.reshape((n_b * n_l * n_s, 3))
@@ -218,53 +160,60 @@ def descend(
         # omega beyond its tolerance of trans (or cis); phi and psi kept for the Ramachandran term
         for b in range(n_b):
             for j in range(n_j):
-                omega_idx[0, 0], omega_idx[0, 1] = j, ca_slot
-                omega_idx[1, 0], omega_idx[1, 1] = j, c_slot
-                omega_idx[2, 0], omega_idx[2, 1] = j + 1, n_slot
-                omega_idx[3, 0], omega_idx[3, 1] = j + 1, ca_slot
-                omega = _dihedral_gradient(atoms, b, omega_idx, omega_grad)
-                degrees = abs(omega) * _DEG
+                omega = dihedral_gradient(
+                    atoms[b, j, ca_slot],
+                    atoms[b, j, c_slot],
+                    atoms[b, j + 1, n_slot],
+                    atoms[b, j + 1, ca_slot],
+                    omega_grad,
+                )
+                degrees = abs(omega) * DEG
                 off = degrees if cis[b, j] else 180.0 - degrees
                 term = max(off - omega_tol, 0.0) / omega_sd * bonded[j]
                 if term > 0.0:
-                    slope = 2.0 * term / omega_sd * _DEG * (1.0 if omega > 0 else -1.0)
+                    slope = 2.0 * term / omega_sd * DEG * (1.0 if omega > 0 else -1.0)
                     if not cis[b, j]:
                         slope = -slope
-                    _add_dihedral_force(force, b, omega_idx, omega_grad, slope)
+                    _push(
+                        force, b, j, ca_slot, j, c_slot, j + 1, n_slot, j + 1, ca_slot,
+                        omega_grad, slope,
+                    )  # fmt: skip
                 if rama_weight > 0.0:
-                    phi_idx[0, 0], phi_idx[0, 1] = j, c_slot
-                    phi_idx[1, 0], phi_idx[1, 1] = j + 1, n_slot
-                    phi_idx[2, 0], phi_idx[2, 1] = j + 1, ca_slot
-                    phi_idx[3, 0], phi_idx[3, 1] = j + 1, c_slot
-                    phi[b, j + 1] = _dihedral_gradient(atoms, b, phi_idx, phi_grad[b, j + 1])
-                    psi_idx[0, 0], psi_idx[0, 1] = j, n_slot
-                    psi_idx[1, 0], psi_idx[1, 1] = j, ca_slot
-                    psi_idx[2, 0], psi_idx[2, 1] = j, c_slot
-                    psi_idx[3, 0], psi_idx[3, 1] = j + 1, n_slot
-                    psi[b, j] = _dihedral_gradient(atoms, b, psi_idx, psi_grad[b, j])
+                    phi[b, j + 1] = dihedral_gradient(
+                        atoms[b, j, c_slot],
+                        atoms[b, j + 1, n_slot],
+                        atoms[b, j + 1, ca_slot],
+                        atoms[b, j + 1, c_slot],
+                        phi_grad[b, j + 1],
+                    )
+                    psi[b, j] = dihedral_gradient(
+                        atoms[b, j, n_slot],
+                        atoms[b, j, ca_slot],
+                        atoms[b, j, c_slot],
+                        atoms[b, j + 1, n_slot],
+                        psi_grad[b, j],
+                    )
         # Ramachandran outliers (judged residues are bonded on both sides: 0 < i < L - 1)
         if rama_weight > 0.0:
             for b in range(n_b):
                 for i in range(1, n_l - 1):
                     if rama_mask[i] == 0.0:
                         continue
-                    value, d_phi, d_psi = _bilinear(
+                    value, d_phi, d_psi = bilinear(
                         grid, phi[b, i], psi[b, i], rama_bin, rama_origin
                     )
                     outside = max(value + rama_margin, 0.0) / rama_sd
                     if outside == 0.0:
                         continue
                     scale = 2.0 * rama_weight * outside / rama_sd
-                    phi_idx[0, 0], phi_idx[0, 1] = i - 1, c_slot
-                    phi_idx[1, 0], phi_idx[1, 1] = i, n_slot
-                    phi_idx[2, 0], phi_idx[2, 1] = i, ca_slot
-                    phi_idx[3, 0], phi_idx[3, 1] = i, c_slot
-                    _add_dihedral_force(force, b, phi_idx, phi_grad[b, i], scale * d_phi)
-                    psi_idx[0, 0], psi_idx[0, 1] = i, n_slot
-                    psi_idx[1, 0], psi_idx[1, 1] = i, ca_slot
-                    psi_idx[2, 0], psi_idx[2, 1] = i, c_slot
-                    psi_idx[3, 0], psi_idx[3, 1] = i + 1, n_slot
-                    _add_dihedral_force(force, b, psi_idx, psi_grad[b, i], scale * d_psi)
+                    _push(
+                        force, b, i - 1, c_slot, i, n_slot, i, ca_slot, i, c_slot,
+                        phi_grad[b, i], scale * d_phi,
+                    )  # fmt: skip
+                    _push(
+                        force, b, i, n_slot, i, ca_slot, i, c_slot, i + 1, n_slot,
+                        psi_grad[b, i], scale * d_psi,
+                    )  # fmt: skip
         # chain rule to the residue moves, then the clamped Adam step
         scale_k = math.sqrt(1.0 - _BETA2 ** (k + 1)) / (1.0 - _BETA1 ** (k + 1))
         decay = 1.0 - k / iterations
@@ -285,7 +234,7 @@ def descend(
                     qx = rots[b, i, 0, 0] * fx + rots[b, i, 1, 0] * fy + rots[b, i, 2, 0] * fz
                     qy = rots[b, i, 0, 1] * fx + rots[b, i, 1, 1] * fy + rots[b, i, 2, 1] * fz
                     qz = rots[b, i, 0, 2] * fx + rots[b, i, 1, 2] * fy + rots[b, i, 2, 2] * fz
-                    cx, cy, cz = _cross(
+                    cx, cy, cz = cross(
                         local[b, i, a, 0], local[b, i, a, 1], local[b, i, a, 2], qx, qy, qz
                     )
                     tx += cx
@@ -305,8 +254,8 @@ def descend(
                     theta = math.sqrt(theta_sq)
                     ja = (1.0 - math.cos(theta)) / theta_sq
                     jb = (theta - math.sin(theta)) / (theta_sq * theta)
-                c1x, c1y, c1z = _cross(wx, wy, wz, tx, ty, tz)
-                c2x, c2y, c2z = _cross(wx, wy, wz, c1x, c1y, c1z)
+                c1x, c1y, c1z = cross(wx, wy, wz, tx, ty, tz)
+                c2x, c2y, c2z = cross(wx, wy, wz, c1x, c1y, c1z)
                 grad[3] += tx + ja * c1x + jb * c2x
                 grad[4] += ty + ja * c1y + jb * c2y
                 grad[5] += tz + ja * c1z + jb * c2z

@@ -7,9 +7,10 @@ bond angles, and MD's own frames taken through that representation clash in almo
 (side-chain tips in salt bridges and hydrogen bonds land 0.6-0.9 A closer than in MD; see
 docs/validity.md). Moving whole residues, or their side-chain torsions, did not remove the last
 clash of a frame; letting every atom move a little, as a force field minimisation does, does.
-This is a minimisation of a small restrained energy in torch, batched over frames, so a chunk of
-written frames is polished at once (no OpenMM, no hydrogens, no solvent: for MD-ready
-structures use the OpenMM relaxation, :mod:`starmd.simulate.relax`).
+This is a minimisation of a small restrained energy, each frame on its own, in compiled loops
+(:mod:`starmd.structure.polish_kernel`; the torch reference is kept beside them: no OpenMM, no
+hydrogens, no solvent: for MD-ready structures use the OpenMM relaxation,
+:mod:`starmd.simulate.relax`).
 
 Energy of a frame (positions in Angstrom, each term a squared deviation in units of its spread):
 
@@ -69,7 +70,6 @@ from dataclasses import dataclass
 import mdtraj as md
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from starmd.structure.geometry import dihedral_gradient
 from starmd.structure.local_geometry import (
@@ -79,6 +79,10 @@ from starmd.structure.local_geometry import (
     VDW_RADIUS_A,
 )
 from starmd.structure.ramachandran import (
+    JANIN_BIN_DEG,
+    RAMA_BIN_DEG,
+    STAGGERED_TOLERANCE_DEG,
+    distance_grid,
     janin_distance_slope,
     judged_chi_atoms,
     judged_residue_atoms,
@@ -314,39 +318,29 @@ class _Watched:
     """Atom pairs that may overlap, listed per frame: ``frame, first, second`` ``(P,)``,
     ``limit`` (the distance below which they overlap by more than allowed), ``contact`` (the
     sum of their radii, less the N/O allowance) and ``judged`` (a pair the evaluation's clash
-    rule judges: residues two or more apart). Found with a k-d tree per frame, so memory grows
-    with the atoms in contact, not with the square of the atom count."""
+    rule judges: residues two or more apart). Found on a grid of cells per frame
+    (:func:`starmd.structure.polish_kernel.watched_pairs`), so the cost grows with the atoms in
+    contact, not with the square of the atom count."""
 
     def __init__(self, x: torch.Tensor, tables: dict, target: float, neighbour: float):
-        reach = CONTACT_SEARCH_A + CLASH_WATCH_MARGIN_A
-        coordinates = x.detach().cpu().numpy()
-        found = [cKDTree(frame).query_pairs(reach, output_type="ndarray") for frame in coordinates]
-        frame = np.concatenate([np.full(len(p), t) for t, p in enumerate(found)]).astype(np.int64)
-        pairs = np.concatenate([p.reshape(-1, 2) for p in found]).astype(np.int64)
-        self.frame, self.first, self.second = (
-            torch.from_numpy(a) for a in (frame, pairs[:, 0], pairs[:, 1])
+        from starmd.structure.polish_kernel import watched_pairs
+
+        found = watched_pairs(
+            np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64),
+            CONTACT_SEARCH_A + CLASH_WATCH_MARGIN_A,
+            CLASH_WATCH_MARGIN_A,
+            *(
+                tables[k].numpy()
+                for k in ("residue_number", "chain", "sulfur_gamma", "radius", "polar")
+            ),
+            tables["bonded_neighbours"].numpy(),
+            POLAR_ALLOWANCE_A,
+            target,
+            neighbour,
         )
-        i, j = self.first, self.second
-        number, chain, sg = tables["residue_number"], tables["chain"], tables["sulfur_gamma"]
-        far = ((number[i] - number[j]).abs() >= 2) | (chain[i] != chain[j])
-        next_to = ~far & ((number[i] - number[j]).abs() == 1)
-        # consecutive residues: only atoms more than three bonds apart
-        bonded = tables["bonded_neighbours"]
-        key = i * len(number) + j
-        if len(bonded):
-            at = torch.searchsorted(bonded, key).clamp(max=len(bonded) - 1)
-            next_to &= bonded[at] != key
-        may_clash = (far | next_to) & ~(sg[i] & sg[j])
-        radius, polar = tables["radius"], tables["polar"]
-        allowance = POLAR_ALLOWANCE_A * (polar[i] & polar[j]).to(x.dtype)
-        contact = radius[i] + radius[j] - allowance
-        limit = contact - torch.where(far, target, neighbour)
-        d = torch.linalg.vector_norm(x[self.frame, i] - x[self.frame, j], dim=-1)
-        keep = may_clash & (d < limit + CLASH_WATCH_MARGIN_A)
-        self.frame, self.first, self.second = (
-            a[keep] for a in (self.frame, self.first, self.second)
+        self.frame, self.first, self.second, self.limit, self.contact, self.judged = (
+            torch.from_numpy(a) for a in found
         )
-        self.limit, self.contact, self.judged = limit[keep], contact[keep], far[keep]
 
     def select(self, keep: torch.Tensor) -> _Watched:
         """The pairs of the frames ``keep (T,)`` (bool), frames renumbered in their order."""
@@ -487,7 +481,81 @@ class _Energy:
         """Energy ``(T,)`` of frames ``x (T, N, 3)``, its strain ``(T,)`` (the largest remaining
         overlap, Ramachandran or omega excess or covalent deviation, each in units of its settle
         slack: a frame at or below 1 has nothing left worth fixing) and, if asked, the energy's
-        gradient ``(T, N, 3)``.
+        gradient ``(T, N, 3)``; computed by the compiled loop of
+        :mod:`starmd.structure.polish_kernel` (:meth:`value_and_grad_torch` is the same as
+        tensor operations)."""
+        from starmd.structure.polish_kernel import value_and_grad
+
+        t = x.shape[0]
+        total, strain = x.new_empty(t), x.new_empty(t)
+        grad = torch.empty_like(x) if gradient else x.new_empty((0, 0, 3))
+        value_and_grad(
+            np.ascontiguousarray(x.numpy()),
+            self.kernel_tables(),
+            gradient,
+            total.numpy(),
+            strain.numpy(),
+            grad.numpy(),
+        )
+        return total, strain, grad if gradient else None
+
+    def kernel_tables(self) -> tuple:
+        """The energy's tables as the compiled loops read them
+        (:func:`starmd.structure.polish_kernel.value_and_grad`)."""
+        s, w, part = self.settings, self.watched, self.dihedral_part
+        params = np.array(
+            [
+                s.volume_sd_a3,
+                s.settle_volume_a3,
+                s.clash_sd_a,
+                s.settle_overlap_a,
+                s.rama_weight,
+                s.rama_sd_deg,
+                s.rama_margin_deg,
+                s.settle_rama_deg,
+                s.rotamer_weight,
+                s.settle_rotamer_deg,
+                s.omega_tolerance_deg,
+                s.omega_sd_deg,
+                s.settle_omega_deg,
+                STAGGERED_TOLERANCE_DEG,
+                RAMA_BIN_DEG,
+                JANIN_BIN_DEG,
+            ]
+        )
+        names = ("phi", "psi", "omega", "chi1", "chi2", "chi1_only")
+        bounds = np.array([part[k].start for k in names] + [part["chi1_only"].stop])
+        frames = np.arange(self.start.shape[0] + 1)
+        watch_start = np.searchsorted(w.frame.numpy(), frames).astype(np.int64)
+
+        def host(a: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(a.numpy())
+
+        return (
+            host(self.start),
+            host(self.restraint),
+            host(self.pairs),
+            host(self.kept),
+            host(self.inverse_sd),
+            host(self.settle_slack),
+            host(self.branches),
+            host(self.volume),
+            watch_start,
+            host(w.first),
+            host(w.second),
+            host(w.limit),
+            host(self.dihedrals),
+            bounds,
+            host(self.cis),
+            distance_grid("rama"),
+            distance_grid("janin"),
+            params,
+        )
+
+    def value_and_grad_torch(
+        self, x: torch.Tensor, gradient: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`value_and_grad` as tensor operations (the reference of the compiled loop).
 
         Atoms are gathered and scattered in an atom-major copy ``(N, T, 3)``, so that each
         index names one contiguous row holding the atom in every frame."""
@@ -616,8 +684,8 @@ def polish(
 ) -> Polished:
     """Polish heavy-atom frames ``xyz (T, N, 3)`` (Angstrom) of the topology of ``plan``; see the
     module docstring for the energy. Every frame is minimised on its own (its own L-BFGS
-    history and line search, vectorised over the batch), so a frame's result does not depend on
-    which frames it is polished with."""
+    history and line search), so a frame's result does not depend on which frames it is
+    polished with."""
     start = torch.as_tensor(np.asarray(xyz), dtype=torch.float64)
     energy = _Energy(start, plan, settings)
     before = energy.overlap(start)
@@ -644,6 +712,16 @@ BACKTRACKS = 8
 
 
 def _lbfgs(energy: _Energy, x: torch.Tensor, iterations: int) -> torch.Tensor:
+    """:func:`_lbfgs_torch`'s steps, every frame in the compiled loop of
+    :func:`starmd.structure.polish_kernel.lbfgs` (same algorithm, same energy)."""
+    from starmd.structure.polish_kernel import lbfgs
+
+    out = np.ascontiguousarray(x.numpy(), dtype=np.float64).copy()
+    lbfgs(out, energy.kernel_tables(), iterations, HISTORY, MAX_STEP_A, ARMIJO, BACKTRACKS)
+    return torch.from_numpy(out)
+
+
+def _lbfgs_torch(energy: _Energy, x: torch.Tensor, iterations: int) -> torch.Tensor:
     """Up to ``iterations`` L-BFGS steps on every frame of ``x (T, N, 3)`` independently:
     per-frame two-loop recursion over the last :data:`HISTORY` steps, then a backtracking
     (Armijo) line search per frame from the full step, capped at :data:`MAX_STEP_A` per atom.

@@ -125,11 +125,13 @@ def ramachandran_distance_deg(phi: torch.Tensor, psi: torch.Tensor) -> torch.Ten
     return _bilinear("rama", phi, psi, gradient=False)[0]
 
 
-def ramachandran_grid() -> np.ndarray:
-    """The signed-distance grid behind :func:`ramachandran_distance_deg`, float64 ``(90, 90)``
-    indexed ``[psi_bin, phi_bin]`` with bin ``k`` centred at ``-180 + (k + 0.5) *
-    RAMA_BIN_DEG`` degrees (read-only: it is cached)."""
-    return _grid_tensor("rama", torch.float64, torch.device("cpu")).numpy()
+def distance_grid(kind: str) -> np.ndarray:
+    """The signed-distance grid behind :func:`ramachandran_distance_deg` (``kind="rama"``,
+    ``(90, 90)`` indexed ``[psi_bin, phi_bin]``, bin ``k`` centred at ``-180 + (k + 0.5) *
+    RAMA_BIN_DEG`` degrees) or :func:`janin_distance_slope` (``"janin"``, ``(60, 60)`` indexed
+    ``[chi2_bin, chi1_bin]``, centres at ``(k + 0.5) * JANIN_BIN_DEG``), float64, for compiled
+    code (read-only: it is cached)."""
+    return _grid_tensor(kind, torch.float64, torch.device("cpu")).numpy()
 
 
 def ramachandran_distance_slope(
