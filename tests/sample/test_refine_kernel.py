@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,66 @@ def test_compiled_refinement_from_float32_frames(md):
     gap = (atoms(compiled, top32) - atoms(reference, top64)).norm(dim=-1)
     assert gap.median() < 1e-3
     assert gap.amax() < 1.0
+
+
+def test_clash_pairs_equal_a_brute_force_search(md):
+    # every pair of rebuilt atoms of two distorted replicas, filtered by the rule written out
+    # again: residues two or more apart, not two SG, closer than the radii less the allowed
+    # overlap (less the N/O allowance) plus the search margin
+    frames = _distorted(md, seed=2)[:2]
+    topology, settings = md["topology"], RefineSettings()
+    atoms = geometry.frames_to_atoms(frames, md["torsions"][:2], topology.aatype, topology.oxt_mask)
+    found = refinement._clash_pairs(
+        atoms, topology, settings.clash_overlap_a, refinement.CLASH_SEARCH_MARGIN_A
+    )
+    b, n_res, slots = atoms.shape[:3]
+    mask = topology.atom_mask.reshape(-1).numpy()
+    residue = np.repeat(np.arange(n_res), slots)
+    segment = topology.residue_index.numpy()[residue]
+    chain = topology.chain_index.numpy()[residue]
+    sulfur = topology.sulfur_gamma.reshape(-1).numpy()
+    polar = topology.polar.reshape(-1).numpy()
+    radius = topology.radius.reshape(-1).numpy()
+    i, j = np.triu_indices(n_res * slots, 1)
+    rule = mask[i] & mask[j] & ~(sulfur[i] & sulfur[j])
+    rule &= (np.abs(segment[i] - segment[j]) >= 2) | (chain[i] != chain[j])
+    limit = radius[i] + radius[j] - settings.clash_overlap_a
+    limit -= refinement.POLAR_ALLOWANCE_A * (polar[i] & polar[j])
+    expected = {}
+    for replica in range(b):
+        xyz = atoms[replica].reshape(-1, 3).numpy()
+        d = np.linalg.norm(xyz[i] - xyz[j], axis=-1)
+        base = replica * n_res * slots
+        for k in np.flatnonzero(rule & (d < limit + refinement.CLASH_SEARCH_MARGIN_A)):
+            expected[(base + int(i[k]), base + int(j[k]))] = float(limit[k])
+    pairs = {
+        (int(f), int(s)): float(low)
+        for f, s, low in zip(found.first, found.second, found.low, strict=True)
+    }
+    assert len(expected) > 50
+    assert pairs.keys() == expected.keys()
+    assert max(abs(pairs[k] - v) for k, v in expected.items()) < 1e-9
+    assert torch.equal(found.replica, found.first // (n_res * slots))
+
+
+def test_rigidly_moved_atoms_with_a_new_psi_equal_a_rebuild(md):
+    # what refine does instead of a second full rebuild: moved atoms, then O (and OXT) from psi
+    frames, torsions, topology = md["frames"][:2], md["torsions"][:2], md["topology"]
+    energy = _Energy(frames, torsions, topology, RefineSettings())
+    generator = torch.Generator().manual_seed(5)
+    motion = 0.2 * torch.randn((*frames.shape, 6), generator=generator, dtype=torch.float64)
+    moved, atoms = energy.place(motion)
+    turned = torsions.clone()
+    turned[..., 2] += torch.randn(turned.shape[:-1], generator=generator, dtype=torch.float64)
+    oxt = torch.zeros_like(topology.oxt_mask)
+    oxt[-1] = True
+    expected = geometry.frames_to_atoms(moved, turned, topology.aatype, oxt)
+    placed = geometry.place_psi_atoms(
+        geometry.frames_to_atoms(moved, torsions, topology.aatype, oxt), turned[..., 2],
+        topology.aatype, oxt,
+    )  # fmt: skip
+    torch.testing.assert_close(placed, expected, rtol=0, atol=1e-9)
+    mask = topology.atom_mask
+    shifted = geometry.place_psi_atoms(atoms, turned[..., 2], topology.aatype, topology.oxt_mask)
+    rebuilt = geometry.frames_to_atoms(moved, turned, topology.aatype, topology.oxt_mask)
+    assert (shifted - rebuilt)[:, mask].abs().max() < 1e-9

@@ -262,33 +262,44 @@ def _clash_pairs(
 ) -> _DistanceRestraints:
     """Atom pairs of residues at least two apart (or in different chains) closer than their
     clash limit plus ``margin_a`` in ``atoms (B, L, 15, 3)``, each to stay beyond that limit;
-    candidate residue pairs are found from residue centres first, so the cost follows the
-    contacts."""
+    found on a grid of cells (the polish's search,
+    :func:`starmd.structure.polish_kernel.watched_pairs`, with no pair of consecutive residues),
+    so the cost follows the contacts."""
+    from starmd.structure.polish_kernel import watched_pairs
+
     b, l, slots = atoms.shape[:3]
-    mask = topology.atom_mask
-    weight = mask.to(atoms.dtype)[..., None]
-    centres = (atoms * weight).sum(-2) / weight.sum(-2).clamp(min=1.0)
-    reach = torch.where(mask, distance(atoms, centres[..., None, :]), 0.0).amax(-1)
-    search = 2 * max(VDW_RADIUS_A.values()) + margin_a
-    near = torch.cdist(centres, centres) <= reach[..., :, None] + reach[..., None, :] + search
-    gap = (topology.residue_index[:, None] - topology.residue_index[None, :]).abs()
-    apart = (gap >= 2) | (topology.chain_index[:, None] != topology.chain_index[None, :])
-    f, i, j = torch.triu(near & apart, diagonal=1).nonzero(as_tuple=True)
-    d = torch.cdist(atoms[f, i], atoms[f, j])  # (P, 15, 15)
-    polar = topology.polar[i][:, :, None] & topology.polar[j][:, None]
-    limit = topology.radius[i][:, :, None] + topology.radius[j][:, None] - overlap_a
-    limit = limit - POLAR_ALLOWANCE_A * polar.to(limit.dtype)
-    real = mask[i][:, :, None] & mask[j][:, None]
-    real &= ~(topology.sulfur_gamma[i][:, :, None] & topology.sulfur_gamma[j][:, None])
-    p, a, c = (real & (d < limit + margin_a)).nonzero(as_tuple=True)
-    low = limit[p, a, c]
+    present = topology.atom_mask.reshape(-1).nonzero()[:, 0].cpu().numpy()  # (residue, slot)
+    residue = present // slots
+
+    def per_atom(table: torch.Tensor, dtype=None) -> np.ndarray:
+        values = table.cpu().numpy()
+        values = values.reshape(-1)[present] if values.ndim == 2 else values[residue]
+        return np.ascontiguousarray(values, dtype=dtype)
+
+    xyz = atoms.detach().reshape(b, l * slots, 3)[:, torch.from_numpy(present).to(atoms.device)]
+    frame, first, second, limit, _, _ = watched_pairs(
+        np.ascontiguousarray(xyz.cpu().numpy(), dtype=np.float64),
+        2 * max(VDW_RADIUS_A.values()) + margin_a,
+        margin_a,
+        per_atom(topology.residue_index, np.int64),
+        per_atom(topology.chain_index, np.int64),
+        per_atom(topology.sulfur_gamma, np.bool_),
+        per_atom(topology.radius, np.float64),
+        per_atom(topology.polar, np.bool_),
+        np.zeros(0, dtype=np.int64),
+        POLAR_ALLOWANCE_A,
+        overlap_a,
+        math.inf,  # consecutive residues: never watched here (the junction terms hold them)
+    )
+    offset = frame * (l * slots)
+    low = torch.from_numpy(limit).to(atoms)
     return _DistanceRestraints(
-        first=(f[p] * l + i[p]) * slots + a,
-        second=(f[p] * l + j[p]) * slots + c,
+        first=torch.from_numpy(offset + present[first]).to(atoms.device),
+        second=torch.from_numpy(offset + present[second]).to(atoms.device),
         low=low,
         high=torch.full_like(low, math.inf),
         sd=torch.full_like(low, CLASH_SD_A),
-        replica=f[p],
+        replica=torch.from_numpy(frame).to(atoms.device),
     )
 
 
@@ -551,7 +562,10 @@ def refine(
         refined = Rigid(refined.rots.detach(), refined.trans.detach())
         after = energy.violation(atoms).detach()
     torsions = _backbone_torsions(atoms.detach(), torsions, topology)
-    atoms = geometry.frames_to_atoms(refined, torsions, topology.aatype, topology.oxt_mask)
+    # the residues moved rigidly: only the atoms that the re-measured psi places change
+    atoms = geometry.place_psi_atoms(
+        atoms.detach(), torsions[..., 2], topology.aatype, topology.oxt_mask
+    )
     return Refined(
         frames=refined,
         torsions=torsions,

@@ -270,18 +270,34 @@ def frames_to_atoms(
 
     positions = torch.zeros(*frames.shape, rc.ATOMS_PER_RESIDUE, 3, dtype=dtype, device=device)
     positions = place(positions, frames, 0)
-    n, ca, c = (positions[..., s, :] for s in (N_SLOT, CA_SLOT, C_SLOT))
-    psi = torsions[..., 2]
-    positions = place(positions, torsion_frame(n, ca, c, psi + math.pi), PSI_GROUP)
-    if oxt_mask is not None:
-        oxt = torsion_frame(n, ca, c, psi).unsqueeze(-1).apply(local)
-        keep = (group == OXT_GROUP) & oxt_mask[..., None]
-        positions = torch.where(keep[..., None], oxt, positions)
+    positions = place_psi_atoms(positions, torsions[..., 2], aatype, oxt_mask)
     for k in range(4):
         abc = _gather_slots(positions, chi_slots[..., k, :3])
         frame = torsion_frame(abc[..., 0, :], abc[..., 1, :], abc[..., 2, :], torsions[..., 3 + k])
         positions = place(positions, frame, 4 + k)
     return _close_proline_ring(positions, aatype)
+
+
+def place_psi_atoms(
+    positions: torch.Tensor,
+    psi: torch.Tensor,
+    aatype: torch.Tensor,
+    oxt_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``positions (..., L, 15, 3)`` with the atoms that psi places (the carbonyl O, and OXT
+    where ``oxt_mask``) rebuilt from their residue's N, CA, C and ``psi (..., L)`` radians, as
+    :func:`frames_to_atoms` places them; every other atom as given."""
+    dtype, device = positions.dtype, positions.device
+    local = _table("local", device, dtype)[aatype]  # (L, 15, 3)
+    group = _table("group", device)[aatype]  # (L, 15)
+    n, ca, c = (positions[..., s, :] for s in (N_SLOT, CA_SLOT, C_SLOT))
+    placed = torsion_frame(n, ca, c, psi + math.pi).unsqueeze(-1).apply(local)
+    positions = torch.where((group == PSI_GROUP)[..., None], placed, positions)
+    if oxt_mask is not None:
+        oxt = torsion_frame(n, ca, c, psi).unsqueeze(-1).apply(local)
+        keep = (group == OXT_GROUP) & oxt_mask[..., None]
+        positions = torch.where(keep[..., None], oxt, positions)
+    return positions
 
 
 def _close_proline_ring(positions: torch.Tensor, aatype: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from numba import njit
 DEG = 180.0 / math.pi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def cross(ax, ay, az, bx, by, bz):
     return ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
 
