@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
-from starmd.structure.kernels import DEG, bilinear, cross, dihedral_gradient
+from starmd.structure.kernels import DEG, add_pair, bilinear, cross, dihedral_gradient
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-6
 
@@ -151,12 +151,7 @@ def descend(
             excess = (below + above) / sd[p]
             sign = (1.0 if above > 0.0 else 0.0) - (1.0 if below > 0.0 else 0.0)
             coef = 2.0 * excess / sd[p] * sign / d
-            flat_force[f, 0] += coef * vx
-            flat_force[f, 1] += coef * vy
-            flat_force[f, 2] += coef * vz
-            flat_force[s, 0] -= coef * vx
-            flat_force[s, 1] -= coef * vy
-            flat_force[s, 2] -= coef * vz
+            add_pair(flat_force, f, s, coef, vx, vy, vz)
         # omega beyond its tolerance of trans (or cis); phi and psi kept for the Ramachandran term
         for b in range(n_b):
             for j in range(n_j):

@@ -22,6 +22,18 @@ def cross(ax, ay, az, bx, by, bz):
 
 
 @njit(cache=True)
+def add_pair(force, i, j, coef, bx, by, bz):
+    """``force[i] += coef * b``, ``force[j] -= coef * b`` for rows of ``force (n, 3)``: the
+    gradient of a term on the distance between atoms ``i`` and ``j`` (``b = x_i - x_j``)."""
+    force[i, 0] += coef * bx
+    force[i, 1] += coef * by
+    force[i, 2] += coef * bz
+    force[j, 0] -= coef * bx
+    force[j, 1] -= coef * by
+    force[j, 2] -= coef * bz
+
+
+@njit(cache=True)
 def dihedral_gradient(p0, p1, p2, p3, out):
     """IUPAC dihedral (radians) of the points ``p0..p3`` (each ``(3,)``) and its gradient with
     respect to each point into ``out (4, 3)`` (Blondel and Karplus 1996)."""

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from starmd.structure.kernels import DEG, bilinear, cross, dihedral_gradient
+from starmd.structure.kernels import DEG, add_pair, bilinear, cross, dihedral_gradient
 
 
 @njit(cache=True)
@@ -80,13 +80,7 @@ def _frame_energy(x, t, tables, gradient, grad, angle, d_angle, slope):
         total += error * error
         strain = max(strain, abs(deviation) / settle_slack[p])
         if gradient:
-            pull = 2.0 * error * inverse_sd[p] / length
-            grad[i, 0] += pull * bx
-            grad[i, 1] += pull * by
-            grad[i, 2] += pull * bz
-            grad[j, 0] -= pull * bx
-            grad[j, 1] -= pull * by
-            grad[j, 2] -= pull * bz
+            add_pair(grad, i, j, 2.0 * error * inverse_sd[p] / length, bx, by, bz)
     # signed volumes at branch atoms
     for v in range(branches.shape[0]):
         o, i, j, k = branches[v, 0], branches[v, 1], branches[v, 2], branches[v, 3]
@@ -123,13 +117,7 @@ def _frame_energy(x, t, tables, gradient, grad, angle, d_angle, slope):
         total += overlap * overlap
         strain = max(strain, excess / settle_overlap)
         if gradient and excess > 0.0:
-            push = -2.0 * overlap / clash_sd / d
-            grad[i, 0] += push * bx
-            grad[i, 1] += push * by
-            grad[i, 2] += push * bz
-            grad[j, 0] -= push * bx
-            grad[j, 1] -= push * by
-            grad[j, 2] -= push * bz
+            add_pair(grad, i, j, -2.0 * overlap / clash_sd / d, bx, by, bz)
     # torsion terms: Ramachandran, rotamers, omega
     n_q = dihedrals.shape[0]
     if n_q == 0:
