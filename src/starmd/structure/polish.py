@@ -691,8 +691,9 @@ def polish(
     before = energy.overlap(start)
     x = start.clone()
     with torch.inference_mode(False):
-        for _ in range(settings.rounds):
-            energy.watch(x)
+        for round_ in range(settings.rounds):
+            if round_ > 0:  # the first round's pairs are those listed from the input at set-up
+                energy.watch(x)
             x = _lbfgs(energy, x, settings.iterations)
     energy.watch(x)
     return Polished(
