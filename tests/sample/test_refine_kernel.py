@@ -138,3 +138,43 @@ def test_rigidly_moved_atoms_with_a_new_psi_equal_a_rebuild(md):
     shifted = geometry.place_psi_atoms(atoms, turned[..., 2], topology.aatype, topology.oxt_mask)
     rebuilt = geometry.frames_to_atoms(moved, turned, topology.aatype, topology.oxt_mask)
     assert (shifted - rebuilt)[:, mask].abs().max() < 1e-9
+
+
+def _checked_batch(md):
+    """Frames with every check active: MD frames, a stretched bond, a turned phi, distortions,
+    and one frame with a non-finite C-alpha."""
+    stretched, torsions = _stretched(md, frame=0)
+    frames = Rigid.cat(
+        [stretched, _phi_turned(md, residue=12, by_deg=150.0)[:1], _distorted(md), md["frames"]],
+        dim=0,
+    )
+    torsions = torch.cat([torsions, md["torsions"][:1], md["torsions"], md["torsions"]])
+    return frames, torsions
+
+
+@pytest.mark.parametrize("rama_weight", [1.0, 0.0])
+def test_compiled_violation_equals_the_torch_violation(md, rama_weight):
+    frames, torsions = _checked_batch(md)
+    energy = _Energy(frames, torsions, md["topology"], RefineSettings(rama_weight=rama_weight))
+    expected = energy.violation(energy.raw_atoms).detach()
+    got = refinement._violation(energy, energy.raw_atoms)
+    assert bool((expected > 100.0).any())
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_checks_equal_the_torch_checks(md):
+    frames, torsions = _checked_batch(md)
+    energy = _Energy(frames, torsions, md["topology"], RefineSettings())
+    atoms = energy.raw_atoms.detach().clone()
+    atoms[-1, 5, geometry.CA_SLOT] = float("nan")  # counted as non-finite, judged elsewhere
+    atoms[-2, 7:9] += 6.0  # a chain break and a C-N break
+    expected = refinement.frame_checks_torch(atoms, energy)
+    got = refinement.frame_checks(atoms, energy)
+    assert set(got) == set(expected)
+    for key in expected:
+        assert got[key].dtype == expected[key].dtype, key
+        assert torch.equal(got[key], expected[key]), (key, got[key], expected[key])
+    # each check is exercised (fires on some frame, not on all)
+    assert not bool(expected["ca_valid"].all()) and bool(expected["ca_valid"].any())
+    assert bool(expected["aa_clash"].any()) and bool(expected["aa_break"].any())
+    assert int(expected["peptide_outside"].sum()) > 0 and int(expected["rama_outliers"].sum()) > 0

@@ -58,6 +58,7 @@ is no torsion-space move that turns phi or psi alone).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -67,7 +68,7 @@ import torch
 from starmd.diffusion.so3 import exp_map
 from starmd.structure import geometry
 from starmd.structure import residue_constants as rc
-from starmd.structure.checks import ca_health
+from starmd.structure.checks import CA_BREAK_A, CA_CLASH_A, ca_health
 from starmd.structure.local_geometry import (
     C_N_CA_DEG,
     CA_C_N_DEG,
@@ -88,6 +89,7 @@ from starmd.structure.ramachandran import (
     ramachandran_allowed,
     ramachandran_distance_deg,
     ramachandran_distance_slope,
+    reference_histograms,
 )
 from starmd.structure.rigid import Rigid
 
@@ -380,7 +382,9 @@ class _Energy:
         self.frames = frames
         self.topology = topology
         self.settings = settings
-        atoms = geometry.frames_to_atoms(frames, torsions, topology.aatype, topology.oxt_mask)
+        from starmd.structure.atoms_kernel import heavy_atoms
+
+        atoms = heavy_atoms(frames, torsions, topology.aatype, topology.oxt_mask)
         self.raw_atoms = atoms
         self.local = frames.unsqueeze(-1).invert_apply(atoms)  # (B, L, 15, 3)
         self.clash = _clash_pairs(atoms, topology, settings.clash_overlap_a, CLASH_SEARCH_MARGIN_A)
@@ -550,22 +554,22 @@ def refine(
 ) -> Refined:
     """Refine frames ``(B, L)`` + torsions ``(B, L, 7)`` (Angstrom, radians) of ``B`` replicas
     of one protein; see the module docstring for the energy and its bounds."""
+    from starmd.structure.atoms_kernel import psi_atoms  # numba: imported on first use
+
     with torch.inference_mode(False), torch.enable_grad():
         frames = Rigid(frames.rots.clone(), frames.trans.clone())
         torsions = torsions.clone()
         energy = _Energy(frames, torsions, topology, settings)
-        before = energy.violation(energy.raw_atoms).detach()
+        before = _violation(energy, energy.raw_atoms)
         motion = frames.trans.new_zeros((*frames.shape, 6))
         if settings.iterations > 0 and bool((before > 0).any()):
             _descend(energy, motion, settings)
         refined, atoms = energy.place(motion)
         refined = Rigid(refined.rots.detach(), refined.trans.detach())
-        after = energy.violation(atoms).detach()
+        after = _violation(energy, atoms)
     torsions = _backbone_torsions(atoms.detach(), torsions, topology)
     # the residues moved rigidly: only the atoms that the re-measured psi places change
-    atoms = geometry.place_psi_atoms(
-        atoms.detach(), torsions[..., 2], topology.aatype, topology.oxt_mask
-    )
+    atoms = psi_atoms(atoms.detach(), torsions[..., 2], topology.aatype, topology.oxt_mask)
     return Refined(
         frames=refined,
         torsions=torsions,
@@ -577,19 +581,14 @@ def refine(
     )
 
 
-def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) -> None:
-    """Clamped Adam steps on ``motion (B, L, 6)`` (in place), step size decaying to 0: the
-    compiled loop of :mod:`starmd.sample.refine_kernel` for frames on the CPU, else
-    :func:`_descend_torch` (the same steps as tensor operations)."""
-    if motion.device.type != "cpu":
-        _descend_torch(energy, motion, settings)
-        return
-    from starmd.sample.refine_kernel import descend
+def _host(x: torch.Tensor, dtype=np.float64) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().numpy(), dtype=dtype)
 
-    def host(x: torch.Tensor, dtype=np.float64) -> np.ndarray:
-        return np.ascontiguousarray(x.detach().numpy(), dtype=dtype)
 
-    r, top, s = energy.restraints, energy.topology, settings
+def _kernel_terms(energy: _Energy) -> tuple:
+    """The energy's restraints, junction tables and settings as the compiled loops of
+    :mod:`starmd.sample.refine_kernel` take them (after the atoms or moves)."""
+    r, top, s = energy.restraints, energy.topology, energy.settings
     params = np.array(
         [
             s.step_a,
@@ -605,22 +604,46 @@ def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) ->
             -180.0,
         ]
     )
-    moves = host(motion)
-    descend(
-        host(energy.local),
-        host(energy.frames.rots),
-        host(energy.frames.trans),
-        host(r.first, np.int64),
-        host(r.second, np.int64),
-        host(r.low),
-        host(r.high),
-        host(r.sd),
-        host(top.bonded),
-        host(energy.cis, np.bool_),
-        host(top.rama),
+    return (
+        _host(r.first, np.int64),
+        _host(r.second, np.int64),
+        _host(r.low),
+        _host(r.high),
+        _host(r.sd),
+        _host(top.bonded),
+        _host(energy.cis, np.bool_),
+        _host(top.rama),
         distance_grid("rama"),
         np.array([geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT], dtype=np.int64),
         params,
+    )
+
+
+def _violation(energy: _Energy, atoms: torch.Tensor) -> torch.Tensor:
+    """:meth:`_Energy.violation` ``(B,)``, by the compiled loop for atoms on the CPU."""
+    if atoms.device.type != "cpu":
+        return energy.violation(atoms).detach()
+    from starmd.sample.refine_kernel import violation
+
+    value = violation(_host(atoms), *_kernel_terms(energy))
+    return torch.from_numpy(value).to(atoms.dtype)
+
+
+def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) -> None:
+    """Clamped Adam steps on ``motion (B, L, 6)`` (in place), step size decaying to 0: the
+    compiled loop of :mod:`starmd.sample.refine_kernel` for frames on the CPU, else
+    :func:`_descend_torch` (the same steps as tensor operations)."""
+    if motion.device.type != "cpu":
+        _descend_torch(energy, motion, settings)
+        return
+    from starmd.sample.refine_kernel import descend
+
+    moves = _host(motion)
+    descend(
+        _host(energy.local),
+        _host(energy.frames.rots),
+        _host(energy.frames.trans),
+        *_kernel_terms(energy),
         settings.iterations,
         moves,
     )
@@ -674,6 +697,46 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
         outside 1.2-1.5 A, a count), ``rama_outliers`` (residues outside the evaluation's 99%
         Ramachandran region, a count).
     """
+    if atoms.device.type != "cpu":
+        return frame_checks_torch(atoms, energy)
+    from starmd.sample.refine_kernel import checks
+
+    top, clash = energy.topology, energy.clash
+    limits = np.array(
+        [CA_CLASH_A, CA_BREAK_A, *PEPTIDE_RANGE_A, PEPTIDE_BREAK_A, RAMA_BIN_DEG], np.float64
+    )
+    limit = clash.low + energy.settings.clash_overlap_a - CLASH_OVERLAP_A
+    counts = torch.from_numpy(
+        checks(
+            _host(atoms),
+            _host(top.linked_prev, np.int64),
+            _host(top.rama, np.int64),
+            _host(clash.first, np.int64),
+            _host(clash.second, np.int64),
+            _host(limit),
+            _rama_allowed_grid(),
+            limits,
+        )
+    )
+    nan, breaks, ca_clashes, aa_clashes, aa_break, outside, outliers = counts.unbind(-1)
+    return {
+        "ca_valid": (nan == 0) & (breaks == 0) & (ca_clashes == 0),
+        "aa_clash": aa_clashes > 0,
+        "aa_break": aa_break > 0,
+        "peptide_outside": outside,
+        "rama_outliers": outliers,
+    }
+
+
+@functools.cache
+def _rama_allowed_grid() -> np.ndarray:
+    """The 0/1 grid of :func:`ramachandran_allowed` (``[psi_bin, phi_bin]``)."""
+    rama, _ = reference_histograms()
+    return np.ascontiguousarray(rama >= 1.0, dtype=np.int64)
+
+
+def frame_checks_torch(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor]:
+    """:func:`frame_checks` as tensor operations (any device; the compiled loop's reference)."""
     top, clash = energy.topology, energy.clash
     b = atoms.shape[0]
     health = ca_health(atoms[..., geometry.CA_SLOT, :], top.linked_prev)

@@ -264,3 +264,138 @@ def descend(
                         motion[b, i, c] -= decay * step
                     elif m < 0.0:
                         motion[b, i, c] += decay * step
+
+
+@njit(cache=True)
+def violation(atoms, first, second, low, high, sd, bonded, cis, rama_mask, grid, backbone, params):
+    """The refinement's violation energy per replica ``(B,)`` of atoms ``(B, L, S, 3)``
+    (float64): :meth:`starmd.sample.refine._Energy.violation` (distance restraints, omega,
+    Ramachandran), with the arguments of :func:`descend`."""
+    n_b, n_l, n_s = atoms.shape[0], atoms.shape[1], atoms.shape[2]
+    omega_tol, omega_sd = params[3], params[4]
+    rama_weight, rama_sd, rama_margin = params[5], params[6], params[7]
+    rama_bin, rama_origin = params[9], params[10]
+    n_slot, ca_slot, c_slot = backbone[0], backbone[1], backbone[2]
+    total = np.zeros(n_b)
+    flat = atoms.reshape((n_b * n_l * n_s, 3))
+    for p in range(first.shape[0]):
+        f, s = first[p], second[p]
+        vx, vy, vz = flat[f, 0] - flat[s, 0], flat[f, 1] - flat[s, 1], flat[f, 2] - flat[s, 2]
+        d = math.sqrt(vx * vx + vy * vy + vz * vz + 1e-12)
+        excess = (max(low[p] - d, 0.0) + max(d - high[p], 0.0)) / sd[p]
+        total[f // (n_l * n_s)] += excess * excess
+    scratch = np.empty((4, 3))
+    for b in range(n_b):
+        for j in range(n_l - 1):
+            if bonded[j] == 0.0:
+                continue
+            omega = dihedral_gradient(
+                atoms[b, j, ca_slot],
+                atoms[b, j, c_slot],
+                atoms[b, j + 1, n_slot],
+                atoms[b, j + 1, ca_slot],
+                scratch,
+            )
+            degrees = abs(omega) * DEG
+            off = degrees if cis[b, j] else 180.0 - degrees
+            term = max(off - omega_tol, 0.0) / omega_sd
+            total[b] += term * term
+        if rama_weight <= 0.0:
+            continue
+        for i in range(1, n_l - 1):
+            if rama_mask[i] == 0.0:
+                continue
+            phi = dihedral_gradient(
+                atoms[b, i - 1, c_slot],
+                atoms[b, i, n_slot],
+                atoms[b, i, ca_slot],
+                atoms[b, i, c_slot],
+                scratch,
+            )
+            psi = dihedral_gradient(
+                atoms[b, i, n_slot],
+                atoms[b, i, ca_slot],
+                atoms[b, i, c_slot],
+                atoms[b, i + 1, n_slot],
+                scratch,
+            )
+            value, _, _ = bilinear(grid, phi, psi, rama_bin, rama_origin)
+            outside = max(value + rama_margin, 0.0) / rama_sd
+            total[b] += rama_weight * outside * outside
+    return total
+
+
+@njit(cache=True)
+def checks(atoms, linked_prev, rama_mask, clash_first, clash_second, clash_limit, allowed, limits):
+    """The per-frame checks of :func:`starmd.sample.refine.frame_checks` for atoms ``(B, L, S,
+    3)`` (float64): returns ``(B, 7)`` int64 columns nan (any non-finite C-alpha), CA breaks,
+    CA clashes, heavy-atom clashes among the watched pairs (flat indices, closer than
+    ``clash_limit``), peptide breaks, peptide bonds outside their range, Ramachandran outliers
+    (``allowed`` the 0/1 grid ``[psi_bin, phi_bin]`` of
+    :func:`starmd.structure.ramachandran.ramachandran_allowed`). ``limits`` = CA clash, CA
+    break, peptide low, peptide high, peptide break (Angstrom), Ramachandran bin (degrees);
+    ``linked_prev (L,)`` 0/1 (residue bonded to the one before), ``rama_mask (L,)`` 0/1."""
+    n_b, n_l, n_s = atoms.shape[0], atoms.shape[1], atoms.shape[2]
+    ca_clash, ca_break, low, high, pep_break, rama_bin = (
+        limits[0], limits[1], limits[2], limits[3], limits[4], limits[5]
+    )  # fmt: skip
+    n_bins = allowed.shape[0]
+    out = np.zeros((n_b, 7), np.int64)
+    ca = np.zeros((n_l, 3))
+    finite = np.zeros(n_l, np.bool_)
+    scratch = np.empty((4, 3))
+    for b in range(n_b):
+        # C-alpha health (structure.checks.ca_health): non-finite positions count as the origin
+        for i in range(n_l):
+            x, y, z = atoms[b, i, 1, 0], atoms[b, i, 1, 1], atoms[b, i, 1, 2]
+            finite[i] = math.isfinite(x) and math.isfinite(y) and math.isfinite(z)
+            if finite[i]:
+                ca[i, 0], ca[i, 1], ca[i, 2] = x, y, z
+            else:
+                ca[i, 0], ca[i, 1], ca[i, 2] = 0.0, 0.0, 0.0
+                out[b, 0] = 1
+        for i in range(1, n_l):
+            dx, dy, dz = ca[i, 0] - ca[i - 1, 0], ca[i, 1] - ca[i - 1, 1], ca[i, 2] - ca[i - 1, 2]
+            if linked_prev[i] != 0 and math.sqrt(dx * dx + dy * dy + dz * dz) > ca_break:
+                out[b, 1] += 1
+        for i in range(n_l):
+            for j in range(i + 2, n_l):
+                if not (finite[i] and finite[j]):
+                    continue
+                dx, dy, dz = ca[i, 0] - ca[j, 0], ca[i, 1] - ca[j, 1], ca[i, 2] - ca[j, 2]
+                if math.sqrt(dx * dx + dy * dy + dz * dz) < ca_clash:
+                    out[b, 2] += 1
+        # peptide bonds C(i)-N(i+1) and Ramachandran outliers
+        for i in range(1, n_l):
+            if linked_prev[i] == 0:
+                continue
+            dx = atoms[b, i - 1, 2, 0] - atoms[b, i, 0, 0]
+            dy = atoms[b, i - 1, 2, 1] - atoms[b, i, 0, 1]
+            dz = atoms[b, i - 1, 2, 2] - atoms[b, i, 0, 2]
+            d = math.sqrt(dx * dx + dy * dy + dz * dz)
+            if d < low or d > high:
+                out[b, 5] += 1
+            if d > pep_break:
+                out[b, 4] = 1
+        for i in range(1, n_l - 1):
+            if rama_mask[i] == 0:
+                continue
+            phi = dihedral_gradient(
+                atoms[b, i - 1, 2], atoms[b, i, 0], atoms[b, i, 1], atoms[b, i, 2], scratch
+            )
+            psi = dihedral_gradient(
+                atoms[b, i, 0], atoms[b, i, 1], atoms[b, i, 2], atoms[b, i + 1, 0], scratch
+            )
+            phi = 0.0 if math.isnan(phi) else phi
+            psi = 0.0 if math.isnan(psi) else psi
+            col = int(math.floor((phi * DEG + 180.0) / rama_bin)) % n_bins
+            row = int(math.floor((psi * DEG + 180.0) / rama_bin)) % n_bins
+            if allowed[row, col] == 0:
+                out[b, 6] += 1
+    flat = atoms.reshape((n_b * n_l * n_s, 3))
+    for p in range(clash_first.shape[0]):
+        f, s = clash_first[p], clash_second[p]
+        vx, vy, vz = flat[f, 0] - flat[s, 0], flat[f, 1] - flat[s, 1], flat[f, 2] - flat[s, 2]
+        if math.sqrt(vx * vx + vy * vy + vz * vz) < clash_limit[p]:
+            out[f // (n_l * n_s), 3] += 1
+    return out

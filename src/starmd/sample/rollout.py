@@ -321,9 +321,9 @@ class Rollout:
         coordinates (centre added back)."""
         frames64 = Rigid(frames.rots.double(), frames.trans.double())
         aatype = self.inputs.cond.aatype[0]
-        positions = geometry.frames_to_atoms(
-            frames64, torsions.double(), aatype, self.inputs.oxt_mask
-        )
+        from starmd.structure.atoms_kernel import heavy_atoms  # numba: imported on first use
+
+        positions = heavy_atoms(frames64, torsions.double(), aatype, self.inputs.oxt_mask)
         return positions + self.inputs.centre.double()[:, None, None]
 
     def states(self, n_frames: int) -> Iterator[tuple[int, Rigid, torch.Tensor]]:
