@@ -59,6 +59,23 @@ def _exp_map(wx, wy, wz, out):
 
 
 @njit(cache=True)
+def _omega_excess(atoms, b, j, backbone, cis, omega_tol, grad):
+    """Omega (radians) of junction ``j`` of replica ``b`` (its gradient into ``grad (4, 3)``)
+    and how far (degrees) it lies beyond ``omega_tol`` of trans (of cis where ``cis``)."""
+    n_slot, ca_slot, c_slot = backbone[0], backbone[1], backbone[2]
+    omega = dihedral_gradient(
+        atoms[b, j, ca_slot],
+        atoms[b, j, c_slot],
+        atoms[b, j + 1, n_slot],
+        atoms[b, j + 1, ca_slot],
+        grad,
+    )
+    degrees = abs(omega) * DEG
+    off = degrees if cis[b, j] else 180.0 - degrees
+    return omega, max(off - omega_tol, 0.0)
+
+
+@njit(cache=True)
 def descend(
     local,
     rots0,
@@ -155,16 +172,8 @@ def descend(
         # omega beyond its tolerance of trans (or cis); phi and psi kept for the Ramachandran term
         for b in range(n_b):
             for j in range(n_j):
-                omega = dihedral_gradient(
-                    atoms[b, j, ca_slot],
-                    atoms[b, j, c_slot],
-                    atoms[b, j + 1, n_slot],
-                    atoms[b, j + 1, ca_slot],
-                    omega_grad,
-                )
-                degrees = abs(omega) * DEG
-                off = degrees if cis[b, j] else 180.0 - degrees
-                term = max(off - omega_tol, 0.0) / omega_sd * bonded[j]
+                omega, term = _omega_excess(atoms, b, j, backbone, cis, omega_tol, omega_grad)
+                term = term / omega_sd * bonded[j]
                 if term > 0.0:
                     slope = 2.0 * term / omega_sd * DEG * (1.0 if omega > 0 else -1.0)
                     if not cis[b, j]:
@@ -289,16 +298,8 @@ def violation(atoms, first, second, low, high, sd, bonded, cis, rama_mask, grid,
         for j in range(n_l - 1):
             if bonded[j] == 0.0:
                 continue
-            omega = dihedral_gradient(
-                atoms[b, j, ca_slot],
-                atoms[b, j, c_slot],
-                atoms[b, j + 1, n_slot],
-                atoms[b, j + 1, ca_slot],
-                scratch,
-            )
-            degrees = abs(omega) * DEG
-            off = degrees if cis[b, j] else 180.0 - degrees
-            term = max(off - omega_tol, 0.0) / omega_sd
+            _, term = _omega_excess(atoms, b, j, backbone, cis, omega_tol, scratch)
+            term = term / omega_sd
             total[b] += term * term
         if rama_weight <= 0.0:
             continue
