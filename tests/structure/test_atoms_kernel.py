@@ -90,3 +90,12 @@ def test_compiled_psi_placement_equals_torch():
     moved = (got[1] - atoms[1]).norm(dim=-1)  # the second batch member's O (and OXT) moved
     assert float(moved[:, geometry.O_SLOT].min()) > 0.1
     assert float(moved[:, : geometry.O_SLOT].max()) == 0.0 and float(moved[:, 4:14].max()) == 0.0
+
+
+def test_compiled_psi_placement_leaves_its_input_alone():
+    frames, torsions, aatype, oxt = _inputs("1vii.pdb")
+    atoms = geometry.frames_to_atoms(frames, torsions, aatype, oxt)  # float64
+    before = atoms.clone()
+    moved = psi_atoms(atoms, torsions[:, 2] + 0.5, aatype, oxt)
+    assert torch.equal(atoms, before)
+    assert float((moved - atoms)[:, geometry.O_SLOT].norm(dim=-1).min()) > 0.1

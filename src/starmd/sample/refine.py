@@ -85,11 +85,11 @@ from starmd.structure.local_geometry import (
 )
 from starmd.structure.ramachandran import (
     RAMA_BIN_DEG,
+    allowed_grid,
     distance_grid,
     ramachandran_allowed,
     ramachandran_distance_deg,
     ramachandran_distance_slope,
-    reference_histograms,
 )
 from starmd.structure.rigid import Rigid
 
@@ -430,6 +430,40 @@ class _Energy:
         weight = motion.new_tensor([1.0, 1.0, 1.0, LEVER_A**2, LEVER_A**2, LEVER_A**2])
         return (motion**2 * weight).sum((-1, -2)) / self.settings.restraint_a**2
 
+    @functools.cached_property
+    def kernel_terms(self) -> tuple:
+        """The energy's restraints, junction tables and settings as the compiled loops of
+        :mod:`starmd.sample.refine_kernel` take them (after the atoms or moves)."""
+        r, top, s = self.restraints, self.topology, self.settings
+        params = np.array(
+            [
+                s.step_a,
+                s.step_rad,
+                s.restraint_a,
+                s.omega_tolerance_deg,
+                OMEGA_SD_DEG,
+                s.rama_weight,
+                s.rama_sd_deg,
+                s.rama_margin_deg,
+                LEVER_A,
+                RAMA_BIN_DEG,
+                -180.0,
+            ]
+        )
+        return (
+            _host(r.first, np.int64),
+            _host(r.second, np.int64),
+            _host(r.low),
+            _host(r.high),
+            _host(r.sd),
+            _host(top.bonded),
+            _host(self.cis, np.bool_),
+            _host(top.rama),
+            distance_grid("rama"),
+            np.array([geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT], dtype=np.int64),
+            params,
+        )
+
 
 def _energy_and_grad(energy: _Energy, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The descent's objective (violation + restraint) ``(B,)`` at ``motion (B, L, 6)`` and its
@@ -585,47 +619,13 @@ def _host(x: torch.Tensor, dtype=np.float64) -> np.ndarray:
     return np.ascontiguousarray(x.detach().numpy(), dtype=dtype)
 
 
-def _kernel_terms(energy: _Energy) -> tuple:
-    """The energy's restraints, junction tables and settings as the compiled loops of
-    :mod:`starmd.sample.refine_kernel` take them (after the atoms or moves)."""
-    r, top, s = energy.restraints, energy.topology, energy.settings
-    params = np.array(
-        [
-            s.step_a,
-            s.step_rad,
-            s.restraint_a,
-            s.omega_tolerance_deg,
-            OMEGA_SD_DEG,
-            s.rama_weight,
-            s.rama_sd_deg,
-            s.rama_margin_deg,
-            LEVER_A,
-            RAMA_BIN_DEG,
-            -180.0,
-        ]
-    )
-    return (
-        _host(r.first, np.int64),
-        _host(r.second, np.int64),
-        _host(r.low),
-        _host(r.high),
-        _host(r.sd),
-        _host(top.bonded),
-        _host(energy.cis, np.bool_),
-        _host(top.rama),
-        distance_grid("rama"),
-        np.array([geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT], dtype=np.int64),
-        params,
-    )
-
-
 def _violation(energy: _Energy, atoms: torch.Tensor) -> torch.Tensor:
     """:meth:`_Energy.violation` ``(B,)``, by the compiled loop for atoms on the CPU."""
     if atoms.device.type != "cpu":
         return energy.violation(atoms).detach()
     from starmd.sample.refine_kernel import violation
 
-    value = violation(_host(atoms), *_kernel_terms(energy))
+    value = violation(_host(atoms), *energy.kernel_terms)
     return torch.from_numpy(value).to(atoms.dtype)
 
 
@@ -643,7 +643,7 @@ def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) ->
         _host(energy.local),
         _host(energy.frames.rots),
         _host(energy.frames.trans),
-        *_kernel_terms(energy),
+        *energy.kernel_terms,
         settings.iterations,
         moves,
     )
@@ -705,7 +705,6 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
     limits = np.array(
         [CA_CLASH_A, CA_BREAK_A, *PEPTIDE_RANGE_A, PEPTIDE_BREAK_A, RAMA_BIN_DEG], np.float64
     )
-    limit = clash.low + energy.settings.clash_overlap_a - CLASH_OVERLAP_A
     counts = torch.from_numpy(
         checks(
             _host(atoms),
@@ -713,8 +712,8 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
             _host(top.rama, np.int64),
             _host(clash.first, np.int64),
             _host(clash.second, np.int64),
-            _host(limit),
-            _rama_allowed_grid(),
+            _host(_clash_check_limit(energy)),
+            allowed_grid(),
             limits,
         )
     )
@@ -728,11 +727,10 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
     }
 
 
-@functools.cache
-def _rama_allowed_grid() -> np.ndarray:
-    """The 0/1 grid of :func:`ramachandran_allowed` (``[psi_bin, phi_bin]``)."""
-    rama, _ = reference_histograms()
-    return np.ascontiguousarray(rama >= 1.0, dtype=np.int64)
+def _clash_check_limit(energy: _Energy) -> torch.Tensor:
+    """Distance below which a watched pair clashes in :func:`frame_checks`: the watched limit
+    allows ``clash_overlap_a`` of overlap, the check MolProbity's 0.4 A."""
+    return energy.clash.low + energy.settings.clash_overlap_a - CLASH_OVERLAP_A
 
 
 def frame_checks_torch(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor]:
@@ -744,8 +742,7 @@ def frame_checks_torch(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.
     outside = ((c_n < PEPTIDE_RANGE_A[0]) | (c_n > PEPTIDE_RANGE_A[1])) & top.bonded
     flat = atoms.reshape(-1, 3)
     d = distance(flat[clash.first], flat[clash.second])
-    # the watched limit allows clash_overlap_a; the check allows MolProbity's 0.4 A
-    clashing = d < clash.low + energy.settings.clash_overlap_a - CLASH_OVERLAP_A
+    clashing = d < _clash_check_limit(energy)
     per_replica = torch.zeros(b, dtype=torch.long, device=atoms.device)
     per_replica.index_add_(0, clash.replica, clashing.long())
     phi, psi = _phi_psi(atoms)

@@ -332,8 +332,8 @@ def checks(atoms, linked_prev, rama_mask, clash_first, clash_second, clash_limit
     3)`` (float64): returns ``(B, 7)`` int64 columns nan (any non-finite C-alpha), CA breaks,
     CA clashes, heavy-atom clashes among the watched pairs (flat indices, closer than
     ``clash_limit``), peptide breaks, peptide bonds outside their range, Ramachandran outliers
-    (``allowed`` the 0/1 grid ``[psi_bin, phi_bin]`` of
-    :func:`starmd.structure.ramachandran.ramachandran_allowed`). ``limits`` = CA clash, CA
+    (``allowed`` the grid ``[psi_bin, phi_bin]`` of
+    :func:`starmd.structure.ramachandran.allowed_grid`). ``limits`` = CA clash, CA
     break, peptide low, peptide high, peptide break (Angstrom), Ramachandran bin (degrees);
     ``linked_prev (L,)`` 0/1 (residue bonded to the one before), ``rama_mask (L,)`` 0/1."""
     n_b, n_l, n_s = atoms.shape[0], atoms.shape[1], atoms.shape[2]

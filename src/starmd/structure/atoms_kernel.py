@@ -136,6 +136,33 @@ def _close_ring(res, n_slot, cg_slot, cd_slot):
 _PRO_SLOTS = np.array([rc.ATOM14_NAMES["PRO"].index(a) for a in ("N", "CG", "CD")], np.int64)
 
 
+def _compiled(aatype: torch.Tensor, *tensors: torch.Tensor) -> bool:
+    """Whether the compiled loops serve: tensors on the CPU that need no gradient, and one
+    residue type per residue (``aatype (L,)``)."""
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return aatype.dim() == 1 and not grad and all(t.device.type == "cpu" for t in tensors)
+
+
+def _residue_tables(aatype: torch.Tensor, oxt_mask: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """Per residue of ``aatype (L,)``: its type's rows of :func:`geometry._tables_np` (local
+    positions, groups, chi slots), whether it carries OXT and whether it is a proline."""
+    tables = geometry._tables_np()
+    types = aatype.numpy()
+    rows = {k: np.ascontiguousarray(tables[k][types]) for k in ("local", "group", "chi_slots")}
+    rows["oxt"] = (
+        np.zeros(len(types), np.bool_) if oxt_mask is None else oxt_mask.numpy().astype(np.bool_)
+    )
+    rows["proline"] = types == geometry.PROLINE
+    return rows
+
+
+def _float64(x: torch.Tensor, batch: tuple[int, ...], trailing: tuple[int, ...]) -> np.ndarray:
+    """``x`` broadcast to ``(*batch, *trailing)`` (``batch`` ending with the residues), as a
+    contiguous float64 array ``(N, L, *trailing)``."""
+    full = np.broadcast_to(x.detach().numpy(), (*batch, *trailing))
+    return np.ascontiguousarray(full, np.float64).reshape(-1, batch[-1], *trailing)
+
+
 def rebuild_atoms(
     frames: Rigid,
     torsions: torch.Tensor,
@@ -145,30 +172,19 @@ def rebuild_atoms(
     """:func:`geometry.frames_to_atoms` of CPU frames ``(..., L)`` and torsions ``(..., L,
     7)`` with ``aatype (L,)``, computed in float64 by :func:`build_atoms` and returned in the
     frames' dtype; no gradient."""
-    tables = geometry._tables_np()
-    types = aatype.numpy()
+    rows = _residue_tables(aatype, oxt_mask)
     batch = np.broadcast_shapes(tuple(frames.shape), tuple(torsions.shape[:-1]))
-    n_l = batch[-1]
-    rots = np.ascontiguousarray(
-        np.broadcast_to(frames.rots.detach().numpy(), (*batch, 3, 3)), np.float64
-    ).reshape(-1, n_l, 3, 3)
-    trans = np.ascontiguousarray(
-        np.broadcast_to(frames.trans.detach().numpy(), (*batch, 3)), np.float64
-    ).reshape(-1, n_l, 3)
-    angles = np.ascontiguousarray(
-        np.broadcast_to(torsions.detach().numpy(), (*batch, 7)), np.float64
-    ).reshape(-1, n_l, 7)
-    oxt = np.zeros(n_l, np.bool_) if oxt_mask is None else oxt_mask.numpy().astype(np.bool_)
-    out = np.zeros((rots.shape[0], n_l, rc.ATOMS_PER_RESIDUE, 3))
+    rots = _float64(frames.rots, batch, (3, 3))
+    out = np.zeros((rots.shape[0], batch[-1], rc.ATOMS_PER_RESIDUE, 3))
     build_atoms(
         rots,
-        trans,
-        angles,
-        np.ascontiguousarray(tables["local"][types]),
-        np.ascontiguousarray(tables["group"][types]),
-        np.ascontiguousarray(tables["chi_slots"][types]),
-        oxt,
-        types == geometry.PROLINE,
+        _float64(frames.trans, batch, (3,)),
+        _float64(torsions, batch, (7,)),
+        rows["local"],
+        rows["group"],
+        rows["chi_slots"],
+        rows["oxt"],
+        rows["proline"],
         _PRO_SLOTS,
         out,
     )
@@ -183,11 +199,7 @@ def heavy_atoms(
 ) -> torch.Tensor:
     """:func:`geometry.frames_to_atoms` for generation: the compiled :func:`rebuild_atoms` for
     CPU frames without gradient and a one-dimensional ``aatype``, the torch version otherwise."""
-    if (
-        frames.device.type == "cpu"
-        and aatype.dim() == 1
-        and not (torch.is_grad_enabled() and (frames.rots.requires_grad or torsions.requires_grad))
-    ):
+    if _compiled(aatype, frames.rots, frames.trans, torsions):
         return rebuild_atoms(frames, torsions, aatype, oxt_mask)
     return geometry.frames_to_atoms(frames, torsions, aatype, oxt_mask)
 
@@ -201,26 +213,11 @@ def psi_atoms(
     """:func:`geometry.place_psi_atoms` for generation: by :func:`place_psi` (float64, returned
     in the positions' dtype) for CPU positions ``(..., L, 15, 3)`` without gradient and a
     one-dimensional ``aatype``, the torch version otherwise."""
-    if (
-        positions.device.type != "cpu"
-        or aatype.dim() != 1
-        or (torch.is_grad_enabled() and (positions.requires_grad or psi.requires_grad))
-    ):
+    if not _compiled(aatype, positions, psi):
         return geometry.place_psi_atoms(positions, psi, aatype, oxt_mask)
-    tables = geometry._tables_np()
-    types = aatype.numpy()
-    batch = positions.shape[:-2]
-    n_l = batch[-1]
-    atoms = np.array(positions.detach().numpy(), np.float64).reshape(-1, n_l, *positions.shape[-2:])
-    angles = np.ascontiguousarray(np.broadcast_to(psi.detach().numpy(), batch), np.float64).reshape(
-        -1, n_l
-    )
-    oxt = np.zeros(n_l, np.bool_) if oxt_mask is None else oxt_mask.numpy().astype(np.bool_)
-    place_psi(
-        atoms,
-        angles,
-        np.ascontiguousarray(tables["local"][types]),
-        np.ascontiguousarray(tables["group"][types]),
-        oxt,
-    )
+    rows = _residue_tables(aatype, oxt_mask)
+    batch = tuple(positions.shape[:-2])
+    # a copy: written in place, and float64 input would otherwise share the caller's memory
+    atoms = _float64(positions, batch, tuple(positions.shape[-2:])).copy()
+    place_psi(atoms, _float64(psi, batch, ()), rows["local"], rows["group"], rows["oxt"])
     return torch.from_numpy(atoms.reshape(positions.shape)).to(positions.dtype)

@@ -48,13 +48,22 @@ def reference_histograms() -> tuple[np.ndarray, np.ndarray]:
     return rama, janin
 
 
+@cache
+def allowed_grid() -> np.ndarray:
+    """The 99% Ramachandran region as a bool ``(90, 90)`` grid indexed ``[psi_bin, phi_bin]``
+    (the bins of :func:`reference_histograms`), read-only: cached."""
+    rama, _ = reference_histograms()
+    grid = rama >= 1.0
+    grid.flags.writeable = False
+    return grid
+
+
 def ramachandran_allowed(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
     """Whether (phi, psi) in radians lie inside the 99% reference contour; same shape, bool."""
-    rama, _ = reference_histograms()
     phi, psi = np.nan_to_num(phi), np.nan_to_num(psi)  # undefined angles: judged elsewhere
     i = (np.floor((np.degrees(phi) + 180.0) / RAMA_BIN_DEG).astype(int)) % 90
     j = (np.floor((np.degrees(psi) + 180.0) / RAMA_BIN_DEG).astype(int)) % 90
-    return rama[j, i] >= 1.0
+    return allowed_grid()[j, i]
 
 
 def janin_allowed(chi1: np.ndarray, chi2: np.ndarray) -> np.ndarray:
