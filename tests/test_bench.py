@@ -148,3 +148,15 @@ def test_bench_quality_section_scores_steps_against_reference_md(tmp_path, capsy
         assert row["frames"] == 10 and row["s_per_frame"] > 0
         assert 0 <= row["validity_ca_pct"] <= 100 and 0 <= row["validity_pct"] <= 100
         assert 0 < row["rmsd_to_initial_final"] < 10
+
+
+def test_steady_rate_and_ratio_by_hand():
+    from starmd.bench import _steady_rate, _steady_ratio
+
+    gen = {"steady_s_per_frame": 0.04}  # 25 frames/s per replica, all replicas in one batch
+    assert _steady_rate(gen, replicas=8) == 200.0
+    md_ns_per_s = 20.0 / 86400.0  # 20 ns/day
+    # 200 frames/s x 50 ps = 10 ns/s, against 20 ns/day
+    assert _steady_ratio(gen, 8, 50.0, md_ns_per_s) == round(10.0 / md_ns_per_s, 1)
+    assert _steady_rate({"steady_s_per_frame": None}, 1) is None  # too few frames (--quick)
+    assert _steady_ratio({"steady_s_per_frame": None}, 1, 50.0, md_ns_per_s) is None

@@ -341,6 +341,26 @@ def test_refined_rollout_is_causal(tiny_model_path):
     assert not torch.equal(raw[2], short[2])  # the refinement changed what was generated
 
 
+def test_preparing_the_refinement_changes_no_frame_and_counts_nothing(tiny_model_path):
+    """The set-up pass that loads the compiled loops before a generation's timed loop."""
+    loaded = load_model(tiny_model_path)
+    protein, positions = load_structure(VILLIN)
+    inputs = protein_input(protein, positions, 100.0, replicas=2)
+    settings = RolloutSettings(steps=2, context=3, refine=RefineSettings(iterations=5))
+    plain = Rollout(loaded, inputs, settings, seed=3)
+    prepared = Rollout(loaded, inputs, settings, seed=3)
+    prepared.prepare_refinement()
+    assert prepared.refine_s == 0.0 and prepared.refined is None
+    for (_, a, _), (_, b, _) in zip(plain.states(4), prepared.states(4), strict=True):
+        torch.testing.assert_close(a.trans, b.trans, rtol=0, atol=0)
+    state: dict = {}
+    ledger = RefinementLedger(state, replicas=2, peptide_bonds_per_frame=35)
+    before = json.dumps(state, sort_keys=True)
+    written = mdtraj.load(str(VILLIN))
+    ledger.prepare_written(written.xyz * 10.0, written.topology)
+    assert json.dumps(state, sort_keys=True) == before
+
+
 def test_sidecar_reports_raw_and_refined_checks(tiny_model_path, tmp_path):
     settings = GenerationSettings(
         frames=5, dt_ps=100.0, replicas=2, steps=2, context=3, refine=True

@@ -5,8 +5,10 @@ Sections (each a list of rows in ``bench.json`` and a table in ``bench.md``):
 - ``machine``: CPU model, cores, torch version, device, threads.
 - ``speed``: simulated ns per wall-second of ``starmd generate`` (default sampler settings) and
   of ``starmd simulate --protocol implicit`` on the same protein with the same threads, and
-  their ratio; the model load (time to first frame) is reported separately. One row per
-  replica batch size (``speed_replicas``): with R > 1 the figures count all R trajectories.
+  their ratio over the whole generation loop (``ratio``) and from frame 11 on
+  (``steady_ratio``, a long rollout's rate); the model load (time to first frame) is reported
+  separately. One row per replica batch size (``speed_replicas``): with R > 1 the figures count
+  all R trajectories.
 - ``memory``: peak memory of ``starmd generate`` for growing numbers of frames (each run in a
   fresh process: peak RSS on CPU, peak allocated on CUDA). Denoising steps do not change the
   memory, so these runs use 2 steps (the minimum) to keep the 10,000-frame run short.
@@ -52,6 +54,14 @@ from starmd.machine import machine_info
 from starmd.outputs import locked_by
 
 log = logging.getLogger("starmd.bench")
+
+SPEED_FRAMES = 200
+"""Frames per speed run (the first is the input): enough that the rate over the whole loop is
+that of a long rollout within a few per cent, and the time of the first frames does not
+dominate it."""
+STEADY_FROM = 11
+"""The steady rate (``steady_frames_per_s``, ``steady_ratio``) counts frames from this one on:
+the cache window (7 frames + sink) is full, the compiled loops are loaded."""
 """One line per run of a section (each takes seconds to minutes)."""
 
 
@@ -208,7 +218,8 @@ def bench_speed(
     from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
 
-    frames = 4 if settings.quick else 50
+    frames = 4 if settings.quick else SPEED_FRAMES
+    steady_from = None if settings.quick else STEADY_FROM
     models = [(model, defaults)]
     for other in settings.speed_models:
         path = resolve_model(other)
@@ -221,7 +232,15 @@ def bench_speed(
             r,
             refine,
             _generation(
-                settings, path, structure, work, chosen, frames=frames, replicas=r, refine=refine
+                settings,
+                path,
+                structure,
+                work,
+                chosen,
+                frames=frames,
+                replicas=r,
+                refine=refine,
+                steady_from=steady_from,
             ),
         )
         for path, chosen in models
@@ -258,6 +277,7 @@ def bench_speed(
             "frames": frames - 1,
             "starmd_frames_per_s": gen["frames_per_s"],
             "starmd_ns_per_wall_s": gen["ns_per_wall_s"],
+            "steady_frames_per_s": _steady_rate(gen, replicas),
             "refine_ms_per_frame": gen["refine_ms_per_frame"],
             "polish_ms_per_frame": gen.get("polish_ms_per_frame"),
             "starmd_model_load_s": gen["time_to_model_s"],
@@ -267,9 +287,26 @@ def bench_speed(
             "md_ns_per_day": round(md_ns_per_day, 2),
             "md_ns_per_wall_s": md_ns_per_s,
             "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
+            "steady_ratio": _steady_ratio(gen, replicas, chosen["dt_ps"], md_ns_per_s),
         }
         for path, chosen, replicas, refine, gen in gens
     ]
+
+
+def _steady_rate(gen: dict[str, Any], replicas: int) -> float | None:
+    """Frames per second (all replicas) from frame :data:`STEADY_FROM` on: the rate of a long
+    rollout, once the cache window is full."""
+    per_frame = gen.get("steady_s_per_frame")
+    return round(replicas / per_frame, 4) if per_frame else None
+
+
+def _steady_ratio(
+    gen: dict[str, Any], replicas: int, dt_ps: float, md_ns_per_s: float
+) -> float | None:
+    rate = _steady_rate(gen, replicas)
+    if rate is None or md_ns_per_s <= 0:
+        return None
+    return round(rate * dt_ps / 1000.0 / md_ns_per_s, 1)
 
 
 def model_defaults(model: Path, settings: BenchSettings) -> dict[str, Any]:

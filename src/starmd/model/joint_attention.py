@@ -196,6 +196,7 @@ class CacheContext:
     def __init__(self, cache: KVCache, slot: int | list[int]) -> None:
         self.cache, self.slot = cache, slot
         self.num_slots, self.key_mask = cache.visibility(slot)
+        self._additive: torch.Tensor | None = None  # key_mask as 0 / -inf, made once per pass
 
     def restrict(self, near: torch.Tensor, own: torch.Tensor | None = None) -> CacheContext:
         b, l, _ = near.shape
@@ -207,12 +208,24 @@ class CacheContext:
         allowed = _allowed(own_frame, near, own, (g, n))[:, None]  # (B, 1, G L, S L)
         restricted = copy.copy(self)
         restricted.key_mask = allowed if self.key_mask is None else allowed & self.key_mask
+        restricted._additive = None
         return restricted
+
+    def _mask(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The key mask as the additive float mask that attention would make of the bool one
+        (0 where visible, -inf elsewhere; the same result), made once for all layers of the
+        pass instead of once per layer."""
+        if self.key_mask is None:
+            return None
+        if self._additive is None or self._additive.dtype != dtype:
+            zeros = torch.zeros(self.key_mask.shape, dtype=dtype, device=self.key_mask.device)
+            self._additive = zeros.masked_fill_(~self.key_mask, float("-inf"))
+        return self._additive
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.cache.write(layer, self.slot, k, v)
         keys, values = self.cache.layer(layer, self.num_slots)
-        mask = self.key_mask
+        mask = self._mask(q.dtype)
         if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only
             mask = mask[..., mask.shape[-2] - q.shape[-2] :, :]
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)

@@ -188,10 +188,13 @@ def generate(
         ledger = RefinementLedger(state, settings.replicas, bonds, rama)
     refine_s = rollout.refine_s
     resumed_exactly = None
+    frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
+    if ledger is not None:  # load the compiled checks now: set-up, not the loop's time
+        rollout.prepare_refinement()
+        if polish_settings is not None:
+            ledger.prepare_written(writer.written(frame0[None]), writer.topology)
     if start == 0:
-        writer.write_topology(
-            rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
-        )
+        writer.write_topology(frame0)
     else:
         resumed_exactly = restore_history(
             rollout, writer, protein, start, settings.replicas, settings.context

@@ -809,6 +809,16 @@ class RefinementLedger:
                 counts.setdefault("rama_outliers", 0)
                 counts["rama_outliers"] += int(checks["rama_outliers"][r])
 
+    def prepare_written(self, xyz, topology) -> None:
+        """Plan the written-frame checks for ``topology`` and run them once on ``xyz (F,
+        n_atoms, 3)`` (e.g. frame 0), counting nothing: loading their compiled loops is then
+        set-up time, not the first written chunk's."""
+        from starmd.evaluate import validity
+
+        if self._validity_plan is None:
+            self._validity_plan = validity.plan_validity(topology)
+        validity.check_validity(xyz, self._validity_plan)
+
     def add_written(self, replicas: list[int], xyz, topology, seconds: float) -> None:
         """Count written (polished) generated frames ``xyz (F, n_atoms, 3)`` Angstrom of the
         heavy-atom ``topology``, frame ``k`` from replica ``replicas[k]``, judged by the

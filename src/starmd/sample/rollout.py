@@ -311,6 +311,18 @@ class Rollout:
         self.refine_s += time.perf_counter() - start
         return self.refined.frames, self.refined.torsions
 
+    def prepare_refinement(self) -> None:
+        """Refine the input frame once and discard the result (nothing is counted), so that
+        loading the refinement's compiled loops (from numba's cache; compiling them, the first
+        time after installation) is set-up time rather than the first generated frame's."""
+        if self.settings.refine is not None:
+            refine(
+                self.inputs.init_frames,
+                self.inputs.init_torsions,
+                self.refine_topology,
+                self.settings.refine,
+            )
+
     def reference_base(self, frames: Rigid, tau: float) -> Rigid:
         """The posterior base (what the prediction updates) of a state at noise ``tau``, around
         the last cached frame."""
