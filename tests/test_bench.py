@@ -57,6 +57,7 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     text = (out / "bench.md").read_text()
     for title in ("Speed vs MD", "Peak memory", "Cost vs protein size", "Training throughput"):
         assert title in text and title in stdout
+    assert "steady_ratio and steady_frames_per_s: from frame 11 on" in text  # the columns' legend
     assert results["machine"]["cores"] >= 1 and "torch" in results["machine"]
     capability = results["machine"]["cpu_capability"]
     assert capability and f"({capability} kernels)" in text

@@ -30,12 +30,20 @@ def markdown(results: dict[str, Any]) -> str:
         "quality": "Quality vs denoising steps",
         "train": "Training throughput",
     }
+    notes = {
+        "speed": "ratio: simulated ns per wall-second (all replicas) over OpenMM's, over the "
+        "whole generation loop; steady_ratio and steady_frames_per_s: from frame 11 on (the "
+        "rate of a long rollout); the model load and the set-up before the loop are outside "
+        "both (starmd_first_frame_s: from the process start to the first generated frame).",
+    }
     for section in SECTIONS:
         if section not in results["sections"]:
             continue
         rows = results["sections"][section]
         lines.append(f"## {titles[section]}")
         lines.append("")
+        if section in notes and not isinstance(rows, str):
+            lines += [notes[section], ""]
         if isinstance(rows, str):
             lines += [f"Skipped: {rows}", ""]
             continue
