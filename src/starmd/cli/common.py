@@ -65,13 +65,16 @@ class _CurrentStderr(logging.StreamHandler):
         super().emit(record)
 
 
-def log_to_stderr(logger_name: str, time_format: str = "%Y-%m-%d %H:%M:%S") -> None:
+def log_to_stderr(
+    logger_name: str, time_format: str = "%Y-%m-%d %H:%M:%S", propagate: bool = False
+) -> None:
     """Show the INFO lines of ``logger_name`` on stderr, time-stamped (progress of steps too
-    long to pass in silence and too irregular for a bar)."""
+    long to pass in silence and too irregular for a bar); with ``propagate``, its records also
+    reach the root logger's handlers (e.g. a test's log capture)."""
     logger = logging.getLogger(logger_name)
     if not logger.handlers:
         handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", time_format))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False
+        logger.propagate = propagate

@@ -163,6 +163,10 @@ def generate(
         return
     import torch
 
+    from starmd.cli.common import log_to_stderr
+
+    # domain warnings and a first run's compile notice
+    log_to_stderr("starmd.sample.generate", propagate=True)
     if threads is not None:
         torch.set_num_threads(threads)
     warning = lists.busy_cpu_warning(torch.get_num_threads())

@@ -188,6 +188,7 @@ def generate(
         ledger = RefinementLedger(state, settings.replicas, bonds, rama)
     refine_s = rollout.refine_s
     resumed_exactly = None
+    _announce_compiling(settings.refine)
     frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
     if ledger is not None:  # load the compiled checks now: set-up, not the loop's time
         rollout.prepare_refinement()
@@ -272,6 +273,20 @@ def generate(
     write_atomically(out_dir / f"{name}.json", json.dumps(sidecar, indent=2))
     writer.finish()
     return sidecar
+
+
+def _announce_compiling(refine: bool) -> None:
+    """Say so before the set-up compiles the atom rebuild, refinement, polish and checks (the
+    first run after an installation: ~30 s of CPU in silence otherwise)."""
+    from starmd.sample import refine_kernel
+    from starmd.structure import atoms_kernel, polish_kernel
+    from starmd.structure.kernels import on_disk
+
+    loops = [atoms_kernel.build_atoms]
+    if refine:
+        loops += [refine_kernel.descend, refine_kernel.checks, polish_kernel.lbfgs]
+    if not on_disk(*loops):
+        log.info("compiling the rebuild/refinement loops (numba; once after installation) ...")
 
 
 def _rollout_settings(settings: GenerationSettings) -> RolloutSettings:

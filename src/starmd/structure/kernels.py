@@ -81,3 +81,20 @@ def bilinear(grid, first, second, bin_deg, origin_deg):
     d_first = ((1 - fv) * (g01 - g00) + fv * (g11 - g10)) * per_radian
     d_second = ((1 - fu) * (g10 - g00) + fu * (g11 - g01)) * per_radian
     return value, d_first, d_second
+
+
+def on_disk(*dispatchers) -> bool:
+    """Whether numba's cache on disk holds an entry for each compiled function of
+    ``dispatchers``; if not, their first call compiles them (tens of seconds, once after an
+    installation). Reads numba's cache index path, which is not public API: where it cannot be
+    read (another numba version), assumes cached."""
+    from pathlib import Path
+
+    for dispatcher in dispatchers:
+        try:
+            index = Path(dispatcher._cache._cache_file._index_path)
+        except AttributeError:
+            continue
+        if not index.is_file():
+            return False
+    return True
