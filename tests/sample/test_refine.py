@@ -361,6 +361,25 @@ def test_preparing_the_refinement_changes_no_frame_and_counts_nothing(tiny_model
     assert json.dumps(state, sort_keys=True) == before
 
 
+def test_every_written_frame_is_polished_once(tiny_model_path, tmp_path, monkeypatch):
+    """Frame 0 (set-up checks and the topology file) and each generated frame: one polish."""
+    from starmd.sample import writer as writer_module
+
+    polished = []
+
+    def counting(xyz, plan, settings):
+        polished.append(len(xyz))
+        return real(xyz, plan, settings)
+
+    real = writer_module.polish
+    monkeypatch.setattr(writer_module, "polish", counting)
+    settings = GenerationSettings(
+        frames=5, dt_ps=100.0, replicas=2, steps=2, context=3, refine=True
+    )
+    generate(VILLIN, tmp_path, settings, model=tiny_model_path, device="cpu")
+    assert sum(polished) == 1 + 2 * 4
+
+
 def test_sidecar_reports_raw_and_refined_checks(tiny_model_path, tmp_path):
     settings = GenerationSettings(
         frames=5, dt_ps=100.0, replicas=2, steps=2, context=3, refine=True

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from starmd.bench.child import run_child
-from starmd.bench.report import SECTIONS, markdown
+from starmd.bench.report import SECTIONS, STEADY_FROM, markdown
 from starmd.errors import StarmdInputError
 from starmd.machine import machine_info
 from starmd.outputs import locked_by
@@ -59,9 +59,6 @@ SPEED_FRAMES = 200
 """Frames per speed run (the first is the input): enough that the rate over the whole loop is
 that of a long rollout within a few per cent, and the time of the first frames does not
 dominate it."""
-STEADY_FROM = 11
-"""The steady rate (``steady_frames_per_s``, ``steady_ratio``) counts frames from this one on:
-the cache window (7 frames + sink) is full, the compiled loops are loaded."""
 """One line per run of a section (each takes seconds to minutes)."""
 
 

@@ -6,6 +6,9 @@ from typing import Any
 
 SECTIONS = ("speed", "memory", "scaling", "quality", "train")
 """The sections of ``starmd bench``, in the order of ``bench.md``."""
+STEADY_FROM = 11
+"""The steady rate (``steady_frames_per_s``, ``steady_ratio``) counts frames from this one on:
+the cache window (7 frames + sink) is full, the compiled loops are loaded."""
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -32,9 +35,10 @@ def markdown(results: dict[str, Any]) -> str:
     }
     notes = {
         "speed": "ratio: simulated ns per wall-second (all replicas) over OpenMM's, over the "
-        "whole generation loop; steady_ratio and steady_frames_per_s: from frame 11 on (the "
-        "rate of a long rollout); the model load and the set-up before the loop are outside "
-        "both (starmd_first_frame_s: from the process start to the first generated frame).",
+        "whole generation loop; steady_ratio and steady_frames_per_s: from frame "
+        f"{STEADY_FROM} on (the rate of a long rollout); the model load and the set-up before "
+        "the loop are outside both (starmd_first_frame_s: from the process start to the first "
+        "generated frame).",
     }
     for section in SECTIONS:
         if section not in results["sections"]:

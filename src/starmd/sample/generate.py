@@ -190,12 +190,14 @@ def generate(
     resumed_exactly = None
     _announce_compiling(settings.refine)
     frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
+    check_frame0 = ledger is not None and polish_settings is not None
+    written0 = writer.written(frame0[None]) if start == 0 or check_frame0 else None
     if ledger is not None:  # load the compiled checks now: set-up, not the loop's time
         rollout.prepare_refinement()
-        if polish_settings is not None:
-            ledger.prepare_written(writer.written(frame0[None]), writer.topology)
+        if check_frame0:
+            ledger.prepare_written(written0, writer.topology)
     if start == 0:
-        writer.write_topology(frame0)
+        writer.write_topology(written0[0])
     else:
         resumed_exactly = restore_history(
             rollout, writer, protein, start, settings.replicas, settings.context
@@ -213,7 +215,11 @@ def generate(
         if ledger is not None and t > 0:
             ledger.add(rollout.refined, keep, rollout.refine_s - refine_s)
             refine_s = rollout.refine_s
-        pending.add(t, frames, torsions, keep)
+        if t == 0:  # the input frame, as already written for the topology file
+            for r in keep:
+                writer.add(r, 0, written0[0])
+        else:
+            pending.add(t, frames, torsions, keep)
         frames_done += 1
         if len(pending.frames) >= ATOM_BATCH:
             pending.write()

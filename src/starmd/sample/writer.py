@@ -99,13 +99,13 @@ class TrajectoryWriter:
             return xyz
         return superpose(xyz[None], self.reference, self.ca_columns)[0]
 
-    def write_topology(self, frame0: np.ndarray) -> Path:
-        """Write ``{name}.pdb``: the heavy-atom topology at frame 0 ``(L, 15, 3)`` Angstrom
-        (written as every frame is, :meth:`written`; it also becomes the superposition
-        reference)."""
+    def write_topology(self, written0: np.ndarray) -> Path:
+        """Write ``{name}.pdb``: the heavy-atom topology at frame 0, ``written0`` its written
+        heavy atoms ``(n_atoms, 3)`` Angstrom (:meth:`written`, polished as every frame is; it
+        also becomes the superposition reference)."""
         import mdtraj
 
-        xyz0 = self.xyz_nm(self.written(frame0[None])[0])
+        xyz0 = self.xyz_nm(written0)
         traj0 = mdtraj.Trajectory(xyz0[None].astype(np.float32), self.topology)
         return atomic_write(self.out_dir / f"{self.name}.pdb", lambda tmp: traj0.save_pdb(tmp))
 
