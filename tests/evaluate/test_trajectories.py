@@ -23,6 +23,33 @@ def test_generated_at_top_level_takes_time_step_from_sidecar(generated_dir):
     assert ensemble.dt_ps == MODEL_DT_PS
 
 
+def test_generated_input_frame_at_time_zero_is_not_scored(tmp_path, villin):
+    """``starmd generate`` writes its input as frame 0 (t = 0): not model output, left out."""
+    from .conftest import synthetic_frames, write_trajectory
+
+    frames = synthetic_frames(villin, 6, seed=3)
+    villin.save_pdb(str(tmp_path / "villin.pdb"))
+    write_trajectory(frames, villin.topology, tmp_path / "villin_R1.xtc", MODEL_DT_PS)
+    ensemble = load_ensemble(discover_proteins(tmp_path)["villin"])
+    assert ensemble.dt_ps == MODEL_DT_PS and len(ensemble.replicas[0]) == 5
+    np.testing.assert_allclose(ensemble.replicas[0][0], frames[1] * 10.0, atol=1e-2)
+    # stamps from dt on (as the reference MD's): every frame is kept
+    traj = md.Trajectory(frames, villin.topology)
+    traj.time = (np.arange(6) + 1) * MODEL_DT_PS
+    traj.save_xtc(str(tmp_path / "villin_R1.xtc"))
+    assert len(load_ensemble(discover_proteins(tmp_path)["villin"]).replicas[0]) == 6
+    # the reference MD keeps a frame at t = 0
+    (tmp_path / "ref" / "villin").mkdir(parents=True)
+    villin.save_pdb(str(tmp_path / "ref" / "villin" / "villin.pdb"))
+    write_trajectory(
+        frames, villin.topology, tmp_path / "ref" / "villin" / "villin_prod_R1_fit.xtc", 10.0
+    )
+    reference = load_ensemble(
+        discover_proteins(tmp_path / "ref", "reference")["villin"], "reference"
+    )
+    assert len(reference.replicas[0]) == 6
+
+
 def test_backbone_only_topology_matches_on_common_atoms(tmp_path):
     folder = make_generated(tmp_path / "bb", n_frames=5, backbone_only=True)
     generated = load_ensemble(discover_proteins(folder)["villin"])

@@ -192,6 +192,11 @@ def load_ensemble(files: ProteinFiles, kind: str = "generated") -> Ensemble:
     (``dt_ps`` for generated, ``save_every_ps`` for reference), else 10 ps for the reference
     (ATLAS) and an error for generated output.
 
+    A generated replica whose first frame is stamped t = 0 and whose stamps then advance starts
+    with the structure it was generated from (``starmd generate`` writes the input as frame 0):
+    that frame is not model output and is left out, so every generated frame scored is at
+    t >= dt, as the reference MD's saved frames are.
+
     Raises:
         StarmdInputError: unreadable files, atom counts that disagree with the PDB, or an
             unknown time step.
@@ -210,9 +215,11 @@ def load_ensemble(files: ProteinFiles, kind: str = "generated") -> Ensemble:
             else:
                 problem = f"cannot read XTC ({err})"
             raise StarmdInputError(located(xtc, problem)) from err
-        replicas.append((traj.xyz[:, heavy] * NM_TO_ANGSTROM).astype(np.float32))
-        if traj.n_frames > 1 and traj.time[1] > traj.time[0]:
+        advancing = traj.n_frames > 1 and traj.time[1] > traj.time[0]
+        if advancing:
             dts.append(float(np.median(np.diff(traj.time))))
+        first = 1 if kind == "generated" and advancing and traj.time[0] == 0 else 0
+        replicas.append((traj.xyz[first:, heavy] * NM_TO_ANGSTROM).astype(np.float32))
     key = "save_every_ps" if kind == "reference" else "dt_ps"
     dt = _dt_from_sidecar(files.sidecar, key)
     if dt is None and dts:

@@ -37,7 +37,8 @@ def superpose(frames: np.ndarray, reference: np.ndarray, fit_atoms: np.ndarray) 
         fit_atoms: indices of the atoms to fit (e.g. CA).
 
     Returns:
-        ``(T, N, 3)`` float32 superposed copy; non-finite frames come back unchanged (NaN).
+        ``(T, N, 3)`` float32 superposed copy; a frame with any non-finite coordinate comes
+        back all NaN.
     """
     out = np.empty_like(frames, dtype=np.float32)
     ref_fit = reference[fit_atoms].astype(np.float64)
