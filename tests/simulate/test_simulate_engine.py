@@ -20,7 +20,9 @@ from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 from starmd.errors import StarmdSimulationError
 from starmd.outputs import try_lock
 from starmd.simulate import atlas, check_frame, simulate
-from starmd.simulate.replica import ReplicaJob, run_replica
+from starmd.simulate.engine import replica_seed
+from starmd.simulate.protocols import _openmm_seed
+from starmd.simulate.replica import ReplicaJob, run_replica, thermostat_seed
 
 TINY = dict(
     save_every_ps=SAVE_EVERY_PS,
@@ -30,6 +32,21 @@ TINY = dict(
     name=NAME,
     progress=False,
 )
+
+
+def test_no_two_replica_runs_share_a_thermostat_stream():
+    """Every (replica, continuation) of a build draws its own Langevin noise: with ``seed +
+    continuation`` replica 1's first continuation reused replica 2's first run's stream."""
+    seeds = [
+        _openmm_seed(thermostat_seed(replica_seed(base, r), call))
+        for base in (0, 1)
+        for r in range(1, 5)
+        for call in range(30)
+    ]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 < s < 2**31 for s in seeds)
+    assert thermostat_seed(1001, 3) == thermostat_seed(1001, 3)  # reproducible
+    assert thermostat_seed(-5, 0) >= 0
 
 
 def _load(out_dir: Path, replica: int = 1) -> mdtraj.Trajectory:

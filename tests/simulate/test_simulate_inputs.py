@@ -39,6 +39,23 @@ def test_unreadable_input_is_a_one_line_error(tmp_path):
     assert _one_line(err).startswith(f"{path}: ")
 
 
+def test_chain_with_a_gap_is_refused_not_bridged(trpcage_pdb, tmp_path):
+    """OpenMM would bond residues 7 and 11 across the gap (C-N ~8 A) and minimise it shut."""
+    lines = trpcage_pdb.read_text().splitlines()
+    kept = [
+        line
+        for line in lines
+        if not (line.startswith(("ATOM", "HETATM")) and 8 <= int(line[22:26]) <= 10)
+    ]
+    path = tmp_path / "gapped.pdb"
+    path.write_text("\n".join(kept) + "\n")
+    with pytest.raises(StarmdInputError) as err:
+        simulate(path, tmp_path / "out", ns=0.01, platform="CPU", progress=False)
+    message = _one_line(err)
+    assert message.startswith(f"{path}: chain A has a gap between ") and "C-N " in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.xtc"))
+
+
 def test_missing_input_file(tmp_path):
     with pytest.raises(StarmdInputError, match="no such file"):
         simulate(tmp_path / "nope.pdb", tmp_path / "out", ns=0.01, platform="CPU")

@@ -193,9 +193,10 @@ def prepare_system(
     import openmm.app as app
     import openmm.unit as unit
 
-    from starmd.simulate.fixing import fix_structure
+    from starmd.simulate.fixing import check_chain_breaks, fix_structure
 
     topology, positions = fix_structure(structure_path, keep=keep)
+    check_chain_breaks(topology, positions, structure_path)
     try:
         system, topology, positions = build_system(proto, topology, positions)
     except Exception as err:

@@ -10,6 +10,8 @@ from starmd.errors import StarmdInputError
 
 PH = 7.0
 """Protonation pH used for added hydrogens."""
+MAX_PEPTIDE_BOND_A = 2.0
+"""A C(i)-N(i+1) distance above this (Angstrom; the bond is 1.33) is a gap in the chain."""
 
 # Residue names PDBFixer maps onto the 20 standard amino acids (plus the usual caps/variants).
 _PROTEIN_RESIDUES = frozenset(
@@ -23,7 +25,8 @@ def fix_structure(path: str | Path, keep: Sequence[str] = ()) -> tuple[Any, Any]
 
     Keeps the first model, removes water and every other heterogen except the residue names in
     ``keep`` (e.g. ``("CA", "ZN")``; the force field must know them), adds missing heavy atoms
-    (missing internal residues are not modelled: a gap stays a gap), replaces non-standard
+    (missing internal residues are not modelled: a gap stays a gap, which
+    ``simulate`` refuses, :func:`check_chain_breaks`), replaces non-standard
     residues PDBFixer knows (e.g. MSE -> MET) and adds hydrogens at pH 7.
 
     Returns:
@@ -57,6 +60,30 @@ def fix_structure(path: str | Path, keep: Sequence[str] = ()) -> tuple[Any, Any]
         raise StarmdInputError(f"{path}: PDBFixer cannot complete it ({_one_line(err)})") from None
     _drop_empty_chains(fixer)
     return fixer.topology, fixer.positions
+
+
+def check_chain_breaks(topology: Any, positions: Any, path: str | Path) -> None:
+    """Refuse a chain with a gap: OpenMM's force field bonds consecutive residues of a chain
+    whatever their distance, so a missing stretch would become one stretched peptide bond that
+    minimisation pulls shut. Raises :class:`StarmdInputError` naming the first gap."""
+    import numpy as np
+    import openmm.unit as unit
+
+    xyz = np.asarray(positions.value_in_unit(unit.angstrom))
+    for chain in topology.chains():
+        residues = [r for r in chain.residues() if r.name in _PROTEIN_RESIDUES]
+        for before, after in zip(residues, residues[1:], strict=False):
+            c = next((a.index for a in before.atoms() if a.name == "C"), None)
+            n = next((a.index for a in after.atoms() if a.name == "N"), None)
+            if c is None or n is None:
+                continue
+            distance = float(np.linalg.norm(xyz[c] - xyz[n]))
+            if distance > MAX_PEPTIDE_BOND_A:
+                raise StarmdInputError(
+                    f"{path}: chain {chain.id} has a gap between {before.name}{before.id} and "
+                    f"{after.name}{after.id} (C-N {distance:.1f} A); MD would bond them: model "
+                    "the missing residues (e.g. PDBFixer) or put the pieces in separate chains"
+                )
 
 
 def _remove_heterogens(fixer: Any, keep: set[str]) -> None:

@@ -98,6 +98,14 @@ class ReplicaJob:
     threads: int | None
 
 
+def thermostat_seed(replica_seed: int, call: int) -> int:
+    """Seed of the thermostat's random stream for a replica's ``call``-th run (0: the first,
+    k: its k-th continuation; OpenMM cannot save the stream, so each continuation draws a new
+    one). Hashed from both numbers, so no two (replica, call) pairs share a stream: with
+    ``replica_seed + call`` replica 1's first continuation repeated replica 2's first run."""
+    return int(np.random.SeedSequence([replica_seed % (1 << 64), call]).generate_state(1)[0])
+
+
 def run_replica(job: ReplicaJob, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Run one replica (see :func:`_run_replica`) while holding its lock file.
 
@@ -161,7 +169,8 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
         return record
 
     platform, properties = select_platform(job.platform, job.threads)
-    integrator = make_integrator(proto, job.seed + (0 if record is None else record["resumes"] + 1))
+    calls = 0 if record is None else record["resumes"] + 1
+    integrator = make_integrator(proto, thermostat_seed(job.seed, calls))
     context = openmm.Context(system, integrator, platform, properties)
     if record is None or not state_path.is_file():
         context.setPositions(full.positions)
