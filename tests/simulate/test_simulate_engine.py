@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import mdtraj
 import numpy as np
@@ -274,3 +275,51 @@ def test_a_replica_running_elsewhere_is_not_touched(prepared_dir, trpcage_pdb):
         with pytest.raises(StarmdSimulationError, match="replica 1 of trpcage is being run"):
             simulate(trpcage_pdb, prepared_dir, ns=0.001, chunk_frames=1, **TINY)
     assert not atlas.replica_lock(prepared_dir, NAME, 1).exists()
+
+
+def _job(prepared_dir: Path, n_frames: int) -> ReplicaJob:
+    return ReplicaJob(
+        out_dir=str(prepared_dir),
+        name=NAME,
+        replica=1,
+        seed=1,
+        n_frames=n_frames,
+        save_every_ps=0.2,
+        equilibrate_ps=0.4,
+        chunk_frames=2,
+        platform="CPU",
+        threads=1,
+    )
+
+
+@pytest.mark.parametrize("killed_before", ["record", "rename"])
+def test_a_kill_inside_a_chunk_commit_neither_skips_nor_repeats_frames(prepared_dir, killed_before):
+    """A chunk is committed as pending state -> record -> rename. Killed before the record, the
+    pending state is newer than the record (the chunk is redone); killed before the rename, the
+    record already counts it (the pending state is put in place). Frames stay continuous."""
+    state = atlas.replica_state_xml(prepared_dir, NAME, 1)
+    progress = atlas.replica_progress_json(prepared_dir, NAME, 1)
+    pending = state.with_name(state.name + ".pending")
+    run_replica(_job(prepared_dir, 2))
+    first_state, first_record = state.read_bytes(), progress.read_bytes()
+    run_replica(_job(prepared_dir, 4))
+    state.rename(pending)  # the second chunk's state, not yet in place
+    state.write_bytes(first_state)
+    if killed_before == "record":
+        progress.write_bytes(first_record)
+    record = run_replica(_job(prepared_dir, 6))
+    assert record["frames_done"] == 6 and not pending.exists()
+    traj = _load(prepared_dir)
+    np.testing.assert_allclose(traj.time, 0.2 * np.arange(1, 7), atol=1e-4)
+    # the dynamics are as long as the time stamps say (no chunk skipped from an older state)
+    saved_time = float(ElementTree.fromstring(state.read_text()).get("time"))
+    assert saved_time == pytest.approx(1.2, abs=1e-3)
+
+
+def test_a_state_that_disagrees_with_its_record_is_refused(prepared_dir):
+    run_replica(_job(prepared_dir, 2))
+    progress = atlas.replica_progress_json(prepared_dir, NAME, 1)
+    record = json.loads(progress.read_text())
+    progress.write_text(json.dumps({**record, "time_ps": record["time_ps"] + 0.4}))
+    with pytest.raises(StarmdSimulationError, match=r"saved at t = 0\.4 ps but .* records 0\.8 ps"):
+        run_replica(_job(prepared_dir, 4))

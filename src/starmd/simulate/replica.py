@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
         atlas.truncate_to(xtc_path, 0)
         _save_chunk(context, record, state_path, progress_path)
     else:
-        context.setState(_read_state(openmm, state_path))
+        context.setState(_committed_state(openmm, state_path, record, progress_path))
         atlas.truncate_to(xtc_path, record["xtc_bytes"])
         record = {**record, "resumes": record["resumes"] + 1, "platform": platform.getName()}
 
@@ -317,8 +318,51 @@ def _save_chunk(
     from starmd.structure.io import write_atomically
 
     state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
-    write_atomically(state_path, openmm.XmlSerializer.serialize(state), durable=True)
+    pending = _pending_state(state_path)
+    write_atomically(pending, openmm.XmlSerializer.serialize(state), durable=True)
     atlas.write_json(progress_path, record)
+    os.replace(pending, state_path)
+
+
+def _pending_state(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + ".pending")
+
+
+def _committed_state(openmm: Any, state_path: Path, record: dict, progress_path: Path) -> Any:
+    """The saved state the progress record was committed with.
+
+    A chunk is committed as: new state to ``*.xml.pending``, then the record, then the state
+    renamed into place. A kill between the first two leaves a pending state newer than the
+    record (discarded: the chunk is redone); between the last two, one the record already
+    points at (put in place). A state whose time is not the record's is refused: continuing
+    from it would skip or repeat frames under continuous time stamps.
+    """
+    pending = _pending_state(state_path)
+    if pending.is_file():
+        candidate = _read_state(openmm, pending)
+        if _same_time(candidate, record):
+            os.replace(pending, state_path)
+            return candidate
+        pending.unlink()
+    state = _read_state(openmm, state_path)
+    if not _same_time(state, record):
+        import openmm.unit as unit
+
+        saved = state.getTime().value_in_unit(unit.picosecond)
+        raise StarmdSimulationError(
+            located(
+                state_path,
+                f"saved at t = {saved:.1f} ps but {progress_path.name} records "
+                f"{record['time_ps']:.1f} ps; move this replica's files away to restart it",
+            )
+        )
+    return state
+
+
+def _same_time(state: Any, record: dict) -> bool:
+    import openmm.unit as unit
+
+    return abs(state.getTime().value_in_unit(unit.picosecond) - record["time_ps"]) < 1e-3
 
 
 def _heavy_bonds(topology: Any, heavy: np.ndarray) -> np.ndarray:
