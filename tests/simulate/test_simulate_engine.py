@@ -323,3 +323,13 @@ def test_a_state_that_disagrees_with_its_record_is_refused(prepared_dir):
     progress.write_text(json.dumps({**record, "time_ps": record["time_ps"] + 0.4}))
     with pytest.raises(StarmdSimulationError, match=r"saved at t = 0\.4 ps but .* records 0\.8 ps"):
         run_replica(_job(prepared_dir, 4))
+
+
+def test_a_finished_replica_drops_frames_its_record_does_not_count(prepared_dir):
+    """A killed chunk's frames past the record go even when no more frames are asked for."""
+    run_replica(_job(prepared_dir, 2))
+    xtc = atlas.replica_xtc(prepared_dir, NAME, 1)
+    committed = xtc.read_bytes()
+    xtc.write_bytes(committed + committed[:500])  # a half-written chunk
+    record = run_replica(_job(prepared_dir, 2))
+    assert record["resumes"] == 0 and xtc.read_bytes() == committed

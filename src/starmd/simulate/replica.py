@@ -127,7 +127,8 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
 
     After each chunk of ``job.chunk_frames`` frames: the frames (protein heavy atoms, CA
     superposed on ``{name}.pdb``) are appended to the replica XTC, the OpenMM state is saved as
-    portable XML, and the progress record is updated, in that order.
+    portable XML (first as ``*.xml.pending``), the progress record is updated, and the state is
+    renamed into place, in that order; the record is what counts (:func:`_committed_state`).
 
     Returns:
         The replica's progress record.
@@ -166,6 +167,7 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
     if record is not None:
         _check_record(record, progress_path, xtc_path)
     if record is not None and record["frames_done"] >= job.n_frames:
+        atlas.truncate_to(xtc_path, record["xtc_bytes"])  # a killed chunk's frames, if any
         _report(on_progress, job, record["frames_done"], record["ns_per_day"])
         return record
 
