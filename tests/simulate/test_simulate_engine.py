@@ -22,7 +22,7 @@ from starmd.errors import StarmdSimulationError
 from starmd.outputs import try_lock
 from starmd.simulate import atlas, check_frame, simulate
 from starmd.simulate.engine import replica_seed
-from starmd.simulate.protocols import _openmm_seed
+from starmd.simulate.protocols import openmm_seed
 from starmd.simulate.replica import ReplicaJob, run_replica, thermostat_seed
 
 TINY = dict(
@@ -39,7 +39,7 @@ def test_no_two_replica_runs_share_a_thermostat_stream():
     """Every (replica, continuation) of a build draws its own Langevin noise: with ``seed +
     continuation`` replica 1's first continuation reused replica 2's first run's stream."""
     seeds = [
-        _openmm_seed(thermostat_seed(replica_seed(base, r), call))
+        openmm_seed(thermostat_seed(replica_seed(base, r), call))
         for base in (0, 1)
         for r in range(1, 5)
         for call in range(30)

@@ -101,6 +101,13 @@ def test_folder_with_another_protocol_is_refused(prepared_dir: Path, trpcage_pdb
         )
 
 
+def test_folder_with_another_structure_is_refused(prepared_dir: Path, trpcage_pdb, tmp_path):
+    edited = tmp_path / "trpcage.pdb"
+    edited.write_text(trpcage_pdb.read_text().replace("TRP A   6", "PHE A   6"))
+    with pytest.raises(StarmdInputError, match="holds a run of another structure"):
+        simulate(edited, prepared_dir, ns=0.01, name="trpcage", platform="CPU", progress=False)
+
+
 def test_explicit_protocol_builds_a_solvated_npt_system(trpcage_pdb):
     import openmm
 

@@ -172,7 +172,7 @@ def prepare_system(
 
     Raises:
         StarmdInputError: the structure cannot be cleaned or parametrized, or ``out_dir``
-            already holds a run with another protocol.
+            already holds a run with another protocol or of another structure (checksum).
     """
     from starmd.structure.io import write_atomically
 
@@ -184,6 +184,18 @@ def prepare_system(
             raise StarmdInputError(
                 f"{out_dir}: holds a run with protocol {existing['protocol']['name']!r}, "
                 f"not {proto.name!r}; use another output folder"
+            )
+        recorded = existing.get("structure_sha256")
+        own_topology = atlas.topology_pdb(out_dir, name)  # continuing from the run's own file
+        if (
+            recorded
+            and structure_path.is_file()
+            and structure_path.resolve() != own_topology.resolve()
+            and _file_sha256(structure_path) != recorded
+        ):
+            raise StarmdInputError(
+                f"{out_dir}: holds a run of another structure than {structure_path} (its "
+                "checksum differs); use another output folder"
             )
         return existing
     if not structure_path.is_file():

@@ -171,10 +171,10 @@ def make_integrator(protocol: Protocol, seed: int) -> Any:
         protocol.friction_per_ps / unit.picosecond,
         protocol.step_ps * unit.picosecond,
     )
-    integrator.setRandomNumberSeed(_openmm_seed(seed))
+    integrator.setRandomNumberSeed(openmm_seed(seed))
     return integrator
 
 
-def _openmm_seed(seed: int) -> int:
+def openmm_seed(seed: int) -> int:
     """Map any int to a non-zero 31-bit OpenMM seed (0 would mean "random")."""
     return (seed % 2_147_483_646) + 1

@@ -23,7 +23,7 @@ import numpy as np
 from starmd.errors import StarmdInputError, StarmdSimulationError, located
 from starmd.outputs import try_lock
 from starmd.simulate import atlas
-from starmd.simulate.protocols import get_protocol, make_integrator
+from starmd.simulate.protocols import get_protocol, make_integrator, openmm_seed
 
 MAX_BOND_NM = 0.35
 """A covalent heavy-atom bond longer than this (nm) means the coordinates have exploded."""
@@ -174,6 +174,9 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
     platform, properties = select_platform(job.platform, job.threads)
     calls = 0 if record is None else record["resumes"] + 1
     integrator = make_integrator(proto, thermostat_seed(job.seed, calls))
+    for force in system.getForces():  # explicit solvent: the barostat's moves, seeded alike
+        if isinstance(force, openmm.MonteCarloBarostat):
+            force.setRandomNumberSeed(openmm_seed(thermostat_seed(job.seed, calls) + 1))
     context = openmm.Context(system, integrator, platform, properties)
     if record is None or not state_path.is_file():
         context.setPositions(full.positions)
