@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 
-from starmd.errors import StarmdSimulationError
+from starmd.errors import StarmdInputError, StarmdSimulationError
 from starmd.outputs import try_lock
 from starmd.simulate import atlas, check_frame, simulate
 from starmd.simulate.engine import replica_seed
@@ -333,3 +334,11 @@ def test_a_finished_replica_drops_frames_its_record_does_not_count(prepared_dir)
     xtc.write_bytes(committed + committed[:500])  # a half-written chunk
     record = run_replica(_job(prepared_dir, 2))
     assert record["resumes"] == 0 and xtc.read_bytes() == committed
+
+
+def test_continuing_with_another_seed_is_refused(prepared_dir):
+    """The record keeps the seed a replica started with; another one would mix two streams."""
+    run_replica(_job(prepared_dir, 2))
+    other = dataclasses.replace(_job(prepared_dir, 4), seed=replica_seed(7, 1))
+    with pytest.raises(StarmdInputError, match="started with --seed 0; continue it"):
+        run_replica(other)

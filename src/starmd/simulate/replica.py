@@ -166,6 +166,15 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
     record = atlas.read_json(progress_path)
     if record is not None:
         _check_record(record, progress_path, xtc_path)
+        if record.get("seed") is not None and record["seed"] != job.seed:
+            started = (record["seed"] - job.replica) // 1000  # engine.replica_seed inverted
+            raise StarmdInputError(
+                located(
+                    progress_path,
+                    f"replica {job.replica} was started with --seed {started}; continue it "
+                    "with the same seed (or use another output folder)",
+                )
+            )
     if record is not None and record["frames_done"] >= job.n_frames:
         atlas.truncate_to(xtc_path, record["xtc_bytes"])  # a killed chunk's frames, if any
         _report(on_progress, job, record["frames_done"], record["ns_per_day"])
