@@ -22,9 +22,8 @@ from simulate_consts import N_FRAMES, NAME, SAVE_EVERY_PS
 from starmd.errors import StarmdInputError, StarmdSimulationError
 from starmd.outputs import try_lock
 from starmd.simulate import atlas, check_frame, simulate
-from starmd.simulate.engine import replica_seed
 from starmd.simulate.protocols import openmm_seed
-from starmd.simulate.replica import ReplicaJob, run_replica, thermostat_seed
+from starmd.simulate.replica import ReplicaJob, replica_seed, run_replica, thermostat_seed
 
 TINY = dict(
     save_every_ps=SAVE_EVERY_PS,

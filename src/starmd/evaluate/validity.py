@@ -52,6 +52,7 @@ from starmd.structure.ramachandran import (
     judged_residue_atoms,
     ramachandran_allowed,
 )
+from starmd.structure.residue_constants import PEPTIDE_BREAK_A
 from starmd.structure.superpose import chunks
 
 # ConfDiff's and MDGen's chain-break threshold (reported as an extra row).
@@ -59,7 +60,6 @@ CA_BREAK_CONFDIFF_A = 4.19
 # Non-bonded CA pairs are searched within this radius; the closest distance is capped here.
 CA_SEARCH_A = 8.0
 MD_PERCENTILE = 99.0
-PEPTIDE_BREAK_A = 2.0
 RAMA_OUTLIER_MAX = 0.0412
 ROTAMER_OUTLIER_MAX = 0.0705
 

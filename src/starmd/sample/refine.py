@@ -91,6 +91,7 @@ from starmd.structure.ramachandran import (
     ramachandran_distance_deg,
     ramachandran_distance_slope,
 )
+from starmd.structure.residue_constants import PEPTIDE_BREAK_A
 from starmd.structure.rigid import Rigid
 
 LEVER_A = 2.0
@@ -106,8 +107,6 @@ CLASH_SEARCH_MARGIN_A = 1.0
 PEPTIDE_RANGE_A = (1.2, 1.5)
 """The issue's acceptable peptide-bond range, reported per frame."""
 GLYCINE = rc.RESTYPE_3.index("GLY")
-PEPTIDE_BREAK_A = 2.0
-"""A C(i)-N(i+1) longer than this is a peptide-bond break (the evaluation's all-atom check)."""
 
 
 def _dihedral_targets() -> torch.Tensor:

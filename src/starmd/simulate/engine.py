@@ -24,12 +24,13 @@ from starmd.outputs import output_lock
 from starmd.simulate import atlas
 from starmd.simulate.progress import run_jobs
 from starmd.simulate.protocols import Protocol, build_system, get_protocol
-from starmd.simulate.replica import AMINO_ACIDS, ReplicaJob, first_line, heavy_protein_atoms
-
-
-def replica_seed(seed: int, replica: int) -> int:
-    """Seed of replica ``replica`` (1-based) of a run with base ``seed``."""
-    return seed * 1000 + replica
+from starmd.simulate.replica import (
+    AMINO_ACIDS,
+    ReplicaJob,
+    first_line,
+    heavy_protein_atoms,
+    replica_seed,
+)
 
 
 def default_name(structure_path: str | Path) -> str:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from starmd.errors import StarmdInputError
+from starmd.structure.residue_constants import PEPTIDE_BREAK_A
 
 PH = 7.0
 """Protonation pH used for added hydrogens."""
-MAX_PEPTIDE_BOND_A = 2.0
-"""A C(i)-N(i+1) distance above this (Angstrom; the bond is 1.33) is a gap in the chain."""
 
 # Residue names PDBFixer maps onto the 20 standard amino acids (plus the usual caps/variants).
 _PROTEIN_RESIDUES = frozenset(
@@ -78,7 +77,7 @@ def check_chain_breaks(topology: Any, positions: Any, path: str | Path) -> None:
             if c is None or n is None:
                 continue
             distance = float(np.linalg.norm(xyz[c] - xyz[n]))
-            if distance > MAX_PEPTIDE_BOND_A:
+            if distance > PEPTIDE_BREAK_A:
                 raise StarmdInputError(
                     f"{path}: chain {chain.id} has a gap between {before.name}{before.id} and "
                     f"{after.name}{after.id} (C-N {distance:.1f} A); MD would bond them: model "

@@ -99,6 +99,17 @@ class ReplicaJob:
     threads: int | None
 
 
+def replica_seed(seed: int, replica: int) -> int:
+    """Seed of replica ``replica`` (1-based) of a run with base ``seed`` (:func:`base_seed`
+    inverts it)."""
+    return seed * 1000 + replica
+
+
+def base_seed(replica_seed: int, replica: int) -> int:
+    """The base ``--seed`` a replica's seed was made from (:func:`replica_seed` inverted)."""
+    return (replica_seed - replica) // 1000
+
+
 def thermostat_seed(replica_seed: int, call: int) -> int:
     """Seed of the thermostat's random stream for a replica's ``call``-th run (0: the first,
     k: its k-th continuation; OpenMM cannot save the stream, so each continuation draws a new
@@ -167,7 +178,7 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
     if record is not None:
         _check_record(record, progress_path, xtc_path)
         if record.get("seed") is not None and record["seed"] != job.seed:
-            started = (record["seed"] - job.replica) // 1000  # engine.replica_seed inverted
+            started = base_seed(record["seed"], job.replica)
             raise StarmdInputError(
                 located(
                     progress_path,
@@ -181,11 +192,11 @@ def _run_replica(job: ReplicaJob, on_progress: ProgressCallback | None) -> dict[
         return record
 
     platform, properties = select_platform(job.platform, job.threads)
-    calls = 0 if record is None else record["resumes"] + 1
-    integrator = make_integrator(proto, thermostat_seed(job.seed, calls))
+    seed = thermostat_seed(job.seed, 0 if record is None else record["resumes"] + 1)
+    integrator = make_integrator(proto, seed)
     for force in system.getForces():  # explicit solvent: the barostat's moves, seeded alike
         if isinstance(force, openmm.MonteCarloBarostat):
-            force.setRandomNumberSeed(openmm_seed(thermostat_seed(job.seed, calls) + 1))
+            force.setRandomNumberSeed(openmm_seed(seed + 1))
     context = openmm.Context(system, integrator, platform, properties)
     if record is None or not state_path.is_file():
         context.setPositions(full.positions)

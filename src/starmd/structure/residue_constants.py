@@ -353,4 +353,9 @@ RIGID_GROUP_ATOMS: dict[str, tuple[tuple[str, int, tuple[float, float, float]], 
 OXT_LOCAL_POSITION = (0.627, 1.062, 0.000)
 """OXT in its own psi-group frame (rotated to the C-terminal torsion); like O, C-O 1.23-1.25 A."""
 
+PEPTIDE_BREAK_A = 2.0
+"""A C(i)-N(i+1) distance longer than this (Angstrom; the bond is 1.33) is a break of the
+peptide bond: the evaluation's all-atom check, the rollout's written-frame count and simulate's
+refusal of a gapped chain use this one limit."""
+
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
