@@ -12,6 +12,7 @@ from starmd.errors import StarmdInputError
 from starmd.modelfile import load_model
 from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
+from starmd.train.distill import energy_score_term, rms_distance
 from starmd.train.module import step_generator
 from starmd.train.run import build_module
 from tests.train.conftest import TINY
@@ -91,6 +92,57 @@ def test_distillation_loss_can_be_driven_down_and_the_teacher_stays_frozen(
     assert history[-1] < history[0] / 3, history
     for name, value in module.teacher.state_dict().items():
         assert torch.equal(value, teacher[name]), name
+
+
+def test_energy_score_is_least_for_the_observations_own_spread_and_rewards_no_collapse():
+    """Monte Carlo of the estimator (Gneiting & Raftery's energy score, beta = 1, on C-alpha
+    RMS distances): observations from N(0, 1) per coordinate; a model distribution N(0, s^2)
+    scores best at s = 1, worse when collapsed onto the mean (s = 0) or twice as wide; the
+    estimate itself is ~ d(x2, y) - d(x1, x2) / 2 by hand."""
+    g = torch.Generator().manual_seed(0)
+    n, length = 4000, 12
+    y = torch.randn(n, length, 3, generator=g)
+    mask = torch.ones(n, length)
+    means = {}
+    for s in (0.0, 0.5, 1.0, 2.0):
+        x1 = s * torch.randn(n, length, 3, generator=g)
+        x2 = s * torch.randn(n, length, 3, generator=g)
+        means[s] = energy_score_term(x1, x2, y, mask).mean().item()
+    assert means[1.0] < means[0.5] < means[0.0]
+    assert means[1.0] < means[2.0]
+    # the observations' own constant: E d(X, Y) - E d(X, X') / 2 = E d / 2 at equality
+    own = rms_distance(y, torch.randn(n, length, 3, generator=g), mask).mean().item()
+    assert means[1.0] == pytest.approx(own / 2, rel=0.02)
+    # a masked residue does not count; a hand value on two residues
+    a = torch.tensor([[0.0, 0, 0], [9, 9, 9]])
+    b = torch.tensor([[3.0, 4, 0], [0, 0, 0]])
+    assert rms_distance(a, b, torch.tensor([1.0, 0.0])).item() == pytest.approx(5.0, abs=1e-6)
+    assert energy_score_term(a, b, a, torch.tensor([1.0, 0.0])).item() == pytest.approx(2.5)
+
+
+def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
+    tiny_dataset, tiny_model_path
+):
+    """With ``distill.energy_score`` the loss carries the term at its weight and its gradient
+    reaches the student; at 0 (the default) the loss is the paired regression, unchanged."""
+    spec = WindowSpec(window=3, dt_ps=(100.0,), crop=10)
+    data = TrajectoryWindowDataset(tiny_dataset, "train", spec, samples_per_epoch=2)
+    batch = collate_windows([data[0], data[1]])
+    base = [*TINY, f"distill.teacher={tiny_model_path}", "distill.one_step_fraction=1.0"]
+    plain = build_module(TrainConfig.from_yaml(None, base))
+    scored = build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score=0.5"]))
+    scored.model.load_state_dict(plain.model.state_dict())
+    t0 = plain.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    t1 = scored.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    assert "energy_score" not in t0
+    assert torch.isfinite(t1["energy_score"]) and t1["energy_score"].item() != 0
+    # the same draws up to the second one: every other term as without it
+    torch.testing.assert_close(t1["loss"], t0["loss"] + 0.5 * t1["energy_score"])
+    t1["energy_score"].backward()
+    grads = [p.grad for p in scored.model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().max() > 0 for g in grads)
+    with pytest.raises(StarmdInputError, match="energy_score >= 0"):
+        build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score=-1"]))
 
 
 def test_distill_from_takes_a_bundled_name(tmp_path, capsys):

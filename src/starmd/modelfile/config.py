@@ -139,6 +139,14 @@ class DistillSection:
     one_step_fraction: float = 0.5
     """Fraction of training frames at ``tau = 1`` (the pure prior draw: the one-step case);
     the rest at ``tau ~ U[tau_min, 1]`` on the path towards the teacher's sample."""
+    energy_score: float = 0.0
+    """Weight of the energy-score term (0 = off): a second prior draw per window, the
+    student's one-step C-alpha prediction from each draw, and ``d(X2, Y1) - d(X1, X2) / 2``
+    (``d`` the C-alpha RMS distance in Angstrom, ``Y1`` the teacher's sample of the first
+    draw). Its expectation is the energy distance between the student's and the teacher's
+    one-step distributions up to a constant, least when they agree, so unlike the paired
+    regression alone it does not reward collapsing onto the teacher's mean sample. Costs one
+    more student pass per step."""
 
 
 @dataclass

@@ -12,6 +12,12 @@ steps; the losses are the ordinary training terms with ``x0*`` as the clean targ
 Every frame of a training window is distilled at once: the teacher runs its solver over the
 whole window in block-causal passes (each noisy frame against the clean context up to its own
 time, exactly what the rollout poses frame by frame), without gradients.
+
+The paired regression alone lets a student that cannot yet follow how the sample depends on the
+draw settle on the teacher's mean sample (it keeps a fraction of the teacher's spread over
+draws, docs/model_card.md). ``distill.energy_score`` adds a proper scoring rule on the one-step
+C-alpha prediction (:func:`energy_score_term`; Gneiting & Raftery 2007), which is least when the
+student's one-step distribution equals the teacher's, spread included.
 """
 
 from __future__ import annotations
@@ -26,16 +32,38 @@ from starmd.structure.rigid import Rigid
 from starmd.train.module import StarMDModule, WindowContext
 
 
+def rms_distance(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """C-alpha RMS distance ``(...)`` between positions ``(..., L, 3)`` over the residues of
+    ``mask`` ``(..., L)``; a floor of 1e-4 A keeps the gradient finite where they coincide."""
+    sq = (a - b).pow(2).sum(-1) * mask
+    return (sq.sum(-1) / mask.sum(-1).clamp(min=1) + 1e-8).sqrt()
+
+
+def energy_score_term(
+    x1: torch.Tensor, x2: torch.Tensor, y1: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Energy-score estimate ``d(x2, y1) - d(x1, x2) / 2`` per sample ``(...)``.
+
+    ``x1``, ``x2``: two independent samples of the model's distribution ``(..., L, 3)``;
+    ``y1``: an observation, independent of ``x2`` (it may depend on ``x1``, as the teacher's
+    sample of the draw behind ``x1`` does). In expectation this is the energy distance between
+    the two distributions (Szekely & Rizzo) minus half the observations' own mean distance, a
+    constant: zero excess exactly when the distributions agree, whatever their spread.
+    """
+    return rms_distance(x2, y1, mask) - 0.5 * rms_distance(x1, x2, mask)
+
+
 class DistillModule(StarMDModule):
     """:class:`StarMDModule` whose targets are a frozen teacher's samples."""
 
     def __init__(self, config: TrainConfig, teacher: StarDenoiser):
         super().__init__(config)
         d = config.distill
-        if d.teacher_steps < 2 or not 0.0 <= d.one_step_fraction <= 1.0:
+        if d.teacher_steps < 2 or not 0.0 <= d.one_step_fraction <= 1.0 or d.energy_score < 0:
             raise StarmdInputError(
-                "distill: need teacher_steps >= 2 and 0 <= one_step_fraction <= 1, got "
-                f"{d.teacher_steps} and {d.one_step_fraction}"
+                "distill: need teacher_steps >= 2, 0 <= one_step_fraction <= 1 and "
+                f"energy_score >= 0, got {d.teacher_steps}, {d.one_step_fraction} and "
+                f"{d.energy_score}"
             )
         if d.teacher_sampler not in SAMPLERS:
             raise StarmdInputError(
@@ -124,4 +152,21 @@ class DistillModule(StarMDModule):
             frames, torsions, target_frames, target_torsions, ctx.torsion_mask, tau[..., None]
         )
         pred = self.denoise_window(model, ctx, frames, torsions, tau)
-        return self.window_losses(batch, ctx, noisy, pred, target_frames, target_torsions)
+        terms = self.window_losses(batch, ctx, noisy, pred, target_frames, target_torsions)
+        weight = self.config.distill.energy_score
+        if weight > 0:
+            # a second draw's one-step prediction against the first's, where the first is at
+            # tau = 1 too (frame 0 left out, as in the other terms)
+            z2_frames, z2_torsions = self.diffuser.sample_prior(
+                shape, ctx.torsion_mask, generator, ctx.dtype, device
+            )
+            second = self.denoise_window(model, ctx, z2_frames, z2_torsions, torch.ones_like(tau))
+            counted = one.clone()
+            counted[:, 0] = k == 1
+            mask = ctx.cond.residue_mask[:, None].expand(b, k, -1).to(ctx.dtype)
+            score = energy_score_term(
+                pred.frames.trans, second.frames.trans, target_frames.trans, mask
+            )
+            terms["energy_score"] = (score * counted).sum() / counted.sum().clamp(min=1)
+            terms["loss"] = terms["loss"] + weight * terms["energy_score"]
+        return terms
