@@ -29,7 +29,7 @@ from starmd.errors import StarmdInputError
 from starmd.model import StarDenoiser
 from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
-from starmd.train.module import StarMDModule, WindowContext
+from starmd.train.module import StarMDModule, WindowContext, scored_frames
 
 
 def rms_distance(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -156,13 +156,12 @@ class DistillModule(StarMDModule):
         weight = self.config.distill.energy_score
         if weight > 0:
             # a second draw's one-step prediction against the first's, where the first is at
-            # tau = 1 too (frame 0 left out, as in the other terms)
+            # tau = 1 too, on the frames the other terms count
             z2_frames, z2_torsions = self.diffuser.sample_prior(
                 shape, ctx.torsion_mask, generator, ctx.dtype, device
             )
             second = self.denoise_window(model, ctx, z2_frames, z2_torsions, torch.ones_like(tau))
-            counted = one.clone()
-            counted[:, 0] = k == 1
+            counted = one & scored_frames(ctx)
             mask = ctx.cond.residue_mask[:, None].expand(b, k, -1).to(ctx.dtype)
             score = energy_score_term(
                 pred.frames.trans, second.frames.trans, target_frames.trans, mask

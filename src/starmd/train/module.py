@@ -49,6 +49,18 @@ class WindowContext:
         return self.window.torsions.dtype
 
 
+def scored_frames(ctx: WindowContext) -> torch.Tensor:
+    """Which noisy frames of a window count in the loss ``(B, K)`` bool: all but frame 0 (of a
+    window longer than one frame). Noisy frame 0 has no clean history and its "previous" frame
+    is the protein's start structure, an unknown time before the window: a task the rollout
+    never poses (its first generated frame sees the input as clean frame 0)."""
+    b, k = ctx.tau_ctx.shape
+    frame_mask = torch.ones(b, k, dtype=torch.bool, device=ctx.tau_ctx.device)
+    if k > 1:
+        frame_mask[:, 0] = False
+    return frame_mask
+
+
 def build_denoiser(config: TrainConfig) -> StarDenoiser:
     return StarDenoiser(config.denoiser())
 
@@ -140,13 +152,6 @@ class StarMDModule(L.LightningModule):
 
     def window_losses(self, batch, ctx: WindowContext, noisy, pred, true_frames, true_torsions):
         """The loss terms of the noisy frames' predictions against their clean targets."""
-        b, k = ctx.tau_ctx.shape
-        # noisy frame 0 has no clean history and its "previous" frame is the protein's start
-        # structure, an unknown time before the window: a task the rollout never poses (its
-        # first generated frame sees the input as clean frame 0), so it is left out of the loss
-        frame_mask = torch.ones(b, k, dtype=torch.bool, device=ctx.tau_ctx.device)
-        if k > 1:
-            frame_mask[:, 0] = False
         return denoising_losses(
             diffuser=self.diffuser,
             noisy=noisy,
@@ -161,7 +166,7 @@ class StarMDModule(L.LightningModule):
             torsion_mask=ctx.cond.torsion_mask,
             oxt_mask=batch["atom_mask"][..., 14],
             weights=self.config.loss,
-            frame_mask=frame_mask,
+            frame_mask=scored_frames(ctx),
             residue_index=ctx.cond.residue_index,
             chain_index=ctx.cond.chain_index,
             angle_norm=not self.model.config.torsion_skip,
