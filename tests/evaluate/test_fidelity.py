@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 
@@ -127,6 +128,30 @@ def test_fidelity_end_to_end_and_resumes_without_regenerating(corpus, tiny_model
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "| RMSF per-target r | higher |" in result.output
+    assert xtc.stat().st_mtime_ns == before
+
+    # the same weights at another path are the same model: reused, not regenerated
+    moved = tmp_path / "moved.safetensors"
+    moved.write_bytes(tiny_model_path.read_bytes())
+    same = FidelitySettings({"tiny": str(moved)}, seeds=(0,), replicas=1)
+    run_fidelity(folder, tmp_path, same, **options)
+    assert xtc.stat().st_mtime_ns == before
+    # other weights under a label already used: refused, nothing regenerated or removed
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(tiny_model_path.read_bytes() + b"\0")
+    changed = FidelitySettings({"tiny": str(other)}, seeds=(0,), replicas=1)
+    with pytest.raises(StarmdInputError, match=r"villin\.json: was generated with .*another label"):
+        run_fidelity(folder, tmp_path, changed, **options)
+    assert xtc.stat().st_mtime_ns == before
+    # a sidecar from before the weights' hash was recorded is compared by path
+    sidecar = tmp_path / "generated/tiny/seed0/villin.json"
+    record = json.loads(sidecar.read_text())
+    assert record["model_sha256"] == hashlib.sha256(tiny_model_path.read_bytes()).hexdigest()
+    del record["model_sha256"]
+    sidecar.write_text(json.dumps(record))
+    with pytest.raises(StarmdInputError, match="another label"):
+        run_fidelity(folder, tmp_path, same, **options)
+    run_fidelity(folder, tmp_path, settings, **options)
     assert xtc.stat().st_mtime_ns == before
 
 

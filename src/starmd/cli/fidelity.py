@@ -34,7 +34,8 @@ def fidelity(
         True,
         "--refine/--no-refine",
         help="Generate with rollout refinement and atom polish (generate's default), or "
-        "--no-refine for the raw network output; use one OUT folder for each.",
+        "--no-refine for the raw network output; use one OUT folder for each (a rerun "
+        "into a folder made with the other is refused).",
     ),
     workers: int = typer.Option(1, "--workers", "-j", help="Proteins evaluated in parallel."),
     plots: bool = typer.Option(False, "--plots/--no-plots", help="Plots in each seed's report."),
@@ -46,7 +47,9 @@ def fidelity(
     OUT/evaluate/seed{k}); write OUT/fidelity.md with the mean over proteins and a 90% bootstrap
     interval of the rows that converge on short MD (RMSF r, torsion JSDs, short-lag dynamics,
     transient contacts, coverage gap to the MD replica, validity). Rerunning continues where it
-    stopped. Score test proteins once per candidate model; choose settings on val only.
+    stopped and reuses each label's trajectories; a label whose trajectories another model file
+    or other generation settings made is refused (give it a new label or folder). Score test
+    proteins once per candidate model; choose settings on val only.
 
     Example:
 

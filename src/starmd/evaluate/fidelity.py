@@ -142,6 +142,50 @@ def _generation_done(folder: Path, name: str, frames: int, replicas: int) -> boo
     return len(written) == replicas and all(n == frames for n in written)
 
 
+def _check_reusable(
+    folder: Path, name: str, label: str, model: Path, sha256: str, wanted: Mapping[str, object]
+) -> None:
+    """Refuse to reuse ``folder``'s trajectories of ``name`` if another model, or other
+    generation settings (``wanted``: setting -> value, e.g. ``refine``, ``steps``, ``dt_ps``),
+    made them.
+
+    A rerun reuses what exists by label; without this check a label given to new weights, or
+    a rerun with ``--no-refine`` into the same folder, would silently score the old
+    trajectories. Models are compared by the weights' SHA-256 (the file may have moved); a
+    sidecar older than that record is compared by the model's path.
+
+    Raises:
+        StarmdInputError: the sidecar names another model or another value of a setting.
+    """
+    sidecar = folder / f"{name}.json"
+    if not sidecar.exists():
+        return
+    record = json.loads(sidecar.read_text())
+    recorded_sha, recorded = record.get("model_sha256"), record.get("model")
+    if recorded_sha is not None:
+        same = recorded_sha == sha256
+    else:
+        same = recorded is None or Path(recorded).resolve() == model.resolve()
+    if not same:
+        raise StarmdInputError(
+            located(
+                sidecar,
+                f"was generated with {recorded}, not with {model} (label '{label}'); give the "
+                "new model another label or remove this folder",
+            )
+        )
+    made = record.get("settings", {})
+    for key, value in wanted.items():
+        if key in made and made[key] != value:
+            raise StarmdInputError(
+                located(
+                    sidecar,
+                    f"was generated with {key}={made[key]}, not {key}={value} (label "
+                    f"'{label}'); use another output folder for these settings",
+                )
+            )
+
+
 def generate_all(
     proteins: Mapping[str, ProteinFiles],
     settings: FidelitySettings,
@@ -150,15 +194,21 @@ def generate_all(
 ) -> dict[tuple[str, int], Path]:
     """Generate every (model, seed, protein) that is not complete yet; continue a run that was
     interrupted (``generate --resume``). Returns (label, seed) -> folder."""
+    from starmd.modelfile import resolve_model
     from starmd.sample.generate import GenerationSettings, generate
+    from starmd.structure.provenance import file_sha256
 
     folders = {}
     for label, model in settings.models.items():
+        model_path = resolve_model(model)
+        sha256 = file_sha256(model_path)
         for seed in settings.seeds:
             folder = out_dir / "generated" / label / f"seed{seed}"
             folders[(label, seed)] = folder
             for name, files in proteins.items():
                 frames, md_dt = reference_timing(files)
+                wanted = {"dt_ps": settings.dt_ps or md_dt, **settings.generation_overrides}
+                _check_reusable(folder, name, label, model_path, sha256, wanted)
                 if not _generation_done(folder, name, frames, settings.replicas):
                     run = GenerationSettings(
                         frames=frames,

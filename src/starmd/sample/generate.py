@@ -39,7 +39,7 @@ from starmd.structure.checks import ca_health
 from starmd.structure.io import load_structure, write_atomically
 from starmd.structure.polish import PolishSettings
 from starmd.structure.protein import Protein
-from starmd.structure.provenance import input_record
+from starmd.structure.provenance import file_sha256, input_record
 from starmd.structure.rigid import Rigid
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ def generate(
         "input": source,
         "name": name,
         "model": str(model_path),
+        "model_sha256": file_sha256(model_path) if model_path.is_file() else None,
         "model_config": loaded.config.to_dict(),
         "settings": asdict(settings),
         "dt_ps": settings.dt_ps,
