@@ -143,6 +143,14 @@ def test_second_run_into_the_same_folder_is_refused(starmd, tiny_dataset, tmp_pa
     assert not (tmp_path / "config.yaml").exists()
 
 
+def test_start_weights_that_do_not_fit_leave_no_config_behind(starmd, tiny_dataset, tmp_path):
+    """The configuration is written once it has built a module and its start weights fit."""
+    run = tmp_path / "run"
+    outcome = starmd(*_args(tiny_dataset, run, "--init", "starmd-small"))
+    assert_one_error_line(outcome, "starmd-small", "weights do not fit this configuration")
+    assert not (run / "config.yaml").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "byte-changed"])
 def test_corrupt_checkpoint_is_one_line_and_stays_as_it_is(
     starmd, tiny_dataset, reference, tmp_path, damage

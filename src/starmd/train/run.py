@@ -94,7 +94,6 @@ def _train(
         init = resolve_model(init)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     except OSError as exc:
         raise StarmdInputError(located(out_dir, f"cannot write ({exc.strerror})")) from exc
     if resume == "last":
@@ -117,6 +116,12 @@ def _train(
             raise StarmdCheckpointError(
                 located(init, f"weights do not fit this configuration ({first})")
             ) from exc
+    # written once the configuration has built a module (and its start weights fit): a
+    # refused configuration leaves no config.yaml behind that would describe no run
+    try:
+        write_atomically(out_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as exc:
+        raise StarmdInputError(located(out_dir, f"cannot write ({exc.strerror})")) from exc
     has_val = datamodule.has_validation
     if not has_val:
         log.warning(
