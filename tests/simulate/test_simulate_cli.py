@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import typer
 from simulate_consts import NAME
 from typer.testing import CliRunner
 
 from starmd.cli.simulate import corpus_app, simulate_command
 from starmd.errors import StarmdInputError
+from starmd.simulate.replica import check_seed, replica_seed
 
 app = typer.Typer()
 app.command("simulate")(simulate_command)
@@ -68,6 +70,22 @@ def test_simulate_command_raises_the_project_error_for_bad_platform(trpcage_pdb,
     )
     assert result.exit_code != 0
     assert isinstance(result.exception, StarmdInputError)
+
+
+@pytest.mark.parametrize("seed", [-1, 2_147_484])
+def test_simulate_refuses_a_seed_outside_openmm_range_before_writing(trpcage_pdb, tmp_path, seed):
+    """Replica seeds are seed*1000+i and OpenMM's seeds are 32-bit: 2,147,484 * 1000 + 2
+    overflows, 2,147,483 (the largest allowed with 2 replicas) does not."""
+    out = tmp_path / "o"
+    result = runner.invoke(
+        app, ["simulate", str(trpcage_pdb), "-o", str(out), "--replicas", "2", "--seed", str(seed)]
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, StarmdInputError)
+    assert f"--seed {seed}: need 0 to 2147483" in str(result.exception)
+    assert not out.exists()
+    check_seed(2_147_483, 2)  # the boundary itself is accepted and fits
+    assert replica_seed(2_147_483, 2) < 2**31 <= replica_seed(2_147_484, 2)
 
 
 def test_corpus_scripts_entry_still_starts_the_build_command():

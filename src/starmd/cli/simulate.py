@@ -28,7 +28,10 @@ def simulate_command(
         float, typer.Option("--save-every-ps", help="Time between saved frames, ps (ATLAS: 10).")
     ] = 10.0,
     seed: Annotated[
-        int, typer.Option("--seed", help="Base random seed (replica i: seed*1000+i).")
+        int,
+        typer.Option(
+            "--seed", help="Base random seed, 0 to ~2.1 million (replica i: seed*1000+i)."
+        ),
     ] = 0,
     platform: Annotated[
         str,

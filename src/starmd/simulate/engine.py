@@ -27,6 +27,7 @@ from starmd.simulate.protocols import Protocol, build_system, get_protocol
 from starmd.simulate.replica import (
     AMINO_ACIDS,
     ReplicaJob,
+    check_seed,
     first_line,
     heavy_protein_atoms,
     replica_seed,
@@ -93,6 +94,7 @@ def simulate(
     n_frames = _frames_for(ns, save_every_ps, proto)
     if replicas < 1:
         raise StarmdInputError(f"--replicas {replicas}: need at least 1")
+    check_seed(seed, replicas)
     if chunk_frames < 1:
         raise StarmdInputError(f"chunk_frames {chunk_frames}: need at least 1")
     from starmd.simulate.platforms import select_platform

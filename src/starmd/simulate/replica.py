@@ -105,6 +105,21 @@ def replica_seed(seed: int, replica: int) -> int:
     return seed * 1000 + replica
 
 
+def check_seed(seed: int, replicas: int) -> None:
+    """Refuse a base seed whose replica seeds (:func:`replica_seed`) do not fit OpenMM's
+    32-bit seeds (the velocities are drawn with the replica seed itself).
+
+    Raises:
+        StarmdInputError: ``"--seed N: need 0 to MAX ..."``.
+    """
+    largest = (2**31 - 1 - replicas) // 1000
+    if not 0 <= seed <= largest:
+        raise StarmdInputError(
+            f"--seed {seed}: need 0 to {largest} with {replicas} replica(s) (replica i runs "
+            "with seed*1000+i, an OpenMM 32-bit seed)"
+        )
+
+
 def base_seed(replica_seed: int, replica: int) -> int:
     """The base ``--seed`` a replica's seed was made from (:func:`replica_seed` inverted)."""
     return (replica_seed - replica) // 1000
