@@ -75,6 +75,10 @@ def test_contact_frequencies_match_brute_force_distances():
     d = np.linalg.norm(frames[:, :, None] - frames[:, None, :], axis=-1)
     expected = np.triu((d < 8.0).mean(0), k=1)
     assert np.allclose(freq, expected)
+    # a pair exactly at the cutoff is not a contact (the definition is "< 8 A")
+    edge = np.array([[[0.0, 0, 0], [8.0, 0, 0], [0.0, 7.5, 0]]])
+    assert contact_frequencies(edge, cutoff=8.0)[0, 1] == 0.0
+    assert contact_frequencies(edge, cutoff=8.0)[0, 2] == 1.0
 
 
 def test_weak_and_transient_contact_sets():

@@ -136,7 +136,8 @@ def contact_frequencies(frames_ca: np.ndarray, cutoff: float = CONTACT_CUTOFF_A)
     for x in frames_ca:
         if not np.isfinite(x).all():
             continue
-        pairs = cKDTree(x).query_pairs(cutoff, output_type="ndarray")
+        # query_pairs keeps pairs at distance <= r; the definition is strictly closer
+        pairs = cKDTree(x).query_pairs(np.nextafter(cutoff, 0.0), output_type="ndarray")
         if len(pairs):
             counts[pairs[:, 0] * n + pairs[:, 1]] += 1  # query_pairs returns each pair once
         used += 1
