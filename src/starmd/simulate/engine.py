@@ -13,7 +13,6 @@ two steps whose results are saved under ``{out_dir}/state`` (see :mod:`starmd.si
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from starmd.simulate.replica import (
     heavy_protein_atoms,
     replica_seed,
 )
+from starmd.structure.provenance import file_sha256
 
 
 def default_name(structure_path: str | Path) -> str:
@@ -150,10 +150,6 @@ def _frames_for(ns: float, save_every_ps: float, proto: Protocol) -> int:
     return frames
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def prepare_system(
     structure_path: str | Path,
     out_dir: Path,
@@ -194,7 +190,7 @@ def prepare_system(
             recorded
             and structure_path.is_file()
             and structure_path.resolve() != own_topology.resolve()
-            and _file_sha256(structure_path) != recorded
+            and file_sha256(structure_path) != recorded
         ):
             raise StarmdInputError(
                 f"{out_dir}: holds a run of another structure than {structure_path} (its "
@@ -245,7 +241,7 @@ def prepare_system(
     record = {
         "name": name,
         "structure": str(structure_path),
-        "structure_sha256": _file_sha256(structure_path),
+        "structure_sha256": file_sha256(structure_path),
         "protocol": proto.to_json(),
         "n_atoms_system": system.getNumParticles(),
         "n_atoms_heavy_protein": len(heavy),
