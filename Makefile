@@ -46,24 +46,22 @@ model: $(STAMP)
 # The bundled few-step student's recipe (since session 29; docs/model_card.md, "Few-step student
 # with an energy-score term"): distil version 5's 5-step dpm2 sampler with the energy-score term
 # in three legs of one CPU thread each (weight 0.5, then 2.0, then 3.0, each leg starting from
-# the last one's weights), export with the student's sampling defaults. The legs as run were
-# stopped at steps 544, 239 and 512; the wall times below approximate that on a 2-core AMD EPYC
-# beside the corpus build, so a rerun is close to, not bit-identical with, the bundled weights.
-FAST_TIME_1 ?= 00:01:03:00
-FAST_TIME_2 ?= 00:00:36:00
-FAST_TIME_3 ?= 00:01:10:00
+# the last one's weights), export with the student's sampling defaults. Each leg stops where the
+# bundled one stopped (steps 544, 239, 512) on the schedule of the configured 100 epochs
+# (trainer.stop_step); the corpus has grown since, so a rerun is close to, not bit-identical
+# with, the bundled weights.
 TEACHER := src/starmd/assets/models/starmd-small.safetensors
 fast-model: $(STAMP)
 	$(VENV)/bin/starmd prepare corpus/md -o data/corpus --overwrite \
 		--split-file src/starmd/assets/corpus/manifest.csv
 	$(VENV)/bin/starmd train data/corpus -o runs/fast_es1 --config configs/distill_cpu_v5.yaml \
-		--distill-from $(TEACHER) --max-time $(FAST_TIME_1)
+		--distill-from $(TEACHER) --set trainer.stop_step=544
 	$(VENV)/bin/starmd train data/corpus -o runs/fast_es2 --config configs/distill_cpu_v5.yaml \
 		--distill-from $(TEACHER) --init runs/fast_es1/model.safetensors \
-		--set distill.energy_score=2.0 --max-time $(FAST_TIME_2)
+		--set distill.energy_score=2.0 --set trainer.stop_step=239
 	$(VENV)/bin/starmd train data/corpus -o runs/fast_es3 --config configs/distill_cpu_v5.yaml \
 		--distill-from $(TEACHER) --init runs/fast_es2/model.safetensors \
-		--set distill.energy_score=3.0 --max-time $(FAST_TIME_3)
+		--set distill.energy_score=3.0 --set trainer.stop_step=512
 	$(PY) scripts/export_model.py runs/fast_es3/model.safetensors \
 		src/starmd/assets/models/starmd-small-fast.safetensors --dt-ps 50 --steps 1 --sampler cm
 

@@ -67,6 +67,26 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_dataset, tmp_path
     assert changed, "the second epoch must change the weights"
 
 
+def test_stop_step_ends_a_leg_on_the_full_runs_schedule(tiny_dataset, tmp_path):
+    """A leg stopped by ``trainer.stop_step`` and then resumed gives the uninterrupted run's
+    weights: the stop did not change the learning-rate schedule (2 steps per epoch here)."""
+    config = TrainConfig.from_yaml(None, TINY + ["trainer.max_epochs=2"])
+    whole = load_model(train(tiny_dataset, tmp_path / "whole", config, progress=False)).model
+    leg = TrainConfig.from_yaml(None, TINY + ["trainer.max_epochs=2", "trainer.stop_step=2"])
+    train(tiny_dataset, tmp_path / "leg", leg, progress=False)
+    last = torch.load(
+        tmp_path / "leg/checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert last["global_step"] == 2
+    resumed = load_model(
+        train(tiny_dataset, tmp_path / "leg", config, progress=False, resume="last")
+    ).model
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    with pytest.raises(StarmdInputError, match="trainer.stop_step must be >= 1"):
+        TrainConfig.from_yaml(None, TINY + ["trainer.stop_step=0"])
+
+
 def test_last_checkpoint_follows_every_epoch_even_without_improvement(
     tiny_dataset_with_val, tmp_path
 ):

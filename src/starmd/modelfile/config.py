@@ -99,6 +99,10 @@ class TrainerSection:
     max_steps: int = -1
     max_time: str | None = None
     """Wall-clock limit, "DD:HH:MM:SS" (Lightning's format), e.g. "00:02:30:00"."""
+    stop_step: int | None = None
+    """Stop after this many optimizer steps without shortening the learning-rate schedule,
+    which spans ``max_steps`` (or ``max_epochs``): one leg of a longer recipe, stopped where
+    the recipe stopped it (``max_steps`` would compress the schedule into the leg). None: off."""
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
@@ -222,6 +226,12 @@ class TrainConfig:
                 d.reference_contact_deadband,
                 d.reference_contact_deadband >= 0,
                 ">= 0",
+            ),
+            (
+                "trainer.stop_step",
+                config.trainer.stop_step,
+                config.trainer.stop_step is None or config.trainer.stop_step >= 1,
+                ">= 1 (or null: off)",
             ),
             (
                 "loss.trans_sigma_data_angstrom",

@@ -136,6 +136,8 @@ def _train(
     # The best-model callback comes first so that last.ckpt stores its updated state (else a
     # resumed run would compare against a stale best score and could overwrite best.ckpt).
     callbacks = list(callbacks or [])
+    if config.trainer.stop_step is not None:
+        callbacks.append(_stop_at_step(config.trainer.stop_step))
     if has_val:
         callbacks.append(
             ModelCheckpoint(
@@ -259,6 +261,20 @@ def same_network(teacher: DenoiserConfig, student: DenoiserConfig) -> bool:
     return replace(teacher, attention_neighbours=None) == replace(
         student, attention_neighbours=None
     )
+
+
+def _stop_at_step(step: int):
+    """A Lightning callback that stops the run once ``step`` optimizer steps are done
+    (``trainer.stop_step``), leaving its length, and so its learning-rate schedule, as
+    configured."""
+    import lightning as L
+
+    class StopAtStep(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step >= step:
+                trainer.should_stop = True
+
+    return StopAtStep()
 
 
 def build_module(config: TrainConfig):
