@@ -125,8 +125,12 @@ def test_kill_at_a_random_point_then_resume_gives_the_same_weights(tiny_dataset,
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and child.poll() is None and not last.exists():
-        time.sleep(0.02)
-    time.sleep(np.random.default_rng().uniform(0, 1.0))  # somewhere in epochs 2-4
+        time.sleep(0.005)
+    first, start = last.stat().st_mtime_ns, time.time()
+    while time.time() < deadline and child.poll() is None and last.stat().st_mtime_ns == first:
+        time.sleep(0.005)
+    epoch_s = time.time() - start  # the second epoch's length: scale the kill to this machine
+    time.sleep(np.random.default_rng().uniform(0, epoch_s))  # somewhere in the third epoch
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert _epoch_of(last) < epochs - 1, "the run should have been killed before its end"
