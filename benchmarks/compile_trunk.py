@@ -44,7 +44,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     rollout, settings, _ = make_rollout(args.model, args.structure, 1, 0)
-    window = settings.context + 1  # slots of the cache's ring buffer (context + the new frame)
+    # the KV cache's ring buffer: the context, the sink and two scratch slots (KVCache)
+    window = settings.context + int(settings.sink) + 2
     total = args.warmup + window + args.frames * args.repeats + 1
     states = rollout.states(total)
     run_frames(rollout, states, args.warmup)

@@ -134,20 +134,28 @@ def reference_timing(files: ProteinFiles) -> tuple[int, float]:
     return n_frames, float(dt)
 
 
-def _generation_done(folder: Path, name: str, frames: int, replicas: int) -> bool:
-    sidecar = folder / f"{name}.json"
-    if not sidecar.exists() or (folder / f"{name}.progress.json").exists():
+def _generation_done(
+    record: Mapping | None, folder: Path, name: str, frames: int, replicas: int
+) -> bool:
+    """Whether ``record`` (the sidecar of ``name``, None if absent) says its generation
+    finished with ``replicas`` x ``frames`` frames."""
+    if record is None or (folder / f"{name}.progress.json").exists():
         return False
-    written = json.loads(sidecar.read_text()).get("frames_written", [])
+    written = record.get("frames_written", [])
     return len(written) == replicas and all(n == frames for n in written)
 
 
 def _check_reusable(
-    folder: Path, name: str, label: str, model: Path, sha256: str, wanted: Mapping[str, object]
+    record: Mapping | None,
+    sidecar: Path,
+    label: str,
+    model: Path,
+    sha256: str,
+    wanted: Mapping[str, object],
 ) -> None:
-    """Refuse to reuse ``folder``'s trajectories of ``name`` if another model, or other
-    generation settings (``wanted``: setting -> value, e.g. ``refine``, ``steps``, ``dt_ps``),
-    made them.
+    """Refuse to reuse the trajectories of a ``sidecar`` (its ``record``, None if absent) if
+    another model, or other generation settings (``wanted``: setting -> value, e.g.
+    ``refine``, ``steps``, ``dt_ps``), made them.
 
     A rerun reuses what exists by label; without this check a label given to new weights, or
     a rerun with ``--no-refine`` into the same folder, would silently score the old
@@ -157,10 +165,8 @@ def _check_reusable(
     Raises:
         StarmdInputError: the sidecar names another model or another value of a setting.
     """
-    sidecar = folder / f"{name}.json"
-    if not sidecar.exists():
+    if record is None:
         return
-    record = json.loads(sidecar.read_text())
     recorded_sha, recorded = record.get("model_sha256"), record.get("model")
     if recorded_sha is not None:
         same = recorded_sha == sha256
@@ -207,12 +213,15 @@ def generate_all(
             folders[(label, seed)] = folder
             for name, files in proteins.items():
                 frames, md_dt = reference_timing(files)
-                wanted = {"dt_ps": settings.dt_ps or md_dt, **settings.generation_overrides}
-                _check_reusable(folder, name, label, model_path, sha256, wanted)
-                if not _generation_done(folder, name, frames, settings.replicas):
+                dt_ps = settings.dt_ps or md_dt
+                sidecar = folder / f"{name}.json"
+                record = json.loads(sidecar.read_text()) if sidecar.exists() else None
+                wanted = {"dt_ps": dt_ps, **settings.generation_overrides}
+                _check_reusable(record, sidecar, label, model_path, sha256, wanted)
+                if not _generation_done(record, folder, name, frames, settings.replicas):
                     run = GenerationSettings(
                         frames=frames,
-                        dt_ps=settings.dt_ps or md_dt,
+                        dt_ps=dt_ps,
                         replicas=settings.replicas,
                         seed=seed,
                         **dict(settings.generation_overrides),
