@@ -7,15 +7,17 @@ full), then, with ``--mode compiled``, ``StarDenoiser._trunk`` is replaced by
 ``torch.compile(_trunk, dynamic=False)`` (Inductor, C++ kernels) and the first frames after
 that are timed as the compile cost; then ``--repeats`` blocks of ``--frames`` frames.
 
-Printed: the compile cost (seconds until the compiled frames run at their steady speed:
-Dynamo re-traces the trunk once for each slot of the KV cache's ring buffer, the slot being a
-Python int in the cache) and the steady ms per frame of each block. Inductor keeps its kernels
+Printed: the compile cost (seconds until the compiled frames run at their steady speed: with
+the default cache Dynamo re-traces the trunk once for each slot of the KV cache's ring buffer;
+with ``--static``, the cache ``generate --compile`` uses, once per pass layout) and the steady
+ms per frame of each block. Inductor keeps its kernels
 in an on-disk cache, so a second process pays less than the first: report both.
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/compile_trunk.py --mode eager
     OMP_NUM_THREADS=1 python benchmarks/compile_trunk.py --mode compiled
+    OMP_NUM_THREADS=1 python benchmarks/compile_trunk.py --mode compiled --static
 """
 
 from __future__ import annotations
@@ -40,10 +42,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--static", action="store_true", help="the KV cache in its static mode (one graph)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     rollout, settings, _ = make_rollout(args.model, args.structure, 1, 0)
+    rollout.cache.static = args.static
     # the KV cache's ring buffer: the context, the sink and two scratch slots (KVCache)
     window = settings.context + int(settings.sink) + 2
     total = args.warmup + window + args.frames * args.repeats + 1

@@ -173,3 +173,30 @@ def test_restored_cache_continues_the_rollout_bit_for_bit():
 def test_cache_state_is_only_loaded_into_the_same_window():
     with pytest.raises(ValueError, match="window=2, sink=True"):
         KVCache(window=3, sink=True).load_state_dict(KVCache(window=2, sink=True).state_dict())
+
+
+@pytest.mark.parametrize(("window", "sink"), [(2, True), (1, False), (None, False)])
+def test_static_cache_gives_the_same_predictions_with_fixed_shapes(window, sink):
+    """A static cache (for a compiled rollout) attends over every slot with a key mask: the same
+    predictions as the default cache, and the same attention shapes every pass once its ring
+    buffer is allocated (what lets one compiled graph serve all frames)."""
+    model = make_model()
+    data = make_window(frames=K + 2, num_padding=2)
+    default, static = KVCache(window=window, sink=sink), KVCache(window, sink, static=True)
+    model.append_clean(default, data.cond, data.clean[0])
+    model.append_clean(static, data.cond, data.clean[0])
+    layouts = set()
+    for t in range(1, K + 2):
+        slot = model._open_slot(static, data.cond, data.noisy[t])
+        n, mask = static.visibility(slot)
+        layouts.add((n, tuple(mask.shape)))
+        expected = model.denoise(default, data.cond, data.noisy[t])
+        got = model.denoise(static, data.cond, data.noisy[t])
+        _assert_same_prediction(got, expected, 1e-9)
+        expected = model.append_and_denoise(default, data.cond, data.clean[t], data.noisy[t])
+        got = model.append_and_denoise(static, data.cond, data.clean[t], data.noisy[t])
+        _assert_same_prediction(got, expected, 1e-9)
+        assert static.groups == default.groups
+    if window is not None:  # a full history grows its buffer (a new shape each time)
+        assert len(layouts) == 1
+        assert layouts.pop()[0] == static.num_slots

@@ -85,6 +85,7 @@ class BenchSettings:
     quality_frames: int = 200
     train_presets: Sequence[str] = ("tiny", "small")
     attention_neighbours: int | None = None
+    compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -164,6 +165,7 @@ def _generation(
     replicas: int = 1,
     steady_from: int | None = None,
     refine: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """One generation run in a fresh process, at the default dt/context (and steps unless
     given); returns its sidecar figures, peak memory and output folder (and, with
@@ -186,6 +188,7 @@ def _generation(
             "replicas": replicas,
             "seed": settings.seed,
             "refine": refine,
+            "compile": compile,
         },
     }
     log.info(
@@ -210,7 +213,10 @@ def bench_speed(
     R trajectories together (aggregate sampling throughput). Generation runs at ``generate``'s
     defaults (refinement and atom polish on: ``refine_ms_per_frame`` and
     ``polish_ms_per_frame`` are their shares of each frame's time); one more row per model, one
-    trajectory, writes the raw network output (``generate --no-refine``).
+    trajectory, writes the raw network output (``generate --no-refine``); with
+    ``settings.compile`` one more per model, one trajectory at the defaults, runs the network
+    through ``torch.compile`` (``generate --compile``: its compile time is inside ``ratio``, not
+    ``steady_ratio``).
     """
     from starmd.modelfile import resolve_model
     from starmd.simulate.engine import simulate
@@ -221,13 +227,16 @@ def bench_speed(
     for other in settings.speed_models:
         path = resolve_model(other)
         models.append((path, model_defaults(path, settings)))
-    runs = [(r, True) for r in settings.speed_replicas] + [(1, False)]
+    runs = [(r, True, False) for r in settings.speed_replicas] + [(1, False, False)]
+    if settings.compile:
+        runs.append((1, True, True))
     gens = [
         (
             path,
             chosen,
             r,
             refine,
+            compiled,
             _generation(
                 settings,
                 path,
@@ -237,11 +246,12 @@ def bench_speed(
                 frames=frames,
                 replicas=r,
                 refine=refine,
+                compile=compiled,
                 steady_from=steady_from,
             ),
         )
         for path, chosen in models
-        for r, refine in runs
+        for r, refine, compiled in runs
     ]
     md_ps = 2.0 if settings.quick else 20.0
     md_dir = work / "md"
@@ -271,6 +281,7 @@ def bench_speed(
             "sampler": chosen["sampler"],
             "replicas": replicas,
             "refine": refine,
+            "compile": compiled,
             "frames": frames - 1,
             "starmd_frames_per_s": gen["frames_per_s"],
             "starmd_ns_per_wall_s": gen["ns_per_wall_s"],
@@ -286,7 +297,7 @@ def bench_speed(
             "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
             "steady_ratio": _steady_ratio(gen, replicas, chosen["dt_ps"], md_ns_per_s),
         }
-        for path, chosen, replicas, refine, gen in gens
+        for path, chosen, replicas, refine, compiled, gen in gens
     ]
 
 

@@ -49,6 +49,12 @@ def bench(
         help="More models (files or bundled names) timed in the speed section against the same "
         "OpenMM run, each at its own defaults, e.g. starmd-small-fast.",
     ),
+    compile_network: bool = typer.Option(
+        False,
+        "--compile",
+        help="Speed section: one more run per model with the network compiled "
+        "(`generate --compile`); its compile time counts in ratio, not in steady_ratio.",
+    ),
     attention_neighbours: int = typer.Option(
         None,
         "--attention-neighbours",
@@ -61,6 +67,7 @@ def bench(
 
     Example: starmd bench -o bench_out --threads 1
     Two models side by side: starmd bench --sections speed --speed-models starmd-small-fast
+    The same, with and without torch.compile: add --compile
     Quality: starmd bench --sections quality --structure corpus/md/2wqg/2wqg.pdb
     --reference corpus/md
     Neighbour attention: starmd bench --sections scaling --model starmd-small-fast
@@ -95,6 +102,7 @@ def bench(
         steps=steps,
         speed_models=tuple(m.strip() for m in (speed_models or "").split(",") if m.strip()),
         attention_neighbours=attention_neighbours,
+        compile=compile_network,
     )
     for name, value in (
         ("quality_steps", ints("--quality-steps", steps_list, minimum=1)),

@@ -79,6 +79,13 @@ def generate(
         "and planarity; the rollout continues from the refined frames). --no-polish: frames "
         "keep a heavy-atom clash in almost every frame.",
     ),
+    compile_network: bool = typer.Option(
+        False,
+        "--compile",
+        help="Compile the network with torch.compile for long rollouts: ~15-25% less network "
+        "time per frame on a CPU thread, after a one-off compile of ~10-40 s per protein (needs "
+        "a C++ compiler, g++). Same trajectories to float rounding, not bit for bit.",
+    ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
     ),
@@ -112,6 +119,8 @@ def generate(
     `starmd relax`) into OUT/NAME_R<i>.relaxed.xtc, same atoms and frames as the raw one.
 
     Example: starmd generate protein.pdb -o out/ --frames 1000 --dt 100ps --replicas 3
+    A long rollout, network compiled: starmd generate protein.pdb -o out/ --frames 20000
+    --model starmd-small-fast --compile
     """
     from starmd.cli import lists
     from starmd.errors import StarmdInputError
@@ -136,6 +145,7 @@ def generate(
         chains=list(chain or []),
         refine=refine,
         polish=polish,
+        compile=compile_network,
     )
     if relax:
         from starmd.simulate.relax import check_openmm

@@ -27,13 +27,14 @@ Three entry points share one trunk:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from starmd.errors import StarmdInputError
+from starmd.errors import StarmdError, StarmdInputError
 from starmd.model.config import DenoiserConfig
 from starmd.model.features import (
     ConditioningEmbedding,
@@ -265,6 +266,7 @@ class StarDenoiser(nn.Module):
         self.reference_embedding = nn.Linear(9, config.c_s)
         # ... and the clean prediction as an update of the reference (zero-init: "no motion")
         self.reference_update = RigidUpdate(config.c_s, config.trans_scale)
+        self._compiled_trunk = None  # compile_rollout()
 
     @property
     def num_attention_layers(self) -> int:
@@ -316,7 +318,7 @@ class StarDenoiser(nn.Module):
         keys/values to ``cache`` (evicting outside the window). Runs in ``torch.inference_mode``.
         """
         slot = self._open_slot(cache, cond, tokens)
-        out = self._trunk(cond, tokens, CacheContext(cache, slot))
+        out = self._rollout_trunk(cache)(cond, tokens, CacheContext(cache, slot))
         cache.commit(slot)
         return out
 
@@ -331,7 +333,7 @@ class StarDenoiser(nn.Module):
         """
         slots = self._open_slot(cache, cond, clean, count=2)
         tokens = FrameTokens.cat([clean, noisy])
-        out = self._trunk(cond, tokens, CacheContext(cache, slots), keep=1)
+        out = self._rollout_trunk(cache)(cond, tokens, CacheContext(cache, slots), keep=1)
         cache.commit(slots[0])
         return out
 
@@ -343,11 +345,58 @@ class StarDenoiser(nn.Module):
         itself; the cache's content is unchanged. Inference only (no gradients).
         """
         slot = self._open_slot(cache, cond, tokens)
-        return self._trunk(cond, tokens, CacheContext(cache, slot))
+        return self._rollout_trunk(cache)(cond, tokens, CacheContext(cache, slot))
 
-    def new_cache(self, window: int | None = None, sink: bool = False) -> KVCache:
-        """An empty :class:`KVCache` (storage is allocated on first use)."""
-        return KVCache(window=window, sink=sink)
+    def new_cache(
+        self, window: int | None = None, sink: bool = False, static: bool = False
+    ) -> KVCache:
+        """An empty :class:`KVCache` (storage is allocated on first use); ``static`` for a
+        compiled rollout (:meth:`compile_rollout`)."""
+        return KVCache(window=window, sink=sink, static=static)
+
+    def compile_rollout(self) -> None:
+        """Run the rollout passes over a static cache (``new_cache(static=True)``) through
+        ``torch.compile`` of the trunk (Inductor: fused C++ kernels on CPU, Triton on GPU).
+
+        Opt-in, for long rollouts: on one CPU thread it takes ~15-25% off the network's time
+        per frame, after a one-off compile of ~10-40 s per protein size and replica count (one
+        graph per pass layout; Inductor keeps its kernels in an on-disk cache, so a later run
+        pays the lower figure). Outputs equal the eager ones to float rounding, not bit for bit.
+        Passes over other caches stay eager. Shapes are static (``dynamic=False``): each new
+        protein size or batch compiles its own graphs, up to Dynamo's recompile limit (raised
+        here to 64), after which passes run eagerly.
+        """
+        if self._compiled_trunk is None:
+            from torch import _dynamo
+            from torch._dynamo.exc import BackendCompilerFailed
+
+            _dynamo.config.recompile_limit = max(_dynamo.config.recompile_limit, 64)
+            # rigid.py's constant tables are functools.cache'd pure functions: Dynamo traces
+            # through the cache, which is what they need; its warning would only alarm users
+            warnings.filterwarnings(
+                "ignore", message="Dynamo detected a call to a `functools.lru_cache`"
+            )
+            compiled = torch.compile(self._trunk, dynamic=False)
+
+            def trunk(*args, **kwargs) -> DenoiserOutput:
+                try:
+                    return compiled(*args, **kwargs)
+                except BackendCompilerFailed as exc:
+                    inner = exc.inner_exception
+                    first = (str(inner).strip().splitlines() or [""])[0][:200]
+                    raise StarmdError(
+                        f"torch.compile failed ({type(inner).__name__}: {first}); on a CPU it "
+                        "needs a working C++ compiler (g++); run without --compile"
+                    ) from exc
+
+            self._compiled_trunk = trunk
+
+    def _rollout_trunk(self, cache: KVCache):
+        """The compiled trunk for a static cache once :meth:`compile_rollout` was called, else
+        the eager one."""
+        if cache.static and self._compiled_trunk is not None:
+            return self._compiled_trunk
+        return self._trunk
 
     # internals ----------------------------------------------------------------------------------
     def _open_slot(

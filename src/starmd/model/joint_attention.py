@@ -196,6 +196,7 @@ class CacheContext:
     def __init__(self, cache: KVCache, slot: int | list[int]) -> None:
         self.cache, self.slot = cache, slot
         self.num_slots, self.key_mask = cache.visibility(slot)
+        self.token_index = cache.token_index(slot)
         self._additive: torch.Tensor | None = None  # key_mask as 0 / -inf, made once per pass
 
     def restrict(self, near: torch.Tensor, own: torch.Tensor | None = None) -> CacheContext:
@@ -223,7 +224,7 @@ class CacheContext:
         return self._additive
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        self.cache.write(layer, self.slot, k, v)
+        self.cache.write_tokens(layer, self.token_index, k, v)
         keys, values = self.cache.layer(layer, self.num_slots)
         mask = self._mask(q.dtype)
         if mask is not None and mask.shape[-2] > q.shape[-2]:  # queries of the last groups only

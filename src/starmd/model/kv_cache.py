@@ -26,13 +26,20 @@ class KVCache:
     Args:
         window: number of most recent clean groups kept (``None``: all).
         sink: also keep group 0 (the initial structure) forever.
+        static: every pass attends over all the slots of the storage, with an explicit key
+            mask (free and stale slots masked), so that the attention's shapes and Python-side
+            values do not change from one frame to the next once the ring buffer is allocated:
+            what lets ``torch.compile`` serve every frame with one graph. The same result as the
+            default (which attends over the leading slots that matter and skips the mask when
+            nothing is masked) to float rounding.
     """
 
-    def __init__(self, window: int | None = None, sink: bool = False) -> None:
+    def __init__(self, window: int | None = None, sink: bool = False, static: bool = False) -> None:
         if window is not None and window < 1:
             raise ValueError(f"window must be >= 1 or None, got {window}")
         self.window = window
         self.sink = sink
+        self.static = static
         self.reset()
 
     def reset(self) -> None:
@@ -165,11 +172,17 @@ class KVCache:
     ) -> None:
         """Store one group's keys ``(B, H, L, dk)`` and values ``(B, H, L, dv)`` in ``slot``
         (``G`` groups' ``(B, H, G L, d)`` in a list of ``G`` slots)."""
-        index = self._token_index(slot)
+        self.write_tokens(layer, self.token_index(slot), keys, values)
+
+    def write_tokens(
+        self, layer: int, index: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> None:
+        """:meth:`write` at the token positions ``index`` of :meth:`token_index` (a tensor, so
+        that a compiled caller does not specialise on the slot)."""
         self.keys[layer].index_copy_(2, index, keys)
         self.values[layer].index_copy_(2, index, values)
 
-    def _token_index(self, slot: int | list[int]) -> torch.Tensor:
+    def token_index(self, slot: int | list[int]) -> torch.Tensor:
         """Token positions ``(G L,)`` of the slots, in order; kept for the pass's other layers
         (one copy per layer instead of one per slot and layer)."""
         slots = (slot,) if isinstance(slot, int) else tuple(slot)
@@ -194,8 +207,13 @@ class KVCache:
         """
         slots = [slot] if isinstance(slot, int) else list(slot)
         held = [i for i, g in enumerate(self.slot_group) if g >= 0]
-        n = max(held + slots) + 1
-        if len(slots) == 1 and len(set(held + slots)) == n and bool(self._residue_mask.all()):
+        n = self.num_slots if self.static else max(held + slots) + 1
+        if (
+            not self.static
+            and len(slots) == 1
+            and len(set(held + slots)) == n
+            and bool(self._residue_mask.all())
+        ):
             return n, None
         device = self._residue_mask.device
         slot_visible = torch.zeros(len(slots), n, dtype=torch.bool, device=device)

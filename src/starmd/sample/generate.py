@@ -119,6 +119,11 @@ class GenerationSettings:
     Waals clashes and Ramachandran outliers removed by small Cartesian moves that keep the
     covalent geometry). Only the written frames are polished; the rollout continues from the
     refined frames."""
+    compile: bool = False
+    """Run the network through ``torch.compile`` (Inductor) over a static KV cache: ~15-25%
+    less network time per frame on a CPU thread after a one-off compile of ~10-40 s per protein
+    (:meth:`~starmd.model.denoiser.StarDenoiser.compile_rollout`); equal to the eager rollout to
+    float rounding (not bit for bit, so a long trajectory drifts apart from the eager one)."""
 
 
 @locked_by(lambda call: Path(call["out_dir"]) / f"{Path(call['structure']).stem}.lock", "generate")
@@ -189,6 +194,8 @@ def generate(
     refine_s = rollout.refine_s
     resumed_exactly = None
     _announce_compiling(settings.refine)
+    if settings.compile:
+        log.info("--compile: the first frames compile the network (torch.compile; ~10-40 s) ...")
     frame0 = rollout.atoms(inputs.init_frames, inputs.init_torsions)[0].cpu().numpy()
     check_frame0 = ledger is not None and polish_settings is not None
     written0 = writer.written(frame0[None]) if start == 0 or check_frame0 else None
@@ -304,6 +311,7 @@ def _rollout_settings(settings: GenerationSettings) -> RolloutSettings:
         sampler=settings.sampler,
         schedule_rho=settings.schedule_rho,
         refine=RefineSettings() if settings.refine else None,
+        compile=settings.compile,
     )
 
 
