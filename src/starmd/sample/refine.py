@@ -200,6 +200,45 @@ class RefineTopology:
     chain_index: torch.Tensor
     rama: torch.Tensor
 
+    @functools.cached_property
+    def clash_atoms(self) -> tuple[np.ndarray, ...]:
+        """The rebuilt atoms' flat ``(residue, slot)`` indices and, per atom, what the clash
+        search takes (residue and chain index, sulfur, radius, polar): made once per rollout,
+        not once per frame."""
+        slots = self.atom_mask.shape[-1]
+        present = self.atom_mask.reshape(-1).nonzero()[:, 0].cpu().numpy()
+        residue = present // slots
+
+        def per_atom(table: torch.Tensor, dtype=None) -> np.ndarray:
+            values = table.cpu().numpy()
+            values = values.reshape(-1)[present] if values.ndim == 2 else values[residue]
+            return np.ascontiguousarray(values, dtype=dtype)
+
+        return (
+            present,
+            per_atom(self.residue_index, np.int64),
+            per_atom(self.chain_index, np.int64),
+            per_atom(self.sulfur_gamma, np.bool_),
+            per_atom(self.radius, np.float64),
+            per_atom(self.polar, np.bool_),
+        )
+
+    def junction_index(self, replicas: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Per peptide junction of ``replicas`` copies: replica, residue ``i``, the flat atom
+        offsets of residues ``i`` and ``i + 1``, and whether ``i + 1`` is a proline (made once
+        per batch size and device)."""
+        memo = self.__dict__.setdefault("_junction_memo", {})
+        key = (replicas, str(device))
+        if key not in memo:
+            slots = self.atom_mask.shape[-1]
+            l = self.atom_mask.shape[0]
+            junction = torch.nonzero(self.bonded)[:, 0].to(device)  # (J,)
+            replica = torch.arange(replicas, device=device).repeat_interleave(len(junction))
+            i = junction.repeat(replicas)
+            base = (replica * l + i) * slots
+            memo[key] = (replica, i, base, base + slots, self.pre_proline.to(device)[i])
+        return memo[key]
+
 
 def refine_topology(
     aatype: torch.Tensor,
@@ -269,24 +308,17 @@ def _clash_pairs(
     from starmd.structure.polish_kernel import watched_pairs
 
     b, l, slots = atoms.shape[:3]
-    present = topology.atom_mask.reshape(-1).nonzero()[:, 0].cpu().numpy()  # (residue, slot)
-    residue = present // slots
-
-    def per_atom(table: torch.Tensor, dtype=None) -> np.ndarray:
-        values = table.cpu().numpy()
-        values = values.reshape(-1)[present] if values.ndim == 2 else values[residue]
-        return np.ascontiguousarray(values, dtype=dtype)
-
+    present, residue_index, chain_index, sulfur, radius, polar = topology.clash_atoms
     xyz = atoms.detach().reshape(b, l * slots, 3)[:, torch.from_numpy(present).to(atoms.device)]
     frame, first, second, limit, _, _ = watched_pairs(
         np.ascontiguousarray(xyz.cpu().numpy(), dtype=np.float64),
         2 * max(VDW_RADIUS_A.values()) + margin_a,
         margin_a,
-        per_atom(topology.residue_index, np.int64),
-        per_atom(topology.chain_index, np.int64),
-        per_atom(topology.sulfur_gamma, np.bool_),
-        per_atom(topology.radius, np.float64),
-        per_atom(topology.polar, np.bool_),
+        residue_index,
+        chain_index,
+        sulfur,
+        radius,
+        polar,
         np.zeros(0, dtype=np.int64),
         POLAR_ALLOWANCE_A,
         overlap_a,
@@ -317,12 +349,7 @@ def _junction_restraints(
     ``local (B, L, 15, 3)``: atoms in their residue frames): CA(i)-N(i+1) for CA-C-N and
     C(i)-CA(i+1) for C-N-CA. An angle's tolerance becomes a distance tolerance through the
     derivative ``a b sin(angle) / d``."""
-    b, l, slots = local.shape[:3]
-    junction = torch.nonzero(topology.bonded)[:, 0]  # (J,)
-    replica = torch.arange(b, device=local.device).repeat_interleave(len(junction))
-    i = junction.repeat(b)
-    base = (replica * l + i) * slots
-    following = base + slots
+    replica, i, base, following, pro = topology.junction_index(local.shape[0], local.device)
     ca_c = local[replica, i, geometry.C_SLOT].norm(dim=-1)
     n_ca = local[replica, i + 1, geometry.N_SLOT].norm(dim=-1)
     bond, bond_sd = topology.bond_mean[i], topology.bond_sd[i]
@@ -352,7 +379,6 @@ def _junction_restraints(
         )
     # C(i) to CD(i+1) before a proline: the C-N-CD angle, which the proline's ring (rebuilt
     # with residue i + 1) and C(i) (with residue i) otherwise leave free
-    pro = topology.pre_proline[i]
     length, spread = PROLINE_C_CD_A
     ideal = local.new_full((int(pro.sum()),), length)
     out.append(
