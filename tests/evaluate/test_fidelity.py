@@ -53,6 +53,18 @@ def test_coverage_gap_is_relative_to_the_md_replica():
     assert np.isnan(_row_value(methods, "anm", "rmsf_r"))
 
 
+def test_pairwise_rmsd_row_is_the_ratio_to_the_md_of_the_same_protein():
+    methods = {
+        "model": {"pairwise_rmsd": 0.9, "pairwise_rmsd_md": 1.2},
+        "static": {"pairwise_rmsd": 0.0, "pairwise_rmsd_md": 1.2},
+        "broken": {"pairwise_rmsd": 0.9, "pairwise_rmsd_md": 0.0},
+    }
+    assert _row_value(methods, "model", "pairwise_rmsd_ratio") == pytest.approx(0.75)
+    assert _row_value(methods, "static", "pairwise_rmsd_ratio") == 0.0
+    assert np.isnan(_row_value(methods, "broken", "pairwise_rmsd_ratio"))  # no MD spread
+    assert np.isnan(_row_value(methods, "anm", "pairwise_rmsd_ratio"))
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     folder = make_reference(tmp_path_factory.mktemp("corpus"), n_replicas=2, n_frames=12)
@@ -86,6 +98,8 @@ def test_fidelity_end_to_end_and_resumes_without_regenerating(corpus, tiny_model
     # fluctuations, so its RMSF correlation is undefined
     assert table.cells["coverage_jsd_gap"]["md_replica"][:3] == (0.0, 0.0, 0.0)
     assert table.cells["rmsf_r"]["static"][3] == 0
+    assert table.cells["pairwise_rmsd_ratio"]["static"][0] == pytest.approx(0.0, abs=1e-5)
+    assert table.cells["pairwise_rmsd_ratio"]["md_replica"][0] > 0
     rows = list(csv.DictReader((tmp_path / "fidelity.csv").open()))
     assert len(rows) == len(ROWS) * 4
     markdown = (tmp_path / "fidelity.md").read_text()

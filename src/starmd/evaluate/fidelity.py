@@ -49,7 +49,7 @@ class FidelityRow:
 
     key: str
     label: str
-    better: str  # "higher" or "lower"
+    better: str  # "higher", "lower" or "near 1"
 
 
 ROWS = (
@@ -63,6 +63,7 @@ ROWS = (
     FidelityRow("transient_contacts_jaccard", "transient contacts Jaccard", "higher"),
     FidelityRow("coverage_jsd_gap", "coverage JSD minus the MD replica's", "lower"),
     FidelityRow("validity_pct", "CA+AA-valid frames (%)", "higher"),
+    FidelityRow("pairwise_rmsd_ratio", "pairwise C-alpha RMSD / the MD's", "near 1"),
 )
 
 
@@ -276,6 +277,9 @@ def _row_value(methods: Mapping[str, Mapping], method: str, key: str) -> float:
     if key == "coverage_jsd_gap":
         own, replica = values.get("coverage_jsd"), methods.get("md_replica", {}).get("coverage_jsd")
         return np.nan if own is None or replica is None else float(own) - float(replica)
+    if key == "pairwise_rmsd_ratio":  # how much the ensemble spreads, relative to the MD's
+        own, md = values.get("pairwise_rmsd"), values.get("pairwise_rmsd_md")
+        return np.nan if own is None or not md else float(own) / float(md)
     value = values.get(key)
     if key == "tica_corr" and values.get("tica_na"):
         return np.nan
