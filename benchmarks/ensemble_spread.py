@@ -30,32 +30,21 @@ import mdtraj as md
 import numpy as np
 import torch
 
+from starmd.evaluate.geometry import rmsf
 from starmd.evaluate.paper import curve_gap, lag_grid, rmsd_lag_curve
 from starmd.modelfile import load_model, resolve_model
 from starmd.sample.generate import GenerationSettings, with_model_defaults
 from starmd.sample.refine import RefineSettings
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
+from starmd.structure.superpose import superpose
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def superpose_on_first(frames: np.ndarray) -> np.ndarray:
-    """Frames ``(T, N, 3)`` centred and rotated onto the first (Kabsch)."""
-    target = frames[0] - frames[0].mean(0)
-    out = np.empty_like(frames)
-    for t, frame in enumerate(frames):
-        x = frame - frame.mean(0)
-        u, _, vt = np.linalg.svd(x.T @ target)
-        d = np.sign(np.linalg.det(u @ vt))
-        out[t] = x @ (u @ np.diag([1.0, 1.0, d]) @ vt)
-    return out
-
-
-def rmsf(replicas: list[np.ndarray]) -> np.ndarray:
-    """Per-atom RMSF of the pooled frames ``(T, N, 3)`` (Angstrom)."""
-    x = np.concatenate(replicas)
-    return np.sqrt(((x - x.mean(0)) ** 2).sum(-1).mean(0))
+    """Frames ``(T, N, 3)`` superposed on the first by all atoms, as generated XTCs are."""
+    return superpose(frames, frames[0], np.arange(frames.shape[1]))
 
 
 def probe(loaded, md_dir: Path, name: str, variant: dict, args) -> dict[str, float]:
@@ -79,7 +68,7 @@ def probe(loaded, md_dir: Path, name: str, variant: dict, args) -> dict[str, flo
     lags = lag_grid(n)
     md_curve = rmsd_lag_curve([md_ca[:n]], lags)
     curve = rmsd_lag_curve(generated, lags)
-    md_rmsf, gen_rmsf = rmsf([superpose_on_first(md_ca)]), rmsf(generated)
+    md_rmsf, gen_rmsf = rmsf(superpose_on_first(md_ca)), rmsf(np.concatenate(generated))
     return {
         "rmsd_lag_gap": curve_gap(curve, md_curve),
         "rmsf_ratio": float(np.median(gen_rmsf) / np.median(md_rmsf)),
