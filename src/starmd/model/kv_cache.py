@@ -12,7 +12,7 @@ cached. Storage is a ring buffer of ``slots``, each one group of ``L`` tokens:
 
 Keys are order-free (positions live inside the rotary-encoded keys), so a slot can be reused
 without moving the others. The model writes into the cache through :meth:`open_slot`,
-:meth:`write` and :meth:`commit`; users only create, inspect and :meth:`reset` it.
+:meth:`write_tokens` and :meth:`commit`; users only create, inspect and :meth:`reset` it.
 """
 
 from __future__ import annotations
@@ -167,18 +167,12 @@ class KVCache:
             new[:, :, : old * l] = prev
         self.slot_group = self.slot_group + [-1] * (num_slots - old)
 
-    def write(
-        self, layer: int, slot: int | list[int], keys: torch.Tensor, values: torch.Tensor
-    ) -> None:
-        """Store one group's keys ``(B, H, L, dk)`` and values ``(B, H, L, dv)`` in ``slot``
-        (``G`` groups' ``(B, H, G L, d)`` in a list of ``G`` slots)."""
-        self.write_tokens(layer, self.token_index(slot), keys, values)
-
     def write_tokens(
         self, layer: int, index: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     ) -> None:
-        """:meth:`write` at the token positions ``index`` of :meth:`token_index` (a tensor, so
-        that a compiled caller does not specialise on the slot)."""
+        """Store keys ``(B, H, G L, dk)`` and values ``(B, H, G L, dv)`` at the token positions
+        ``index`` of :meth:`token_index` (a tensor made outside the pass, so that a compiled
+        caller does not specialise on the slot)."""
         self.keys[layer].index_copy_(2, index, keys)
         self.values[layer].index_copy_(2, index, values)
 
