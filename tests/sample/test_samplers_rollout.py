@@ -2,8 +2,9 @@
 50 ps) keeps the chain connected and near the input, and does move it.
 
 Steps per sampler are the fewest that keep the chain intact here: the deterministic and
-posterior samplers (ddpm, ddim, dpm2, cm) at 2; the reverse SDE at 20 and the probability-flow
-ODE at 10 (Euler steps; at 2 steps both leave most of the prior's noise, CA RMSD 12-120 A).
+posterior samplers (ddpm, ddim, dpm2, dpm2sde, cm) at 2; the reverse SDE at 20 and the
+probability-flow ODE at 10 (Euler steps; at 2 steps both leave most of the prior's noise, CA
+RMSD 12-120 A).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starmd.sample.generate import GenerationSettings, generate
 from tests.conftest import STRUCTURES
 
 VILLIN = STRUCTURES / "1vii.pdb"
-STEPS = {"ddpm": 2, "ddim": 2, "dpm2": 2, "cm": 2, "sde": 20, "ode": 10}
+STEPS = {"ddpm": 2, "ddim": 2, "dpm2": 2, "dpm2sde": 2, "cm": 2, "sde": 20, "ode": 10}
 
 
 @pytest.mark.parametrize("sampler", sorted(STEPS))

@@ -36,10 +36,11 @@ def generate(
     sampler: str = typer.Option(
         None,
         help="ddpm (exact posterior steps), ddim (deterministic), dpm2 (ddim + second-order "
-        "multistep correction, DPM-Solver++(2M); for few steps), sde (Euler-Maruyama of the "
-        "reverse SDE, as in the paper; needs many steps), ode (probability flow), cm "
-        "(consistency-style steps of a distilled model: the last prediction, at a moderate "
-        "noise level, is the frame). Default: the model's.",
+        "multistep correction, DPM-Solver++(2M); for few steps), dpm2sde (the same on "
+        "ancestral steps, DPM-Solver++(2M) SDE: wider ensembles at the same cost), sde "
+        "(Euler-Maruyama of the reverse SDE, as in the paper; needs many steps), ode "
+        "(probability flow), cm (consistency-style steps of a distilled model: the last "
+        "prediction, at a moderate noise level, is the frame). Default: the model's.",
     ),
     schedule_rho: float = typer.Option(
         3.0, help="Spacing of the denoising times: 1 = linear, larger = more steps at low noise."

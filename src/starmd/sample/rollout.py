@@ -56,9 +56,10 @@ class RolloutSettings:
             paper; needs many steps: with few, its last steps inject more noise than the
             marginal has), ``"ode"`` (Euler probability-flow ODE), ``"dpm2"`` (deterministic
             DDIM with the second-order multistep correction of DPM-Solver++(2M): one model call
-            per step, for few-step sampling), ``"cm"`` (deterministic steps whose last
-            prediction is at a moderate noise level, for distilled students; see
-            :func:`~starmd.diffusion.sampler.sampler_schedule`).
+            per step, for few-step sampling), ``"dpm2sde"`` (the same correction on ancestral
+            steps: DPM-Solver++(2M) SDE; wider ensembles at the same cost), ``"cm"``
+            (deterministic steps whose last prediction is at a moderate noise level, for
+            distilled students; see :func:`~starmd.diffusion.sampler.sampler_schedule`).
         noise_scale: scale of the SDE noise (``"sde"`` only; 1 = exact reverse SDE).
         schedule_rho: spacing of the diffusion times (``reverse_schedule``): 1 = linear in tau,
             3 (default) = more steps at low noise. Against a converged solution of the same ODE
