@@ -37,7 +37,7 @@ def generate(
         None,
         help="ddpm (exact posterior steps), ddim (deterministic), dpm2 (ddim + second-order "
         "multistep correction, DPM-Solver++(2M); for few steps), dpm2sde (the same on "
-        "ancestral steps, DPM-Solver++(2M) SDE: wider ensembles at the same cost), sde "
+        "ancestral steps, DPM-Solver++(2M) SDE: wider ensembles, noisier torsions), sde "
         "(Euler-Maruyama of the reverse SDE, as in the paper; needs many steps), ode "
         "(probability flow), cm (consistency-style steps of a distilled model: the last "
         "prediction, at a moderate noise level, is the frame). Default: the model's.",

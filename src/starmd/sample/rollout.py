@@ -57,7 +57,7 @@ class RolloutSettings:
             marginal has), ``"ode"`` (Euler probability-flow ODE), ``"dpm2"`` (deterministic
             DDIM with the second-order multistep correction of DPM-Solver++(2M): one model call
             per step, for few-step sampling), ``"dpm2sde"`` (the same correction on ancestral
-            steps: DPM-Solver++(2M) SDE; wider ensembles at the same cost), ``"cm"``
+            steps: DPM-Solver++(2M) SDE; wider ensembles, noisier torsions), ``"cm"``
             (deterministic steps whose last prediction is at a moderate noise level, for
             distilled students; see :func:`~starmd.diffusion.sampler.sampler_schedule`).
         noise_scale: scale of the SDE noise (``"sde"`` only; 1 = exact reverse SDE).
