@@ -12,7 +12,7 @@ from starmd.errors import StarmdInputError
 from starmd.modelfile import load_model
 from starmd.modelfile.config import TrainConfig
 from starmd.structure.rigid import Rigid
-from starmd.train.distill import energy_score_term, rms_distance
+from starmd.train.distill import chord_distance, energy_score_term, rms_distance
 from starmd.train.module import step_generator
 from starmd.train.run import build_module
 from tests.train.conftest import TINY
@@ -120,6 +120,37 @@ def test_energy_score_is_least_for_the_observations_own_spread_and_rewards_no_co
     assert energy_score_term(a, b, a, torch.tensor([1.0, 0.0])).item() == pytest.approx(2.5)
 
 
+def test_torsion_energy_score_uses_the_chord_distance_and_is_least_at_the_true_spread():
+    """The torsion form: chord distance by hand (a quarter turn is sqrt(2), a half turn 2, the
+    wrap at +-pi costs nothing, masked torsions do not count); with wrapped-normal observations
+    around a mean angle, a model of the same spread scores best, collapsed (the circular mean)
+    and twice as wide score worse."""
+    a = torch.tensor([[[0.0, 3.1, 1.0]]])
+    b = torch.tensor([[[torch.pi / 2, -3.1 - 2 * torch.pi, -2.0]]])
+    mask = torch.tensor([[[1.0, 0.0, 0.0]]])
+    assert chord_distance(a, b, mask).item() == pytest.approx(2**0.5, abs=1e-4)
+    assert chord_distance(a, -a, torch.tensor([[[0.0, 1.0, 0.0]]])).item() == pytest.approx(
+        (2 - 2 * torch.cos(torch.tensor(6.2))).sqrt().item(), abs=1e-4
+    )
+    assert chord_distance(a, a + torch.pi, torch.ones(1, 1, 3)).item() == pytest.approx(2.0)
+    assert chord_distance(a, a + 2 * torch.pi, torch.ones(1, 1, 3)).item() < 1e-3
+    g = torch.Generator().manual_seed(1)
+    n, shape = 4000, (6, 7)
+    centre = torch.rand(*shape, generator=g) * 6 - 3
+    mask = (torch.rand(*shape, generator=g) > 0.2).float()
+
+    def draw(s):
+        return centre + s * torch.randn(n, *shape, generator=g)
+
+    y = draw(0.8)
+    means = {
+        s: energy_score_term(draw(s), draw(s), y, mask, chord_distance).mean().item()
+        for s in (0.0, 0.4, 0.8, 1.6)
+    }
+    assert means[0.8] < means[0.4] < means[0.0]
+    assert means[0.8] < means[1.6]
+
+
 def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
     tiny_dataset, tiny_model_path
 ):
@@ -143,6 +174,20 @@ def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
     assert grads and any(g.abs().max() > 0 for g in grads)
     with pytest.raises(StarmdInputError, match="energy_score >= 0"):
         build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score=-1"]))
+    # the torsion form: its own term at its weight, the C-alpha one absent, a gradient
+    torsional = build_module(
+        TrainConfig.from_yaml(None, [*base, "distill.torsion_energy_score=2.0"])
+    )
+    torsional.model.load_state_dict(plain.model.state_dict())
+    t2 = torsional.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    assert "energy_score" not in t2
+    assert torch.isfinite(t2["torsion_energy_score"]) and t2["torsion_energy_score"].item() != 0
+    torch.testing.assert_close(t2["loss"], t0["loss"] + 2.0 * t2["torsion_energy_score"])
+    t2["torsion_energy_score"].backward()
+    grads = [p.grad for p in torsional.model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().max() > 0 for g in grads)
+    with pytest.raises(StarmdInputError, match="torsion_energy_score >= 0"):
+        build_module(TrainConfig.from_yaml(None, [*base, "distill.torsion_energy_score=-1"]))
 
 
 def test_distill_from_takes_a_bundled_name(tmp_path, capsys):

@@ -151,6 +151,10 @@ class DistillSection:
     one-step distributions up to a constant, least when they agree, so unlike the paired
     regression alone it does not reward collapsing onto the teacher's mean sample. Costs one
     more student pass per step."""
+    torsion_energy_score: float = 0.0
+    """Weight of the same rule on the one-step torsion angles (0 = off), with ``d`` the RMS
+    chord distance between the angles' unit vectors over the residues' defined torsions (in
+    [0, 2]). Shares the second pass with ``energy_score``."""
 
 
 @dataclass

@@ -18,9 +18,14 @@ draw settle on the teacher's mean sample (it keeps a fraction of the teacher's s
 draws, docs/model_card.md). ``distill.energy_score`` adds a proper scoring rule on the one-step
 C-alpha prediction (:func:`energy_score_term`; Gneiting & Raftery 2007), which is least when the
 student's one-step distribution equals the teacher's, spread included.
+``distill.torsion_energy_score`` is the same rule on the one-step torsion angles, with the chord
+distance between their unit vectors (:func:`chord_distance`): without it the students' torsions
+settle on the teacher's mean and move less from frame to frame than MD's (docs/model_card.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -39,18 +44,34 @@ def rms_distance(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.
     return (sq.sum(-1) / mask.sum(-1).clamp(min=1) + 1e-8).sqrt()
 
 
+def chord_distance(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMS chord distance ``(...)`` between the unit vectors of torsion angles ``(..., L, 7)``
+    (radians) over the torsions of ``mask`` (same shape): ``sqrt(mean(2 - 2 cos(a - b)))``, the
+    Euclidean distance of the angles embedded on circles (so a metric of negative type, for
+    which the energy score is strictly proper), in [0, 2]; the same 1e-4 floor as
+    :func:`rms_distance`."""
+    sq = (2.0 - 2.0 * torch.cos(a - b)) * mask
+    return (sq.sum((-1, -2)) / mask.sum((-1, -2)).clamp(min=1) + 1e-8).sqrt()
+
+
 def energy_score_term(
-    x1: torch.Tensor, x2: torch.Tensor, y1: torch.Tensor, mask: torch.Tensor
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    y1: torch.Tensor,
+    mask: torch.Tensor,
+    distance: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = rms_distance,
 ) -> torch.Tensor:
     """Energy-score estimate ``d(x2, y1) - d(x1, x2) / 2`` per sample ``(...)``.
 
-    ``x1``, ``x2``: two independent samples of the model's distribution ``(..., L, 3)``;
-    ``y1``: an observation, independent of ``x2`` (it may depend on ``x1``, as the teacher's
-    sample of the draw behind ``x1`` does). In expectation this is the energy distance between
-    the two distributions (Szekely & Rizzo) minus half the observations' own mean distance, a
-    constant: zero excess exactly when the distributions agree, whatever their spread.
+    ``x1``, ``x2``: two independent samples of the model's distribution (``(..., L, 3)``
+    positions for the default C-alpha RMS distance, ``(..., L, 7)`` angles for
+    :func:`chord_distance`); ``y1``: an observation, independent of ``x2`` (it may depend on
+    ``x1``, as the teacher's sample of the draw behind ``x1`` does). In expectation this is the
+    energy distance between the two distributions (Szekely & Rizzo) minus half the
+    observations' own mean distance, a constant: zero excess exactly when the distributions
+    agree, whatever their spread.
     """
-    return rms_distance(x2, y1, mask) - 0.5 * rms_distance(x1, x2, mask)
+    return distance(x2, y1, mask) - 0.5 * distance(x1, x2, mask)
 
 
 class DistillModule(StarMDModule):
@@ -59,11 +80,15 @@ class DistillModule(StarMDModule):
     def __init__(self, config: TrainConfig, teacher: StarDenoiser):
         super().__init__(config)
         d = config.distill
-        if d.teacher_steps < 2 or not 0.0 <= d.one_step_fraction <= 1.0 or d.energy_score < 0:
+        if (
+            d.teacher_steps < 2
+            or not 0.0 <= d.one_step_fraction <= 1.0
+            or min(d.energy_score, d.torsion_energy_score) < 0
+        ):
             raise StarmdInputError(
                 "distill: need teacher_steps >= 2, 0 <= one_step_fraction <= 1 and "
-                f"energy_score >= 0, got {d.teacher_steps}, {d.one_step_fraction} and "
-                f"{d.energy_score}"
+                f"energy_score >= 0 and torsion_energy_score >= 0, got {d.teacher_steps}, "
+                f"{d.one_step_fraction}, {d.energy_score} and {d.torsion_energy_score}"
             )
         if d.teacher_sampler not in SAMPLERS:
             raise StarmdInputError(
@@ -154,7 +179,8 @@ class DistillModule(StarMDModule):
         pred = self.denoise_window(model, ctx, frames, torsions, tau)
         terms = self.window_losses(batch, ctx, noisy, pred, target_frames, target_torsions)
         weight = self.config.distill.energy_score
-        if weight > 0:
+        torsion_weight = self.config.distill.torsion_energy_score
+        if weight > 0 or torsion_weight > 0:
             # a second draw's one-step prediction against the first's, where the first is at
             # tau = 1 too, on the frames the other terms count
             z2_frames, z2_torsions = self.diffuser.sample_prior(
@@ -162,10 +188,23 @@ class DistillModule(StarMDModule):
             )
             second = self.denoise_window(model, ctx, z2_frames, z2_torsions, torch.ones_like(tau))
             counted = one & scored_frames(ctx)
+            n_counted = counted.sum().clamp(min=1)
+        if weight > 0:
             mask = ctx.cond.residue_mask[:, None].expand(b, k, -1).to(ctx.dtype)
             score = energy_score_term(
                 pred.frames.trans, second.frames.trans, target_frames.trans, mask
             )
-            terms["energy_score"] = (score * counted).sum() / counted.sum().clamp(min=1)
+            terms["energy_score"] = (score * counted).sum() / n_counted
             terms["loss"] = terms["loss"] + weight * terms["energy_score"]
+        if torsion_weight > 0:
+            mask = ctx.torsion_mask.expand(b, k, -1, -1).to(ctx.dtype)
+            score = energy_score_term(
+                pred.angles(ctx.torsion_mask),
+                second.angles(ctx.torsion_mask),
+                target_torsions,
+                mask,
+                chord_distance,
+            )
+            terms["torsion_energy_score"] = (score * counted).sum() / n_counted
+            terms["loss"] = terms["loss"] + torsion_weight * terms["torsion_energy_score"]
         return terms
