@@ -172,7 +172,7 @@ def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
     t1["energy_score"].backward()
     grads = [p.grad for p in scored.model.parameters() if p.grad is not None]
     assert grads and any(g.abs().max() > 0 for g in grads)
-    with pytest.raises(StarmdInputError, match="energy_score >= 0"):
+    with pytest.raises(StarmdInputError, match="dihedral_energy_score >= 0"):
         build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score=-1"]))
     # the torsion form: its own term at its weight, the C-alpha one absent, a gradient
     torsional = build_module(
@@ -186,8 +186,27 @@ def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
     t2["torsion_energy_score"].backward()
     grads = [p.grad for p in torsional.model.parameters() if p.grad is not None]
     assert grads and any(g.abs().max() > 0 for g in grads)
-    with pytest.raises(StarmdInputError, match="torsion_energy_score >= 0"):
-        build_module(TrainConfig.from_yaml(None, [*base, "distill.torsion_energy_score=-1"]))
+    # the backbone-dihedral form, beside the torsion one: each term at its weight
+    both = build_module(
+        TrainConfig.from_yaml(
+            None,
+            [*base, "distill.torsion_energy_score=2.0", "distill.dihedral_energy_score=3.0"],
+        )
+    )
+    both.model.load_state_dict(plain.model.state_dict())
+    t3 = both.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    torch.testing.assert_close(t3["torsion_energy_score"], t2["torsion_energy_score"])
+    assert torch.isfinite(t3["dihedral_energy_score"]) and t3["dihedral_energy_score"] != 0
+    torch.testing.assert_close(
+        t3["loss"],
+        t0["loss"] + 2.0 * t2["torsion_energy_score"] + 3.0 * t3["dihedral_energy_score"],
+    )
+    t3["dihedral_energy_score"].backward()
+    grads = [p.grad for p in both.model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().max() > 0 for g in grads)
+    for name in ("torsion_energy_score", "dihedral_energy_score"):
+        with pytest.raises(StarmdInputError, match="dihedral_energy_score >= 0"):
+            build_module(TrainConfig.from_yaml(None, [*base, f"distill.{name}=-1"]))
 
 
 def test_distill_from_takes_a_bundled_name(tmp_path, capsys):

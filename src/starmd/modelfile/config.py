@@ -155,6 +155,9 @@ class DistillSection:
     """Weight of the same rule on the one-step torsion angles (0 = off), with ``d`` the RMS
     chord distance between the angles' unit vectors over the residues' defined torsions (in
     [0, 2]). Shares the second pass with ``energy_score``."""
+    dihedral_energy_score: float = 0.0
+    """Weight of the same rule on the backbone dihedrals (psi, phi) across the peptide bonds of
+    the one-step frames (0 = off), chord distance as for the torsions."""
 
 
 @dataclass

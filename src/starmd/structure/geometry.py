@@ -278,6 +278,19 @@ def frames_to_atoms(
     return _close_proline_ring(positions, aatype)
 
 
+def junction_dihedrals(frames: Rigid, aatype: torch.Tensor) -> torch.Tensor:
+    """Backbone dihedrals across each junction ``i|i+1`` of residue frames ``Rigid (..., L)``:
+    ``(..., L-1, 2)`` radians, ``psi(i)`` = N-CA-C(i)-N(i+1) and ``phi(i+1)`` = C(i)-N-CA-C(i+1),
+    from the idealised N, CA, C each frame places (torsions play no part); whether a junction is
+    a peptide bond is the caller's mask (:func:`starmd.structure.local_geometry.peptide_bonds`).
+    """
+    local = _table("local", frames.device, frames.dtype)[aatype][..., :3, :]  # (L, 3, 3)
+    n, ca, c = frames.unsqueeze(-1).apply(local).unbind(-2)
+    psi = dihedral(n[..., :-1, :], ca[..., :-1, :], c[..., :-1, :], n[..., 1:, :])
+    phi = dihedral(c[..., :-1, :], n[..., 1:, :], ca[..., 1:, :], c[..., 1:, :])
+    return torch.stack([psi, phi], dim=-1)
+
+
 def place_psi_atoms(
     positions: torch.Tensor,
     psi: torch.Tensor,
