@@ -43,13 +43,14 @@ model: $(STAMP)
 	$(PY) scripts/export_model.py runs/small/checkpoints/best.ckpt \
 		src/starmd/assets/models/starmd-small.safetensors --dt-ps 50 --steps 5 --sampler dpm2
 
-# The bundled few-step student's recipe (since session 29; docs/model_card.md, "Few-step student
-# with an energy-score term"): distil version 5's 5-step dpm2 sampler with the energy-score term
-# in three legs of one CPU thread each (weight 0.5, then 2.0, then 3.0, each leg starting from
-# the last one's weights), export with the student's sampling defaults. Each leg stops where the
-# bundled one stopped (steps 544, 239, 512) on the schedule of the configured 100 epochs
-# (trainer.stop_step); the corpus has grown since, so a rerun is close to, not bit-identical
-# with, the bundled weights.
+# The bundled few-step student's recipe (since session 32; docs/model_card.md, "Few-step student
+# with an energy-score term"): distil version 5's sampler with the energy-score term in five
+# legs of one CPU thread each, each leg starting from the last one's weights: 5-step dpm2
+# teacher at weights 0.5, 2.0 and 3.0; a 10-step dpm2 teacher; the same with the torsion
+# energy score (weight 2.0). Export with the student's sampling defaults. Each leg stops where
+# the bundled one stopped (steps 544, 239, 512, 458, 453) on the schedule of the configured 100
+# epochs (trainer.stop_step); the corpus has grown since, so a rerun is close to, not
+# bit-identical with, the bundled weights.
 TEACHER := src/starmd/assets/models/starmd-small.safetensors
 fast-model: $(STAMP)
 	$(VENV)/bin/starmd prepare corpus/md -o data/corpus --overwrite \
@@ -62,7 +63,14 @@ fast-model: $(STAMP)
 	$(VENV)/bin/starmd train data/corpus -o runs/fast_es3 --config configs/distill_cpu_v5.yaml \
 		--distill-from $(TEACHER) --init runs/fast_es2/model.safetensors \
 		--set distill.energy_score=3.0 --set trainer.stop_step=512
-	$(PY) scripts/export_model.py runs/fast_es3/model.safetensors \
+	$(VENV)/bin/starmd train data/corpus -o runs/fast_dpm10 --config configs/distill_cpu_v5.yaml \
+		--distill-from $(TEACHER) --init runs/fast_es3/model.safetensors \
+		--set distill.energy_score=3.0 --set distill.teacher_steps=10 --set trainer.stop_step=458
+	$(VENV)/bin/starmd train data/corpus -o runs/fast_tes --config configs/distill_cpu_v5.yaml \
+		--distill-from $(TEACHER) --init runs/fast_dpm10/model.safetensors \
+		--set distill.energy_score=3.0 --set distill.teacher_steps=10 \
+		--set distill.torsion_energy_score=2.0 --set trainer.stop_step=453
+	$(PY) scripts/export_model.py runs/fast_tes/model.safetensors \
 		src/starmd/assets/models/starmd-small-fast.safetensors --dt-ps 50 --steps 1 --sampler cm
 
 lint: $(STAMP)

@@ -3,9 +3,10 @@
 lower the translation and backbone-FAPE losses of their untrained base (whose update starts at
 zero, so it predicts the Gaussian posterior base itself).
 
-Bounds sit above the measured ratios (trained / base, this batch; session 29): translation
-0.671 (starmd-small version 5) and 0.784 (starmd-small-fast, the energy-score student of
-version 5), backbone FAPE 0.316 and 0.328. A translation update switched off gives exactly 1;
+Bounds sit above the measured ratios (trained / base, this batch): translation 0.671
+(starmd-small version 5; session 29) and 0.757 (starmd-small-fast, session 32's student of
+version 5 with the torsion energy score; the session-29 student 0.784), backbone FAPE 0.316
+and 0.330 (0.328). A translation update switched off gives exactly 1;
 reversed, 1.68 and 1.86; doubled, 1.10 and 1.55 (measured on earlier versions of both models).
 """
 

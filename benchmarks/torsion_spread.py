@@ -1,0 +1,96 @@
+"""How wide and how fast the torsions of generated trajectories move, against the reference MD.
+
+For each protein and each labelled directory of generated trajectories (what ``starmd generate``
+writes: ``NAME.pdb`` and ``NAME_R*.xtc``, directly or in ``seed*/`` subfolders, as ``starmd
+fidelity`` leaves them under ``generated/LABEL``), and for the reference MD (replicas pooled,
+strided to the generated time step), per torsion kind (phi, psi, chi1; mdtraj's definitions):
+
+* ``sd``: the median over torsions of the circular standard deviation ``sqrt(-2 ln R)`` (R the
+  mean resultant length over all frames), in degrees: the width of each torsion's distribution;
+* ``step``: the median over torsions and frames of the absolute change from one frame to the
+  next, in degrees;
+* ``ac1``: the median over torsions of the normalised lag-1 autocorrelation of the unit vector,
+  ``(<cos(a_t+1 - a_t)> - b) / (1 - b)`` with ``b = R^2``, the quantity whose fall below 1/e
+  defines the fidelity table's decorrelation time (``evaluate.dynamics.decorrelation_times``).
+
+A diagnostic behind the fidelity table's torsion rows, not one of its rows: it tells a
+distribution that is too wide (sd) from one that moves too little per frame (step, ac1).
+
+Usage::
+
+    python benchmarks/torsion_spread.py --protein 2wqg --protein 2k1b \\
+        default=FIDELITY_OUT/generated/default student=FIDELITY_OUT/generated/student
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = {"phi": md.compute_phi, "psi": md.compute_psi, "chi1": md.compute_chi1}
+
+
+def trajectories(directory: Path, name: str) -> list[md.Trajectory]:
+    """Every ``NAME_R*.xtc`` of ``directory`` and its ``seed*/`` subfolders, each with the
+    ``NAME.pdb`` beside it."""
+    out = []
+    for folder in [directory, *sorted(directory.glob("seed*"))]:
+        for path in sorted(folder.glob(f"{name}_R*.xtc")):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.append(md.load(str(path), top=str(folder / f"{name}.pdb")))
+    return out
+
+
+def torsion_statistics(trajs: list[md.Trajectory]) -> dict[str, dict[str, float]]:
+    """``{kind: {"sd", "step", "ac1"}}`` over the pooled trajectories (see the module doc)."""
+    out = {}
+    for kind, compute in KINDS.items():
+        angles = [compute(t)[1] for t in trajs]  # each (T, K) radians
+        pooled = np.concatenate(angles)
+        resultant = np.abs(np.exp(1j * pooled).mean(axis=0)).clip(1e-12, 1.0)
+        b = resultant**2
+        cos_step = np.concatenate([np.cos(np.diff(a, axis=0)) for a in angles]).mean(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ac1 = (cos_step - b) / (1.0 - b)
+        steps = np.concatenate([np.abs(np.angle(np.exp(1j * np.diff(a, axis=0)))) for a in angles])
+        out[kind] = {
+            "sd": float(np.degrees(np.median(np.sqrt(-2.0 * np.log(resultant))))),
+            "step": float(np.degrees(np.median(steps))),
+            "ac1": float(np.nanmedian(ac1)),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("generated", nargs="+", help="LABEL=DIR of generated trajectories")
+    parser.add_argument("--protein", action="append", required=True, help="corpus name")
+    parser.add_argument("--md-dir", type=Path, default=ROOT / "corpus" / "md")
+    args = parser.parse_args()
+    sources = [item.split("=", 1) for item in args.generated]
+    print("| protein | source | " + " | ".join(f"{k} sd / step / ac1" for k in KINDS) + " |")
+    print("|---|---|" + "---|" * len(KINDS))
+    for name in args.protein:
+        generated = {label: trajectories(Path(d), name) for label, d in sources}
+        dt = min(t.timestep for ts in generated.values() for t in ts)
+        folder = args.md_dir / name
+        reference = [
+            md.load(str(p), top=str(folder / f"{name}.pdb"))
+            for p in sorted(folder.glob(f"{name}_prod_R*_fit.xtc"))
+        ]
+        stride = max(1, round(dt / reference[0].timestep))
+        rows = {"MD": [t[::stride] for t in reference], **generated}
+        for label, trajs in rows.items():
+            stats = torsion_statistics(trajs)
+            cells = [f"{s['sd']:.1f} / {s['step']:.1f} / {s['ac1']:.2f}" for s in stats.values()]
+            print(f"| {name} | {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
