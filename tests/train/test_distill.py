@@ -154,57 +154,49 @@ def test_torsion_energy_score_uses_the_chord_distance_and_is_least_at_the_true_s
 def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
     tiny_dataset, tiny_model_path
 ):
-    """With ``distill.energy_score`` the loss carries the term at its weight and its gradient
-    reaches the student; at 0 (the default) the loss is the paired regression, unchanged."""
+    """With ``distill.energy_score`` (and its torsion and backbone-dihedral forms) the loss
+    carries the term at its weight and its gradient reaches the student; at 0 (the default)
+    the loss is the paired regression, unchanged; a negative weight is refused."""
     spec = WindowSpec(window=3, dt_ps=(100.0,), crop=10)
     data = TrajectoryWindowDataset(tiny_dataset, "train", spec, samples_per_epoch=2)
     batch = collate_windows([data[0], data[1]])
     base = [*TINY, f"distill.teacher={tiny_model_path}", "distill.one_step_fraction=1.0"]
     plain = build_module(TrainConfig.from_yaml(None, base))
-    scored = build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score=0.5"]))
-    scored.model.load_state_dict(plain.model.state_dict())
-    t0 = plain.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
-    t1 = scored.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+
+    def losses(*overrides):
+        """The loss terms of the batch, same draws, weights as ``plain``'s; and the module."""
+        module = build_module(TrainConfig.from_yaml(None, [*base, *overrides]))
+        module.model.load_state_dict(plain.model.state_dict())
+        return module.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu"))), module
+
+    def reaches_student(term, module):
+        term.backward()
+        grads = [p.grad for p in module.model.parameters() if p.grad is not None]
+        return bool(grads) and any(g.abs().max() > 0 for g in grads)
+
+    t0, _ = losses()
+    t1, scored = losses("distill.energy_score=0.5")
     assert "energy_score" not in t0
     assert torch.isfinite(t1["energy_score"]) and t1["energy_score"].item() != 0
     # the same draws up to the second one: every other term as without it
     torch.testing.assert_close(t1["loss"], t0["loss"] + 0.5 * t1["energy_score"])
-    t1["energy_score"].backward()
-    grads = [p.grad for p in scored.model.parameters() if p.grad is not None]
-    assert grads and any(g.abs().max() > 0 for g in grads)
-    with pytest.raises(StarmdInputError, match="dihedral_energy_score >= 0"):
-        build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score=-1"]))
+    assert reaches_student(t1["energy_score"], scored)
     # the torsion form: its own term at its weight, the C-alpha one absent, a gradient
-    torsional = build_module(
-        TrainConfig.from_yaml(None, [*base, "distill.torsion_energy_score=2.0"])
-    )
-    torsional.model.load_state_dict(plain.model.state_dict())
-    t2 = torsional.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    t2, torsional = losses("distill.torsion_energy_score=2.0")
     assert "energy_score" not in t2
     assert torch.isfinite(t2["torsion_energy_score"]) and t2["torsion_energy_score"].item() != 0
     torch.testing.assert_close(t2["loss"], t0["loss"] + 2.0 * t2["torsion_energy_score"])
-    t2["torsion_energy_score"].backward()
-    grads = [p.grad for p in torsional.model.parameters() if p.grad is not None]
-    assert grads and any(g.abs().max() > 0 for g in grads)
+    assert reaches_student(t2["torsion_energy_score"], torsional)
     # the backbone-dihedral form, beside the torsion one: each term at its weight
-    both = build_module(
-        TrainConfig.from_yaml(
-            None,
-            [*base, "distill.torsion_energy_score=2.0", "distill.dihedral_energy_score=3.0"],
-        )
-    )
-    both.model.load_state_dict(plain.model.state_dict())
-    t3 = both.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    t3, both = losses("distill.torsion_energy_score=2.0", "distill.dihedral_energy_score=3.0")
     torch.testing.assert_close(t3["torsion_energy_score"], t2["torsion_energy_score"])
     assert torch.isfinite(t3["dihedral_energy_score"]) and t3["dihedral_energy_score"] != 0
     torch.testing.assert_close(
         t3["loss"],
         t0["loss"] + 2.0 * t2["torsion_energy_score"] + 3.0 * t3["dihedral_energy_score"],
     )
-    t3["dihedral_energy_score"].backward()
-    grads = [p.grad for p in both.model.parameters() if p.grad is not None]
-    assert grads and any(g.abs().max() > 0 for g in grads)
-    for name in ("torsion_energy_score", "dihedral_energy_score"):
+    assert reaches_student(t3["dihedral_energy_score"], both)
+    for name in ("energy_score", "torsion_energy_score", "dihedral_energy_score"):
         with pytest.raises(StarmdInputError, match="dihedral_energy_score >= 0"):
             build_module(TrainConfig.from_yaml(None, [*base, f"distill.{name}=-1"]))
 
