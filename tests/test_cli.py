@@ -160,3 +160,20 @@ def test_short_r_means_replicas_and_stays_accepted_for_the_reference(tmp_path, c
     assert str(missing) in err.splitlines()[-1]  # the option was taken as the reference
     code, _, err = run_cli(["evaluate", "-o", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "--reference MD_DIR is required")
+
+
+def test_an_output_path_under_a_file_says_to_fix_the_path_not_to_resume(tmp_path, capsys):
+    """Nothing was started, so there is nothing to resume: the line names the path and says
+    to check it (a disk that fills half-way keeps the resume hint: the fault-matrix tests;
+    the same for `train`: tests/train/test_train_faults.py)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(STRUCTURES / "1vii.pdb"), "-o", str(out), "--frames", "2"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert str(out) in lines[0] and "check the path" in lines[0], err
+    assert "resume" not in lines[0] and "Traceback" not in err, err

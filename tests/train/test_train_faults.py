@@ -195,6 +195,13 @@ def test_read_only_run_folder_is_one_line(starmd, disk, tiny_dataset, tmp_path):
     assert_one_error_line(outcome, str(tmp_path), "read-only file system")
 
 
+def test_run_folder_under_a_file_says_to_fix_the_path_not_to_resume(starmd, tiny_dataset, tmp_path):
+    (tmp_path / "file").write_text("")
+    run = tmp_path / "file" / "run"
+    line = assert_one_error_line(starmd(*_args(tiny_dataset, run)), str(run), "check the path")
+    assert "--resume" not in line
+
+
 def test_run_folder_vanishing_mid_run_is_one_line(starmd, monkeypatch, tiny_dataset, tmp_path):
     run = tmp_path / "run"
     _at_step(monkeypatch, 2, lambda: shutil.rmtree(run))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -48,8 +49,20 @@ def resume_hint(argv: list[str]) -> str:
     return RESUME_HINTS.get(command, "")
 
 
+PATH_ERRNOS = frozenset(
+    {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
+)
+"""Errors of the path itself (not a folder, no permission, read-only): rerunning the same
+command fails the same way, so their line says to fix the path instead of how to resume."""
+
+PATH_HINT = "check the path and its permissions"
+
+
 def os_error_line(exc: OSError, hint: str = "") -> str:
-    """One line for a failed read or write: ``"<file>: <reason>[; <hint>]"``."""
+    """One line for a failed read or write: ``"<file>: <reason>[; <hint>]"``; an error of the
+    path itself (:data:`PATH_ERRNOS`) gets :data:`PATH_HINT` in place of ``hint``."""
+    if exc.errno in PATH_ERRNOS:
+        hint = PATH_HINT
     reason = exc.strerror or str(exc) or type(exc).__name__
     reason = reason[:1].lower() + reason[1:]
     where = f"{exc.filename}: " if exc.filename is not None else ""
