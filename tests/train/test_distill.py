@@ -101,7 +101,7 @@ def test_energy_score_is_least_for_the_observations_own_spread_and_rewards_no_co
     estimate itself is ~ d(x2, y) - d(x1, x2) / 2 by hand."""
     g = torch.Generator().manual_seed(0)
     n, length = 4000, 12
-    y = torch.randn(n, length, 3, generator=g)
+    y = y_draws = torch.randn(n, length, 3, generator=g)
     mask = torch.ones(n, length)
     means = {}
     for s in (0.0, 0.5, 1.0, 2.0):
@@ -118,6 +118,20 @@ def test_energy_score_is_least_for_the_observations_own_spread_and_rewards_no_co
     b = torch.tensor([[3.0, 4, 0], [0, 0, 0]])
     assert rms_distance(a, b, torch.tensor([1.0, 0.0])).item() == pytest.approx(5.0, abs=1e-6)
     assert energy_score_term(a, b, a, torch.tensor([1.0, 0.0])).item() == pytest.approx(2.5)
+    # the symmetric form (an observation independent of both draws): (d(x1, y) + d(x2, y)) / 2
+    # - d(x1, x2) / 2 by hand, and the same ranking of spreads as the one-sided form
+    y = torch.tensor([[6.0, 8, 0], [1, 1, 1]])
+    one = torch.tensor([1.0, 0.0])
+    assert energy_score_term(a, b, y, one, symmetric=True).item() == pytest.approx(
+        0.5 * (10.0 + 5.0) - 2.5
+    )
+    sym = {}
+    for s in (0.0, 1.0, 2.0):
+        x1 = s * torch.randn(n, length, 3, generator=g)
+        x2 = s * torch.randn(n, length, 3, generator=g)
+        sym[s] = energy_score_term(x1, x2, y_draws, mask, symmetric=True).mean().item()
+    assert sym[1.0] < sym[0.0] and sym[1.0] < sym[2.0]
+    assert sym[1.0] == pytest.approx(own / 2, rel=0.02)
 
 
 def test_torsion_energy_score_uses_the_chord_distance_and_is_least_at_the_true_spread():
@@ -199,6 +213,65 @@ def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
     for name in ("energy_score", "torsion_energy_score", "dihedral_energy_score"):
         with pytest.raises(StarmdInputError, match="dihedral_energy_score >= 0"):
             build_module(TrainConfig.from_yaml(None, [*base, f"distill.{name}=-1"]))
+    with pytest.raises(StarmdInputError, match="energy_score_target"):
+        build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score_target=md"]))
+
+
+def test_energy_score_against_the_data_scores_the_md_frame_not_the_teachers_sample(
+    tiny_dataset, tiny_model_path, monkeypatch
+):
+    """``distill.energy_score_target=data``: each term scores the student's two draws against
+    the window's MD frame (same C-alpha distances as the batch's frames, whatever the draws),
+    symmetrically; with ``teacher`` against the teacher's sample (which moves with the draws).
+    The loss carries the term at its weight and its gradient reaches the student."""
+    import starmd.train.distill as distill
+
+    spec = WindowSpec(window=3, dt_ps=(100.0,), crop=10)
+    data = TrajectoryWindowDataset(tiny_dataset, "train", spec, samples_per_epoch=2)
+    batch = collate_windows([data[0], data[1]])
+    base = [*TINY, f"distill.teacher={tiny_model_path}", "distill.one_step_fraction=1.0"]
+    seen = []
+    real = distill.energy_score_term
+
+    def spy(x1, x2, y1, mask, *args, **kwargs):
+        seen.append((y1.detach().clone(), kwargs.get("symmetric", False)))
+        return real(x1, x2, y1, mask, *args, **kwargs)
+
+    monkeypatch.setattr(distill, "energy_score_term", spy)
+    md = Rigid.from_tensor_7(batch["frames"]).trans
+
+    def observed(target, seed):
+        seen.clear()
+        module = build_module(
+            TrainConfig.from_yaml(None, [*base, "distill.energy_score=0.5", target])
+        )
+        terms = module.compute_losses(batch, step_generator(seed, 0, 0, torch.device("cpu")))
+        ((y, symmetric),) = seen
+        return y, symmetric, terms, module
+
+    def distances(x):
+        return torch.cdist(x, x)
+
+    real_residues = batch["residue_mask"].bool()
+    pair = real_residues[:, None, :, None] & real_residues[:, None, None, :]
+    y0, sym0, terms, module = observed("distill.energy_score_target=data", 0)
+    y1, _, _, _ = observed("distill.energy_score_target=data", 1)
+    assert sym0
+    torch.testing.assert_close(
+        distances(y0)[pair.expand_as(distances(y0))], distances(md)[pair.expand_as(distances(md))]
+    )
+    torch.testing.assert_close(y0, y1)
+    t0, sym_t, _, _ = observed("distill.energy_score_target=teacher", 0)
+    t1, _, _, _ = observed("distill.energy_score_target=teacher", 1)
+    assert not sym_t
+    assert (t0 - t1).abs().max() > 1e-3  # the teacher's sample follows the draw
+    assert (distances(t0) - distances(md)).abs().max() > 1e-3
+    plain = build_module(TrainConfig.from_yaml(None, base))
+    plain.model.load_state_dict(module.model.state_dict())
+    t_plain = plain.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    torch.testing.assert_close(terms["loss"], t_plain["loss"] + 0.5 * terms["energy_score"])
+    terms["energy_score"].backward()
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in module.model.parameters())
 
 
 def test_distill_from_takes_a_bundled_name(tmp_path, capsys):

@@ -158,6 +158,13 @@ class DistillSection:
     dihedral_energy_score: float = 0.0
     """Weight of the same rule on the backbone dihedrals (psi, phi) across the peptide bonds of
     the one-step frames (0 = off), chord distance as for the torsions."""
+    energy_score_target: str = "teacher"
+    """What the energy-score terms score the student's one-step draws against: ``"teacher"``
+    (the teacher's sample of the first draw, as above: the student learns the teacher's
+    one-step distribution) or ``"data"`` (the window's own MD frame, a draw of the true
+    next-frame distribution given the same clean context, independent of both student draws:
+    the terms then pull the student's distribution towards MD's, past the teacher's, while
+    the paired regression still follows the teacher)."""
 
 
 @dataclass

@@ -66,8 +66,11 @@ def energy_score_term(
     y1: torch.Tensor,
     mask: torch.Tensor,
     distance: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = rms_distance,
+    symmetric: bool = False,
 ) -> torch.Tensor:
-    """Energy-score estimate ``d(x2, y1) - d(x1, x2) / 2`` per sample ``(...)``.
+    """Energy-score estimate ``d(x2, y1) - d(x1, x2) / 2`` per sample ``(...)``; with
+    ``symmetric`` (for an observation independent of both samples) ``(d(x1, y1) + d(x2, y1)) / 2
+    - d(x1, x2) / 2``, the same expectation with less variance.
 
     ``x1``, ``x2``: two independent samples of the model's distribution (``(..., L, 3)``
     positions for the default C-alpha RMS distance, ``(..., L, 7)`` angles for
@@ -77,7 +80,10 @@ def energy_score_term(
     observations' own mean distance, a constant: zero excess exactly when the distributions
     agree, whatever their spread.
     """
-    return distance(x2, y1, mask) - 0.5 * distance(x1, x2, mask)
+    spread = 0.5 * distance(x1, x2, mask)
+    if symmetric:
+        return 0.5 * (distance(x1, y1, mask) + distance(x2, y1, mask)) - spread
+    return distance(x2, y1, mask) - spread
 
 
 class DistillModule(StarMDModule):
@@ -96,6 +102,11 @@ class DistillModule(StarMDModule):
                 "energy_score, torsion_energy_score and dihedral_energy_score >= 0, got "
                 f"{d.teacher_steps}, {d.one_step_fraction}, {d.energy_score}, "
                 f"{d.torsion_energy_score} and {d.dihedral_energy_score}"
+            )
+        if d.energy_score_target not in ("teacher", "data"):
+            raise StarmdInputError(
+                f"distill.energy_score_target: {d.energy_score_target!r} is neither 'teacher' "
+                "nor 'data'"
             )
         if d.teacher_sampler not in SAMPLERS:
             raise StarmdInputError(
@@ -197,10 +208,21 @@ class DistillModule(StarMDModule):
             second = self.denoise_window(model, ctx, z2_frames, z2_torsions, torch.ones_like(tau))
             counted = one & scored_frames(ctx)
             n_counted = counted.sum().clamp(min=1)
+            # what the draws are scored against: the teacher's sample of the first draw, or
+            # the MD frame (independent of both draws: scored from each, the mean taken)
+            if self.config.distill.energy_score_target == "data":
+                observed_frames, observed_torsions = ctx.window.frames, ctx.window.torsions
+            else:
+                observed_frames, observed_torsions = target_frames, target_torsions
+            symmetric = self.config.distill.energy_score_target == "data"
         if weight > 0:
             mask = ctx.cond.residue_mask[:, None].expand(b, k, -1).to(ctx.dtype)
             score = energy_score_term(
-                pred.frames.trans, second.frames.trans, target_frames.trans, mask
+                pred.frames.trans,
+                second.frames.trans,
+                observed_frames.trans,
+                mask,
+                symmetric=symmetric,
             )
             terms["energy_score"] = (score * counted).sum() / n_counted
             terms["loss"] = terms["loss"] + weight * terms["energy_score"]
@@ -209,9 +231,10 @@ class DistillModule(StarMDModule):
             score = energy_score_term(
                 pred.angles(ctx.torsion_mask),
                 second.angles(ctx.torsion_mask),
-                target_torsions,
+                observed_torsions,
                 mask,
                 chord_distance,
+                symmetric=symmetric,
             )
             terms["torsion_energy_score"] = (score * counted).sum() / n_counted
             terms["loss"] = terms["loss"] + torsion_weight * terms["torsion_energy_score"]
@@ -223,9 +246,10 @@ class DistillModule(StarMDModule):
             score = energy_score_term(
                 junction_dihedrals(pred.frames, aatype),
                 junction_dihedrals(second.frames, aatype),
-                junction_dihedrals(target_frames, aatype),
+                junction_dihedrals(observed_frames, aatype),
                 mask,
                 chord_distance,
+                symmetric=symmetric,
             )
             terms["dihedral_energy_score"] = (score * counted).sum() / n_counted
             terms["loss"] = terms["loss"] + dihedral_weight * terms["dihedral_energy_score"]
