@@ -11,7 +11,8 @@ strided to the generated time step), per torsion kind (phi, psi, chi1; mdtraj's 
   next, in degrees;
 * ``ac1``: the median over torsions of the normalised lag-1 autocorrelation of the unit vector,
   ``(<cos(a_t+1 - a_t)> - b) / (1 - b)`` with ``b = R^2``, the quantity whose fall below 1/e
-  defines the fidelity table's decorrelation time (``evaluate.dynamics.decorrelation_times``).
+  defines the fidelity table's decorrelation time (``evaluate.dynamics.normalised_autocovariance``
+  at lag 1, as ``decorrelation_times`` uses it).
 
 A diagnostic behind the fidelity table's torsion rows, not one of its rows: it tells a
 distribution that is too wide (sd) from one that moves too little per frame (step, ac1).
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import mdtraj as md
 import numpy as np
+
+from starmd.evaluate.dynamics import normalised_autocovariance
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"phi": md.compute_phi, "psi": md.compute_psi, "chi1": md.compute_chi1}
@@ -54,10 +57,7 @@ def torsion_statistics(trajs: list[md.Trajectory]) -> dict[str, dict[str, float]
         angles = [compute(t)[1] for t in trajs]  # each (T, K) radians
         pooled = np.concatenate(angles)
         resultant = np.abs(np.exp(1j * pooled).mean(axis=0)).clip(1e-12, 1.0)
-        b = resultant**2
-        cos_step = np.concatenate([np.cos(np.diff(a, axis=0)) for a in angles]).mean(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ac1 = (cos_step - b) / (1.0 - b)
+        ac1 = normalised_autocovariance(angles, 1)[0][1]
         steps = np.concatenate([np.abs(np.angle(np.exp(1j * np.diff(a, axis=0)))) for a in angles])
         out[kind] = {
             "sd": float(np.degrees(np.median(np.sqrt(-2.0 * np.log(resultant))))),

@@ -123,23 +123,20 @@ def _lag_sums(x: np.ndarray, max_lag: int) -> np.ndarray:
     return np.fft.irfft(f * np.conj(f), n=size, axis=0)[: max_lag + 1]
 
 
-def decorrelation_times(angles: list[np.ndarray], dt_ps: float) -> np.ndarray:
-    """Decorrelation time (ps) of each torsion: first lag where the normalised autocovariance
-    of its unit vector (sin, cos) drops below 1/e.
-
-    ``C(tau) = <u_t . u_{t+tau}>`` over all pairs (replicas pooled, non-finite frames skipped),
-    normalised as ``(C(tau) - b) / (1 - b)`` with ``b = |<u>|^2``. Lags up to half the shortest
-    replica; a torsion that never drops below 1/e, or that never moves (``b = 1``), gets NaN
-    (censored).
+def normalised_autocovariance(
+    angles: list[np.ndarray], max_lag: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised autocovariance of each torsion's unit vector (sin, cos) at lags
+    0..``max_lag``: ``(C(tau) - b) / (1 - b)`` with ``C(tau) = <u_t . u_{t+tau}>`` over all
+    pairs (replicas pooled, non-finite frames skipped) and ``b = |<u>|^2``.
 
     Args:
         angles: per replica ``(T_i, K)`` radians on a common time step.
-        dt_ps: that time step.
+        max_lag: the last lag.
 
     Returns:
-        ``(K,)`` ps.
+        ``(max_lag + 1, K)`` values (NaN where ``b = 1``) and ``b (K,)``.
     """
-    max_lag = max(1, min(len(a) for a in angles) // 2)
     k = angles[0].shape[1]
     sums = np.zeros((max_lag + 1, k))
     pairs = np.zeros(max_lag + 1)
@@ -156,7 +153,24 @@ def decorrelation_times(angles: list[np.ndarray], dt_ps: float) -> np.ndarray:
             unit_sum[:, cols] += np.stack([s.sum(axis=0), c.sum(axis=0)])
     b = ((unit_sum / max(n_frames, 1)) ** 2).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        normalised = (sums / np.round(pairs)[:, None] - b) / (1.0 - b)
+        return (sums / np.round(pairs)[:, None] - b) / (1.0 - b), b
+
+
+def decorrelation_times(angles: list[np.ndarray], dt_ps: float) -> np.ndarray:
+    """Decorrelation time (ps) of each torsion: first lag where the normalised autocovariance
+    of its unit vector (sin, cos) drops below 1/e (:func:`normalised_autocovariance`). Lags up
+    to half the shortest replica; a torsion that never drops below 1/e, or that never moves
+    (``b = 1``), gets NaN (censored).
+
+    Args:
+        angles: per replica ``(T_i, K)`` radians on a common time step.
+        dt_ps: that time step.
+
+    Returns:
+        ``(K,)`` ps.
+    """
+    max_lag = max(1, min(len(a) for a in angles) // 2)
+    normalised, b = normalised_autocovariance(angles, max_lag)
     below = normalised[1:] < 1.0 / np.e
     first = np.where(below.any(axis=0), below.argmax(axis=0) + 1, 0)
     times = first * dt_ps

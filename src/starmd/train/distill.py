@@ -210,11 +210,12 @@ class DistillModule(StarMDModule):
             n_counted = counted.sum().clamp(min=1)
             # what the draws are scored against: the teacher's sample of the first draw, or
             # the MD frame (independent of both draws: scored from each, the mean taken)
-            if self.config.distill.energy_score_target == "data":
-                observed_frames, observed_torsions = ctx.window.frames, ctx.window.torsions
-            else:
-                observed_frames, observed_torsions = target_frames, target_torsions
             symmetric = self.config.distill.energy_score_target == "data"
+            observed_frames, observed_torsions = (
+                (ctx.window.frames, ctx.window.torsions)
+                if symmetric
+                else (target_frames, target_torsions)
+            )
         if weight > 0:
             mask = ctx.cond.residue_mask[:, None].expand(b, k, -1).to(ctx.dtype)
             score = energy_score_term(
