@@ -17,7 +17,14 @@ model's time step, the input structure as the sink, exactly what a rollout cache
   MD's own slope is the reference);
 - ``Rg change``: mean change of the C-alpha radius of gyration over the step, MD vs model;
 - ``profile r``: Pearson r over residues of the per-residue step displacement (model mean over
-  samples and contexts vs MD mean over contexts).
+  samples and contexts vs MD mean over contexts);
+- ``dihedral step``: median absolute change of the backbone dihedrals across peptide bonds
+  (psi, phi of the idealised N, CA, C that the frames place,
+  :func:`~starmd.structure.geometry.junction_dihedrals`) over the step, MD vs model, in degrees;
+  ``dihedral spread``: the median over contexts and dihedrals of their circular sd among the
+  model's samples of one context. A rollout's backbone torsions can be too wide because one step
+  from MD's own history already is (these columns show it) or because errors accumulate over
+  the model's own history (they do not).
 
 Network output only (no refinement), the model's sampler defaults unless given. ``--restoring``,
 ``--deadband``, ``--context-noise``, ``--no-sink``, ``--early`` and ``--anchor-back`` change
@@ -138,6 +145,9 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
     model_step, model_spread, model_pull, model_at = [], [], [], []
     md_disp, model_disp = [], []
     md_rg, model_rg = [], []
+    md_dihedral_step, model_dihedral_step, model_dihedral_spread = [], [], []
+    aatype = torch.from_numpy(protein.aatype)
+    bonded = torch.from_numpy(protein.linked_prev[1:]).bool()
     for replica in replicas:
         frames_all, torsions_all = replica_states(replica, protein)
         centre = inputs.centre[0].double()
@@ -162,6 +172,15 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
                 rollout.push_clean(t_last - k, *state)
             frames, _ = rollout.sample_frame(t_last + 1)
             ca = frames.trans.double().numpy() + centre.numpy()
+            md_now, md_next = (
+                geometry.junction_dihedrals(frames_all[i], aatype)[bonded]
+                for i in (last, last + stride)
+            )
+            sampled = geometry.junction_dihedrals(frames.to(torch.float64), aatype)[:, bonded]
+            md_dihedral_step.append(circular_gap(md_next, md_now))
+            model_dihedral_step.append(circular_gap(sampled, md_now[None]).ravel())
+            resultant = torch.exp(1j * sampled).mean(0).abs().clamp(1e-12, 1.0)
+            model_dihedral_spread.append(torch.sqrt(-2.0 * resultant.log()).ravel().numpy())
             now, nxt = replica[last, :, 1], replica[last + stride, :, 1]
             init_ca = anchor[:, 1]
             r_now = kabsch_rmsd(now, init_ca)
@@ -198,7 +217,20 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
         "md_slope": float(md_slope),
         "model_slope": float(model_slope),
         "profile_r": float(profile_r),
+        "md_dihedral_step": median_degrees(md_dihedral_step),
+        "model_dihedral_step": median_degrees(model_dihedral_step),
+        "model_dihedral_spread": median_degrees(model_dihedral_spread),
     }
+
+
+def circular_gap(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Absolute angles (radians) between the angles ``a`` and ``b`` (broadcast), flattened."""
+    return torch.remainder(a - b + torch.pi, 2 * torch.pi).sub(torch.pi).abs().numpy().ravel()
+
+
+def median_degrees(values: list[np.ndarray]) -> float:
+    """Median of the pooled ``values`` (radians), in degrees."""
+    return float(np.degrees(np.median(np.concatenate(values))))
 
 
 COLUMNS = (
@@ -214,6 +246,9 @@ COLUMNS = (
     ("md_slope", "MD reversion slope", "{:+.3f}"),
     ("model_slope", "model reversion slope", "{:+.3f}"),
     ("profile_r", "profile r", "{:.2f}"),
+    ("md_dihedral_step", "MD dihedral step (deg)", "{:.1f}"),
+    ("model_dihedral_step", "model dihedral step (deg)", "{:.1f}"),
+    ("model_dihedral_spread", "model dihedral spread (deg)", "{:.1f}"),
 )
 
 

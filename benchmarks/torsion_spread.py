@@ -12,7 +12,11 @@ strided to the generated time step), per torsion kind (phi, psi, chi1; mdtraj's 
 * ``ac1``: the median over torsions of the normalised lag-1 autocorrelation of the unit vector,
   ``(<cos(a_t+1 - a_t)> - b) / (1 - b)`` with ``b = R^2``, the quantity whose fall below 1/e
   defines the fidelity table's decorrelation time (``evaluate.dynamics.normalised_autocovariance``
-  at lag 1, as ``decorrelation_times`` uses it).
+  at lag 1, as ``decorrelation_times`` uses it);
+* ``offset`` (generated rows only): the median over torsions of the absolute angle between the
+  torsion's circular mean and the reference MD's, in degrees: where the distribution sits, apart
+  from how wide it is (a proper scoring rule widens a forecast whose centre is off, so a wide
+  ``sd`` with a large ``offset`` is a misplaced distribution rather than a noisy one).
 
 A diagnostic behind the fidelity table's torsion rows, not one of its rows: it tells a
 distribution that is too wide (sd) from one that moves too little per frame (step, ac1).
@@ -50,20 +54,29 @@ def trajectories(directory: Path, name: str) -> list[md.Trajectory]:
     return out
 
 
-def torsion_statistics(trajs: list[md.Trajectory]) -> dict[str, dict[str, float]]:
-    """``{kind: {"sd", "step", "ac1"}}`` over the pooled trajectories (see the module doc)."""
+def torsion_statistics(
+    trajs: list[md.Trajectory], reference: dict[str, dict] | None = None
+) -> dict[str, dict]:
+    """``{kind: {"sd", "step", "ac1", "mean"}}`` over the pooled trajectories (see the module
+    doc; ``mean``: each torsion's circular mean, radians), with ``"offset"`` from the circular
+    means of ``reference`` (this function's output for the MD) where given."""
     out = {}
     for kind, compute in KINDS.items():
         angles = [compute(t)[1] for t in trajs]  # each (T, K) radians
         pooled = np.concatenate(angles)
-        resultant = np.abs(np.exp(1j * pooled).mean(axis=0)).clip(1e-12, 1.0)
+        mean_vector = np.exp(1j * pooled).mean(axis=0)
+        resultant = np.abs(mean_vector).clip(1e-12, 1.0)
         ac1 = normalised_autocovariance(angles, 1)[0][1]
         steps = np.concatenate([np.abs(np.angle(np.exp(1j * np.diff(a, axis=0)))) for a in angles])
         out[kind] = {
             "sd": float(np.degrees(np.median(np.sqrt(-2.0 * np.log(resultant))))),
             "step": float(np.degrees(np.median(steps))),
             "ac1": float(np.nanmedian(ac1)),
+            "mean": np.angle(mean_vector),
         }
+        if reference is not None:
+            gap = np.angle(np.exp(1j * (out[kind]["mean"] - reference[kind]["mean"])))
+            out[kind]["offset"] = float(np.degrees(np.median(np.abs(gap))))
     return out
 
 
@@ -74,7 +87,9 @@ def main() -> None:
     parser.add_argument("--md-dir", type=Path, default=ROOT / "corpus" / "md")
     args = parser.parse_args()
     sources = [item.split("=", 1) for item in args.generated]
-    print("| protein | source | " + " | ".join(f"{k} sd / step / ac1" for k in KINDS) + " |")
+    print(
+        "| protein | source | " + " | ".join(f"{k} sd / step / ac1 / offset" for k in KINDS) + " |"
+    )
     print("|---|---|" + "---|" * len(KINDS))
     for name in args.protein:
         generated = {label: trajectories(Path(d), name) for label, d in sources}
@@ -86,9 +101,15 @@ def main() -> None:
         ]
         stride = max(1, round(dt / reference[0].timestep))
         rows = {"MD": [t[::stride] for t in reference], **generated}
+        md_stats = None
         for label, trajs in rows.items():
-            stats = torsion_statistics(trajs)
-            cells = [f"{s['sd']:.1f} / {s['step']:.1f} / {s['ac1']:.2f}" for s in stats.values()]
+            stats = torsion_statistics(trajs, md_stats)
+            md_stats = md_stats or stats
+            cells = [
+                f"{s['sd']:.1f} / {s['step']:.1f} / {s['ac1']:.2f} / "
+                + (f"{s['offset']:.1f}" if "offset" in s else "-")
+                for s in stats.values()
+            ]
             print(f"| {name} | {label} | " + " | ".join(cells) + " |", flush=True)
 
 

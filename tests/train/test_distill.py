@@ -1,5 +1,6 @@
 """Few-step distillation: its path states, its loss, the CLI run that exports a student."""
 
+import math
 import subprocess
 import sys
 
@@ -11,8 +12,14 @@ from starmd.diffusion import SE3TorusDiffuser, log_map, random_rotations
 from starmd.errors import StarmdInputError
 from starmd.modelfile import load_model
 from starmd.modelfile.config import TrainConfig
+from starmd.structure.geometry import junction_dihedrals
 from starmd.structure.rigid import Rigid
-from starmd.train.distill import chord_distance, energy_score_term, rms_distance
+from starmd.train.distill import (
+    chord_distance,
+    dihedral_regression_term,
+    energy_score_term,
+    rms_distance,
+)
 from starmd.train.module import step_generator
 from starmd.train.run import build_module
 from tests.train.conftest import TINY
@@ -210,11 +217,68 @@ def test_energy_score_term_enters_the_distillation_loss_with_its_weight(
         t0["loss"] + 2.0 * t2["torsion_energy_score"] + 3.0 * t3["dihedral_energy_score"],
     )
     assert reaches_student(t3["dihedral_energy_score"], both)
-    for name in ("energy_score", "torsion_energy_score", "dihedral_energy_score"):
-        with pytest.raises(StarmdInputError, match="dihedral_energy_score >= 0"):
+    for name in (
+        "energy_score",
+        "torsion_energy_score",
+        "dihedral_energy_score",
+        "dihedral_regression",
+    ):
+        with pytest.raises(StarmdInputError, match="dihedral_regression >= 0"):
             build_module(TrainConfig.from_yaml(None, [*base, f"distill.{name}=-1"]))
     with pytest.raises(StarmdInputError, match="energy_score_target"):
         build_module(TrainConfig.from_yaml(None, [*base, "distill.energy_score_target=md"]))
+
+
+def test_dihedral_regression_is_the_mean_squared_chord_over_the_bonded_junctions():
+    """``dihedral_regression_term``: zero where the dihedrals agree (wrapped by 2 pi
+    included), ``2 - 2 cos(delta)`` averaged over the psi and phi of the masked junctions by
+    hand, unbonded junctions ignored; of frames it does not see a rigid motion of the whole
+    prediction (junction dihedrals are internal coordinates)."""
+    target = torch.tensor([[[0.3, -1.0], [2.0, 3.0], [-2.5, 0.1]]])  # (1, 3, 2)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    zero = dihedral_regression_term(target + 2 * torch.pi, target, mask)
+    torch.testing.assert_close(zero, torch.zeros(1), atol=1e-6, rtol=0)
+    pred = target + torch.tensor([[[0.2, 0.0], [0.0, -1.0], [3.0, 3.0]]])
+    by_hand = ((2 - 2 * math.cos(0.2)) + 0 + 0 + (2 - 2 * math.cos(1.0))) / 4
+    torch.testing.assert_close(
+        dihedral_regression_term(pred, target, mask), torch.tensor([by_hand])
+    )
+    gen = torch.Generator().manual_seed(0)
+    frames = Rigid(random_rotations((6,), gen), torch.randn(6, 3, generator=gen) * 3.8)
+    other = Rigid(random_rotations((6,), gen), frames.trans + torch.randn(6, 3, generator=gen))
+    aatype = torch.zeros(6, dtype=torch.long)
+    move = Rigid(random_rotations((1,), gen), torch.randn(1, 3, generator=gen))
+    bonded = torch.ones(5)
+    before = dihedral_regression_term(
+        junction_dihedrals(other, aatype), junction_dihedrals(frames, aatype), bonded
+    )
+    after = dihedral_regression_term(
+        junction_dihedrals(move.compose(other), aatype), junction_dihedrals(frames, aatype), bonded
+    )
+    assert before > 0.01
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_dihedral_regression_enters_the_distillation_loss_with_its_weight(
+    tiny_dataset, tiny_model_path
+):
+    """``distill.dihedral_regression``: the loss carries the term at its weight, at every
+    noise level of the path (no second draw), and its gradient reaches the student; off by
+    default."""
+    spec = WindowSpec(window=3, dt_ps=(100.0,), crop=10)
+    data = TrajectoryWindowDataset(tiny_dataset, "train", spec, samples_per_epoch=2)
+    batch = collate_windows([data[0], data[1]])
+    base = [*TINY, f"distill.teacher={tiny_model_path}", "distill.one_step_fraction=0.5"]
+    plain = build_module(TrainConfig.from_yaml(None, base))
+    module = build_module(TrainConfig.from_yaml(None, [*base, "distill.dihedral_regression=4.0"]))
+    module.model.load_state_dict(plain.model.state_dict())
+    t0 = plain.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    t1 = module.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    assert "dihedral_regression" not in t0
+    assert torch.isfinite(t1["dihedral_regression"]) and t1["dihedral_regression"] > 0
+    torch.testing.assert_close(t1["loss"], t0["loss"] + 4.0 * t1["dihedral_regression"])
+    t1["dihedral_regression"].backward()
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in module.model.parameters())
 
 
 def test_energy_score_against_the_data_scores_the_md_frame_not_the_teachers_sample(

@@ -165,6 +165,14 @@ class DistillSection:
     next-frame distribution given the same clean context, independent of both student draws:
     the terms then pull the student's distribution towards MD's, past the teacher's, while
     the paired regression still follows the teacher)."""
+    dihedral_regression: float = 0.0
+    """Weight of a paired regression of the backbone dihedrals (0 = off): the mean over the
+    peptide bonds of the scored frames of ``2 - 2 cos`` (the squared chord) between the psi and
+    phi of the student's prediction and of the teacher's sample from the same draw, at every
+    point of the path. The frame terms (rotation, backbone FAPE) weigh a residue's orientation
+    on its own; this one weighs how neighbouring residues turn against each other, where the
+    students' one step from MD's history spreads half as wide again as the teacher's
+    (``benchmarks/step_spread.py``)."""
 
 
 @dataclass

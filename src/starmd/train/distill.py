@@ -24,6 +24,8 @@ settle on the teacher's mean and move less from frame to frame than MD's (docs/m
 ``distill.dihedral_energy_score`` applies it to the backbone dihedrals (psi, phi) across every
 peptide bond of the one-step frames (:func:`starmd.structure.geometry.junction_dihedrals`):
 the C-alpha term alone leaves the students' local backbone twice as spread as the teacher's.
+``distill.dihedral_regression`` instead regresses those dihedrals on the teacher's sample of the
+same draw (:func:`dihedral_regression_term`), a paired target rather than a distribution.
 """
 
 from __future__ import annotations
@@ -86,6 +88,16 @@ def energy_score_term(
     return distance(x2, y1, mask) - spread
 
 
+def dihedral_regression_term(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared chord ``2 - 2 cos(pred - target)`` per frame ``(...)`` of dihedrals
+    ``(..., N, 2)`` (radians) over the junctions of ``mask`` ``(..., N)``; zero where every
+    dihedral agrees, ``4 sin^2(delta / 2)``, about ``delta^2`` for a small error ``delta``."""
+    chord = (2.0 - 2.0 * torch.cos(pred - target)).sum(-1)
+    return (chord * mask).sum(-1) / (2.0 * mask.sum(-1).clamp(min=1))
+
+
 class DistillModule(StarMDModule):
     """:class:`StarMDModule` whose targets are a frozen teacher's samples."""
 
@@ -95,13 +107,20 @@ class DistillModule(StarMDModule):
         if (
             d.teacher_steps < 2
             or not 0.0 <= d.one_step_fraction <= 1.0
-            or min(d.energy_score, d.torsion_energy_score, d.dihedral_energy_score) < 0
+            or min(
+                d.energy_score,
+                d.torsion_energy_score,
+                d.dihedral_energy_score,
+                d.dihedral_regression,
+            )
+            < 0
         ):
             raise StarmdInputError(
                 "distill: need teacher_steps >= 2, 0 <= one_step_fraction <= 1 and the "
-                "energy_score, torsion_energy_score and dihedral_energy_score >= 0, got "
-                f"{d.teacher_steps}, {d.one_step_fraction}, {d.energy_score}, "
-                f"{d.torsion_energy_score} and {d.dihedral_energy_score}"
+                "energy_score, torsion_energy_score, dihedral_energy_score and "
+                f"dihedral_regression >= 0, got {d.teacher_steps}, {d.one_step_fraction}, "
+                f"{d.energy_score}, {d.torsion_energy_score}, {d.dihedral_energy_score} and "
+                f"{d.dihedral_regression}"
             )
         if d.energy_score_target not in ("teacher", "data"):
             raise StarmdInputError(
@@ -196,6 +215,21 @@ class DistillModule(StarMDModule):
         )
         pred = self.denoise_window(model, ctx, frames, torsions, tau)
         terms = self.window_losses(batch, ctx, noisy, pred, target_frames, target_torsions)
+        if self.config.distill.dihedral_regression > 0:
+            cond = ctx.cond
+            aatype = cond.aatype[:, None]
+            bonded = peptide_bonds(cond.residue_index, cond.chain_index, cond.residue_mask)
+            per_frame = dihedral_regression_term(
+                junction_dihedrals(pred.frames, aatype),
+                junction_dihedrals(target_frames, aatype),
+                bonded[:, None, :].to(ctx.dtype),
+            )
+            scored = scored_frames(ctx)
+            terms["dihedral_regression"] = (per_frame * scored).sum() / scored.sum().clamp(min=1)
+            terms["loss"] = (
+                terms["loss"]
+                + self.config.distill.dihedral_regression * terms["dihedral_regression"]
+            )
         weight = self.config.distill.energy_score
         torsion_weight = self.config.distill.torsion_energy_score
         dihedral_weight = self.config.distill.dihedral_energy_score
