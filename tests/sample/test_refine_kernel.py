@@ -31,15 +31,15 @@ def _distorted(md, seed: int = 0) -> Rigid:
     return Rigid(frames.rots @ exp_map(turn), frames.trans + shift)
 
 
-@pytest.mark.parametrize("rama_weight", [1.0, 0.0])
-def test_compiled_descent_equals_torch_descent(md, rama_weight):
+@pytest.mark.parametrize(("rama_weight", "dihedral_weight"), [(1.0, 1.0), (0.0, 1.0), (1.0, 0.0)])
+def test_compiled_descent_equals_torch_descent(md, rama_weight, dihedral_weight):
     # every term active: a stretched bond, a Ramachandran outlier, random distortions (clashes)
     stretched, torsions = _stretched(md, frame=0)
     frames = Rigid.cat(
         [stretched, _phi_turned(md, residue=12, by_deg=150.0)[:1], _distorted(md)], dim=0
     )
     torsions = torch.cat([torsions, md["torsions"][:1], md["torsions"]])
-    settings = RefineSettings(rama_weight=rama_weight)
+    settings = RefineSettings(rama_weight=rama_weight, dihedral_weight=dihedral_weight)
     energy = _Energy(frames, torsions, md["topology"], settings)
     assert bool((energy.violation(energy.raw_atoms) > 100.0).all())
     compiled = frames.trans.new_zeros((*frames.shape, 6))

@@ -33,7 +33,15 @@ spread so the terms are comparable):
   evaluation's clash criterion (Bondi radii, polar allowance for N/O pairs, SG-SG exempt) with
   ``clash_overlap_a`` allowed (MolProbity's clash is 0.4 A): pairs are listed once, from the
   input, within ``CLASH_SEARCH_MARGIN_A`` of overlapping (no pair list update: moves are small);
-- a restraint to the prediction: ``(|s_i|^2 + (LEVER_A |w_i|)^2) / restraint_a^2``.
+- a restraint to the prediction: ``(|s_i|^2 + (LEVER_A |w_i|)^2) / restraint_a^2``;
+- a restraint to the prediction's backbone dihedrals: across every peptide bond, psi of residue
+  ``i`` and phi of residue ``i + 1`` (measured on the predicted atoms, however stretched the
+  bond) each cost ``dihedral_weight (2 - 2 cos(delta)) / dihedral_sd^2`` (about
+  ``(delta / dihedral_sd)^2``). A junction's six rigid-body degrees of freedom are its bond
+  length, two angles, omega, psi and phi, so the violations can be fixed without turning psi
+  or phi; without this term the descent turns them freely, and on the validation proteins the
+  written frames' backbone dihedrals spread wider than the network's own (docs/model_card.md,
+  "Session 34").
 
 The within-residue geometry is ideal by construction (atoms are rebuilt from frames), so the
 bonds and angles that need fixing are those between residues, which depend on the frames of
@@ -146,6 +154,8 @@ class RefineSettings:
         rama_sd_deg: distance outside the allowed (phi, psi) region that costs one unit.
         rama_margin_deg: the term starts this far inside the region's edge, degrees (so that a
             pulled residue lands inside the evaluation's bin, not on its edge).
+        dihedral_weight: weight of the restraint keeping the prediction's psi and phi (0 = off).
+        dihedral_sd_deg: change of one of them (degrees) that costs ``dihedral_weight``.
     """
 
     iterations: int = 40
@@ -159,6 +169,8 @@ class RefineSettings:
     rama_weight: float = 1.0
     rama_sd_deg: float = 1.0
     rama_margin_deg: float = 4.0
+    dihedral_weight: float = 1.0
+    dihedral_sd_deg: float = 10.0
 
 
 def max_displacement_a(settings: RefineSettings) -> float:
@@ -443,6 +455,25 @@ class _Energy:
             total = total + self.settings.rama_weight * self.ramachandran(atoms)
         return total
 
+    @functools.cached_property
+    def reference_dihedrals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi and psi ``(B, L)`` of the predicted atoms (radians; 0 at the chain ends), the
+        values :meth:`dihedral_restraint` keeps."""
+        phi, psi = _phi_psi(self.raw_atoms.detach())
+        return phi, psi
+
+    def dihedral_restraint(self, atoms: torch.Tensor) -> torch.Tensor:
+        """The restraint ``(B,)`` on psi and phi across every peptide bond of atoms ``(B, L,
+        15, 3)`` (module docstring)."""
+        s = self.settings
+        phi, psi = _phi_psi(atoms)
+        phi0, psi0 = self.reference_dihedrals
+        bonded = self.topology.bonded.to(atoms.dtype)
+        change = (2 - 2 * torch.cos(phi[:, 1:] - phi0[:, 1:])) + (
+            2 - 2 * torch.cos(psi[:, :-1] - psi0[:, :-1])
+        )
+        return s.dihedral_weight * (change * bonded).sum(-1) / math.radians(s.dihedral_sd_deg) ** 2
+
     def ramachandran(self, atoms: torch.Tensor) -> torch.Tensor:
         """Ramachandran term ``(B,)`` of atoms ``(B, L, 15, 3)`` (module docstring)."""
         s = self.settings
@@ -473,6 +504,8 @@ class _Energy:
                 LEVER_A,
                 RAMA_BIN_DEG,
                 -180.0,
+                s.dihedral_weight,
+                math.radians(s.dihedral_sd_deg),
             ]
         )
         return (
@@ -540,6 +573,18 @@ def _energy_and_grad(energy: _Energy, motion: torch.Tensor) -> tuple[torch.Tenso
         scale = 2 * s.rama_weight * outside / s.rama_sd_deg
         # phi of residue i + 1 and psi of residue i, both across junction i -> i + 1
         dihedral_slopes += [(scale * slope_phi)[:, 1:], (scale * slope_psi)[:, :-1]]
+    # the restraint on the prediction's psi and phi
+    if s.dihedral_weight > 0:
+        phi0, psi0 = energy.reference_dihedrals
+        bonded = top.bonded.to(atoms.dtype)
+        unit = s.dihedral_weight / math.radians(s.dihedral_sd_deg) ** 2 * bonded
+        phi_change, psi_change = angles[1] - phi0[:, 1:], angles[2] - psi0[:, :-1]
+        total = total + (unit * (4 - 2 * torch.cos(phi_change) - 2 * torch.cos(psi_change))).sum(-1)
+        keep = [2 * unit * torch.sin(phi_change), 2 * unit * torch.sin(psi_change)]
+        if len(dihedral_slopes) == 1:
+            dihedral_slopes += keep
+        else:
+            dihedral_slopes = [dihedral_slopes[0], *map(torch.add, dihedral_slopes[1:], keep)]
     # each dihedral's slope times its gradient, summed onto N, CA, C of residues i and i + 1
     count = len(dihedral_slopes)
     weighted = torch.stack(dihedral_slopes)[None, ..., None] * torch.stack(slopes)[:, :count]
@@ -664,11 +709,14 @@ def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) ->
     from starmd.sample.refine_kernel import descend
 
     moves = _host(motion)
+    phi0, psi0 = energy.reference_dihedrals
     descend(
         _host(energy.local),
         _host(energy.frames.rots),
         _host(energy.frames.trans),
         *energy.kernel_terms,
+        _host(phi0),
+        _host(psi0),
         settings.iterations,
         moves,
     )

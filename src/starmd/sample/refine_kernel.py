@@ -91,6 +91,8 @@ def descend(
     grid,
     backbone,
     params,
+    phi0,
+    psi0,
     iterations,
     motion,
 ):
@@ -102,13 +104,16 @@ def descend(
     ``cis (B, L-1)``; ``rama_mask (L,)`` (0/1); ``grid`` the Ramachandran signed-distance grid;
     ``backbone`` the atom slots (N, CA, C); ``params`` = step_a, step_rad, restraint_a,
     omega_tolerance_deg, omega_sd_deg, rama_weight, rama_sd_deg, rama_margin_deg, lever_a,
-    rama_bin_deg, rama_origin_deg.
+    rama_bin_deg, rama_origin_deg, dihedral_weight, dihedral_sd (radians); ``phi0``, ``psi0``
+    ``(B, L)`` the predicted phi and psi that the dihedral restraint keeps.
     """
     n_b, n_l, n_s = local.shape[0], local.shape[1], local.shape[2]
     step_a, step_rad, restraint_a = params[0], params[1], params[2]
     omega_tol, omega_sd = params[3], params[4]
     rama_weight, rama_sd, rama_margin, lever = params[5], params[6], params[7], params[8]
     rama_bin, rama_origin = params[9], params[10]
+    keep_unit = params[11] / (params[12] * params[12])
+    measure = rama_weight > 0.0 or keep_unit > 0.0
     n_slot, ca_slot, c_slot = backbone[0], backbone[1], backbone[2]
     atoms = np.empty((n_b, n_l, n_s, 3))
     force = np.empty((n_b, n_l, n_s, 3))
@@ -169,7 +174,8 @@ def descend(
             sign = (1.0 if above > 0.0 else 0.0) - (1.0 if below > 0.0 else 0.0)
             coef = 2.0 * excess / sd[p] * sign / d
             add_pair(flat_force, f, s, coef, vx, vy, vz)
-        # omega beyond its tolerance of trans (or cis); phi and psi kept for the Ramachandran term
+        # omega beyond its tolerance of trans (or cis); phi and psi kept for the Ramachandran
+        # term and the dihedral restraint
         for b in range(n_b):
             for j in range(n_j):
                 omega, term = _omega_excess(atoms, b, j, backbone, cis, omega_tol, omega_grad)
@@ -182,7 +188,7 @@ def descend(
                         force, b, j, ca_slot, j, c_slot, j + 1, n_slot, j + 1, ca_slot,
                         omega_grad, slope,
                     )  # fmt: skip
-                if rama_weight > 0.0:
+                if measure:
                     phi[b, j + 1] = dihedral_gradient(
                         atoms[b, j, c_slot],
                         atoms[b, j + 1, n_slot],
@@ -197,6 +203,18 @@ def descend(
                         atoms[b, j + 1, n_slot],
                         psi_grad[b, j],
                     )
+                if keep_unit > 0.0 and bonded[j] > 0.0:
+                    # the restraint keeping the prediction's psi (of j) and phi (of j + 1)
+                    slope = 2.0 * keep_unit * math.sin(phi[b, j + 1] - phi0[b, j + 1])
+                    _push(
+                        force, b, j, c_slot, j + 1, n_slot, j + 1, ca_slot, j + 1, c_slot,
+                        phi_grad[b, j + 1], slope,
+                    )  # fmt: skip
+                    slope = 2.0 * keep_unit * math.sin(psi[b, j] - psi0[b, j])
+                    _push(
+                        force, b, j, n_slot, j, ca_slot, j, c_slot, j + 1, n_slot,
+                        psi_grad[b, j], slope,
+                    )  # fmt: skip
         # Ramachandran outliers (judged residues are bonded on both sides: 0 < i < L - 1)
         if rama_weight > 0.0:
             for b in range(n_b):
