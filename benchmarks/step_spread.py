@@ -225,7 +225,7 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
 
 def circular_gap(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Absolute angles (radians) between the angles ``a`` and ``b`` (broadcast), flattened."""
-    return torch.remainder(a - b + torch.pi, 2 * torch.pi).sub(torch.pi).abs().numpy().ravel()
+    return geometry.wrap_angle(a - b).abs().numpy().ravel()
 
 
 def median_degrees(values: list[np.ndarray]) -> float:

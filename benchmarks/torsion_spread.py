@@ -101,10 +101,9 @@ def main() -> None:
         ]
         stride = max(1, round(dt / reference[0].timestep))
         rows = {"MD": [t[::stride] for t in reference], **generated}
-        md_stats = None
+        md_stats = torsion_statistics(rows["MD"])
         for label, trajs in rows.items():
-            stats = torsion_statistics(trajs, md_stats)
-            md_stats = md_stats or stats
+            stats = md_stats if label == "MD" else torsion_statistics(trajs, md_stats)
             cells = [
                 f"{s['sd']:.1f} / {s['step']:.1f} / {s['ac1']:.2f} / "
                 + (f"{s['offset']:.1f}" if "offset" in s else "-")

@@ -459,8 +459,7 @@ class _Energy:
     def reference_dihedrals(self) -> tuple[torch.Tensor, torch.Tensor]:
         """phi and psi ``(B, L)`` of the predicted atoms (radians; 0 at the chain ends), the
         values :meth:`dihedral_restraint` keeps."""
-        phi, psi = _phi_psi(self.raw_atoms.detach())
-        return phi, psi
+        return _phi_psi(self.raw_atoms.detach())
 
     def dihedral_restraint(self, atoms: torch.Tensor) -> torch.Tensor:
         """The restraint ``(B,)`` on psi and phi across every peptide bond of atoms ``(B, L,

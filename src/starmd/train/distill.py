@@ -98,6 +98,14 @@ def dihedral_regression_term(
     return (chord * mask).sum(-1) / (2.0 * mask.sum(-1).clamp(min=1))
 
 
+def junctions(ctx: WindowContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`junction_dihedrals` of a window's frames needs and which of its junctions
+    count: residue types ``(B, 1, L)`` and the peptide bonds ``(B, L-1)`` (bool)."""
+    cond = ctx.cond
+    bonded = peptide_bonds(cond.residue_index, cond.chain_index, cond.residue_mask)
+    return cond.aatype[:, None], bonded
+
+
 class DistillModule(StarMDModule):
     """:class:`StarMDModule` whose targets are a frozen teacher's samples."""
 
@@ -216,9 +224,7 @@ class DistillModule(StarMDModule):
         pred = self.denoise_window(model, ctx, frames, torsions, tau)
         terms = self.window_losses(batch, ctx, noisy, pred, target_frames, target_torsions)
         if self.config.distill.dihedral_regression > 0:
-            cond = ctx.cond
-            aatype = cond.aatype[:, None]
-            bonded = peptide_bonds(cond.residue_index, cond.chain_index, cond.residue_mask)
+            aatype, bonded = junctions(ctx)
             per_frame = dihedral_regression_term(
                 junction_dihedrals(pred.frames, aatype),
                 junction_dihedrals(target_frames, aatype),
@@ -274,9 +280,7 @@ class DistillModule(StarMDModule):
             terms["torsion_energy_score"] = (score * counted).sum() / n_counted
             terms["loss"] = terms["loss"] + torsion_weight * terms["torsion_energy_score"]
         if dihedral_weight > 0:
-            cond = ctx.cond
-            aatype = cond.aatype[:, None]
-            bonded = peptide_bonds(cond.residue_index, cond.chain_index, cond.residue_mask)
+            aatype, bonded = junctions(ctx)
             mask = bonded[:, None, :, None].expand(b, k, -1, 2).to(ctx.dtype)
             score = energy_score_term(
                 junction_dihedrals(pred.frames, aatype),
