@@ -281,6 +281,74 @@ def test_dihedral_regression_enters_the_distillation_loss_with_its_weight(
     assert any(p.grad is not None and p.grad.abs().max() > 0 for p in module.model.parameters())
 
 
+def test_own_rollout_replaces_the_history_by_the_students_own_frames(tiny_dataset, tiny_model_path):
+    """``distill.own_rollout``: frame 0 stays MD's, every later frame of a chosen window is
+    the student's one-step draw against the frames drawn before it (frame 1 reproduced by
+    hand from the same random stream), so the result does not depend on MD's later frames;
+    windows not chosen keep MD's frames; the loss on such a window reaches the student; a
+    fraction outside [0, 1] is refused."""
+    from starmd.diffusion.sampler import reverse_loop, sampler_schedule
+
+    spec = WindowSpec(window=4, dt_ps=(100.0,), crop=10)
+    data = TrajectoryWindowDataset(tiny_dataset, "train", spec, samples_per_epoch=2)
+    batch = collate_windows([data[0], data[1]])
+    base = [*TINY, f"distill.teacher={tiny_model_path}", "sampling.steps=1", "sampling.sampler=cm"]
+    module = build_module(TrainConfig.from_yaml(None, [*base, "distill.own_rollout=1.0"]))
+
+    def rolled(batch, fraction=1.0):
+        module.config.distill.own_rollout = fraction
+        gen = step_generator(0, 0, 0, torch.device("cpu"))
+        ctx = module.window_context(batch, gen)
+        return ctx, module.own_rollout_context(module.model, ctx, gen)
+
+    md, own = rolled(batch)
+    torch.testing.assert_close(own.window.frames.trans[:, 0], md.window.frames.trans[:, 0])
+    torch.testing.assert_close(own.window.torsions[:, 0], md.window.torsions[:, 0])
+    moved = (own.window.frames.trans[:, 1:] - md.window.frames.trans[:, 1:]).norm(dim=-1)
+    assert moved.mean() > 0.1
+    # frame 1 by hand: the same random stream, one student pass against MD's frame 0
+    gen = step_generator(0, 0, 0, torch.device("cpu"))
+    ctx = module.window_context(batch, gen)
+    torch.rand(2, generator=gen)
+    z_frames, z_torsions = module.diffuser.sample_prior(
+        ctx.window.frames.shape, ctx.torsion_mask, gen, ctx.dtype, torch.device("cpu")
+    )
+    taus = sampler_schedule("cm", 1, module.config.diffusion.tau_min).tolist()
+    with torch.no_grad():
+        frames, torsions = reverse_loop(
+            module.diffuser,
+            module.predictor(module.model, ctx),
+            z_frames,
+            z_torsions,
+            ctx.torsion_mask,
+            taus,
+            "cm",
+            gen,
+        )
+    torch.testing.assert_close(own.window.frames.trans[:, 1], frames.trans[:, 1])
+    torch.testing.assert_close(own.window.torsions[:, 1], torsions[:, 1])
+    # MD's frames after the first never reach the result
+    shifted = dict(batch)
+    shifted["frames"] = batch["frames"].clone()
+    shifted["frames"][:, 1:, :, 4:] += 3.0
+    shifted["torsions"] = batch["torsions"].clone() + 0.5
+    shifted["torsions"][:, 0] = batch["torsions"][:, 0]
+    _, own_shifted = rolled(shifted)
+    torch.testing.assert_close(own_shifted.window.frames.trans, own.window.frames.trans)
+    torch.testing.assert_close(own_shifted.window.torsions, own.window.torsions)
+    # no window chosen: MD's frames, the context as without the option
+    md0, kept = rolled(batch, fraction=0.0)
+    torch.testing.assert_close(kept.window.frames.trans, md0.window.frames.trans)
+    assert kept is md0
+    module.config.distill.own_rollout = 1.0
+    terms = module.compute_losses(batch, step_generator(0, 0, 0, torch.device("cpu")))
+    assert torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in module.model.parameters())
+    with pytest.raises(StarmdInputError, match="own_rollout"):
+        build_module(TrainConfig.from_yaml(None, [*base, "distill.own_rollout=1.5"]))
+
+
 def test_energy_score_against_the_data_scores_the_md_frame_not_the_teachers_sample(
     tiny_dataset, tiny_model_path, monkeypatch
 ):

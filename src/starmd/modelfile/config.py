@@ -173,6 +173,16 @@ class DistillSection:
     on its own; this one weighs how neighbouring residues turn against each other, where the
     students' one step from MD's history spreads half as wide again as the teacher's
     (``benchmarks/step_spread.py``)."""
+    own_rollout: float = 0.0
+    """Fraction of the windows (0 = none) whose frames after the first are replaced, before the
+    teacher samples its targets, by the student's own rollout from the window's first frame:
+    one frame at a time, each drawn with the student's sampling defaults (``sampling``) against
+    the frames already drawn, without gradients and without the rollout's refinement. The
+    teacher then samples every frame from the student's history, and the student learns to
+    follow the teacher where its own rollout takes it, not only from MD's history (training on
+    the model's own outputs against exposure bias, as in scheduled sampling, Bengio et al.
+    2015, and self-forcing of autoregressive video diffusion, Huang et al. 2025). Costs one
+    more student pass per window frame, without gradients."""
 
 
 @dataclass

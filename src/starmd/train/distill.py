@@ -26,6 +26,10 @@ peptide bond of the one-step frames (:func:`starmd.structure.geometry.junction_d
 the C-alpha term alone leaves the students' local backbone twice as spread as the teacher's.
 ``distill.dihedral_regression`` instead regresses those dihedrals on the teacher's sample of the
 same draw (:func:`dihedral_regression_term`), a paired target rather than a distribution.
+
+``distill.own_rollout`` replaces the history of a fraction of the windows by the student's own
+rollout (:meth:`DistillModule.own_rollout_context`) before the teacher samples its targets: the
+terms above are then taught from where the student's rollout goes, not only from MD's frames.
 """
 
 from __future__ import annotations
@@ -34,13 +38,21 @@ from collections.abc import Callable
 
 import torch
 
-from starmd.diffusion.sampler import SAMPLERS, PredictFn, reverse_loop, reverse_schedule
+from starmd.diffusion.sampler import (
+    SAMPLERS,
+    PredictFn,
+    reverse_loop,
+    reverse_schedule,
+    sampler_schedule,
+)
 from starmd.errors import StarmdInputError
 from starmd.model import StarDenoiser
 from starmd.modelfile.config import TrainConfig
+from starmd.sample.rollout import RolloutSettings
 from starmd.structure.geometry import junction_dihedrals
 from starmd.structure.local_geometry import peptide_bonds
 from starmd.structure.rigid import Rigid
+from starmd.train.batch import CleanWindow
 from starmd.train.module import StarMDModule, WindowContext, scored_frames
 
 
@@ -115,6 +127,7 @@ class DistillModule(StarMDModule):
         if (
             d.teacher_steps < 2
             or not 0.0 <= d.one_step_fraction <= 1.0
+            or not 0.0 <= d.own_rollout <= 1.0
             or min(
                 d.energy_score,
                 d.torsion_energy_score,
@@ -124,7 +137,8 @@ class DistillModule(StarMDModule):
             < 0
         ):
             raise StarmdInputError(
-                "distill: need teacher_steps >= 2, 0 <= one_step_fraction <= 1 and the "
+                "distill: need teacher_steps >= 2, 0 <= one_step_fraction <= 1, "
+                f"0 <= own_rollout <= 1 (got {d.own_rollout}) and the "
                 "energy_score, torsion_energy_score, dihedral_energy_score and "
                 f"dihedral_regression >= 0, got {d.teacher_steps}, {d.one_step_fraction}, "
                 f"{d.energy_score}, {d.torsion_energy_score}, {d.dihedral_energy_score} and "
@@ -165,6 +179,55 @@ class DistillModule(StarMDModule):
 
         return predict
 
+    def own_rollout_context(
+        self, model: StarDenoiser, ctx: WindowContext, generator: torch.Generator
+    ) -> WindowContext:
+        """``ctx`` with frames 1.. of a random ``distill.own_rollout`` fraction of the windows
+        replaced by ``model``'s rollout from frame 0, one frame at a time, each drawn with the
+        sampling defaults (``sampling.sampler`` x ``sampling.steps``) against the frames drawn
+        before it, without gradients; contextual noise and previous frames rebuilt. Frame 0
+        and the other windows keep MD's frames; no refinement (the rollout's refinement needs
+        atoms, out of reach here), so the history is the network's raw output."""
+        b, k = ctx.tau_ctx.shape
+        device = ctx.tau_ctx.device
+        own = torch.rand(b, generator=generator, device=device) < self.config.distill.own_rollout
+        if k < 2 or not bool(own.any()):
+            return ctx
+        sampling = self.config.sampling
+        taus = sampler_schedule(
+            sampling.sampler,
+            sampling.steps,
+            self.config.diffusion.tau_min,
+            rho=RolloutSettings().schedule_rho,
+        ).tolist()
+        window = ctx.window
+        frames, torsions = window.frames, window.torsions
+        for j in range(1, k):
+            z_frames, z_torsions = self.diffuser.sample_prior(
+                frames.shape, ctx.torsion_mask, generator, ctx.dtype, device
+            )
+            with torch.no_grad():
+                drawn_frames, drawn_torsions = reverse_loop(
+                    self.diffuser,
+                    self.predictor(model, ctx),
+                    z_frames,
+                    z_torsions,
+                    ctx.torsion_mask,
+                    taus,
+                    sampling.sampler,
+                    generator,
+                )
+            take = own[:, None] & (torch.arange(k, device=device) == j)[None]
+            frames = Rigid(
+                torch.where(take[..., None, None, None], drawn_frames.rots, frames.rots),
+                torch.where(take[..., None, None], drawn_frames.trans, frames.trans),
+            )
+            torsions = torch.where(take[..., None, None], drawn_torsions, torsions)
+            ctx = self.context_of(
+                ctx.cond, CleanWindow(frames, torsions, window.time_ps), generator
+            )
+        return ctx
+
     def teacher_sample(
         self, ctx: WindowContext, frames: Rigid, torsions: torch.Tensor, generator: torch.Generator
     ) -> tuple[Rigid, torch.Tensor]:
@@ -193,6 +256,8 @@ class DistillModule(StarMDModule):
         model = self.model if model is None else model
         diffusion = self.config.diffusion
         ctx = self.window_context(batch, generator)
+        if self.config.distill.own_rollout > 0:
+            ctx = self.own_rollout_context(model, ctx, generator)
         b, k = ctx.tau_ctx.shape
         device = ctx.tau_ctx.device
         shape = ctx.window.frames.shape

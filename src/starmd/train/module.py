@@ -108,9 +108,14 @@ class StarMDModule(L.LightningModule):
     def window_context(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
         """The clean window, its contextual-noise copy (what the model conditions on, as at
         rollout) and each frame's previous frame with the translation prior around it."""
-        diffusion = self.config.diffusion
         cond, centre = conditioning_from_batch(batch)
-        window = clean_window_from_batch(batch, centre)
+        return self.context_of(cond, clean_window_from_batch(batch, centre), generator)
+
+    def context_of(
+        self, cond: ProteinConditioning, window: CleanWindow, generator: torch.Generator
+    ) -> WindowContext:
+        """:meth:`window_context` of a given clean window (fresh contextual noise)."""
+        diffusion = self.config.diffusion
         b, k, _ = window.frames.shape
         device, dtype = window.torsions.device, window.torsions.dtype
         torsion_mask = cond.torsion_mask[:, None]
