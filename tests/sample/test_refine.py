@@ -535,3 +535,16 @@ def test_closed_form_gradient_equals_autograd(md):
         assert expected.abs().max() > 1.0  # violations present: a gradient worth comparing
         scaled = expected.abs().max()
         torch.testing.assert_close(gradient / scaled, expected / scaled, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("dihedral_sd_deg", 0.0), ("rama_sd_deg", -1.0), ("step_a", 0.0), ("iterations", -1)],
+)
+def test_settings_that_would_divide_by_zero_or_reward_violations_are_refused(field, value):
+    """A zero spread would make the energy infinite; a negative one or a negative count makes
+    no sense: one error naming the field. The defaults and a switched-off term are accepted."""
+    with pytest.raises(ValueError, match=field):
+        RefineSettings(**{field: value})
+    RefineSettings()
+    RefineSettings(iterations=0, rama_weight=0.0, dihedral_weight=0.0)

@@ -172,6 +172,18 @@ class RefineSettings:
     dihedral_weight: float = 1.0
     dihedral_sd_deg: float = 10.0
 
+    def __post_init__(self) -> None:
+        # the spreads divide the energy's terms: zero or negative ones would give inf or a
+        # term that rewards the violation
+        spreads = ("step_a", "step_rad", "restraint_a", "rama_sd_deg", "dihedral_sd_deg")
+        bad = [n for n in spreads if not getattr(self, n) > 0]
+        bad += [n for n in ("iterations", "rama_weight", "dihedral_weight") if getattr(self, n) < 0]
+        if bad:
+            raise ValueError(
+                f"RefineSettings: {', '.join(bad)} out of range (spreads and steps must be > 0, "
+                "iterations and weights >= 0)"
+            )
+
 
 def max_displacement_a(settings: RefineSettings) -> float:
     """Upper bound (Angstrom) on how far refinement moves any atom: the clamped steps summed
