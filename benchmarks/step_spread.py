@@ -24,7 +24,12 @@ model's time step, the input structure as the sink, exactly what a rollout cache
   ``dihedral spread``: the median over contexts and dihedrals of their circular sd among the
   model's samples of one context. A rollout's backbone torsions can be too wide because one step
   from MD's own history already is (these columns show it) or because errors accumulate over
-  the model's own history (they do not).
+  the model's own history;
+- ``dihedral offset``: median angle between those dihedrals and their circular mean in the
+  reference MD (``--reference-md``, default ``--md``), for the last context frame, MD's next
+  frame and the model's samples. With MD as the history the three agree; with a drifted history
+  (a model's own rollout laid out as ATLAS MD and given as ``--md``) a model that restores
+  brings its samples' offset below the context's, one that continues the history does not.
 
 Network output only (no refinement), the model's sampler defaults unless given. ``--restoring``,
 ``--deadband``, ``--context-noise``, ``--no-sink``, ``--early`` and ``--anchor-back`` change
@@ -146,8 +151,14 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
     md_disp, model_disp = [], []
     md_rg, model_rg = [], []
     md_dihedral_step, model_dihedral_step, model_dihedral_spread = [], [], []
+    context_offset, md_offset, model_offset = [], [], []
     aatype = torch.from_numpy(protein.aatype)
     bonded = torch.from_numpy(protein.linked_prev[1:]).bool()
+    reference = md_frames((args.reference_md or args.md) / folder.name)[2]
+    pooled = torch.cat(
+        [geometry.junction_dihedrals(replica_states(r, protein)[0], aatype) for r in reference]
+    )
+    reference_mean = torch.angle(torch.exp(1j * pooled).mean(0))[bonded]
     for replica in replicas:
         frames_all, torsions_all = replica_states(replica, protein)
         centre = inputs.centre[0].double()
@@ -177,6 +188,9 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
                 for i in (last, last + stride)
             )
             sampled = geometry.junction_dihedrals(frames.to(torch.float64), aatype)[:, bonded]
+            context_offset.append(circular_gap(md_now, reference_mean))
+            md_offset.append(circular_gap(md_next, reference_mean))
+            model_offset.append(circular_gap(sampled, reference_mean[None]))
             md_dihedral_step.append(circular_gap(md_next, md_now))
             model_dihedral_step.append(circular_gap(sampled, md_now[None]).ravel())
             resultant = torch.exp(1j * sampled).mean(0).abs().clamp(1e-12, 1.0)
@@ -220,6 +234,9 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
         "md_dihedral_step": median_degrees(md_dihedral_step),
         "model_dihedral_step": median_degrees(model_dihedral_step),
         "model_dihedral_spread": median_degrees(model_dihedral_spread),
+        "context_offset": median_degrees(context_offset),
+        "md_offset": median_degrees(md_offset),
+        "model_offset": median_degrees(model_offset),
     }
 
 
@@ -249,6 +266,9 @@ COLUMNS = (
     ("md_dihedral_step", "MD dihedral step (deg)", "{:.1f}"),
     ("model_dihedral_step", "model dihedral step (deg)", "{:.1f}"),
     ("model_dihedral_spread", "model dihedral spread (deg)", "{:.1f}"),
+    ("context_offset", "context dihedral offset (deg)", "{:.1f}"),
+    ("md_offset", "MD next dihedral offset (deg)", "{:.1f}"),
+    ("model_offset", "model dihedral offset (deg)", "{:.1f}"),
 )
 
 
@@ -294,6 +314,13 @@ def main() -> None:
         default=None,
         help="condition on the MD frame N time steps before the last context frame instead "
         "of the input structure (N >= --context - 1 keeps it outside the context)",
+    )
+    parser.add_argument(
+        "--reference-md",
+        type=Path,
+        default=None,
+        help="ATLAS-layout MD whose mean dihedrals the offset columns measure from (default: "
+        "--md; give the real MD when --md holds a model's rollout)",
     )
     parser.add_argument("--no-sink", action="store_true", help="no input frame in the cache")
     parser.add_argument(
