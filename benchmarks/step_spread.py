@@ -154,13 +154,15 @@ def protein_rows(loaded, folder: Path, args) -> dict[str, float]:
     context_offset, md_offset, model_offset = [], [], []
     aatype = torch.from_numpy(protein.aatype)
     bonded = torch.from_numpy(protein.linked_prev[1:]).bool()
-    reference = md_frames((args.reference_md or args.md) / folder.name)[2]
-    pooled = torch.cat(
-        [geometry.junction_dihedrals(replica_states(r, protein)[0], aatype) for r in reference]
+    states = [replica_states(replica, protein) for replica in replicas]
+    reference = (
+        states
+        if args.reference_md is None
+        else [replica_states(r, protein) for r in md_frames(args.reference_md / folder.name)[2]]
     )
+    pooled = torch.cat([geometry.junction_dihedrals(f, aatype) for f, _ in reference])
     reference_mean = torch.angle(torch.exp(1j * pooled).mean(0))[bonded]
-    for replica in replicas:
-        frames_all, torsions_all = replica_states(replica, protein)
+    for replica, (frames_all, torsions_all) in zip(replicas, states, strict=True):
         centre = inputs.centre[0].double()
         first = args.context * stride
         for last in range(first, len(replica) - stride, args.every * stride):
