@@ -4,6 +4,7 @@ import json
 
 import mdtraj
 import numpy as np
+import pytest
 import torch
 
 from starmd.bench import synthetic_structure, with_attention_neighbours
@@ -39,6 +40,10 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     ]
     assert speed[3]["steps"] == load_model(bundled_model_path()).config.sampling.steps
     assert len({r["md_ns_per_day"] for r in speed}) == 1
+    # OpenMM before and after the models; the ratio's reference is their pooled speed
+    before, after = speed[0]["md_ns_per_day_before"], speed[0]["md_ns_per_day_after"]
+    assert before > 0 and after > 0
+    assert speed[0]["md_ns_per_day"] == pytest.approx(2 / (1 / before + 1 / after), rel=0.01)
     assert all(r["starmd_frames_per_s"] > 0 for r in speed)
     # refined rows carry the refinement's and the polish's cost; the raw row none
     for row in speed:

@@ -49,7 +49,7 @@ import numpy as np
 
 from starmd.bench.child import run_child
 from starmd.bench.report import SECTIONS, STEADY_FROM, markdown
-from starmd.errors import StarmdInputError
+from starmd.errors import StarmdError, StarmdInputError
 from starmd.machine import machine_info
 from starmd.outputs import locked_by
 
@@ -208,18 +208,18 @@ def bench_speed(
     """starmd generate vs OpenMM implicit-solvent MD on one protein, same threads.
 
     One row per model (``model``, then ``settings.speed_models``, each at its own default dt
-    and steps) and replica count in ``settings.speed_replicas``, all against one OpenMM run: R
-    independent trajectories generated as one batch; frames/s and ns per wall-second count all
-    R trajectories together (aggregate sampling throughput). Generation runs at ``generate``'s
-    defaults (refinement and atom polish on: ``refine_ms_per_frame`` and
-    ``polish_ms_per_frame`` are their shares of each frame's time); one more row per model, one
-    trajectory, writes the raw network output (``generate --no-refine``); with
-    ``settings.compile`` one more per model, one trajectory at the defaults, runs the network
-    through ``torch.compile`` (``generate --compile``: its compile time is inside ``ratio``, not
-    ``steady_ratio``).
+    and steps) and replica count in ``settings.speed_replicas``, all against one OpenMM
+    reference: R independent trajectories generated as one batch; frames/s and ns per
+    wall-second count all R trajectories together (aggregate sampling throughput). OpenMM runs
+    twice, before and after the models (``md_ns_per_day_before`` / ``_after``); ``ratio`` uses
+    their pooled speed (``md_ns_per_day``). Generation runs at ``generate``'s defaults
+    (refinement and atom polish on: ``refine_ms_per_frame`` and ``polish_ms_per_frame`` are
+    their shares of each frame's time); one more row per model, one trajectory, writes the raw
+    network output (``generate --no-refine``); with ``settings.compile`` one more per model,
+    one trajectory at the defaults, runs the network through ``torch.compile`` (``generate
+    --compile``: its compile time is inside ``ratio``, not ``steady_ratio``).
     """
     from starmd.modelfile import resolve_model
-    from starmd.simulate.engine import simulate
 
     frames = 4 if settings.quick else SPEED_FRAMES
     steady_from = None if settings.quick else STEADY_FROM
@@ -230,6 +230,11 @@ def bench_speed(
     runs = [(r, True, False) for r in settings.speed_replicas] + [(1, False, False)]
     if settings.compile:
         runs.append((1, True, True))
+    # OpenMM runs twice, before and after the models, and the ratio uses their pooled speed, so
+    # that a change of the machine's load or clock during the models' runs is shared by both.
+    md_ps = 1.0 if settings.quick else 20.0
+    md_platform = "CUDA" if settings.device.startswith("cuda") else "CPU"
+    md_before = _openmm_ns_per_day(settings, structure, work / "md_before", md_ps, md_platform)
     gens = [
         (
             path,
@@ -253,23 +258,9 @@ def bench_speed(
         for path, chosen in models
         for r, refine, compiled in runs
     ]
-    md_ps = 2.0 if settings.quick else 20.0
-    md_dir = work / "md"
-    md_platform = "CUDA" if settings.device.startswith("cuda") else "CPU"
-    log.info("  OpenMM %s: %g ps of implicit MD of %s ...", md_platform, md_ps, structure.name)
-    metadata = simulate(
-        structure,
-        md_dir,
-        ns=md_ps / 1000.0,
-        replicas=1,
-        save_every_ps=1.0,
-        equilibrate_ps=1.0,
-        chunk_frames=max(1, int(md_ps) // 2),
-        platform=md_platform,
-        threads=settings.threads,
-        progress=False,
-    )
-    md_ns_per_day = float(metadata["replicas"][0]["ns_per_day"])
+    md_after = _openmm_ns_per_day(settings, structure, work / "md_after", md_ps, md_platform)
+    # equal simulated lengths: total ns over total time is the harmonic mean of the two speeds
+    md_ns_per_day = 2.0 / (1.0 / md_before + 1.0 / md_after)
     md_ns_per_s = md_ns_per_day / 86400.0
     return [
         {
@@ -291,14 +282,42 @@ def bench_speed(
             "starmd_model_load_s": gen["time_to_model_s"],
             "starmd_first_frame_s": gen["first_frame_s"],
             "md_platform": md_platform,
-            "md_ps": md_ps,
+            "md_ps": 2 * md_ps,
             "md_ns_per_day": round(md_ns_per_day, 2),
+            "md_ns_per_day_before": round(md_before, 2),
+            "md_ns_per_day_after": round(md_after, 2),
             "md_ns_per_wall_s": md_ns_per_s,
             "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
             "steady_ratio": _steady_ratio(gen, replicas, chosen["dt_ps"], md_ns_per_s),
         }
         for path, chosen, replicas, refine, compiled, gen in gens
     ]
+
+
+def _openmm_ns_per_day(
+    settings: BenchSettings, structure: Path, out: Path, md_ps: float, platform: str
+) -> float:
+    """ns/day of ``md_ps`` of OpenMM implicit-solvent MD of ``structure`` (after 1 ps of
+    equilibration, which is not timed), one replica, the bench's threads."""
+    from starmd.simulate.engine import simulate
+
+    log.info("  OpenMM %s: %g ps of implicit MD of %s ...", platform, md_ps, structure.name)
+    metadata = simulate(
+        structure,
+        out,
+        ns=md_ps / 1000.0,
+        replicas=1,
+        save_every_ps=1.0,
+        equilibrate_ps=1.0,
+        chunk_frames=max(1, int(md_ps) // 2),
+        platform=platform,
+        threads=settings.threads,
+        progress=False,
+    )
+    speed = float(metadata["replicas"][0]["ns_per_day"])
+    if not speed > 0:
+        raise StarmdError(f"OpenMM reference run in {out} reported no speed ({speed} ns/day)")
+    return speed
 
 
 def _steady_rate(gen: dict[str, Any], replicas: int) -> float | None:
