@@ -18,6 +18,7 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/compile_trunk.py --mode eager
     OMP_NUM_THREADS=1 python benchmarks/compile_trunk.py --mode compiled
     OMP_NUM_THREADS=1 python benchmarks/compile_trunk.py --mode compiled --static
+    OMP_NUM_THREADS=1 python benchmarks/compile_trunk.py --mode compiled --static --cpp-wrapper
 """
 
 from __future__ import annotations
@@ -45,8 +46,17 @@ def main() -> None:
     parser.add_argument(
         "--static", action="store_true", help="the KV cache in its static mode (one graph)"
     )
+    parser.add_argument(
+        "--cpp-wrapper",
+        action="store_true",
+        help="Inductor's C++ wrapper: the compiled graph's kernels called from C++, not Python",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cpp_wrapper:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.cpp_wrapper = True
 
     rollout, settings, _ = make_rollout(args.model, args.structure, 1, 0)
     rollout.cache.static = args.static
