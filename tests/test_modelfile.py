@@ -77,3 +77,58 @@ def test_a_file_that_is_not_a_model_is_named_in_the_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(StarmdCheckpointError, match="bad.safetensors: unreadable model file"):
         read_config(bad)
+
+
+def _perturbed_copy(source, out, seed: int):
+    """``source``'s network with every weight moved by a seeded random step, as a model file."""
+    import torch
+
+    from starmd.modelfile import save_model
+
+    loaded = load_model(source)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    return save_model(loaded.model, loaded.config, out)
+
+
+def test_average_models_is_the_parameterwise_weighted_mean(tiny_model_path, tmp_path):
+    import torch
+
+    from starmd.modelfile import average_models
+
+    a = _perturbed_copy(tiny_model_path, tmp_path / "a.safetensors", 1)
+    b = _perturbed_copy(tiny_model_path, tmp_path / "b.safetensors", 2)
+    sa, sb = load_model(a).model.state_dict(), load_model(b).model.state_dict()
+    soup = average_models([a, b], [1.0, 3.0]).model.state_dict()
+    checked = 0
+    for key, value in soup.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.25 * sa[key] + 0.75 * sb[key])
+            checked += 1
+    assert checked > 10
+    # a file averaged with itself is itself; equal weights by default
+    same = average_models([a, a]).model.state_dict()
+    assert all(torch.equal(same[k], sa[k]) for k in sa)
+    assert read_config(a) == average_models([a, b]).config
+
+
+def test_average_models_refuses_networks_that_differ(tiny_model_path, tmp_path):
+    from starmd.errors import StarmdInputError
+    from starmd.modelfile import average_models, save_model
+
+    loaded = load_model(tiny_model_path)
+    other = load_model(tiny_model_path)
+    other.config.model.overrides = dict(other.config.model.overrides or {}, n_blocks=1)
+    from starmd.model import StarDenoiser
+
+    smaller = StarDenoiser(other.config.denoiser())
+    path = save_model(smaller, other.config, tmp_path / "smaller.safetensors")
+    with pytest.raises(StarmdCheckpointError, match="network differs"):
+        average_models([tiny_model_path, path])
+    with pytest.raises(StarmdInputError, match="two or more"):
+        average_models([tiny_model_path])
+    with pytest.raises(StarmdInputError, match="one non-negative weight"):
+        average_models([tiny_model_path, tiny_model_path], [1.0, -1.0])
+    assert loaded.config.model.overrides != other.config.model.overrides

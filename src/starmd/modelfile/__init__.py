@@ -106,6 +106,55 @@ def save_model(model: StarDenoiser, config: TrainConfig, path: str | Path) -> Pa
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
+def average_models(paths: list[str | Path], weights: list[float] | None = None) -> LoadedModel:
+    """The weight average of model files of one architecture (a "model soup": several
+    fine-tunes of the same starting weights averaged parameter by parameter), with the first
+    file's configuration (its sampling defaults included).
+
+    Args:
+        paths: two or more model files (or ``.ckpt``) whose networks have the same layout.
+        weights: one non-negative weight per file (normalised to sum 1); default equal.
+
+    Raises:
+        StarmdCheckpointError: unreadable file, or files whose networks differ (another
+            configuration of the network, or other parameter names or shapes).
+        StarmdInputError: fewer than two files, or weights that do not fit them.
+    """
+    if len(paths) < 2:
+        raise StarmdInputError(f"averaging needs two or more model files, got {len(paths)}")
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
+        raise StarmdInputError(
+            f"need one non-negative weight per model file ({len(paths)}), summing above 0; "
+            f"got {weights}"
+        )
+    loaded = [load_model(p) for p in paths]
+    first = loaded[0]
+    layout = first.config.denoiser(str(paths[0]))
+    names = {k: v.shape for k, v in first.model.state_dict().items()}
+    for path, other in zip(paths[1:], loaded[1:], strict=True):
+        other_names = {k: v.shape for k, v in other.model.state_dict().items()}
+        if other.config.denoiser(str(path)) != layout or other_names != names:
+            raise StarmdCheckpointError(
+                located(Path(path), f"network differs from {paths[0]}'s; cannot average them")
+            )
+    total = sum(weights)
+    states = [m.model.state_dict() for m in loaded]
+    averaged = {}
+    for key, value in states[0].items():
+        if value.is_floating_point():
+            averaged[key] = sum(w / total * s[key] for w, s in zip(weights, states, strict=True))
+        elif all(torch.equal(value, s[key]) for s in states[1:]):
+            averaged[key] = value  # integer buffers (indices, tables) shared by every file
+        else:
+            raise StarmdCheckpointError(
+                f"{key} is an integer buffer that differs between the model files; "
+                "cannot average them"
+            )
+    first.model.load_state_dict(averaged)
+    return first
+
+
 def read_config(path: str | Path) -> TrainConfig:
     """The configuration saved in a model file, without building the network (a ``.ckpt`` is
     read whole).
