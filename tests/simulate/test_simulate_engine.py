@@ -245,7 +245,7 @@ def test_check_frame_rejects_nan_energy_and_stretched_bonds():
         check_frame(-100.0, positions, bonds, name="p", replica=1, step=7)
 
 
-def test_replicas_run_in_parallel_worker_processes(prepared_dir, trpcage_pdb):
+def test_replicas_run_in_parallel_worker_processes(prepared_dir, trpcage_pdb, monkeypatch):
     options = {**TINY, "save_every_ps": 0.2}
     metadata = simulate(
         trpcage_pdb, prepared_dir, ns=0.0004, replicas=2, workers=2, chunk_frames=1, **options
@@ -256,6 +256,18 @@ def test_replicas_run_in_parallel_worker_processes(prepared_dir, trpcage_pdb):
     ]
     for replica in (1, 2):
         np.testing.assert_allclose(_load(prepared_dir, replica).time, [0.2, 0.4], atol=1e-4)
+    # run again at the same length: both replicas are finished, so they are checked in this
+    # process and no worker process is started
+    import multiprocessing
+
+    def no_spawn(*args, **kwargs):
+        raise AssertionError("a worker process was started for finished replicas")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_spawn)
+    again = simulate(
+        trpcage_pdb, prepared_dir, ns=0.0004, replicas=2, workers=2, chunk_frames=1, **options
+    )
+    assert [r["frames"] for r in again["replicas"]] == [2, 2]
 
 
 def test_prepare_reads_the_folder_unchanged(tiny_run, tmp_path):

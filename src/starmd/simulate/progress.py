@@ -12,8 +12,10 @@ import queue
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from starmd.simulate import atlas
 from starmd.simulate.replica import ReplicaJob, ReplicaProgress, run_replica
 from starmd.workers import run_jobs as run_in_workers
 
@@ -107,19 +109,32 @@ def run_jobs(jobs: Sequence[ReplicaJob], workers: int = 1, show: bool = True) ->
     replica stay on disk.
     """
     with ProgressView(jobs, show) as view:
-        if workers <= 1 or len(jobs) <= 1:
-            run_in_workers(partial(run_replica, on_progress=view.update), jobs, on_failure="raise")
+        in_process = partial(run_replica, on_progress=view.update)
+        pending = [job for job in jobs if not _finished(job)]
+        if workers <= 1 or len(pending) <= 1:
+            run_in_workers(in_process, jobs, on_failure="raise")
             return
+        # replicas already at their length are only checked and reported: in this process,
+        # not in a spawned one (each spawn imports OpenMM: seconds per replica, for every
+        # protein of every stage of a resumed corpus build)
+        run_in_workers(in_process, [job for job in jobs if job not in pending], on_failure="raise")
         context = multiprocessing.get_context("spawn")
         with context.Manager() as manager:
             events = manager.Queue()
             run_in_workers(
                 partial(_run_in_worker, events=events),
-                jobs,
+                pending,
                 workers,
                 on_failure="raise",
                 poll=lambda: _drain(events, view),
             )
+
+
+def _finished(job: ReplicaJob) -> bool:
+    """Whether the replica's progress record says it already has ``job.n_frames`` frames
+    (:func:`run_replica` checks the record and its files again before trusting it)."""
+    record = atlas.read_json(atlas.replica_progress_json(Path(job.out_dir), job.name, job.replica))
+    return isinstance(record, dict) and record.get("frames_done", 0) >= job.n_frames
 
 
 def _run_in_worker(job: ReplicaJob, events: Any) -> None:
