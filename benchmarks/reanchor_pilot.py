@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--dt", type=float, default=10.0, help="ps; the MD's saved interval")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--setting", action="append", required=True, help="EVERY:BACK")
+    parser.add_argument(
+        "--save", type=Path, default=None, help="folder for each setting's C-alpha .npy"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     folder = args.md / args.protein
@@ -125,6 +128,9 @@ def main() -> None:
         every, back = (int(v) for v in setting.split(":"))
         trajs = rollout_ca(args.model, pdb, args.frames, args.dt, args.seed, every, back)
         print(f"{setting:>8}: {summary(list(trajs), init)}", flush=True)
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.save(args.save / f"{args.protein}_{setting.replace(':', '_')}.npy", trajs)
 
 
 if __name__ == "__main__":
