@@ -134,7 +134,8 @@ def _finished(job: ReplicaJob) -> bool:
     """Whether the replica's progress record says it already has ``job.n_frames`` frames
     (:func:`run_replica` checks the record and its files again before trusting it)."""
     record = atlas.read_json(atlas.replica_progress_json(Path(job.out_dir), job.name, job.replica))
-    return isinstance(record, dict) and record.get("frames_done", 0) >= job.n_frames
+    done = None if record is None else record.get("frames_done")
+    return isinstance(done, int) and done >= job.n_frames  # anything else: run_replica judges
 
 
 def _run_in_worker(job: ReplicaJob, events: Any) -> None:
