@@ -90,10 +90,14 @@ def operation_class(name: str) -> str:
     return CLASS_OF.get(name.removeprefix("aten::"), "other")
 
 
-def make_rollout(model: str, structure: Path, replicas: int, seed: int):
-    """A :class:`Rollout` of ``model`` at its own defaults, and its settings."""
+def rollout_parts(model: str, structure: Path, replicas: int, dt_ps: float | None = None):
+    """What a :class:`Rollout` of ``model`` at its own defaults (``dt_ps`` overrides its time
+    step) is built from: ``(loaded model, inputs, rollout settings, generation settings,
+    residues)``."""
     loaded = load_model(resolve_model(model), torch.device("cpu"))
-    settings = with_model_defaults(GenerationSettings(frames=2, replicas=replicas), loaded.config)
+    settings = with_model_defaults(
+        GenerationSettings(frames=2, replicas=replicas, dt_ps=dt_ps), loaded.config
+    )
     protein, positions = load_structure(structure)
     inputs = protein_input(protein, positions, settings.dt_ps, replicas)
     rollout_settings = RolloutSettings(
@@ -103,7 +107,13 @@ def make_rollout(model: str, structure: Path, replicas: int, seed: int):
         sampler=settings.sampler,
         schedule_rho=settings.schedule_rho,
     )
-    return Rollout(loaded, inputs, rollout_settings, seed=seed), settings, protein.n_residues
+    return loaded, inputs, rollout_settings, settings, protein.n_residues
+
+
+def make_rollout(model: str, structure: Path, replicas: int, seed: int):
+    """A :class:`Rollout` of ``model`` at its own defaults, and its settings."""
+    loaded, inputs, rollout_settings, settings, residues = rollout_parts(model, structure, replicas)
+    return Rollout(loaded, inputs, rollout_settings, seed=seed), settings, residues
 
 
 def run_frames(rollout: Rollout, states, count: int, label: bool = False) -> list:

@@ -28,11 +28,10 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 import torch
+from profile_step import rollout_parts
 
-from starmd.modelfile import load_model, resolve_model
-from starmd.sample.generate import GenerationSettings, with_model_defaults
-from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
-from starmd.structure.io import load_structure
+from starmd.errors import StarmdError
+from starmd.sample.rollout import Rollout
 from starmd.structure.rigid import Rigid
 from starmd.structure.superpose import kabsch_rotations
 
@@ -64,17 +63,7 @@ def rollout_ca(
     model: str, structure: Path, frames: int, dt: float, seed: int, every: int, back: int
 ) -> np.ndarray:
     """C-alpha positions ``(2, frames, L, 3)`` of a 2-replica rollout re-anchored as asked."""
-    loaded = load_model(resolve_model(model))
-    gs = with_model_defaults(GenerationSettings(frames=2, replicas=2, dt_ps=dt), loaded.config)
-    protein, positions = load_structure(structure)
-    inputs = protein_input(protein, positions, dt, 2)
-    settings = RolloutSettings(
-        steps=gs.steps,
-        context=gs.context,
-        sink=gs.sink,
-        sampler=gs.sampler,
-        schedule_rho=gs.schedule_rho,
-    )
+    loaded, inputs, settings, _, _ = rollout_parts(model, structure, 2, dt)
     rng = np.random.default_rng(seed)
     rollout = Rollout(loaded, inputs, settings, seed=seed)
     states = rollout.states(frames)
@@ -134,4 +123,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (StarmdError, OSError) as exc:  # an unknown model, a missing MD folder: one line
+        raise SystemExit(f"error: {exc}") from None

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from starmd.data.dataset import TrajectoryWindowDataset, WindowSpec, collate_windows
+from starmd.errors import StarmdError
 from starmd.modelfile import load_model, resolve_model
 from starmd.train.module import StarMDModule, step_generator
 
@@ -71,4 +72,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (StarmdError, OSError) as exc:  # an unknown model, a folder not prepared: one line
+        raise SystemExit(f"error: {exc}") from None

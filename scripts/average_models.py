@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import argparse
 
-from starmd.modelfile import average_models, save_model
+from starmd.errors import StarmdError
+from starmd.modelfile import average_models, resolve_model, save_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="model files (.safetensors or .ckpt)")
+    parser.add_argument(
+        "models", nargs="+", help="model files (.safetensors or .ckpt) or bundled model names"
+    )
     parser.add_argument("-o", "--out", required=True, help="model file to write (.safetensors)")
     parser.add_argument(
         "--weights", type=float, nargs="+", help="one weight per model file (default: equal)"
     )
     args = parser.parse_args()
-    soup = average_models(args.models, args.weights)
+    soup = average_models([resolve_model(m) for m in args.models], args.weights)
     print(save_model(soup.model, soup.config, args.out))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (StarmdError, OSError) as exc:  # a missing or mismatched model file: one line
+        raise SystemExit(f"error: {exc}") from None

@@ -1,14 +1,18 @@
 """The model file: one resolver behind every command that takes a model, one error text."""
 
 import pytest
+import torch
 
-from starmd.errors import StarmdCheckpointError
+from starmd.errors import StarmdCheckpointError, StarmdInputError
+from starmd.model import StarDenoiser
 from starmd.modelfile import (
     BUNDLED_MODELS,
+    average_models,
     installed_default_model,
     load_model,
     read_config,
     resolve_model,
+    save_model,
 )
 from tests.conftest import ASSETS, STRUCTURES
 from tests.test_cli import run_cli
@@ -81,10 +85,6 @@ def test_a_file_that_is_not_a_model_is_named_in_the_error(tmp_path):
 
 def _perturbed_copy(source, out, seed: int):
     """``source``'s network with every weight moved by a seeded random step, as a model file."""
-    import torch
-
-    from starmd.modelfile import save_model
-
     loaded = load_model(source)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -94,10 +94,6 @@ def _perturbed_copy(source, out, seed: int):
 
 
 def test_average_models_is_the_parameterwise_weighted_mean(tiny_model_path, tmp_path):
-    import torch
-
-    from starmd.modelfile import average_models
-
     a = _perturbed_copy(tiny_model_path, tmp_path / "a.safetensors", 1)
     b = _perturbed_copy(tiny_model_path, tmp_path / "b.safetensors", 2)
     sa, sb = load_model(a).model.state_dict(), load_model(b).model.state_dict()
@@ -115,14 +111,9 @@ def test_average_models_is_the_parameterwise_weighted_mean(tiny_model_path, tmp_
 
 
 def test_average_models_refuses_networks_that_differ(tiny_model_path, tmp_path):
-    from starmd.errors import StarmdInputError
-    from starmd.modelfile import average_models, save_model
-
     loaded = load_model(tiny_model_path)
     other = load_model(tiny_model_path)
     other.config.model.overrides = dict(other.config.model.overrides or {}, n_blocks=1)
-    from starmd.model import StarDenoiser
-
     smaller = StarDenoiser(other.config.denoiser())
     path = save_model(smaller, other.config, tmp_path / "smaller.safetensors")
     with pytest.raises(StarmdCheckpointError, match="network differs"):
