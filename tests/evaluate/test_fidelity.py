@@ -182,7 +182,9 @@ def test_fidelity_command_rejects_a_model_label_taken_by_a_baseline(corpus, tmp_
     assert "baseline" in str(result.exception)
 
 
-def test_fidelity_command_passes_refine_to_every_generation(corpus, tmp_path, monkeypatch):
+def test_fidelity_command_passes_refine_and_reanchor_to_every_generation(
+    corpus, tmp_path, monkeypatch
+):
     from starmd.cli import app
     from starmd.evaluate import fidelity
 
@@ -194,12 +196,18 @@ def test_fidelity_command_passes_refine_to_every_generation(corpus, tmp_path, mo
 
     monkeypatch.setattr(fidelity, "run_fidelity", fake_run)
     folder, split = corpus
-    for flags in (["--refine"], ["--no-refine"], []):
+    for flags in (["--refine"], ["--no-refine"], [], ["--reanchor-every", "20"]):
         CliRunner().invoke(
             app, ["fidelity", str(folder), "-o", str(tmp_path), "-m", "tiny=x.safetensors",
                   "--split-file", str(split), *flags],
         )  # fmt: skip
-    assert seen == [{"refine": True}, {"refine": False}, {"refine": True}]  # on by default
+    off = {"reanchor_every": 0}  # recorded either way, so a folder made with it is not reused
+    assert seen == [  # refinement on by default, re-anchoring off
+        {"refine": True, **off},
+        {"refine": False, **off},
+        {"refine": True, **off},
+        {"refine": True, "reanchor_every": 20},
+    ]
 
 
 def test_generation_machines_names_each_cpu_kind_once_and_older_sidecars(tmp_path):

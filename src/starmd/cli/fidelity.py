@@ -37,6 +37,12 @@ def fidelity(
         "--no-refine for the raw network output; use one OUT folder for each (a rerun "
         "into a folder made with the other is refused).",
     ),
+    reanchor_every: int = typer.Option(
+        0,
+        "--reanchor-every",
+        min=0,
+        help="Generate with generate's --reanchor-every N (0: off, generate's default).",
+    ),
     workers: int = typer.Option(1, "--workers", "-j", help="Proteins evaluated in parallel."),
     plots: bool = typer.Option(False, "--plots/--no-plots", help="Plots in each seed's report."),
 ) -> None:
@@ -72,6 +78,7 @@ def fidelity(
         models[label] = path
     overrides = {k: v for k, v in {"steps": steps, "sampler": sampler}.items() if v is not None}
     overrides["refine"] = refine
+    overrides["reanchor_every"] = reanchor_every
     settings = FidelitySettings(models, tuple(range(seeds)), replicas, dt_ps, overrides)
     n_steps = (len(models) * len(split_proteins(reference, split, split_file)) + 1) * seeds
     with progress_bar() as bar:

@@ -87,6 +87,17 @@ def generate(
         "time per frame on a CPU thread, after a one-off compile of ~10-40 s per protein (needs "
         "a C++ compiler, g++). Same trajectories to float rounding, not bit for bit.",
     ),
+    reanchor_every: int = typer.Option(
+        0,
+        min=0,
+        help="Every N frames, condition each replica on a new structure drawn as the model was "
+        "trained (the input with probability 0.5 for starmd-small, else a random frame of the "
+        "last --reanchor-span) and re-encode the cache: less pull towards the input, more "
+        "long-lag motion (docs/ablations.md). 0 (default): always the input. Try 20.",
+    ),
+    reanchor_span: str = typer.Option(
+        "2ns", help="With --reanchor-every: how far back the random frame may lie."
+    ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
     ),
@@ -147,6 +158,8 @@ def generate(
         refine=refine,
         polish=polish,
         compile=compile_network,
+        reanchor_every=reanchor_every,
+        reanchor_span_ps=parse_duration_ps(reanchor_span),
     )
     if relax:
         from starmd.simulate.relax import check_openmm

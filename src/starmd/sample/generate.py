@@ -32,7 +32,7 @@ from starmd.modelfile import LoadedModel, load_model, resolve_model
 from starmd.outputs import locked_by
 from starmd.sample.domain import check_domain
 from starmd.sample.refine import RefinementLedger, RefineSettings
-from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
+from starmd.sample.rollout import Reanchor, Rollout, RolloutSettings, protein_input
 from starmd.sample.writer import TrajectoryWriter, open_outputs, restore_history
 from starmd.structure import geometry
 from starmd.structure.checks import ca_health
@@ -124,6 +124,15 @@ class GenerationSettings:
     less network time per frame on a CPU thread after a one-off compile of ~10-40 s per protein
     (:meth:`~starmd.model.denoiser.StarDenoiser.compile_rollout`); equal to the eager rollout to
     float rounding (not bit for bit, so a long trajectory drifts apart from the eager one)."""
+    reanchor_every: int = 0
+    """Every N frames, condition the rollout on a new structure per replica, drawn as the model
+    was trained (the input with probability ``1 - data.input_from_trajectory``, else a random
+    frame of the last ``reanchor_span_ps``), and re-encode the cache under it
+    (:class:`~starmd.sample.rollout.Reanchor`): a lever against the pull towards the input
+    structure. 0 (default): always the input."""
+    reanchor_span_ps: float = 2000.0
+    """How far back (ps) a re-anchoring's random frame may lie; 2 ns by default, about the
+    length of the training replicas the conditioning frames were drawn from."""
 
 
 @locked_by(lambda call: Path(call["out_dir"]) / f"{Path(call['structure']).stem}.lock", "generate")
@@ -168,7 +177,8 @@ def generate(
     inputs = protein_input(
         protein, positions, settings.dt_ps, settings.replicas, device=torch_device
     )
-    rollout = Rollout(loaded, inputs, _rollout_settings(settings), seed=settings.seed)
+    rollout_settings = _rollout_settings(settings, loaded.config, model_path)
+    rollout = Rollout(loaded, inputs, rollout_settings, seed=settings.seed)
     source = input_record(structure, settings.chains or None)
     identity = {
         "structure_sha256": source["sha256"],
@@ -303,7 +313,24 @@ def _announce_compiling(refine: bool) -> None:
         log.info("compiling the rebuild/refinement loops (numba; once after installation) ...")
 
 
-def _rollout_settings(settings: GenerationSettings) -> RolloutSettings:
+def _rollout_settings(
+    settings: GenerationSettings, config=None, model_path: Path | None = None
+) -> RolloutSettings:
+    """The rollout's settings; ``config`` (the model's) is needed only to re-anchor."""
+    reanchor = None
+    if settings.reanchor_every:
+        trained = config.data.input_from_trajectory
+        if trained == 0.0:
+            raise StarmdInputError(
+                f"{model_path}: --reanchor-every needs a model trained with conditioning "
+                "frames from its trajectories (data.input_from_trajectory > 0); this one "
+                "was conditioned on the input structure only"
+            )
+        reanchor = Reanchor(
+            every=settings.reanchor_every,
+            span=max(1, round(settings.reanchor_span_ps / settings.dt_ps)),
+            input_probability=1.0 - trained,
+        )
     return RolloutSettings(
         steps=settings.steps,
         context=settings.context,
@@ -312,6 +339,7 @@ def _rollout_settings(settings: GenerationSettings) -> RolloutSettings:
         schedule_rho=settings.schedule_rho,
         refine=RefineSettings() if settings.refine else None,
         compile=settings.compile,
+        reanchor=reanchor,
     )
 
 
@@ -495,3 +523,9 @@ def _validate(settings: GenerationSettings) -> None:
         raise StarmdInputError(f"--schedule-rho must be > 0, got {settings.schedule_rho}")
     if settings.chunk < 1:
         raise StarmdInputError(f"chunk must be >= 1, got {settings.chunk}")
+    if settings.reanchor_every < 0:
+        raise StarmdInputError(f"--reanchor-every must be >= 0, got {settings.reanchor_every}")
+    if settings.reanchor_every and settings.context is None:
+        raise StarmdInputError("--reanchor-every needs a bounded --context (not 0)")
+    if settings.reanchor_span_ps <= 0:
+        raise StarmdInputError(f"--reanchor-span must be > 0, got {settings.reanchor_span_ps} ps")

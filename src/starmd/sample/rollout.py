@@ -17,12 +17,24 @@ Randomness: replica ``r``'s draws for frame ``t`` come from its own generator, s
 stream 1 adds the contextual noise), so a resumed rollout continues the same random sequence and
 a replica does not change when more replicas share the batch. Between frames,
 :meth:`Rollout.state_dict` is all a rollout needs to continue exactly (the KV cache and the last
-frame).
+frame; with re-anchoring, also the anchor and the recent frames).
+
+Re-anchoring (``RolloutSettings.reanchor``, off by default): the network pulls every new frame
+towards the structure it is conditioned on (the elastic prior's springs, the pair features), the
+input structure in a plain rollout. A model trained with ``data.input_from_trajectory = p`` also
+saw windows conditioned on another frame of their own trajectory. Every ``every`` frames a
+re-anchored rollout draws, per replica, a new conditioning structure as in that training: the
+input with probability ``1 - p``, else a uniformly random frame of the replica's last ``span``
+frames (the current one included); the cache is then re-encoded under the new conditioning (the
+input as the sink, then the last ``context`` frames, each with its own contextual noise, as the
+first time). Memory stays flat: only the last ``max(span, context)`` frames are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,7 +42,7 @@ import numpy as np
 import torch
 
 from starmd.diffusion.conditioning import FrameConditioner, PreviousFrame
-from starmd.diffusion.rng import ReplicaGenerators
+from starmd.diffusion.rng import ReplicaGenerators, uniform
 from starmd.diffusion.sampler import reverse_loop, sampler_schedule
 from starmd.model import FrameTokens, ProteinConditioning
 from starmd.model.denoiser import masked_centroid
@@ -39,6 +51,30 @@ from starmd.sample.refine import Refined, RefineSettings, refine, refine_topolog
 from starmd.structure import geometry
 from starmd.structure.protein import Protein
 from starmd.structure.rigid import Rigid
+
+
+@dataclass(frozen=True)
+class Reanchor:
+    """How often and from where a rollout takes a new conditioning structure (module docstring).
+
+    Attributes:
+        every: frames between re-anchorings (frame ``t`` with ``t % every == 0``, after it is
+            generated).
+        span: the anchor, when not the input, is a uniformly random frame of the last ``span``
+            frames (the current one included).
+        input_probability: probability that the anchor is the input structure (``1 - p`` for a
+            model trained with ``data.input_from_trajectory = p``).
+    """
+
+    every: int
+    span: int
+    input_probability: float
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.span < 1:
+            raise ValueError(f"Reanchor: every and span must be >= 1, got {self}")
+        if not 0.0 <= self.input_probability <= 1.0:
+            raise ValueError(f"Reanchor: input_probability must be in [0, 1], got {self}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,9 @@ class RolloutSettings:
         compile: run the network through ``torch.compile`` over a static KV cache
             (:meth:`~starmd.model.denoiser.StarDenoiser.compile_rollout`): faster per frame
             after a one-off compile; equal to the eager rollout to float rounding.
+        reanchor: re-condition the rollout now and then on one of its own recent frames
+            (module docstring); None = always the input (default). Needs a bounded
+            ``context``.
     """
 
     steps: int = 20
@@ -82,6 +121,11 @@ class RolloutSettings:
     context_noise: float | None = None
     refine: RefineSettings | None = None
     compile: bool = False
+    reanchor: Reanchor | None = None
+
+    def __post_init__(self) -> None:
+        if self.reanchor is not None and self.context is None:
+            raise ValueError("re-anchoring needs a bounded context (the cache is re-encoded)")
 
 
 @dataclass(frozen=True)
@@ -148,7 +192,7 @@ def protein_input(
     )
 
 
-DENOISING_STREAM, CONTEXT_NOISE_STREAM = 0, 1
+DENOISING_STREAM, CONTEXT_NOISE_STREAM, ANCHOR_STREAM = 0, 1, 2
 
 
 def frame_generators(
@@ -210,6 +254,11 @@ class Rollout:
             )
         self.refined: Refined | None = None  # the last generated frame's refinement
         self.refine_s = 0.0  # wall time spent refining, seconds
+        # re-anchoring: the input's conditioning, and the recent (t, frames, torsions)
+        self.input_cond = inputs.cond
+        reanchor = settings.reanchor
+        keep = 0 if reanchor is None else max(reanchor.span, settings.context or 1)
+        self.recent: deque[tuple[int, Rigid, torch.Tensor]] = deque(maxlen=max(keep, 1))
 
     @property
     def device(self) -> torch.device:
@@ -355,13 +404,66 @@ class Rollout:
         if self.next_frame == 0:
             frames, torsions = self.inputs.init_frames, self.inputs.init_torsions
             self.stage_clean(0, frames, torsions)
-            self.latest = (0, frames, torsions)
+            self._remember(0, frames, torsions)
             yield 0, frames, torsions
         for t in range(self.next_frame, n_frames):
             frames, torsions = self.refine(*self.sample_frame(t))
-            self.latest = (t, frames, torsions)
+            self._remember(t, frames, torsions)
             yield t, frames, torsions
-            self.stage_clean(t, frames, torsions)
+            self._advance(t, frames, torsions)
+
+    def _remember(self, t: int, frames: Rigid, torsions: torch.Tensor) -> None:
+        """Frame ``t`` is the latest (and, when re-anchoring, one of the recent frames)."""
+        self.latest = (t, frames, torsions)
+        if self.settings.reanchor is not None:
+            self.recent.append((t, frames, torsions))
+
+    def _advance(self, t: int, frames: Rigid, torsions: torch.Tensor) -> None:
+        """After frame ``t`` was yielded: re-anchor if due, then stage it for the cache."""
+        reanchor = self.settings.reanchor
+        if reanchor is not None and t > 0 and t % reanchor.every == 0:
+            self.reanchor(t)
+        self.stage_clean(t, frames, torsions)
+
+    def anchor_choice(self, t: int) -> list[int | None]:
+        """Per replica, the frame that conditions the rollout after frame ``t``: None for the
+        input structure, else an index into :attr:`recent` (uniform over it). Drawn from the
+        replica's own generator for ``(seed, ANCHOR_STREAM, t)``."""
+        reanchor = self.settings.reanchor
+        b = self.inputs.init_frames.shape[0]
+        generators = frame_generators(self.seed, ANCHOR_STREAM, t, b, "cpu")
+        draws = uniform((b, 2), generators, dtype=torch.float64).tolist()
+        n = len(self.recent)
+        return [
+            None if u < reanchor.input_probability else min(int(v * n), n - 1) for u, v in draws
+        ]
+
+    @torch.inference_mode()
+    def reanchor(self, t: int) -> None:
+        """Condition the rollout after frame ``t`` (the last of :attr:`recent`) on a new anchor
+        per replica (:meth:`anchor_choice`) and re-encode the cache under it: the input as the
+        sink, then the frames ``t - context + 1 .. t - 1`` (frame ``t`` is staged next)."""
+        choice = self.anchor_choice(t)
+        inputs = self.inputs
+        init = self.input_cond.init_frames
+        rots, trans = [], []
+        for r, k in enumerate(choice):
+            source = init if k is None else self.recent[k][1]
+            rots.append(source.rots[r])
+            trans.append(source.trans[r])
+        anchor = Rigid(torch.stack(rots), torch.stack(trans))
+        self._set_anchor(anchor)
+        self.pending = None
+        self.cache.reset()
+        self.push_clean(0, inputs.init_frames, inputs.init_torsions)
+        context = self.settings.context
+        for ti, fi, xi in self.recent:
+            if t - context < ti < t and ti > 0:
+                self.push_clean(ti, fi, xi)
+
+    def _set_anchor(self, anchor: Rigid) -> None:
+        cond = dataclasses.replace(self.input_cond, init_frames=anchor)
+        self.inputs = dataclasses.replace(self.inputs, cond=cond)
 
     def state_dict(self) -> dict:
         """What continuing this rollout exactly needs, taken while :meth:`states` waits at a
@@ -372,13 +474,27 @@ class Rollout:
         if self.latest is None:
             raise RuntimeError("Rollout.state_dict: no frame yielded yet")
         t, frames, torsions = self.latest
-        return {
+        state = {
             "frame": t,
             "rots": frames.rots.to("cpu", copy=True),
             "trans": frames.trans.to("cpu", copy=True),
             "torsions": torsions.to("cpu", copy=True),
             "cache": self.cache.state_dict(),
         }
+        if self.settings.reanchor is not None:
+            anchor = self.inputs.cond.init_frames
+
+            def stacked(values: list[torch.Tensor]) -> torch.Tensor:
+                return torch.stack(values).to("cpu", copy=True)
+
+            state["anchor"] = {"rots": stacked([anchor.rots]), "trans": stacked([anchor.trans])}
+            state["recent"] = {
+                "frame": [ti for ti, _, _ in self.recent],
+                "rots": stacked([fi.rots for _, fi, _ in self.recent]),
+                "trans": stacked([fi.trans for _, fi, _ in self.recent]),
+                "torsions": stacked([xi for _, _, xi in self.recent]),
+            }
+        return state
 
     @torch.inference_mode()
     def load_state_dict(self, state: dict) -> None:
@@ -388,10 +504,25 @@ class Rollout:
         self.cache.load_state_dict(state["cache"], self.device)
         self.pending = None
         dtype = self.inputs.init_torsions.dtype
-        frames = Rigid(state["rots"].to(self.device, dtype), state["trans"].to(self.device, dtype))
-        torsions = state["torsions"].to(self.device, dtype)
-        self.latest = (int(state["frame"]), frames, torsions)
-        self.stage_clean(int(state["frame"]), frames, torsions)
+
+        def on_device(x: torch.Tensor) -> torch.Tensor:
+            return x.to(self.device, dtype)
+
+        if self.settings.reanchor is not None:
+            if "recent" not in state:
+                raise ValueError("rollout state saved without re-anchoring; cannot re-anchor")
+            anchor = state["anchor"]
+            self._set_anchor(Rigid(on_device(anchor["rots"][0]), on_device(anchor["trans"][0])))
+            recent = state["recent"]
+            self.recent.clear()
+            for i, ti in enumerate(recent["frame"]):
+                frames = Rigid(on_device(recent["rots"][i]), on_device(recent["trans"][i]))
+                self.recent.append((int(ti), frames, on_device(recent["torsions"][i])))
+        frames = Rigid(on_device(state["rots"]), on_device(state["trans"]))
+        torsions = on_device(state["torsions"])
+        t = int(state["frame"])
+        self.latest = (t, frames, torsions)
+        self._advance(t, frames, torsions)
 
     def frames(self, n_frames: int) -> Iterator[tuple[int, torch.Tensor, Rigid, torch.Tensor]]:
         """As :meth:`states`, with each frame's heavy atoms: ``(t, positions (B, L, 15, 3),
