@@ -60,10 +60,18 @@ def summary(trajs: list[np.ndarray], init: np.ndarray) -> str:
 
 
 def rollout_ca(
-    model: str, structure: Path, frames: int, dt: float, seed: int, every: int, back: int
+    model: str,
+    structure: Path,
+    frames: int,
+    dt: float,
+    seed: int,
+    every: int,
+    back: int,
+    step_scale: float = 1.0,
 ) -> np.ndarray:
     """C-alpha positions ``(2, frames, L, 3)`` of a 2-replica rollout re-anchored as asked."""
     loaded, inputs, settings, _, _ = rollout_parts(model, structure, 2, dt)
+    settings = dataclasses.replace(settings, step_scale=step_scale)
     rng = np.random.default_rng(seed)
     rollout = Rollout(loaded, inputs, settings, seed=seed)
     states = rollout.states(frames)
@@ -97,7 +105,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--dt", type=float, default=10.0, help="ps; the MD's saved interval")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--setting", action="append", required=True, help="EVERY:BACK")
+    parser.add_argument("--setting", action="append", required=True, help="EVERY:BACK[:STEP_SCALE]")
     parser.add_argument(
         "--save", type=Path, default=None, help="folder for each setting's C-alpha .npy"
     )
@@ -114,8 +122,17 @@ def main() -> None:
     init = top.xyz[0, ca] * 10.0
     print(f"{'MD':>8}: {summary(md, init)}", flush=True)
     for setting in args.setting:
-        every, back = (int(v) for v in setting.split(":"))
-        trajs = rollout_ca(args.model, pdb, args.frames, args.dt, args.seed, every, back)
+        every, back, *scale = setting.split(":")
+        trajs = rollout_ca(
+            args.model,
+            pdb,
+            args.frames,
+            args.dt,
+            args.seed,
+            int(every),
+            int(back),
+            float(scale[0]) if scale else 1.0,
+        )
         print(f"{setting:>8}: {summary(list(trajs), init)}", flush=True)
         if args.save is not None:
             args.save.mkdir(parents=True, exist_ok=True)

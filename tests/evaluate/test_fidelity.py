@@ -196,17 +196,22 @@ def test_fidelity_command_passes_refine_and_reanchor_to_every_generation(
 
     monkeypatch.setattr(fidelity, "run_fidelity", fake_run)
     folder, split = corpus
-    for flags in (["--refine"], ["--no-refine"], [], ["--reanchor-every", "20"]):
+    for flags in (
+        ["--refine"],
+        ["--no-refine"],
+        [],
+        ["--reanchor-every", "20", "--step-scale", "1.3"],
+    ):
         CliRunner().invoke(
             app, ["fidelity", str(folder), "-o", str(tmp_path), "-m", "tiny=x.safetensors",
                   "--split-file", str(split), *flags],
         )  # fmt: skip
-    off = {"reanchor_every": 0}  # recorded either way, so a folder made with it is not reused
+    off = {"reanchor_every": 0}  # recorded either way: a folder made with it is not reused
     assert seen == [  # refinement on by default, re-anchoring off
         {"refine": True, **off},
         {"refine": False, **off},
         {"refine": True, **off},
-        {"refine": True, "reanchor_every": 20},
+        {"refine": True, "reanchor_every": 20, "step_scale": 1.3},
     ]
 
 

@@ -43,6 +43,9 @@ def fidelity(
         min=0,
         help="Generate with generate's --reanchor-every N (0: off, generate's default).",
     ),
+    step_scale: float = typer.Option(
+        None, "--step-scale", help="Generate with generate's --step-scale (default: each model's)."
+    ),
     workers: int = typer.Option(1, "--workers", "-j", help="Proteins evaluated in parallel."),
     plots: bool = typer.Option(False, "--plots/--no-plots", help="Plots in each seed's report."),
 ) -> None:
@@ -76,7 +79,8 @@ def fidelity(
         if not label or not path or label in models:
             raise StarmdInputError(f"--model: expected a unique LABEL=MODEL or MODEL, got '{item}'")
         models[label] = path
-    overrides = {k: v for k, v in {"steps": steps, "sampler": sampler}.items() if v is not None}
+    given = {"steps": steps, "sampler": sampler, "step_scale": step_scale}
+    overrides = {k: v for k, v in given.items() if v is not None}
     overrides["refine"] = refine
     overrides["reanchor_every"] = reanchor_every
     settings = FidelitySettings(models, tuple(range(seeds)), replicas, dt_ps, overrides)

@@ -92,11 +92,19 @@ def generate(
         min=0,
         help="Every N frames, condition each replica on a new structure drawn as the model was "
         "trained (the input with probability 0.5 for starmd-small, else a random frame of the "
-        "last --reanchor-span) and re-encode the cache: less pull towards the input, more "
-        "long-lag motion (docs/ablations.md). 0 (default): always the input. Try 20.",
+        "last --reanchor-span) and re-encode the cache: more long-lag travel, but on the "
+        "validation proteins worse torsion, top-PC and contact rows (docs/ablations.md, "
+        '"Re-anchoring"). 0 (default): always the input.',
     ),
     reanchor_span: str = typer.Option(
         "2ns", help="With --reanchor-every: how far back the random frame may lie."
+    ),
+    step_scale: float = typer.Option(
+        None,
+        help="Scale each residue's rigid move from the previous frame by this factor (before "
+        "refinement): a calibration of a network whose steps are shorter than MD's, not a "
+        'sample of its distribution (docs/ablations.md, "Step scale"). Default: the '
+        "model's (see its card); 1 = the network's own steps.",
     ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
@@ -160,6 +168,7 @@ def generate(
         compile=compile_network,
         reanchor_every=reanchor_every,
         reanchor_span_ps=parse_duration_ps(reanchor_span),
+        step_scale=step_scale,
     )
     if relax:
         from starmd.simulate.relax import check_openmm

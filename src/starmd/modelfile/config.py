@@ -123,6 +123,10 @@ class SamplingSection:
     """Default time step; None = the largest trained ``data.dt_ps``."""
     steps: int = 20
     sampler: str = "ddpm"
+    step_scale: float = 1.0
+    """Each residue's rigid move from the previous frame is scaled by this factor before
+    refinement (``generate --step-scale``): a calibration of a network whose rollout steps are
+    shorter than MD's, chosen on the validation proteins; 1 = the network's own steps."""
 
 
 @dataclass

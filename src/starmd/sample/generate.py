@@ -133,6 +133,11 @@ class GenerationSettings:
     reanchor_span_ps: float = 2000.0
     """How far back (ps) a re-anchoring's random frame may lie; 2 ns by default, about the
     length of the training replicas the conditioning frames were drawn from."""
+    step_scale: float | None = None
+    """Scale each residue's rigid move from the previous frame by this factor before
+    refinement (:meth:`~starmd.sample.rollout.Rollout.scale_step`): a calibration of the
+    network's too-short steps, not a sample of its distribution. None: the model's
+    recommended value (``sampling.step_scale``; 1 = off)."""
 
 
 @locked_by(lambda call: Path(call["out_dir"]) / f"{Path(call['structure']).stem}.lock", "generate")
@@ -340,6 +345,7 @@ def _rollout_settings(
         refine=RefineSettings() if settings.refine else None,
         compile=settings.compile,
         reanchor=reanchor,
+        step_scale=settings.step_scale,
     )
 
 
@@ -498,6 +504,7 @@ def with_model_defaults(settings: GenerationSettings, config) -> GenerationSetti
         else (sampling.dt_ps or float(max(config.data.dt_ps))),
         steps=settings.steps if settings.steps is not None else sampling.steps,
         sampler=settings.sampler if settings.sampler is not None else sampling.sampler,
+        step_scale=settings.step_scale if settings.step_scale is not None else sampling.step_scale,
     )
 
 
@@ -527,5 +534,7 @@ def _validate(settings: GenerationSettings) -> None:
         raise StarmdInputError(f"--reanchor-every must be >= 0, got {settings.reanchor_every}")
     if settings.reanchor_every and settings.context is None:
         raise StarmdInputError("--reanchor-every needs a bounded --context (not 0)")
+    if settings.step_scale is not None and settings.step_scale <= 0:
+        raise StarmdInputError(f"--step-scale must be > 0, got {settings.step_scale}")
     if settings.reanchor_span_ps <= 0:
         raise StarmdInputError(f"--reanchor-span must be > 0, got {settings.reanchor_span_ps} ps")

@@ -122,6 +122,7 @@ class RolloutSettings:
     refine: RefineSettings | None = None
     compile: bool = False
     reanchor: Reanchor | None = None
+    step_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.reanchor is not None and self.context is None:
@@ -407,10 +408,25 @@ class Rollout:
             self._remember(0, frames, torsions)
             yield 0, frames, torsions
         for t in range(self.next_frame, n_frames):
-            frames, torsions = self.refine(*self.sample_frame(t))
+            frames, torsions = self.sample_frame(t)
+            if self.settings.step_scale != 1.0:
+                frames = self.scale_step(frames)
+            frames, torsions = self.refine(frames, torsions)
             self._remember(t, frames, torsions)
             yield t, frames, torsions
             self._advance(t, frames, torsions)
+
+    def scale_step(self, frames: Rigid) -> Rigid:
+        """Each residue's rigid move from the last frame, scaled by ``step_scale``: the
+        translation along its line, the rotation along its geodesic
+        (``R' = R_prev exp(s log(R_prev^T R))``); equivariant under a global rigid motion."""
+        from starmd.diffusion.so3 import exp_map, log_map
+
+        s = self.settings.step_scale
+        _, last, _ = self.latest
+        relative = log_map(last.rots.transpose(-1, -2) @ frames.rots)
+        rots = last.rots @ exp_map(s * relative)
+        return Rigid(rots, last.trans + s * (frames.trans - last.trans))
 
     def _remember(self, t: int, frames: Rigid, torsions: torch.Tensor) -> None:
         """Frame ``t`` is the latest (and, when re-anchoring, one of the recent frames)."""
