@@ -22,7 +22,10 @@ def test_bundled_model_loads_with_its_recommended_settings():
     loaded = load_model(path)
     sampling = loaded.config.sampling
     assert (sampling.dt_ps, sampling.steps, sampling.sampler) == (50.0, 5, "dpm2")
+    assert sampling.step_scale == 1.5  # session 37: the calibrated step (docs/ablations.md)
     assert sum(p.numel() for p in loaded.model.parameters()) > 1_000_000
+    fast = load_model(bundled_model_path("starmd-small-fast")).config.sampling
+    assert (fast.dt_ps, fast.steps, fast.sampler, fast.step_scale) == (50.0, 1, "cm", 1.3)
 
 
 def test_bundled_model_keeps_an_unseen_protein_connected(tmp_path):

@@ -81,19 +81,26 @@ def test_bad_step_scale(tiny_model_path, tmp_path, scale):
         generate(VILLIN, tmp_path, settings, model=tiny_model_path, device="cpu")
 
 
-def test_the_models_recommended_scale_is_the_default(tmp_path):
+def test_the_models_recommended_scale_is_the_default_with_refinement(tmp_path):
     from starmd.modelfile.config import TrainConfig
     from starmd.train.module import StarMDModule
     from starmd.train.run import export_model
 
     config = TrainConfig.from_yaml(None, ["model.preset=tiny", "sampling.step_scale=1.5"])
     model = export_model(StarMDModule(config), tmp_path / "scaled.safetensors")
-    base = dict(frames=3, dt_ps=100.0, steps=2, refine=False)
-    recorded = generate(VILLIN, tmp_path / "a", GenerationSettings(**base), model=model)
-    assert recorded["settings"]["step_scale"] == 1.5
-    given = GenerationSettings(**base, step_scale=1.0)
-    assert generate(VILLIN, tmp_path / "b", given, model=model)["settings"]["step_scale"] == 1.0
-    # the recommended scale is applied: the written frames differ from the network's own steps
-    assert (tmp_path / "a" / "1vii_R1.xtc").read_bytes() != (
-        tmp_path / "b" / "1vii_R1.xtc"
-    ).read_bytes()
+
+    def run(out: str, **kw) -> dict:
+        settings = GenerationSettings(frames=3, dt_ps=100.0, steps=2, **kw)
+        return generate(VILLIN, tmp_path / out, settings, model=model)
+
+    assert run("refined")["settings"]["step_scale"] == 1.5
+    assert run("refined_1", step_scale=1.0)["settings"]["step_scale"] == 1.0
+    # without refinement nothing restores the stretched chain: the network's own steps,
+    # unless a scale is asked for
+    assert run("raw", refine=False)["settings"]["step_scale"] == 1.0
+    assert run("raw_15", refine=False, step_scale=1.5)["settings"]["step_scale"] == 1.5
+
+    def xtc(out: str) -> bytes:
+        return (tmp_path / out / "1vii_R1.xtc").read_bytes()
+
+    assert xtc("refined") != xtc("refined_1") and xtc("raw") != xtc("raw_15")

@@ -103,8 +103,9 @@ def generate(
         None,
         help="Scale each residue's rigid move from the previous frame by this factor (before "
         "refinement): a calibration of a network whose steps are shorter than MD's, not a "
-        'sample of its distribution (docs/ablations.md, "Step scale"). Default: the '
-        "model's (see its card); 1 = the network's own steps.",
+        'sample of its distribution (docs/ablations.md, "The step scale"). Default: the '
+        "model's (starmd-small 1.5) with refinement; with --no-refine 1 (a scaled move "
+        "stretches the chain, the refinement restores it); 1 = the network's own steps.",
     ),
     shard: str = typer.Option(
         None, help="With a list: run only shard i of n (i from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
