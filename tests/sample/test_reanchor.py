@@ -220,3 +220,15 @@ def test_cli_reanchor_error_is_one_line(tiny_model_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--reanchor-every needs a model" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_bad_span_names_its_option(anchored_model_path, tmp_path, capsys):
+    from starmd.cli import main
+
+    args = ["generate", str(VILLIN), "-o", str(tmp_path / "o"), "--frames", "4"]
+    args += ["--model", str(anchored_model_path), "--reanchor-every", "2"]
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["--reanchor-span", "5parsec"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--reanchor-span '5parsec': expected a number" in err
+    assert not (tmp_path / "o").exists()

@@ -168,7 +168,7 @@ def generate(
         polish=polish,
         compile=compile_network,
         reanchor_every=reanchor_every,
-        reanchor_span_ps=parse_duration_ps(reanchor_span),
+        reanchor_span_ps=parse_duration_ps(reanchor_span, "--reanchor-span"),
         step_scale=step_scale,
     )
     if relax:
