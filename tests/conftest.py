@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +22,38 @@ warnings.filterwarnings("ignore", message="Unlikely unit cell vectors")
 
 ASSETS = Path(str(resources.files("starmd") / "assets"))
 STRUCTURES = ASSETS / "structures"
+
+
+@contextlib.contextmanager
+def recording_network_calls(model):
+    """Record, in call order, what a rollout's passes through ``model`` (a ``StarDenoiser``)
+    encode into the cache (``clean`` tokens), denoise (``noisy`` tokens) and predict
+    (``outputs``), by wrapping its three rollout entry points for the duration."""
+    calls = SimpleNamespace(clean=[], noisy=[], outputs=[])
+    real = model.append_clean, model.denoise, model.append_and_denoise
+
+    def append(cache, cond, tokens):
+        calls.clean.append(tokens)
+        return real[0](cache, cond, tokens)
+
+    def denoise(cache, cond, tokens):
+        out = real[1](cache, cond, tokens)
+        calls.noisy.append(tokens)
+        calls.outputs.append(out)
+        return out
+
+    def merged(cache, cond, clean_tokens, tokens):  # a frame's first step, encoding the last
+        out = real[2](cache, cond, clean_tokens, tokens)
+        calls.clean.append(clean_tokens)
+        calls.noisy.append(tokens)
+        calls.outputs.append(out)
+        return out
+
+    model.append_clean, model.denoise, model.append_and_denoise = append, denoise, merged
+    try:
+        yield calls
+    finally:
+        model.append_clean, model.denoise, model.append_and_denoise = real
 
 
 @pytest.fixture(scope="session")

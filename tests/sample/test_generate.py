@@ -18,7 +18,7 @@ from starmd.sample.generate import GenerationSettings, generate
 from starmd.sample.refine import RefineSettings
 from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
-from tests.conftest import STRUCTURES
+from tests.conftest import STRUCTURES, recording_network_calls
 
 VILLIN = STRUCTURES / "1vii.pdb"
 
@@ -84,36 +84,10 @@ def test_cached_rollout_matches_full_forward(tiny_model_path, refine):
     inputs = protein_input(protein, positions, 100.0, replicas=1)
     settings = RolloutSettings(steps=2, context=None, sink=False, refine=refine)
     rollout = Rollout(loaded, inputs, settings, seed=0)
-    clean, noisy, outputs = [], [], []
     model = loaded.model
-    real = model.append_clean, model.denoise, model.append_and_denoise
-
-    def spy_append(cache, cond, tokens):
-        clean.append(tokens)
-        return real[0](cache, cond, tokens)
-
-    def spy_denoise(cache, cond, tokens):
-        out = real[1](cache, cond, tokens)
-        noisy.append(tokens)
-        outputs.append(out)
-        return out
-
-    def spy_merged(cache, cond, clean_tokens, tokens):  # the rollout's first step of a frame
-        out = real[2](cache, cond, clean_tokens, tokens)
-        clean.append(clean_tokens)
-        noisy.append(tokens)
-        outputs.append(out)
-        return out
-
-    model.append_clean, model.denoise, model.append_and_denoise = (
-        spy_append,
-        spy_denoise,
-        spy_merged,
-    )
-    try:
+    with recording_network_calls(model) as calls:
         list(rollout.frames(3))
-    finally:
-        model.append_clean, model.denoise, model.append_and_denoise = real
+    clean, noisy, outputs = calls.clean, calls.noisy, calls.outputs
     assert len(clean) == 2  # frames 0 and 1 were encoded, each in a merged pass
     t = 2  # the last denoising call predicted frame 2 attending to clean frames 0 and 1
     with torch.no_grad():

@@ -21,7 +21,7 @@ from starmd.modelfile import load_model
 from starmd.sample.generate import GenerationSettings, generate
 from starmd.sample.rollout import Reanchor, Rollout, RolloutSettings, protein_input
 from starmd.structure.io import load_structure
-from tests.conftest import STRUCTURES
+from tests.conftest import STRUCTURES, recording_network_calls
 from tests.sample.test_resume_history import _files, _interrupted
 
 VILLIN = STRUCTURES / "1vii.pdb"
@@ -75,38 +75,12 @@ def test_anchor_draws_follow_the_stated_distribution(anchored_model_path):
 def test_reanchored_cache_gives_the_full_forward_pass_under_the_new_anchor(anchored_model_path):
     rollout = _rollout(anchored_model_path, every=3, span=4, context=3)
     model = rollout.model
-    clean, noisy, outputs = [], [], []
-    real = model.append_clean, model.denoise, model.append_and_denoise
-
-    def spy_append(cache, cond, tokens):
-        clean.append(tokens)
-        return real[0](cache, cond, tokens)
-
-    def spy_denoise(cache, cond, tokens):
-        out = real[1](cache, cond, tokens)
-        noisy.append(tokens)
-        outputs.append(out)
-        return out
-
-    def spy_merged(cache, cond, clean_tokens, tokens):
-        out = real[2](cache, cond, clean_tokens, tokens)
-        clean.append(clean_tokens)
-        noisy.append(tokens)
-        outputs.append(out)
-        return out
-
-    model.append_clean, model.denoise, model.append_and_denoise = (
-        spy_append,
-        spy_denoise,
-        spy_merged,
-    )
-    try:
+    with recording_network_calls(model) as calls:
         for t, _, _ in rollout.states(5):
             if t == 3:  # the re-anchoring after frame 3 happens when the loop resumes
-                clean.clear()
+                calls.clean.clear()
                 recent = list(rollout.recent)
-    finally:
-        model.append_clean, model.denoise, model.append_and_denoise = real
+    clean, noisy, outputs = calls.clean, calls.noisy, calls.outputs
     # after frame 3: input (sink), frames 1 and 2 re-encoded, frame 3 staged and merged into
     # frame 4's first pass
     assert [round(float(c.time_ps[0, 0]) / 100.0) for c in clean] == [0, 1, 2, 3]

@@ -29,6 +29,7 @@ from starmd.diffusion.sampler import SAMPLERS
 from starmd.errors import StarmdInputError, located
 from starmd.machine import machine_info
 from starmd.modelfile import LoadedModel, load_model, resolve_model
+from starmd.modelfile.config import TrainConfig
 from starmd.outputs import locked_by
 from starmd.sample.domain import check_domain
 from starmd.sample.refine import RefinementLedger, RefineSettings
@@ -322,9 +323,10 @@ def _announce_compiling(refine: bool) -> None:
 
 
 def _rollout_settings(
-    settings: GenerationSettings, config=None, model_path: Path | None = None
+    settings: GenerationSettings, config: TrainConfig, model_path: Path
 ) -> RolloutSettings:
-    """The rollout's settings; ``config`` (the model's) is needed only to re-anchor."""
+    """The rollout's settings (``config``, the model's, and its file name for the error,
+    matter only to re-anchoring)."""
     reanchor = None
     if settings.reanchor_every:
         trained = config.data.input_from_trajectory

@@ -257,9 +257,9 @@ class Rollout:
         self.refine_s = 0.0  # wall time spent refining, seconds
         # re-anchoring: the input's conditioning, and the recent (t, frames, torsions)
         self.input_cond = inputs.cond
-        reanchor = settings.reanchor
-        keep = 0 if reanchor is None else max(reanchor.span, settings.context or 1)
-        self.recent: deque[tuple[int, Rigid, torch.Tensor]] = deque(maxlen=max(keep, 1))
+        reanchor = settings.reanchor  # with one, context is bounded (RolloutSettings)
+        keep = 1 if reanchor is None else max(reanchor.span, settings.context)
+        self.recent: deque[tuple[int, Rigid, torch.Tensor]] = deque(maxlen=keep)
 
     @property
     def device(self) -> torch.device:
@@ -503,7 +503,10 @@ class Rollout:
             def stacked(values: list[torch.Tensor]) -> torch.Tensor:
                 return torch.stack(values).to("cpu", copy=True)
 
-            state["anchor"] = {"rots": stacked([anchor.rots]), "trans": stacked([anchor.trans])}
+            state["anchor"] = {
+                "rots": anchor.rots.to("cpu", copy=True),
+                "trans": anchor.trans.to("cpu", copy=True),
+            }
             state["recent"] = {
                 "frame": [ti for ti, _, _ in self.recent],
                 "rots": stacked([fi.rots for _, fi, _ in self.recent]),
@@ -528,7 +531,7 @@ class Rollout:
             if "recent" not in state:
                 raise ValueError("rollout state saved without re-anchoring; cannot re-anchor")
             anchor = state["anchor"]
-            self._set_anchor(Rigid(on_device(anchor["rots"][0]), on_device(anchor["trans"][0])))
+            self._set_anchor(Rigid(on_device(anchor["rots"]), on_device(anchor["trans"])))
             recent = state["recent"]
             self.recent.clear()
             for i, ti in enumerate(recent["frame"]):
