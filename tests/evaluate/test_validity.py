@@ -142,3 +142,43 @@ def test_thresholds_from_md_sit_at_the_99th_percentile_of_each_measure():
     flags = judge(measures, t)
     for check in ("ca_clash", "ca_break", "aa_clash", "aa_break"):
         assert flags[check].sum() == 1  # the single most extreme MD frame
+
+
+def test_compiled_close_contacts_equal_the_tree_search_bit_for_bit():
+    """The cell-grid kernel finds the same pairs as scipy's k-d tree and computes the same
+    values: on the crystal frame, jittered, compressed (many clashes), spread out (coarser
+    cells), with a non-finite frame, and with the chain split in two."""
+    import dataclasses
+
+    from starmd.evaluate.validity import _close_contacts, _frame_close_contacts
+
+    _, xyz, plan = _villin()
+    rng = np.random.default_rng(5)
+    centre = xyz.mean(0)
+    frames = np.stack(
+        [
+            xyz,
+            xyz + rng.normal(scale=0.6, size=xyz.shape),
+            centre + 0.75 * (xyz - centre),
+            centre + 0.55 * (xyz - centre) + rng.normal(scale=0.3, size=xyz.shape),
+            centre + 4.0 * (xyz - centre),
+            np.full_like(xyz, np.nan),
+        ]
+    )
+    finite = np.isfinite(frames).all(axis=(1, 2))
+    split = dataclasses.replace(
+        plan, residue_chain=(np.arange(len(plan.residue_chain)) >= 17).astype(np.int64)
+    )
+    zeroed = np.where(finite[:, None, None], frames, 0.0)
+    for p in (plan, split):
+        closest, overlap = _close_contacts(zeroed, finite, p)
+        expected = [
+            _frame_close_contacts(f, p) if ok else (0.0, 0.0)
+            for f, ok in zip(zeroed, finite, strict=True)
+        ]
+        assert closest.tolist() == [e[0] for e in expected]
+        assert overlap.tolist() == [e[1] for e in expected]
+        if p is plan:  # the frames exercise both measures
+            assert overlap[2] > 0.4 and overlap[0] < 0.4 and closest[3] < closest[0] < 8.0
+    # the split's junction residues count as apart: their bonded atoms overlap
+    assert overlap[0] > 1.0

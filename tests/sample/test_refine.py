@@ -23,6 +23,7 @@ from starmd.sample.refine import (
     RefineSettings,
     _Energy,
     _energy_and_grad,
+    _junction_restraints,
     _phi_psi,
     max_displacement_a,
     refine,
@@ -32,6 +33,8 @@ from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
 from starmd.structure import geometry
 from starmd.structure.io import iter_trajectory, load_structure
 from starmd.structure.local_geometry import (
+    C_N_CA_DEG,
+    CA_C_N_DEG,
     CLASH_OVERLAP_A,
     POLAR_ALLOWANCE_A,
     PROLINE_C_CD_A,
@@ -123,6 +126,31 @@ def test_backbone_torsions_are_measured_on_the_refined_backbone(md):
     n, ca, c = (atoms[:, :, s] for s in (geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT))
     psi = geometry.dihedral(n[:, :-1], ca[:, :-1], c[:, :-1], n[:, 1:])
     torch.testing.assert_close(refined.torsions[:, :-1, 2], psi)
+
+
+def test_junction_restraints_from_the_residue_tables_equal_those_measured_on_a_frame(md):
+    """The junction restraints are made once per protein from the literature backbone (N, CA,
+    C sit in the backbone group of every rebuilt frame): the same bounds as measuring the CA-C
+    and N-CA lengths on each frame's rebuilt atoms, as the refinement did per frame before."""
+    top, settings = md["topology"], RefineSettings()
+    cpu = torch.device("cpu")
+    restraints = _junction_restraints(top, settings, 10, cpu, torch.float64)
+    assert _junction_restraints(top, settings, 10, cpu, torch.float64) is restraints
+    atoms = _atoms(md["frames"], md["torsions"], top)
+    local = md["frames"].unsqueeze(-1).invert_apply(atoms)  # (B, L, 15, 3) in residue frames
+    replica, i, _, _, _ = top.junction_index(10, cpu)
+    ca_c = local[replica, i, geometry.C_SLOT].norm(dim=-1)
+    n_ca = local[replica, i + 1, geometry.N_SLOT].norm(dim=-1)
+    rows = len(replica)
+    for block, (side, angle) in enumerate(((ca_c, CA_C_N_DEG), (n_ca, C_N_CA_DEG)), start=1):
+        bond = top.bond_mean[i]
+        ideal = torch.sqrt(side**2 + bond**2 - 2 * side * bond * math.cos(math.radians(angle[0])))
+        got = restraints.low[block * rows : (block + 1) * rows]
+        spread = (restraints.high - restraints.low)[block * rows : (block + 1) * rows] / 2
+        torch.testing.assert_close(got + spread, ideal, rtol=0, atol=1e-9)
+    # other batch sizes and tolerances are their own entries
+    wider = replace(settings, bond_tolerance_sd=8.0)
+    assert _junction_restraints(top, wider, 10, cpu, torch.float64) is not restraints
 
 
 def test_a_frame_without_violations_is_not_moved(md):
@@ -398,9 +426,9 @@ def test_every_written_frame_is_polished_once(tiny_model_path, tmp_path, monkeyp
 
     polished = []
 
-    def counting(xyz, plan, settings):
+    def counting(xyz, plan, settings, **options):
         polished.append(len(xyz))
-        return real(xyz, plan, settings)
+        return real(xyz, plan, settings, **options)
 
     real = writer_module.polish
     monkeypatch.setattr(writer_module, "polish", counting)

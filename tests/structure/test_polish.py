@@ -93,6 +93,17 @@ def test_polish_removes_the_clashes_of_rebuilt_md_frames(md_frames):
     assert (out.overlap_after_a <= out.overlap_before_a).all()
 
 
+def test_polish_without_measuring_gives_the_same_frames(md_frames):
+    """``measure=False`` (what the trajectory writer asks) skips only the overlap report."""
+    plan = plan_polish(md_frames["topology"])
+    measured = polish(md_frames["rebuilt"], plan)
+    quiet = polish(md_frames["rebuilt"], plan, measure=False)
+    assert np.array_equal(quiet.xyz, measured.xyz)
+    assert np.array_equal(quiet.max_shift_a, measured.max_shift_a)
+    assert quiet.overlap_before_a is None and quiet.overlap_after_a is None
+    assert measured.overlap_before_a.max() > 0.4  # the frames had clashes to measure
+
+
 def test_polish_barely_moves_md_and_leaves_a_clean_frame_alone(md_frames):
     topology, frames = md_frames["topology"], md_frames["md"]
     out = polish(frames, plan_polish(topology))

@@ -183,6 +183,31 @@ def _frame_close_contacts(x: np.ndarray, plan: ValidityPlan) -> tuple[float, flo
     return closest, overlap
 
 
+def _close_contacts(
+    x: np.ndarray, finite: np.ndarray, plan: ValidityPlan
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_frame_close_contacts` of every finite frame of ``x (T, N, 3)`` (0 for the
+    others), by the compiled loop of :mod:`starmd.evaluate.contacts_kernel` (the same pairs and
+    the same arithmetic: equal values, a fraction of the time)."""
+    from starmd.evaluate.contacts_kernel import close_contacts  # numba: imported on first use
+
+    return close_contacts(
+        np.ascontiguousarray(x, dtype=np.float64),
+        finite,
+        plan.ca.astype(np.int64),
+        plan.ca_residue.astype(np.int64),
+        plan.atom_residue.astype(np.int64),
+        plan.residue_chain.astype(np.int64),
+        plan.residue_number.astype(np.int64),
+        plan.atom_is_sg.astype(np.bool_),
+        plan.atom_polar.astype(np.bool_),
+        plan.atom_radius.astype(np.float64),
+        CA_SEARCH_A,
+        2 * max(VDW_RADIUS_A.values()),
+        POLAR_ALLOWANCE_A,
+    )
+
+
 @dataclass(frozen=True)
 class ValidityThresholds:
     """The limits that turn per-frame measures into pass/fail (Angstrom; fractions in [0, 1]).
@@ -250,10 +275,9 @@ def measure_frames(frames: np.ndarray, plan: ValidityPlan) -> dict[str, np.ndarr
             if len(plan.chi1_only):
                 outliers += (~staggered(dihedrals(x, plan.chi1_only))).sum(axis=1)
             out["rotamer_outlier_fraction"][block] = outliers / plan.n_rotamer
-        for k in np.flatnonzero(finite):
-            closest, overlap = _frame_close_contacts(x[k], plan)
-            out["ca_min_nonbonded_a"][block.start + k] = closest
-            out["clash_max_overlap_a"][block.start + k] = overlap
+        closest, overlap = _close_contacts(x, finite, plan)
+        out["ca_min_nonbonded_a"][block] = closest
+        out["clash_max_overlap_a"][block] = overlap
     return out
 
 

@@ -237,7 +237,10 @@ def generate(
     for t, frames, torsions in rollout.states(settings.frames):
         if t < start:
             continue
-        keep = screen(t, ca_health(frames.trans.float(), linked))  # CA = frame origin
+        if ledger is not None and t > 0:  # the refinement's checks of this frame hold its CA's
+            keep = screen(t, rollout.refined.checks)
+        else:
+            keep = screen(t, ca_health(frames.trans.float(), linked))  # CA = frame origin
         if ledger is not None and t > 0:
             ledger.add(rollout.refined, keep, rollout.refine_s - refine_s)
             refine_s = rollout.refine_s

@@ -366,17 +366,27 @@ def _law_of_cosines(a: torch.Tensor, b: torch.Tensor, angle_deg: float) -> torch
 
 
 def _junction_restraints(
-    local: torch.Tensor, topology: RefineTopology, settings: RefineSettings
+    topology: RefineTopology,
+    settings: RefineSettings,
+    replicas: int,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> _DistanceRestraints:
     """The peptide bond C(i)-N(i+1) and the two junction angles, as the 1-3 distances that the
-    angles fix (law of cosines with the residues' own rebuilt CA-C and N-CA lengths, from
-    ``local (B, L, 15, 3)``: atoms in their residue frames): CA(i)-N(i+1) for CA-C-N and
-    C(i)-CA(i+1) for C-N-CA. An angle's tolerance becomes a distance tolerance through the
-    derivative ``a b sin(angle) / d``."""
-    replica, i, base, following, pro = topology.junction_index(local.shape[0], local.device)
-    ca_c = local[replica, i, geometry.C_SLOT].norm(dim=-1)
-    n_ca = local[replica, i + 1, geometry.N_SLOT].norm(dim=-1)
-    bond, bond_sd = topology.bond_mean[i], topology.bond_sd[i]
+    angles fix (law of cosines with the residues' own rebuilt CA-C and N-CA lengths: N, CA and C
+    sit in the backbone group, at the literature positions of their residue type in every
+    rebuilt frame); CA(i)-N(i+1) for CA-C-N and C(i)-CA(i+1) for C-N-CA. An angle's tolerance
+    becomes a distance tolerance through the derivative ``a b sin(angle) / d``. The same for
+    every frame of a protein: made once per batch size, device, dtype and tolerances."""
+    memo = topology.__dict__.setdefault("_restraint_memo", {})
+    key = (replicas, str(device), dtype, settings.bond_tolerance_sd, settings.angle_tolerance_sd)
+    if key in memo:
+        return memo[key]
+    replica, i, base, following, pro = topology.junction_index(replicas, device)
+    local = geometry.residue_local_positions(topology.aatype).to(device, dtype)  # (L, 15, 3)
+    ca_c = local[i, geometry.C_SLOT].norm(dim=-1)
+    n_ca = local[i + 1, geometry.N_SLOT].norm(dim=-1)
+    bond, bond_sd = topology.bond_mean[i].to(dtype), topology.bond_sd[i].to(dtype)
     parts = [
         (geometry.C_SLOT, geometry.N_SLOT, bond, bond_sd, settings.bond_tolerance_sd),
     ]
@@ -404,7 +414,7 @@ def _junction_restraints(
     # C(i) to CD(i+1) before a proline: the C-N-CD angle, which the proline's ring (rebuilt
     # with residue i + 1) and C(i) (with residue i) otherwise leave free
     length, spread = PROLINE_C_CD_A
-    ideal = local.new_full((int(pro.sum()),), length)
+    ideal = torch.full((int(pro.sum()),), length, dtype=dtype, device=device)
     out.append(
         _DistanceRestraints(
             first=base[pro] + geometry.C_SLOT,
@@ -415,7 +425,8 @@ def _junction_restraints(
             replica=replica[pro],
         )
     )
-    return _DistanceRestraints.cat(out)
+    memo[key] = _DistanceRestraints.cat(out)
+    return memo[key]
 
 
 class _Energy:
@@ -438,7 +449,10 @@ class _Energy:
         self.local = frames.unsqueeze(-1).invert_apply(atoms)  # (B, L, 15, 3)
         self.clash = _clash_pairs(atoms, topology, settings.clash_overlap_a, CLASH_SEARCH_MARGIN_A)
         self.restraints = _DistanceRestraints.cat(
-            [_junction_restraints(self.local, topology, settings), self.clash]
+            [
+                _junction_restraints(topology, settings, atoms.shape[0], atoms.device, atoms.dtype),
+                self.clash,
+            ]
         )
         self.cis = topology.pre_proline & (torch.rad2deg(_omega(atoms)).abs() < 90.0)
 
@@ -779,7 +793,10 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
         validity), ``aa_clash`` (a heavy-atom overlap above MolProbity's 0.4 A between residues
         two apart), ``aa_break`` (a C(i)-N(i+1) over 2 A), ``peptide_outside`` (peptide bonds
         outside 1.2-1.5 A, a count), ``rama_outliers`` (residues outside the evaluation's 99%
-        Ramachandran region, a count).
+        Ramachandran region, a count), and the parts of ``ca_valid`` as
+        :func:`~starmd.structure.checks.ca_health` gives them (``nan`` bool, ``breaks`` and
+        ``clashes`` counts), so that a rollout screens its refined frames without a second CA
+        check.
     """
     if atoms.device.type != "cpu":
         return frame_checks_torch(atoms, energy)
@@ -803,6 +820,9 @@ def frame_checks(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.Tensor
     )
     nan, breaks, ca_clashes, aa_clashes, aa_break, outside, outliers = counts.unbind(-1)
     return {
+        "nan": nan > 0,
+        "breaks": breaks,
+        "clashes": ca_clashes,
         "ca_valid": (nan == 0) & (breaks == 0) & (ca_clashes == 0),
         "aa_clash": aa_clashes > 0,
         "aa_break": aa_break > 0,
@@ -833,6 +853,7 @@ def frame_checks_torch(atoms: torch.Tensor, energy: _Energy) -> dict[str, torch.
     allowed = ramachandran_allowed(phi.cpu().double().numpy(), psi.cpu().double().numpy())
     outliers = ~torch.from_numpy(allowed).to(atoms.device) & top.rama
     return {
+        **health,
         "ca_valid": ~health["nan"] & (health["breaks"] == 0) & (health["clashes"] == 0),
         "aa_clash": per_replica > 0,
         "aa_break": ((c_n > PEPTIDE_BREAK_A) & top.bonded).any(-1),

@@ -81,6 +81,12 @@ def _table(name: str, device: torch.device | None = None, dtype: torch.dtype | N
     return arr.to(device) if device is not None else arr
 
 
+def residue_local_positions(aatype: torch.Tensor) -> torch.Tensor:
+    """``(..., 15, 3)`` float64: each atom's literature position in its rigid group's frame
+    (N, CA, C and CB in the backbone frame; zero for slots a residue type lacks)."""
+    return _table("local", aatype.device)[aatype]
+
+
 def residue_atom_mask(aatype: torch.Tensor) -> torch.Tensor:
     """Atoms that a residue type has (without OXT): ``(L,) -> (L, 15)`` bool."""
     group = _table("group", aatype.device)[aatype]

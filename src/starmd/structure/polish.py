@@ -377,12 +377,13 @@ def _tables(plan: PolishPlan) -> dict[str, torch.Tensor]:
 class Polished:
     """Polished frames ``xyz (T, N, 3)`` Angstrom, and per frame ``(T,)``: the largest atom
     displacement (Angstrom) and the largest van der Waals overlap (Angstrom, the evaluation's
-    rule, among atom pairs within reach of overlapping) before and after."""
+    rule, among atom pairs within reach of overlapping) before and after (None when the polish
+    was asked not to measure them)."""
 
     xyz: np.ndarray
     max_shift_a: np.ndarray
-    overlap_before_a: np.ndarray
-    overlap_after_a: np.ndarray
+    overlap_before_a: np.ndarray | None
+    overlap_after_a: np.ndarray | None
 
 
 class _Energy:
@@ -680,27 +681,34 @@ class _Energy:
 
 
 def polish(
-    xyz: np.ndarray, plan: PolishPlan, settings: PolishSettings = PolishSettings()
+    xyz: np.ndarray,
+    plan: PolishPlan,
+    settings: PolishSettings = PolishSettings(),
+    measure: bool = True,
 ) -> Polished:
     """Polish heavy-atom frames ``xyz (T, N, 3)`` (Angstrom) of the topology of ``plan``; see the
     module docstring for the energy. Every frame is minimised on its own (its own L-BFGS
     history and line search), so a frame's result does not depend on which frames it is
-    polished with."""
+    polished with. ``measure=False`` skips the overlaps before and after (a last pair search
+    per frame) for a caller that judges the frames itself; the frames are the same."""
     start = torch.as_tensor(np.asarray(xyz), dtype=torch.float64)
     energy = _Energy(start, plan, settings)
-    before = energy.overlap(start)
+    before = energy.overlap(start).numpy() if measure else None
     x = start.clone()
     with torch.inference_mode(False):
         for round_ in range(settings.rounds):
             if round_ > 0:  # the first round's pairs are those listed from the input at set-up
                 energy.watch(x)
             x = _lbfgs(energy, x, settings.iterations)
-    energy.watch(x)
+    after = None
+    if measure:
+        energy.watch(x)
+        after = energy.overlap(x).numpy()
     return Polished(
         xyz=x.numpy(),
         max_shift_a=torch.linalg.vector_norm(x - start, dim=-1).amax(-1).numpy(),
-        overlap_before_a=before.numpy(),
-        overlap_after_a=energy.overlap(x).numpy(),
+        overlap_before_a=before,
+        overlap_after_a=after,
     )
 
 

@@ -396,14 +396,14 @@ def watched_pairs(
                     lo_slot = starts[row + max(cz - 1, 0)]
                     hi_slot = starts[row + min(cz + 2, nz)]
                     for slot in range(lo_slot, hi_slot):
+                        j = order[slot]
+                        if j <= i:  # each pair once, from its lower atom
+                            continue
                         dx = xi - sorted_x[slot, 0]
                         dy = yi - sorted_x[slot, 1]
                         dz = zi - sorted_x[slot, 2]
                         d_sq = dx * dx + dy * dy + dz * dz
                         if d_sq > reach_sq:
-                            continue
-                        j = order[slot]
-                        if j <= i:
                             continue
                         gap = abs(residue_number[i] - residue_number[j])
                         far = gap >= 2 or chain[i] != chain[j]
