@@ -53,6 +53,37 @@ def test_precision_is_the_anisotropic_network_model():
     assert prior.mean_shift.abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("deadband", [0.0, 0.4])
+def test_compiled_system_equals_the_tensor_build(deadband):
+    """The compiled precision and strain gradient (CPU frames without gradient) equal the
+    tensor version (the reference, used on GPUs and with gradients) to rounding: batched
+    frames, strained springs with rest lengths from another structure, padding and a chain
+    break."""
+    from starmd.diffusion.elastic import _dense_system, _dense_system_compiled
+
+    ca = _ca()
+    length = len(ca)
+    generator = torch.Generator().manual_seed(3)
+    frames = ca + 0.8 * torch.randn((2, 3, length, 3), generator=generator, dtype=torch.float64)
+    rest = ca + 0.3 * torch.randn((length, 3), generator=generator, dtype=torch.float64)
+    mask = torch.ones(2, 1, length, dtype=torch.bool)
+    mask[1, 0, -4:] = False  # padding in the second batch entry
+    index = torch.arange(length)
+    bonded = bonded_pairs(index, (index >= 20).long())  # two chains
+    args = (frames, rest, mask, bonded, 1.2, 50.0, 2.0, 10.0, 0.25, deadband)
+    precision, gradient = _dense_system_compiled(*args)
+    expected_precision, expected_gradient = _dense_system(*args)
+    assert precision.shape == expected_precision.shape == (2, 3, 3 * length, 3 * length)
+    torch.testing.assert_close(precision, expected_precision, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-12, atol=1e-12)
+    assert expected_gradient.abs().max() > 1.0  # strained springs: a gradient worth comparing
+    # a prior built from frames with gradients takes the tensor path and matches the compiled
+    prior = elastic_prior(frames.requires_grad_(True), rest, mask, bonded, 1.2, 50.0, 2.0, 10.0)
+    assert prior.precision.requires_grad
+    compiled = elastic_prior(frames.detach(), rest, mask, bonded, 1.2, 50.0, 2.0, 10.0)
+    torch.testing.assert_close(compiled.mean_shift, prior.mean_shift.detach(), rtol=0, atol=1e-10)
+
+
 def test_posterior_mean_is_gaussian_conditioning():
     """Against the dense formula (P + a^2/s^2 I)^-1 (P m + a/s^2 x) with m = prev + shift."""
     g = torch.Generator().manual_seed(0)

@@ -218,6 +218,59 @@ def elastic_prior(
             cutoff,
             (contact_restoring, contact_deadband),
         )
+    if x.device.type == "cpu" and not x.requires_grad:
+        precision, gradient = _dense_system_compiled(
+            x, rest_ca, residue_mask, bonded, spread, k_bond, k_contact, cutoff,
+            contact_restoring, contact_deadband,
+        )  # fmt: skip
+    else:
+        precision, gradient = _dense_system(
+            x, rest_ca, residue_mask, bonded, spread, k_bond, k_contact, cutoff,
+            contact_restoring, contact_deadband,
+        )  # fmt: skip
+    shift = -torch.cholesky_solve(gradient[..., None], torch.linalg.cholesky(precision))[..., 0]
+    return ElasticPrior(precision=precision, mean_shift=shift.reshape(*batch, length, 3))
+
+
+def _dense_system_compiled(
+    x, rest_ca, residue_mask, bonded, spread, k_bond, k_contact, cutoff, restoring, deadband
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_dense_system` by the compiled loop of :mod:`starmd.diffusion.kernels`
+    (CPU frames without gradient)."""
+    from starmd.diffusion.kernels import dense_system  # numba: imported on first use
+
+    *batch, length, _ = x.shape
+    precision, gradient = dense_system(
+        np.ascontiguousarray(x.reshape(-1, length, 3).numpy()),
+        np.ascontiguousarray(
+            rest_ca.to(torch.float64).expand(*batch, length, 3).reshape(-1, length, 3).numpy()
+        ),
+        np.ascontiguousarray(residue_mask.expand(*batch, length).reshape(-1, length).numpy()),
+        np.ascontiguousarray(
+            bonded.expand(*batch, length, length).reshape(-1, length, length).numpy()
+        ),
+        float(spread),
+        float(k_bond),
+        float(k_contact),
+        float(cutoff),
+        float(restoring),
+        float(deadband),
+    )
+    size = 3 * length
+    return (
+        torch.from_numpy(precision).reshape(*batch, size, size),
+        torch.from_numpy(gradient).reshape(*batch, size),
+    )
+
+
+def _dense_system(
+    x, rest_ca, residue_mask, bonded, spread, k_bond, k_contact, cutoff, restoring, deadband
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense prior's precision ``(..., 3L, 3L)`` and the strained springs' energy gradient
+    ``(..., 3L)`` for float64 C-alpha positions ``x (..., L, 3)`` (tensor operations: any
+    device, differentiable; the compiled loop's reference)."""
+    contact_restoring, contact_deadband = restoring, deadband
+    *batch, length, _ = x.shape
     offsets = x[..., None, :, :] - x[..., :, None, :]  # (..., L, L, 3): x_j - x_i
     distance2 = (offsets**2).sum(-1)
     pair_mask = residue_mask[..., :, None] & residue_mask[..., None, :]
@@ -243,8 +296,7 @@ def elastic_prior(
     blocks = blocks + eye_l[..., None, None] * diagonal[..., :, None, :, :]
     hessian = blocks.transpose(-3, -2).reshape(*batch, 3 * length, 3 * length)
     precision = hessian + torch.eye(3 * length, dtype=x.dtype, device=x.device) / spread**2
-    shift = -torch.cholesky_solve(gradient[..., None], torch.linalg.cholesky(precision))[..., 0]
-    return ElasticPrior(precision=precision, mean_shift=shift.reshape(*batch, length, 3))
+    return precision, gradient
 
 
 def _sparse_prior(

@@ -329,15 +329,21 @@ class IGSO3Table:
         score_rms = torch.sqrt(moments / total[:, 0] / 3)
         return cls(spec, sigma, omega, cdf / total, score_rms)
 
+    def _check_range(self, smallest: float, largest: float) -> None:
+        """Refuse scales outside the table (beyond float32 rounding of its ends)."""
+        lo, hi = self.spec.min_sigma, self.spec.max_sigma
+        tol = 1e-5 * hi  # float32 rounding of sigma(tau) at the ends
+        if smallest < lo - tol or largest > hi + tol:
+            raise ValueError(
+                f"sigma in [{smallest:.6g}, {largest:.6g}] outside the IGSO3 table range "
+                f"[{lo}, {hi}]"
+            )
+
     def _sigma_bracket(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower grid index and interpolation weight of each sigma (float64)."""
         lo, hi = self.spec.min_sigma, self.spec.max_sigma
-        tol = 1e-5 * hi  # float32 rounding of sigma(tau) at the ends
-        if torch.any(sigma < lo - tol) or torch.any(sigma > hi + tol):
-            raise ValueError(
-                f"sigma in [{sigma.min().item():.6g}, {sigma.max().item():.6g}] outside the "
-                f"IGSO3 table range [{lo}, {hi}]"
-            )
+        if sigma.numel():
+            self._check_range(sigma.min().item(), sigma.max().item())
         pos = ((sigma - lo) / (hi - lo) * (self.spec.num_sigma - 1)).clamp(
             0, self.spec.num_sigma - 1
         )
@@ -355,7 +361,9 @@ class IGSO3Table:
         t = ((u - c_lo) / (c_hi - c_lo).clamp_min(1e-300)).clamp(0.0, 1.0)
         return self.omega[j_local - 1] + t * (self.omega[1] - self.omega[0])
 
-    def sample_angle(self, sigma: torch.Tensor, generator: rng.RandomSource) -> torch.Tensor:
+    def sample_angle(
+        self, sigma: torch.Tensor, generator: rng.RandomSource, compiled: bool = True
+    ) -> torch.Tensor:
         """IGSO3 rotation angles, one per element of ``sigma``, by inverse-CDF sampling.
 
         Quantiles are interpolated linearly in omega within a table row and linearly in sigma
@@ -365,6 +373,9 @@ class IGSO3Table:
         Args:
             sigma: IGSO3 scales inside the table range, any shape.
             generator: source of the uniform variates (on ``sigma``'s device).
+            compiled: invert the CDF in the compiled loop of :mod:`starmd.diffusion.kernels`
+                (the same expressions, equal bit for bit); False: tensor operations (the
+                reference).
 
         Returns:
             angles in ``[0, pi]``, ``sigma``'s shape, float64.
@@ -372,11 +383,26 @@ class IGSO3Table:
         sigma64 = sigma.detach().double().cpu()
         u = rng.uniform(sigma.shape, generator, torch.float64, sigma.device)
         u = u.cpu().reshape(-1)
-        index, weight = self._sigma_bracket(sigma64.reshape(-1))
-        angle = (1 - weight) * self._row_quantile(index, u) + weight * self._row_quantile(
-            index + 1, u
+        if not compiled or sigma.numel() == 0:
+            index, weight = self._sigma_bracket(sigma64.reshape(-1))
+            angle = (1 - weight) * self._row_quantile(index, u) + weight * self._row_quantile(
+                index + 1, u
+            )
+            return angle.reshape(sigma.shape).to(sigma.device)
+        from starmd.diffusion.kernels import igso3_quantiles  # numba: imported on first use
+
+        flat = sigma64.reshape(-1).numpy()
+        self._check_range(float(flat.min()), float(flat.max()))
+        angle = igso3_quantiles(
+            np.ascontiguousarray(flat),
+            u.numpy(),
+            self._flat_cdf.numpy(),
+            self.omega.numpy(),
+            self.spec.min_sigma,
+            self.spec.max_sigma,
+            self.spec.num_sigma,
         )
-        return angle.reshape(sigma.shape).to(sigma.device)
+        return torch.from_numpy(angle).reshape(sigma.shape).to(sigma.device)
 
     def score_scaling(self, sigma: torch.Tensor) -> torch.Tensor:
         """RMS of one IGSO3 score component at ``sigma`` (linear in sigma between grid rows)."""
