@@ -178,3 +178,31 @@ def test_compiled_checks_equal_the_torch_checks(md):
     assert not bool(expected["ca_valid"].all()) and bool(expected["ca_valid"].any())
     assert bool(expected["aa_clash"].any()) and bool(expected["aa_break"].any())
     assert int(expected["peptide_outside"].sum()) > 0 and int(expected["rama_outliers"].sum()) > 0
+
+
+def test_compiled_placement_equals_the_torch_placement(md):
+    """The final frames and atoms after the descent's moves, placed by the compiled loop (CPU),
+    equal :meth:`_Energy.place` (the torch version, used on GPUs)."""
+    energy = _Energy(_distorted(md, seed=2), md["torsions"], md["topology"], RefineSettings())
+    generator = torch.Generator().manual_seed(8)
+    motion = 0.3 * torch.randn((*energy.frames.shape, 6), generator=generator, dtype=torch.float64)
+    frames, atoms = refinement._place(energy, motion)
+    expected_frames, expected_atoms = energy.place(motion)
+    torch.testing.assert_close(frames.rots, expected_frames.rots, rtol=0, atol=1e-12)
+    torch.testing.assert_close(frames.trans, expected_frames.trans, rtol=0, atol=1e-12)
+    torch.testing.assert_close(atoms, expected_atoms, rtol=0, atol=1e-12)
+    assert (atoms - energy.raw_atoms).norm(dim=-1).max() > 0.1  # the moves moved atoms
+
+
+def test_compiled_backbone_torsions_equal_the_torch_ones(md):
+    """Omega, phi and psi measured on refined atoms by the compiled loop (CPU) equal the tensor
+    version, at every bonded junction, and leave the other torsions as they were."""
+    frames = _distorted(md, seed=3)
+    top = md["topology"]
+    atoms = geometry.frames_to_atoms(frames, md["torsions"], top.aatype, top.oxt_mask)
+    torsions = md["torsions"] + 0.5  # measured values differ from these everywhere
+    got = refinement._backbone_torsions(atoms, torsions, top)
+    expected = refinement._backbone_torsions_torch(atoms, torsions, top)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    assert (got[..., :3] != torsions[..., :3]).any()
+    assert torch.equal(got[..., 3:], torsions[..., 3:])

@@ -454,7 +454,10 @@ class _Energy:
                 self.clash,
             ]
         )
-        self.cis = topology.pre_proline & (torch.rad2deg(_omega(atoms)).abs() < 90.0)
+        # cis where the prediction has it before a proline (omega measured at peptide bonds;
+        # the omega terms weigh only those)
+        omega = _backbone_torsions(atoms, atoms.new_zeros((*atoms.shape[:2], 7)), topology)
+        self.cis = topology.pre_proline & (torch.rad2deg(omega[:, 1:, 0]).abs() < 90.0)
 
     def place(self, motion: torch.Tensor) -> tuple[Rigid, torch.Tensor]:
         """Frames ``(B, L)`` and atoms ``(B, L, 15, 3)`` after the local moves ``motion (B, L,
@@ -693,7 +696,7 @@ def refine(
         motion = frames.trans.new_zeros((*frames.shape, 6))
         if settings.iterations > 0 and bool((before > 0).any()):
             _descend(energy, motion, settings)
-        refined, atoms = energy.place(motion)
+        refined, atoms = _place(energy, motion)
         refined = Rigid(refined.rots.detach(), refined.trans.detach())
         after = _violation(energy, atoms)
     torsions = _backbone_torsions(atoms.detach(), torsions, topology)
@@ -722,6 +725,22 @@ def _violation(energy: _Energy, atoms: torch.Tensor) -> torch.Tensor:
 
     value = violation(_host(atoms), *energy.kernel_terms)
     return torch.from_numpy(value).to(atoms.dtype)
+
+
+def _place(energy: _Energy, motion: torch.Tensor) -> tuple[Rigid, torch.Tensor]:
+    """:meth:`_Energy.place`, by the compiled loop of :mod:`starmd.sample.refine_kernel` for
+    frames on the CPU (float64, returned in the frames' dtype)."""
+    if motion.device.type != "cpu":
+        return energy.place(motion)
+    from starmd.sample.refine_kernel import place
+
+    rots, trans, atoms = place(
+        _host(energy.local), _host(energy.frames.rots), _host(energy.frames.trans), _host(motion)
+    )
+    dtype = energy.frames.dtype
+    return Rigid(torch.from_numpy(rots).to(dtype), torch.from_numpy(trans).to(dtype)), (
+        torch.from_numpy(atoms).to(dtype)
+    )
 
 
 def _descend(energy: _Energy, motion: torch.Tensor, settings: RefineSettings) -> None:
@@ -767,7 +786,27 @@ def _backbone_torsions(
     atoms: torch.Tensor, torsions: torch.Tensor, topology: RefineTopology
 ) -> torch.Tensor:
     """``torsions (B, L, 7)`` with omega, phi (where bonded to the previous residue) and psi
-    (where bonded to the next) measured on the backbone of ``atoms (B, L, 15, 3)``."""
+    (where bonded to the next) measured on the backbone of ``atoms (B, L, 15, 3)``: by the
+    compiled loop of :mod:`starmd.sample.refine_kernel` on the CPU (float64, returned in the
+    torsions' dtype), else :func:`_backbone_torsions_torch`."""
+    if atoms.device.type != "cpu":
+        return _backbone_torsions_torch(atoms, torsions, topology)
+    from starmd.sample.refine_kernel import backbone_torsions
+
+    out = _host(torsions).copy()
+    backbone_torsions(
+        _host(atoms),
+        out,
+        _host(topology.bonded, np.bool_),
+        np.array([geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT], dtype=np.int64),
+    )
+    return torch.from_numpy(out).to(torsions.dtype)
+
+
+def _backbone_torsions_torch(
+    atoms: torch.Tensor, torsions: torch.Tensor, topology: RefineTopology
+) -> torch.Tensor:
+    """:func:`_backbone_torsions` as tensor operations (any device; the reference)."""
     n, ca, c = (atoms[..., s, :] for s in (geometry.N_SLOT, geometry.CA_SLOT, geometry.C_SLOT))
     omega = geometry.dihedral(ca[:, :-1], c[:, :-1], n[:, 1:], ca[:, 1:])
     phi = geometry.dihedral(c[:, :-1], n[:, 1:], ca[:, 1:], c[:, 1:])

@@ -76,6 +76,49 @@ def _omega_excess(atoms, b, j, backbone, cis, omega_tol, grad):
 
 
 @njit(cache=True)
+def _place_all(local, rots0, trans0, motion, rot_w, rots, trans, atoms):
+    """Place every residue after its move ``motion (B, L, 6)``: ``R' = R exp(w)`` into
+    ``rots``, ``t' = t + R s`` into ``trans (B, L, 3)`` and ``atoms = R' local + t'``;
+    ``rot_w (3, 3)`` is scratch."""
+    n_b, n_l, n_s = local.shape[0], local.shape[1], local.shape[2]
+    for b in range(n_b):
+        for i in range(n_l):
+            _exp_map(motion[b, i, 3], motion[b, i, 4], motion[b, i, 5], rot_w)
+            for r in range(3):
+                for c in range(3):
+                    rots[b, i, r, c] = (
+                        rots0[b, i, r, 0] * rot_w[0, c]
+                        + rots0[b, i, r, 1] * rot_w[1, c]
+                        + rots0[b, i, r, 2] * rot_w[2, c]
+                    )
+            for r in range(3):
+                trans[b, i, r] = trans0[b, i, r] + (
+                    rots0[b, i, r, 0] * motion[b, i, 0]
+                    + rots0[b, i, r, 1] * motion[b, i, 1]
+                    + rots0[b, i, r, 2] * motion[b, i, 2]
+                )
+            for a in range(n_s):
+                for r in range(3):
+                    atoms[b, i, a, r] = trans[b, i, r] + (
+                        rots[b, i, r, 0] * local[b, i, a, 0]
+                        + rots[b, i, r, 1] * local[b, i, a, 1]
+                        + rots[b, i, r, 2] * local[b, i, a, 2]
+                    )
+
+
+@njit(cache=True)
+def place(local, rots0, trans0, motion):
+    """Frames and atoms after the moves ``motion (B, L, 6)`` of :func:`descend` (float64):
+    ``rots (B, L, 3, 3)``, ``trans (B, L, 3)``, ``atoms (B, L, S, 3)``."""
+    n_b, n_l, n_s = local.shape[0], local.shape[1], local.shape[2]
+    rots = np.empty((n_b, n_l, 3, 3))
+    trans = np.empty((n_b, n_l, 3))
+    atoms = np.empty((n_b, n_l, n_s, 3))
+    _place_all(local, rots0, trans0, motion, np.empty((3, 3)), rots, trans, atoms)
+    return rots, trans, atoms
+
+
+@njit(cache=True)
 def descend(
     local,
     rots0,
@@ -130,34 +173,11 @@ def descend(
     phi_grad = np.empty((n_b, n_l, 4, 3))  # phi of residue i (junction i - 1)
     psi_grad = np.empty((n_b, n_l, 4, 3))  # psi of residue i (junction i)
     omega_grad = np.empty((4, 3))
-    t = np.empty(3)
+    trans = np.empty((n_b, n_l, 3))
     flat_atoms = atoms.reshape((n_b * n_l * n_s, 3))
     flat_force = force.reshape((n_b * n_l * n_s, 3))
     for k in range(iterations):
-        # place every residue: R' = R exp(w), t' = t + R s, atoms = R' local + t'
-        for b in range(n_b):
-            for i in range(n_l):
-                _exp_map(motion[b, i, 3], motion[b, i, 4], motion[b, i, 5], rot_w)
-                for r in range(3):
-                    for c in range(3):
-                        rots[b, i, r, c] = (
-                            rots0[b, i, r, 0] * rot_w[0, c]
-                            + rots0[b, i, r, 1] * rot_w[1, c]
-                            + rots0[b, i, r, 2] * rot_w[2, c]
-                        )
-                for r in range(3):
-                    t[r] = trans0[b, i, r] + (
-                        rots0[b, i, r, 0] * motion[b, i, 0]
-                        + rots0[b, i, r, 1] * motion[b, i, 1]
-                        + rots0[b, i, r, 2] * motion[b, i, 2]
-                    )
-                for a in range(n_s):
-                    for r in range(3):
-                        atoms[b, i, a, r] = t[r] + (
-                            rots[b, i, r, 0] * local[b, i, a, 0]
-                            + rots[b, i, r, 1] * local[b, i, a, 1]
-                            + rots[b, i, r, 2] * local[b, i, a, 2]
-                        )
+        _place_all(local, rots0, trans0, motion, rot_w, rots, trans, atoms)
         force[:] = 0.0
         # distance restraints: peptide junctions and watched overlaps
         for p in range(first.shape[0]):
@@ -418,3 +438,26 @@ def checks(atoms, linked_prev, rama_mask, clash_first, clash_second, clash_limit
         if math.sqrt(vx * vx + vy * vy + vz * vz) < clash_limit[p]:
             out[f // (n_l * n_s), 3] += 1
     return out
+
+
+@njit(cache=True)
+def backbone_torsions(atoms, torsions, bonded, backbone):
+    """Write omega and phi of residue ``j + 1`` and psi of residue ``j`` measured on ``atoms
+    (B, L, S, 3)`` into ``torsions (B, L, 7)`` (in place, float64) at every peptide junction
+    ``j`` with ``bonded[j]`` (the others keep their values); ``backbone`` the N, CA, C slots."""
+    n_slot, ca_slot, c_slot = backbone[0], backbone[1], backbone[2]
+    scratch = np.empty((4, 3))
+    for b in range(atoms.shape[0]):
+        for j in range(atoms.shape[1] - 1):
+            if not bonded[j]:
+                continue
+            x, y = atoms[b, j], atoms[b, j + 1]
+            torsions[b, j + 1, 0] = dihedral_gradient(
+                x[ca_slot], x[c_slot], y[n_slot], y[ca_slot], scratch
+            )
+            torsions[b, j + 1, 1] = dihedral_gradient(
+                x[c_slot], y[n_slot], y[ca_slot], y[c_slot], scratch
+            )
+            torsions[b, j, 2] = dihedral_gradient(
+                x[n_slot], x[ca_slot], x[c_slot], y[n_slot], scratch
+            )
