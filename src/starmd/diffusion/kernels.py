@@ -14,6 +14,10 @@ equal to the tensor version to rounding, tested in ``tests/diffusion/test_elasti
 :meth:`starmd.diffusion.igso3.IGSO3Table.sample_angle` (bracket the scale in the table,
 search each uniform variate in its two rows, interpolate), the same expressions in the same
 order: equal bit for bit (tested in ``tests/diffusion/test_igso3.py``).
+
+:func:`geodesic`: ``start exp(w log(start^T end))`` per rotation (the posterior base's
+rotations, the rollout's step scale), through quaternions as :mod:`starmd.diffusion.so3`'s maps
+(tested in ``tests/diffusion/test_so3_maps.py``).
 """
 
 from __future__ import annotations
@@ -115,4 +119,81 @@ def igso3_quantiles(sigma, u, flat_cdf, omega, min_sigma, max_sigma, num_sigma):
         low = _row_quantile(flat_cdf, omega, width, index, u[n])
         high = _row_quantile(flat_cdf, omega, width, index + 1, u[n])
         out[n] = (1 - weight) * low + weight * high
+    return out
+
+
+@njit(cache=True)
+def _quaternion(r):
+    """Unit quaternion ``(w, x, y, z)``, ``w >= 0``, of rotation ``r (3, 3)`` (Shepperd's
+    method: the candidate with the largest pivot, the first of equal ones)."""
+    trace = r[0, 0] + r[1, 1] + r[2, 2]
+    candidates = (
+        (1.0 + trace, r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]),
+        (r[2, 1] - r[1, 2], 1.0 + 2.0 * r[0, 0] - trace, r[0, 1] + r[1, 0], r[0, 2] + r[2, 0]),
+        (r[0, 2] - r[2, 0], r[0, 1] + r[1, 0], 1.0 + 2.0 * r[1, 1] - trace, r[1, 2] + r[2, 1]),
+        (r[1, 0] - r[0, 1], r[0, 2] + r[2, 0], r[1, 2] + r[2, 1], 1.0 + 2.0 * r[2, 2] - trace),
+    )
+    best = 0
+    for k in range(1, 4):
+        if candidates[k][k] > candidates[best][best]:
+            best = k
+    w, x, y, z = candidates[best]
+    norm = math.sqrt(w * w + x * x + y * y + z * z)
+    sign = -1.0 if w / norm < 0.0 else 1.0
+    return sign * w / norm, sign * x / norm, sign * y / norm, sign * z / norm
+
+
+@njit(cache=True)
+def geodesic(start, end, weight, small_angle):
+    """``start exp(weight log(start^T end))`` for rotations ``start, end (N, 3, 3)`` and
+    ``weight (N,)`` (float64): the point a fraction ``weight`` of the way along the geodesic
+    from ``start`` to ``end`` (beyond it for ``weight > 1``). The log and exp maps as
+    :func:`starmd.diffusion.so3.log_map` and :func:`~starmd.diffusion.so3.exp_map` compute
+    them, with their series below ``small_angle``."""
+    n_r = start.shape[0]
+    out = np.empty((n_r, 3, 3))
+    relative = np.empty((3, 3))
+    turn = np.empty((3, 3))
+    small_sq = small_angle * small_angle
+    for n in range(n_r):
+        for a in range(3):
+            for b in range(3):
+                relative[a, b] = (
+                    start[n, 0, a] * end[n, 0, b]
+                    + start[n, 1, a] * end[n, 1, b]
+                    + start[n, 2, a] * end[n, 2, b]
+                )
+        w, x, y, z = _quaternion(relative)
+        n_sq = x * x + y * y + z * z
+        if n_sq < small_sq:
+            factor = 2.0 / w * (1.0 - n_sq / (3.0 * w * w))
+        else:
+            norm = math.sqrt(n_sq)
+            factor = 2.0 * math.atan2(norm, w) / norm
+        vx, vy, vz = weight[n] * factor * x, weight[n] * factor * y, weight[n] * factor * z
+        theta_sq = vx * vx + vy * vy + vz * vz
+        if theta_sq < small_sq:
+            coeff, qw = 0.5 - theta_sq / 48.0, 1.0 - theta_sq / 8.0
+        else:
+            theta = math.sqrt(theta_sq)
+            coeff, qw = math.sin(0.5 * theta) / theta, math.cos(0.5 * theta)
+        qx, qy, qz = coeff * vx, coeff * vy, coeff * vz
+        norm = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+        qw, qx, qy, qz = qw / norm, qx / norm, qy / norm, qz / norm
+        turn[0, 0] = 1.0 - 2.0 * (qy * qy + qz * qz)
+        turn[0, 1] = 2.0 * (qx * qy - qw * qz)
+        turn[0, 2] = 2.0 * (qx * qz + qw * qy)
+        turn[1, 0] = 2.0 * (qx * qy + qw * qz)
+        turn[1, 1] = 1.0 - 2.0 * (qx * qx + qz * qz)
+        turn[1, 2] = 2.0 * (qy * qz - qw * qx)
+        turn[2, 0] = 2.0 * (qx * qz - qw * qy)
+        turn[2, 1] = 2.0 * (qy * qz + qw * qx)
+        turn[2, 2] = 1.0 - 2.0 * (qx * qx + qy * qy)
+        for a in range(3):
+            for b in range(3):
+                out[n, a, b] = (
+                    start[n, a, 0] * turn[0, b]
+                    + start[n, a, 1] * turn[1, b]
+                    + start[n, a, 2] * turn[2, b]
+                )
     return out

@@ -355,7 +355,7 @@ class SE3TorusDiffuser:
         (:mod:`starmd.diffusion.elastic`, built on ``prior_frames``; ``trans_spread`` is then
         unused); ``tau`` must then be the same for all residues of a frame.
         """
-        from starmd.diffusion.so3 import exp_map, log_map
+        from starmd.diffusion.so3 import geodesic
 
         dtype, device = noisy_frames.dtype, noisy_frames.device
         tau_t = torch.as_tensor(tau, dtype=dtype, device=device).expand(noisy_frames.shape)
@@ -371,11 +371,9 @@ class SE3TorusDiffuser:
             trans = (alpha * s2 * noisy_frames.trans + sigma**2 * prior_frames.trans) / (
                 alpha**2 * s2 + sigma**2
             )
-        sigma_rot = self.so3.sigma(tau_t).to(dtype)[..., None]
+        sigma_rot = self.so3.sigma(tau_t).to(dtype)
         weight = rot_spread**2 / (rot_spread**2 + sigma_rot**2)
-        v = log_map(prior_frames.rots.transpose(-1, -2) @ noisy_frames.rots)
-        rots = prior_frames.rots @ exp_map(weight * v)
-        return Rigid(rots, trans)
+        return Rigid(geodesic(prior_frames.rots, noisy_frames.rots, weight), trans)
 
     def sample_prior(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from starmd.diffusion import rng
@@ -63,6 +64,37 @@ def log_map(rots: torch.Tensor) -> torch.Tensor:
     n = torch.sqrt(torch.where(small, torch.ones_like(n_sq), n_sq))
     factor = torch.where(small, 2.0 / w * (1.0 - n_sq / (3.0 * w * w)), 2.0 * torch.atan2(n, w) / n)
     return factor * u
+
+
+def geodesic(start: torch.Tensor, end: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """``start exp(weight log(start^T end))`` for rotations ``(..., 3, 3)``: a fraction
+    ``weight`` (a number, or a tensor broadcasting against the batch shape ``...``) of the way
+    from ``start`` to ``end`` along their geodesic (beyond ``end`` for ``weight > 1``).
+
+    On the CPU without gradients, one compiled loop (:mod:`starmd.diffusion.kernels`, float64,
+    returned in ``start``'s dtype; equal to the tensor expression to rounding); elsewhere the
+    tensor expression itself.
+    """
+    batch = torch.broadcast_shapes(start.shape[:-2], end.shape[:-2])
+    weights = torch.as_tensor(weight, dtype=start.dtype, device=start.device)
+    if start.device.type != "cpu" or start.requires_grad or end.requires_grad:
+        return start @ exp_map(weights[..., None] * log_map(start.transpose(-1, -2) @ end))
+    from starmd.diffusion.kernels import geodesic as compiled  # numba: imported on first use
+
+    def flat(x: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+        return np.ascontiguousarray(
+            x.detach().to(torch.float64).expand(*batch, *shape).reshape(-1, *shape).numpy()
+        )
+
+    # a number keeps its double precision (a tensor made of it would be float32 first)
+    if torch.is_tensor(weight):
+        weights = weight.detach().to(torch.float64)
+    else:
+        weights = torch.tensor(float(weight), dtype=torch.float64)
+    out = compiled(
+        flat(start, (3, 3)), flat(end, (3, 3)), flat(weights, ()).reshape(-1), _SMALL_ANGLE
+    )
+    return torch.from_numpy(out).reshape(*batch, 3, 3).to(start.dtype)
 
 
 def rotation_angle(rots: torch.Tensor) -> torch.Tensor:

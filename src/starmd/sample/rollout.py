@@ -420,13 +420,13 @@ class Rollout:
         """Each residue's rigid move from the last frame, scaled by ``step_scale``: the
         translation along its line, the rotation along its geodesic
         (``R' = R_prev exp(s log(R_prev^T R))``); equivariant under a global rigid motion."""
-        from starmd.diffusion.so3 import exp_map, log_map
+        from starmd.diffusion.so3 import geodesic
 
         s = self.settings.step_scale
         _, last, _ = self.latest
-        relative = log_map(last.rots.transpose(-1, -2) @ frames.rots)
-        rots = last.rots @ exp_map(s * relative)
-        return Rigid(rots, last.trans + s * (frames.trans - last.trans))
+        return Rigid(
+            geodesic(last.rots, frames.rots, s), last.trans + s * (frames.trans - last.trans)
+        )
 
     def _remember(self, t: int, frames: Rigid, torsions: torch.Tensor) -> None:
         """Frame ``t`` is the latest (and, when re-anchoring, one of the recent frames)."""
