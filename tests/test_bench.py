@@ -45,6 +45,7 @@ def test_bench_quick_writes_its_tables(tiny_model_path, tmp_path, capsys):
     assert before > 0 and after > 0
     assert speed[0]["md_ns_per_day"] == pytest.approx(2 / (1 / before + 1 / after), rel=0.01)
     assert all(r["starmd_frames_per_s"] > 0 for r in speed)
+    assert all(r["repeats"] == 1 and r["ratio_min"] == r["ratio_max"] for r in speed)  # quick
     # refined rows carry the refinement's and the polish's cost; the raw row none
     for row in speed:
         if row["refine"]:
@@ -115,6 +116,8 @@ def test_bench_rejects_unknown_sections(tmp_path, capsys):
     assert_one_line_error(code, err, "--speed-replicas '1,0': every value must be at least 1")
     code, _, err = run_cli(["bench", "-o", str(tmp_path), "--quality-steps", "0,5"], capsys)
     assert_one_line_error(code, err, "--quality-steps '0,5': every value must be at least 1")
+    code, _, err = run_cli(["bench", "-o", str(tmp_path), "--speed-repeats", "0"], capsys)
+    assert_one_line_error(code, err, "--speed-repeats 0: must be at least 1")
 
 
 def test_synthetic_structures_are_real_chains(tmp_path):
@@ -166,3 +169,34 @@ def test_steady_rate_and_ratio_by_hand():
     assert _steady_ratio(gen, 8, 50.0, md_ns_per_s) == round(10.0 / md_ns_per_s, 1)
     assert _steady_rate({"steady_s_per_frame": None}, 1) is None  # too few frames (--quick)
     assert _steady_ratio({"steady_s_per_frame": None}, 1, 50.0, md_ns_per_s) is None
+
+
+def test_speed_repeats_interleave_and_report_the_median_run(tmp_path, monkeypatch):
+    """Every configuration once, then again; a row is the median run (the lower middle one
+    for an even count) whole, with the slowest and fastest repeat beside it."""
+    import starmd.bench as bench
+
+    calls, speeds = [], iter([3.0, 10.0, 1.0, 20.0, 2.0, 30.0, 4.0, 40.0])
+
+    def fake_generation(settings, model, structure, work, defaults, **options):
+        calls.append((model.name, options["refine"]))
+        speed = next(speeds)
+        return {
+            "ns_per_wall_s": speed, "frames_per_s": speed, "steady_s_per_frame": None,
+            "refine_ms_per_frame": speed, "polish_ms_per_frame": None, "time_to_model_s": 0.0,
+            "first_frame_s": 0.0, "residues": 48,
+        }  # fmt: skip
+
+    monkeypatch.setattr(bench, "_generation", fake_generation)
+    monkeypatch.setattr(bench, "_openmm_ns_per_day", lambda *args: 86400.0)  # 1 ns/s
+    settings = bench.BenchSettings(out_dir=tmp_path, speed_replicas=(1,), speed_repeats=4)
+    defaults = {"dt_ps": 50.0, "steps": 1, "sampler": "cm", "context": 7}
+    rows = bench.bench_speed(
+        settings, tmp_path / "m.safetensors", tmp_path / "x.pdb", tmp_path, defaults
+    )
+    assert calls == [("m.safetensors", True), ("m.safetensors", False)] * 4  # interleaved
+    refined, raw = rows
+    # refined runs: 3, 1, 2, 4 -> lower median 2 (its own columns); raw: 10, 20, 30, 40 -> 20
+    assert (refined["ratio"], refined["refine_ms_per_frame"]) == (2.0, 2.0)
+    assert (refined["ratio_min"], refined["ratio_max"], refined["repeats"]) == (1.0, 4.0, 4)
+    assert (raw["ratio"], raw["ratio_min"], raw["ratio_max"]) == (20.0, 10.0, 40.0)

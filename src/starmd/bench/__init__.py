@@ -79,6 +79,7 @@ class BenchSettings:
     seed: int = 0
     speed_replicas: Sequence[int] = (1, 8)
     speed_models: Sequence[str] = ()
+    speed_repeats: int | None = None  # None: 3 (quick: 1)
     memory_frames: Sequence[int] = (100, 1_000, 10_000)
     sizes: Sequence[int] = (50, 100, 200, 500, 1_000)
     quality_steps: Sequence[int] = (2, 5, 10, 20, 50)
@@ -98,6 +99,10 @@ class BenchSettings:
             raise StarmdInputError(
                 f"--attention-neighbours {self.attention_neighbours}: must be at least 1"
             )
+        if self.speed_repeats is None:
+            self.speed_repeats = 1 if self.quick else 3
+        if self.speed_repeats < 1:
+            raise StarmdInputError(f"--speed-repeats {self.speed_repeats}: must be at least 1")
         if self.quick:
             self.speed_replicas = (1, 2)
             self.memory_frames = (10, 40)
@@ -218,6 +223,11 @@ def bench_speed(
     network output (``generate --no-refine``); with ``settings.compile`` one more per model,
     one trajectory at the defaults, runs the network through ``torch.compile`` (``generate
     --compile``: its compile time is inside ``ratio``, not ``steady_ratio``).
+
+    Each configuration runs ``settings.speed_repeats`` times, interleaved (all configurations
+    once, then again), each in a fresh process: on a shared 2-core machine the same run's
+    network time varies by about 10% from one process to the next. A row is the median run
+    (:func:`_median_run`); ``ratio_min`` / ``ratio_max`` give the spread over the repeats.
     """
     from starmd.modelfile import resolve_model
 
@@ -235,29 +245,30 @@ def bench_speed(
     md_ps = 1.0 if settings.quick else 20.0
     md_platform = "CUDA" if settings.device.startswith("cuda") else "CPU"
     md_before = _openmm_ns_per_day(settings, structure, work / "md_before", md_ps, md_platform)
-    gens = [
-        (
-            path,
-            chosen,
-            r,
-            refine,
-            compiled,
-            _generation(
-                settings,
-                path,
-                structure,
-                work,
-                chosen,
-                frames=frames,
-                replicas=r,
-                refine=refine,
-                compile=compiled,
-                steady_from=steady_from,
-            ),
-        )
+    configurations = [
+        (path, chosen, r, refine, compiled)
         for path, chosen in models
         for r, refine, compiled in runs
     ]
+    # every configuration once, then again: a drift of the machine's speed is shared by all
+    repeats: list[list[dict[str, Any]]] = [[] for _ in configurations]
+    for _ in range(settings.speed_repeats):
+        for k, (path, chosen, r, refine, compiled) in enumerate(configurations):
+            repeats[k].append(
+                _generation(
+                    settings,
+                    path,
+                    structure,
+                    work,
+                    chosen,
+                    frames=frames,
+                    replicas=r,
+                    refine=refine,
+                    compile=compiled,
+                    steady_from=steady_from,
+                )
+            )
+    gens = [(*c, *_median_run(runs_of)) for c, runs_of in zip(configurations, repeats, strict=True)]
     md_after = _openmm_ns_per_day(settings, structure, work / "md_after", md_ps, md_platform)
     # equal simulated lengths: total ns over total time is the harmonic mean of the two speeds
     md_ns_per_day = 2.0 / (1.0 / md_before + 1.0 / md_after)
@@ -289,9 +300,21 @@ def bench_speed(
             "md_ns_per_wall_s": md_ns_per_s,
             "ratio": round(gen["ns_per_wall_s"] / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
             "steady_ratio": _steady_ratio(gen, replicas, chosen["dt_ps"], md_ns_per_s),
+            "repeats": len(spread),
+            "ratio_min": round(min(spread) / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
+            "ratio_max": round(max(spread) / md_ns_per_s, 1) if md_ns_per_s > 0 else None,
         }
-        for path, chosen, replicas, refine, compiled, gen in gens
+        for path, chosen, replicas, refine, compiled, gen, spread in gens
     ]
+
+
+def _median_run(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float]]:
+    """The repeat whose speed (ns per wall-second) is the median (the lower of the middle two
+    for an even count: the conservative one), reported whole so that its columns belong to
+    one run, and every repeat's speed."""
+    speeds = [run["ns_per_wall_s"] for run in runs]
+    order = sorted(range(len(runs)), key=lambda k: speeds[k])
+    return runs[order[(len(runs) - 1) // 2]], speeds
 
 
 def _openmm_ns_per_day(

@@ -38,7 +38,8 @@ def markdown(results: dict[str, Any]) -> str:
         "whole generation loop; steady_ratio and steady_frames_per_s: from frame "
         f"{STEADY_FROM} on (the rate of a long rollout); the model load and the set-up before "
         "the loop are outside both (starmd_first_frame_s: from the process start to the first "
-        "generated frame).",
+        "generated frame). Each row is the median of `repeats` interleaved runs in fresh "
+        "processes; ratio_min and ratio_max: the slowest and fastest of them.",
     }
     for section in SECTIONS:
         if section not in results["sections"]:

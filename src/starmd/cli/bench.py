@@ -43,6 +43,12 @@ def bench(
         "--speed-replicas",
         help="Replica batch sizes for the speed section (default 1,8; quick 1,2); ns/s counts all.",
     ),
+    speed_repeats: int = typer.Option(
+        None,
+        "--speed-repeats",
+        help="Runs of each speed configuration, interleaved, each in a fresh process; a row is "
+        "the median run, ratio_min/ratio_max the spread (default 3; quick 1).",
+    ),
     speed_models: str = typer.Option(
         None,
         "--speed-models",
@@ -101,6 +107,7 @@ def bench(
         dt_ps=parse_duration_ps(dt) if dt else None,
         steps=steps,
         speed_models=tuple(m.strip() for m in (speed_models or "").split(",") if m.strip()),
+        speed_repeats=speed_repeats,
         attention_neighbours=attention_neighbours,
         compile=compile_network,
     )
