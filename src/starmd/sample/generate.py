@@ -220,6 +220,10 @@ def generate(
     written0 = writer.written(frame0[None]) if start == 0 or check_frame0 else None
     if ledger is not None:  # load the compiled checks now: set-up, not the loop's time
         rollout.prepare_refinement()
+    if torch_device.type == "cpu":  # the diffusion's compiled loops too (prior, noise, bases)
+        from starmd.diffusion.kernels import prepare
+
+        prepare()
         if check_frame0:
             ledger.prepare_written(written0, writer.topology)
     if start == 0:
@@ -312,15 +316,24 @@ def generate(
 
 
 def _announce_compiling(refine: bool) -> None:
-    """Say so before the set-up compiles the atom rebuild, refinement, polish and checks (the
-    first run after an installation: ~30 s of CPU in silence otherwise)."""
+    """Say so before the set-up compiles the atom rebuild, the diffusion's prior, noise and
+    bases, the refinement, polish and checks (the first run after an installation: ~30 s of CPU
+    in silence otherwise)."""
+    from starmd.diffusion import kernels as diffusion_kernels
+    from starmd.evaluate import contacts_kernel
     from starmd.sample import refine_kernel
     from starmd.structure import atoms_kernel, polish_kernel
     from starmd.structure.kernels import on_disk
 
-    loops = [atoms_kernel.build_atoms]
+    loops = [
+        atoms_kernel.build_atoms,
+        diffusion_kernels.dense_system,
+        diffusion_kernels.geodesic,
+        diffusion_kernels.igso3_quantiles,
+    ]
     if refine:
-        loops += [refine_kernel.descend, refine_kernel.checks, polish_kernel.lbfgs]
+        loops += [refine_kernel.descend, refine_kernel.place, refine_kernel.backbone_torsions]
+        loops += [refine_kernel.checks, polish_kernel.lbfgs, contacts_kernel.close_contacts]
     if not on_disk(*loops):
         log.info("compiling the rebuild/refinement loops (numba; once after installation) ...")
 
