@@ -15,52 +15,14 @@ import math
 import numpy as np
 from numba import njit
 
-
-@njit(cache=True)
-def _grid(x, size):
-    """Cells at least ``size`` wide over points ``x (N, 3)``: each point's cell, the points in
-    cell order (``order``, cell ``k`` holds ``order[starts[k]:starts[k + 1]]``), the grid's shape
-    and lower corner."""
-    n = x.shape[0]
-    low = np.empty(3)
-    high = np.empty(3)
-    for c in range(3):
-        low[c] = x[0, c]
-        high[c] = x[0, c]
-    for a in range(n):
-        for c in range(3):
-            low[c] = min(low[c], x[a, c])
-            high[c] = max(high[c], x[a, c])
-    while True:  # a spread-out frame gets wider cells (more candidates, never a lost pair)
-        nx = int((high[0] - low[0]) / size) + 1
-        ny = int((high[1] - low[1]) / size) + 1
-        nz = int((high[2] - low[2]) / size) + 1
-        if nx * ny * nz <= 8 * n + 64:
-            break
-        size *= 2.0
-    cell_of = np.empty(n, dtype=np.int64)
-    starts = np.zeros(nx * ny * nz + 1, dtype=np.int64)
-    for a in range(n):
-        cx = int((x[a, 0] - low[0]) / size)
-        cy = int((x[a, 1] - low[1]) / size)
-        cz = int((x[a, 2] - low[2]) / size)
-        cell_of[a] = (cx * ny + cy) * nz + cz
-        starts[cell_of[a] + 1] += 1
-    for k in range(nx * ny * nz):
-        starts[k + 1] += starts[k]
-    filled = starts[:-1].copy()
-    order = np.empty(n, dtype=np.int64)
-    for a in range(n):
-        order[filled[cell_of[a]]] = a
-        filled[cell_of[a]] += 1
-    return cell_of, order, starts, nx, ny, nz
+from starmd.structure.kernels import cell_grid
 
 
 @njit(cache=True)
 def _pairs_within(x, reach):
     """Index pairs ``(P, 2)`` (first < second) of points ``x (N, 3)`` at most ``reach`` apart."""
     n = x.shape[0]
-    cell_of, order, starts, nx, ny, nz = _grid(x, reach)
+    cell_of, order, starts, nx, ny, nz = cell_grid(x, reach)
     capacity = max(64, 8 * n)
     out = np.empty((capacity, 2), dtype=np.int64)
     count = 0

@@ -4,13 +4,15 @@ Each function here is the one-point version of a tensor function elsewhere in th
 the same formulas, so that a compiled loop and its torch reference compute the same thing:
 :func:`dihedral_gradient` is :func:`starmd.structure.geometry.dihedral_gradient`,
 :func:`bilinear` is the Ramachandran and Janin fields' interpolation
-(:mod:`starmd.structure.ramachandran`).
+(:mod:`starmd.structure.ramachandran`); :func:`cell_grid` is the spatial grid of the pair
+searches.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 DEG = 180.0 / math.pi
@@ -81,6 +83,49 @@ def bilinear(grid, first, second, bin_deg, origin_deg):
     d_first = ((1 - fv) * (g01 - g00) + fv * (g11 - g10)) * per_radian
     d_second = ((1 - fu) * (g10 - g00) + fu * (g11 - g01)) * per_radian
     return value, d_first, d_second
+
+
+@njit(cache=True)
+def cell_grid(x, size):
+    """A grid of cells at least ``size`` wide over points ``x (N, 3)`` (wider where the points
+    are spread out, so that there are at most ``8 N + 64`` cells: a larger cell only adds
+    candidates, it never loses a pair): each point's cell ``cell_of (N,)``, the points in cell
+    order (cell ``k`` holds ``order[starts[k]:starts[k + 1]]``) and the grid's shape ``nx, ny,
+    nz`` (cell ``(cx * ny + cy) * nz + cz``). The pair searches of the polish and of the
+    validity checks look in each point's cell and its 26 neighbours."""
+    n = x.shape[0]
+    low = np.empty(3)
+    high = np.empty(3)
+    for c in range(3):
+        low[c] = x[0, c]
+        high[c] = x[0, c]
+    for a in range(n):
+        for c in range(3):
+            low[c] = min(low[c], x[a, c])
+            high[c] = max(high[c], x[a, c])
+    while True:
+        nx = int((high[0] - low[0]) / size) + 1
+        ny = int((high[1] - low[1]) / size) + 1
+        nz = int((high[2] - low[2]) / size) + 1
+        if nx * ny * nz <= 8 * n + 64:
+            break
+        size *= 2.0
+    cell_of = np.empty(n, dtype=np.int64)
+    starts = np.zeros(nx * ny * nz + 1, dtype=np.int64)
+    for a in range(n):
+        cx = int((x[a, 0] - low[0]) / size)
+        cy = int((x[a, 1] - low[1]) / size)
+        cz = int((x[a, 2] - low[2]) / size)
+        cell_of[a] = (cx * ny + cy) * nz + cz
+        starts[cell_of[a] + 1] += 1
+    for k in range(nx * ny * nz):
+        starts[k + 1] += starts[k]
+    filled = starts[:-1].copy()
+    order = np.empty(n, dtype=np.int64)
+    for a in range(n):
+        order[filled[cell_of[a]]] = a
+        filled[cell_of[a]] += 1
+    return cell_of, order, starts, nx, ny, nz
 
 
 def on_disk(*dispatchers) -> bool:

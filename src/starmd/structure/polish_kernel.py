@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from starmd.structure.kernels import DEG, add_pair, bilinear, cross, dihedral_gradient
+from starmd.structure.kernels import DEG, add_pair, bilinear, cell_grid, cross, dihedral_gradient
 
 
 @njit(cache=True)
@@ -342,44 +342,10 @@ def watched_pairs(
     contact = np.empty(capacity)
     judged = np.empty(capacity, dtype=np.bool_)
     count = 0
-    cell_of = np.empty(n_n, dtype=np.int64)
-    order = np.empty(n_n, dtype=np.int64)
     sorted_x = np.empty((n_n, 3))
     reach_sq = reach * reach
     for t in range(n_t):
-        low = np.empty(3)
-        high = np.empty(3)
-        for c in range(3):
-            low[c] = x[t, 0, c]
-            high[c] = x[t, 0, c]
-        for a in range(n_n):
-            for c in range(3):
-                low[c] = min(low[c], x[t, a, c])
-                high[c] = max(high[c], x[t, a, c])
-        # cells at least `reach` wide; wider where the frame is spread out (a larger cell only
-        # adds candidates, it never loses a pair)
-        size = reach
-        while True:
-            nx = int((high[0] - low[0]) / size) + 1
-            ny = int((high[1] - low[1]) / size) + 1
-            nz = int((high[2] - low[2]) / size) + 1
-            if nx * ny * nz <= 8 * n_n + 64:
-                break
-            size *= 2.0
-        n_cells = nx * ny * nz
-        starts = np.zeros(n_cells + 1, dtype=np.int64)
-        for a in range(n_n):
-            cx = int((x[t, a, 0] - low[0]) / size)
-            cy = int((x[t, a, 1] - low[1]) / size)
-            cz = int((x[t, a, 2] - low[2]) / size)
-            cell_of[a] = (cx * ny + cy) * nz + cz
-            starts[cell_of[a] + 1] += 1
-        for k in range(n_cells):
-            starts[k + 1] += starts[k]
-        filled = starts[:-1].copy()
-        for a in range(n_n):
-            order[filled[cell_of[a]]] = a
-            filled[cell_of[a]] += 1
+        cell_of, order, starts, nx, ny, nz = cell_grid(x[t], reach)
         for slot in range(n_n):  # coordinates in cell order, read contiguously below
             for c in range(3):
                 sorted_x[slot, c] = x[t, order[slot], c]
