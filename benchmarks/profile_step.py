@@ -35,8 +35,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from starmd.modelfile import load_model, resolve_model
-from starmd.sample.generate import ATOM_BATCH, GenerationSettings, with_model_defaults
-from starmd.sample.rollout import Rollout, RolloutSettings, protein_input
+from starmd.sample.generate import (
+    ATOM_BATCH,
+    GenerationSettings,
+    _rollout_settings,
+    with_model_defaults,
+)
+from starmd.sample.rollout import Rollout, protein_input
 from starmd.structure.io import load_structure
 
 DEFAULT_STRUCTURE = Path(__file__).parents[1] / "src/starmd/assets/corpus/structures/1enh.pdb"
@@ -92,21 +97,17 @@ def operation_class(name: str) -> str:
 
 def rollout_parts(model: str, structure: Path, replicas: int, dt_ps: float | None = None):
     """What a :class:`Rollout` of ``model`` at its own defaults (``dt_ps`` overrides its time
-    step) is built from: ``(loaded model, inputs, rollout settings, generation settings,
-    residues)``."""
-    loaded = load_model(resolve_model(model), torch.device("cpu"))
+    step) is built from, as ``generate --no-refine`` builds it: ``(loaded model, inputs, rollout
+    settings, generation settings, residues)``."""
+    path = resolve_model(model)
+    loaded = load_model(path, torch.device("cpu"))
+    # the network's own steps: no refinement, so no step scale (generate --no-refine)
     settings = with_model_defaults(
-        GenerationSettings(frames=2, replicas=replicas, dt_ps=dt_ps), loaded.config
+        GenerationSettings(frames=2, replicas=replicas, dt_ps=dt_ps, refine=False), loaded.config
     )
     protein, positions = load_structure(structure)
     inputs = protein_input(protein, positions, settings.dt_ps, replicas)
-    rollout_settings = RolloutSettings(
-        steps=settings.steps,
-        context=settings.context,
-        sink=settings.sink,
-        sampler=settings.sampler,
-        schedule_rho=settings.schedule_rho,
-    )
+    rollout_settings = _rollout_settings(settings, loaded.config, path)
     return loaded, inputs, rollout_settings, settings, protein.n_residues
 
 
